@@ -1,0 +1,297 @@
+//! The allocator wrapper: the hot path.
+//!
+//! # Rules for everything reachable from `alloc`, `dealloc`, `realloc`, `alloc_zeroed`
+//!
+//! Code here runs inside every allocation of the host program — inside its locks, its panics,
+//! its thread teardown, and inside allocscope's own reporting. It therefore:
+//!
+//! * **never panics**: no `unwrap`, no indexing that can fail (ids read from headers are
+//!   masked), no arithmetic that can overflow in debug builds (wrapping or checked ops);
+//! * **never takes a lock**: counters are per-thread (owner-written) or shared atomics; stack
+//!   and site interning are lock-free tables (`callsite::intern`);
+//! * **never recurses into tracking**: the thread-local `busy` flag marks the tracker's own
+//!   work; an allocation made while it is set is charged to the tracker path with plain atomics
+//!   and nothing else;
+//! * **never allocates** itself, and only touches: the block header, `thread::TLS` (const, no
+//!   destructor), the thread's counter slot, the static path/run/site tables, and — in `Every`
+//!   or sampled mode — the current stack (read-only, bounds-checked);
+//! * **forwards to the inner allocator's own entry points** (`alloc_zeroed` and `realloc` are
+//!   not emulated), asking for `size + offset` bytes as described in `header`.
+//!
+//! Attribution is decided here: a block belongs to the innermost scope active on the allocating
+//! thread (its path and run go in the header); a free is charged back to the header's path and
+//! run, whichever thread frees it and whenever; a realloc is a free of the old block plus an
+//! allocation of the new one in the current scope.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::sync::atomic::Ordering::Relaxed;
+use std::alloc::System;
+
+use crate::callsite::{self, capture, intern};
+use crate::header::{self, Header};
+use crate::registry::{self, PATH_TRACKER};
+use crate::thread::{self, ThreadState, TLS};
+
+/// A `GlobalAlloc` that attributes every block to the job scope that allocated it.
+///
+/// Wraps any other global allocator (`System` by default, or mimalloc, jemalloc, …) and adds a
+/// 16-byte header in front of each block (`align` bytes for alignments above 16).
+///
+/// ```
+/// use allocscope::TrackingAllocator;
+///
+/// #[global_allocator]
+/// static ALLOC: TrackingAllocator = TrackingAllocator::system();
+/// # fn main() {}
+/// ```
+pub struct TrackingAllocator<A: GlobalAlloc = System> {
+    inner: A,
+}
+
+impl TrackingAllocator<System> {
+    /// Tracks allocations made with the system allocator.
+    pub const fn system() -> Self {
+        Self { inner: System }
+    }
+}
+
+impl<A: GlobalAlloc> TrackingAllocator<A> {
+    /// Tracks allocations made with `inner`.
+    pub const fn new(inner: A) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped allocator.
+    pub const fn inner(&self) -> &A {
+        &self.inner
+    }
+}
+
+impl Default for TrackingAllocator<System> {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+/// Tracker's own allocations (counted with plain atomics, no thread state needed).
+#[inline]
+fn tracker_alloc(bytes: u64) -> Header {
+    registry::path(PATH_TRACKER).add(1, bytes, 0, 0);
+    Header {
+        path: PATH_TRACKER,
+        site: 0,
+        run: 0,
+        weight: 0.0,
+    }
+}
+
+/// Decides the callsite of a new block (none, every, or sampled), capturing a stack if needed.
+#[inline(always)]
+fn choose_site(t: &ThreadState, path: u32, size: u64) -> (u32, f32) {
+    let mode = callsite::MODE.load(Relaxed);
+    if mode == 0 {
+        return (0, 0.0);
+    }
+    if mode >= 2 {
+        let left = t.countdown.get().wrapping_sub(size as i64);
+        t.countdown.set(left);
+        if left > 0 {
+            return (0, 0.0);
+        }
+        return sample(t, path, size, mode);
+    }
+    (record_stack(t, path), 1.0)
+}
+
+#[cold]
+#[inline(never)]
+fn sample(t: &ThreadState, path: u32, size: u64, mean: u64) -> (u32, f32) {
+    let mut rng = t.rng.get();
+    if rng == 0 {
+        // First sampling decision on this thread: seed and draw the first gap. The countdown
+        // was unset rather than crossed, so this block is not a sample.
+        rng = (callsite::SEED.load(Relaxed) ^ (core::ptr::addr_of!(*t) as u64).rotate_left(17)) | 1;
+        let gap = callsite::next_gap(&mut rng, mean);
+        t.rng.set(rng);
+        t.countdown.set(gap);
+        return (0, 0.0);
+    }
+    // The countdown crossed zero inside this block: the block is sampled once, however many
+    // sample points fell in it (probability 1 - exp(-size/mean)).
+    let mut left = t.countdown.get();
+    while left <= 0 {
+        left = left.wrapping_add(callsite::next_gap(&mut rng, mean));
+    }
+    t.rng.set(rng);
+    t.countdown.set(left);
+    let site = record_stack(t, path);
+    if site == 0 {
+        return (0, 0.0);
+    }
+    (site, callsite::sample_weight(size, mean))
+}
+
+#[inline(never)]
+fn record_stack(t: &ThreadState, path: u32) -> u32 {
+    // The capture and interning do not allocate, but mark the thread busy anyway so that any
+    // allocation a platform unwinder might make is never tracked into itself.
+    t.busy.set(true);
+    let mut buf = [0usize; capture::MAX_FRAMES_LIMIT];
+    let n = capture::capture(t, &mut buf);
+    let site = intern::intern_site(path, &buf[..n]);
+    t.busy.set(false);
+    site
+}
+
+/// Records a new block of `size` bytes in the current context and returns its header.
+#[inline(always)]
+fn on_alloc(size: u64) -> Header {
+    TLS.try_with(|t| {
+        if t.busy.get() {
+            return tracker_alloc(size);
+        }
+        let path = t.path.get();
+        let run = t.run.get();
+        thread::count_alloc(t, size);
+        let (site, weight) = choose_site(t, path, size);
+        if site != 0 {
+            intern::site_alloc(site, size, weight);
+        }
+        Header {
+            path,
+            site,
+            run,
+            weight,
+        }
+    })
+    .unwrap_or_else(|_| tracker_alloc(size))
+}
+
+/// Records that the block described by `h` (of `size` bytes) was freed.
+#[inline(always)]
+fn on_free(h: Header, size: u64) {
+    if h.path == PATH_TRACKER {
+        registry::path(PATH_TRACKER).add(0, 0, 1, size);
+        return;
+    }
+    if h.site != 0 {
+        intern::site_free(h.site, size, h.weight);
+    }
+    let local = TLS.try_with(|t| {
+        if t.busy.get() {
+            false
+        } else {
+            thread::count_free(t, h.path, h.run, size);
+            true
+        }
+    });
+    if local != Ok(true) {
+        thread::count_free_shared(h.path, h.run, size);
+    }
+}
+
+// SAFETY: every method upholds the `GlobalAlloc` contract by delegating to `inner` with the
+// enlarged layout from `header::wrap` and returning `base + offset`, which is aligned to the
+// caller's alignment and followed by at least `layout.size()` bytes of the same block; the
+// header lives in the 16 bytes before it, inside the block. `dealloc`/`realloc` recompute the
+// same wrapped layout from the caller's layout, as the contract requires them to pass the
+// layout the block was allocated with.
+unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let Some((wrapped, offset)) = header::wrap(layout) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: `wrapped` has non-zero size (it includes the header).
+        let base = unsafe { self.inner.alloc(wrapped) };
+        if base.is_null() {
+            return base;
+        }
+        // SAFETY: `base` points to `wrapped.size() >= offset` bytes, so `user` and the header
+        // before it (at `user - 16 >= base`, 8-aligned) are inside the block.
+        unsafe {
+            let user = base.add(offset);
+            header::header_ptr(user).write(on_alloc(layout.size() as u64));
+            user
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let Some((wrapped, offset)) = header::wrap(layout) else {
+            return core::ptr::null_mut();
+        };
+        // SAFETY: as in `alloc`; the inner allocator zeroes the whole block, and we overwrite
+        // only the header, which is outside the user bytes.
+        unsafe {
+            let base = self.inner.alloc_zeroed(wrapped);
+            if base.is_null() {
+                return base;
+            }
+            let user = base.add(offset);
+            header::header_ptr(user).write(on_alloc(layout.size() as u64));
+            user
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // `layout` is the one the block was allocated with, so `wrap` succeeded then.
+        let Some((wrapped, offset)) = header::wrap(layout) else {
+            return;
+        };
+        // SAFETY: `ptr` came from our `alloc*`/`realloc` with this layout, so its header is
+        // initialised and `ptr - offset` is the base the inner allocator returned for `wrapped`.
+        unsafe {
+            let h = header::header_ptr(ptr).read();
+            on_free(h, layout.size() as u64);
+            self.inner.dealloc(ptr.sub(offset), wrapped);
+        }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Some((wrapped, offset)) = header::wrap(layout) else {
+            return core::ptr::null_mut();
+        };
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return core::ptr::null_mut();
+        };
+        let Some((new_wrapped, new_offset)) = header::wrap(new_layout) else {
+            return core::ptr::null_mut();
+        };
+        debug_assert_eq!(offset, new_offset);
+        // SAFETY: `ptr` came from us with `layout`, so `ptr - offset` is the inner block for
+        // `wrapped`; the inner realloc keeps the first `min(old, new)` bytes, including the
+        // header (the offset does not change with the size), and returns a block valid for
+        // `new_wrapped`, in which we write the new header at the same offset.
+        unsafe {
+            let old = header::header_ptr(ptr).read();
+            let base = self
+                .inner
+                .realloc(ptr.sub(offset), wrapped, new_wrapped.size());
+            if base.is_null() {
+                // The old block is untouched and still owned by the caller.
+                return base;
+            }
+            on_free(old, layout.size() as u64);
+            let user = base.add(offset);
+            header::header_ptr(user).write(on_alloc(new_size as u64));
+            user
+        }
+    }
+}
+
+/// Whether a `TrackingAllocator` is installed as this program's global allocator.
+///
+/// `track_scope` works without it (a library whose user forgot to install it must not crash),
+/// but then reports show nothing; call this to detect that case.
+pub fn is_installed() -> bool {
+    if thread::INSTALLED.load(Relaxed) {
+        return true;
+    }
+    // One allocation through the global allocator proves it either way.
+    let probe = std::hint::black_box(Box::new(0u64));
+    drop(probe);
+    thread::INSTALLED.load(Relaxed) || registry::path(PATH_TRACKER).alloc_objects.load(Relaxed) > 0
+}

@@ -1,0 +1,92 @@
+//! # allocscope — which job is holding our memory?
+//!
+//! allocscope is a tracking global allocator for long-lived worker processes. Wrap each unit of
+//! work in [`track_scope`]; after each job, a [`Report`] says what that job allocated, its
+//! peak, and what it **still holds** — objects and bytes, broken down by callsite — and renders
+//! it as a text table, JSON, folded stacks or a flamegraph.
+//!
+//! ```
+//! use allocscope::{track_scope, TrackingAllocator};
+//!
+//! #[global_allocator]
+//! static ALLOC: TrackingAllocator = TrackingAllocator::system();
+//!
+//! static CACHE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+//!
+//! fn main() {
+//!     for i in 0..3 {
+//!         track_scope("import_users", || {
+//!             let rows: Vec<String> = (0..100).map(|n| n.to_string()).collect(); // temporary
+//!             CACHE.lock().unwrap().push(format!("user-{i}")); // kept: a retained object
+//!             rows.len()
+//!         });
+//!     }
+//!     let report = allocscope::report();
+//!     let import = report.job("import_users").unwrap();
+//!     assert_eq!(import.runs, 3);
+//!     println!("{report}");
+//! }
+//! ```
+//!
+//! ## What is counted, and how
+//!
+//! * A block belongs to the **innermost scope** active on the allocating thread. Nested scopes
+//!   count inclusively: an inner job's allocations also count in every enclosing job's totals
+//!   ([`JobReport::exclusive`] has the job's own figures).
+//! * A **free** is charged back to the scope that owns the block, whichever thread frees it,
+//!   and also after the scope has finished, so `retained` goes down on a late free.
+//! * A **realloc** is a free of the old block plus an allocation of the new one, charged to the
+//!   scope current at the realloc: a global cache that grows during job B shows up as held by
+//!   job B. (Some profilers keep the original owner instead; we charge the job that made the
+//!   memory grow, because that is the job to fix.)
+//! * **Bytes** are what the program asked for, without the tracker's 16-byte header. Blocks
+//!   allocated outside any scope are "unscoped"; the tracker's own allocations are reported as
+//!   tracker overhead, never charged to a job.
+//! * Per-job counts are **exact** in every [`StackMode`]; the mode only decides how callsites
+//!   are recorded (none, sampled estimates, or exact).
+//! * Scopes follow work across threads ([`spawn`], [`ScopeHandle::enter`]) and futures
+//!   ([`FutureExt`]).
+//!
+//! If no `TrackingAllocator` is installed, everything still works but reports are empty;
+//! [`is_installed`] tells (and [`TrackerStats::installed`] in a report).
+//!
+//! ## Module map
+//! * `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
+//! * `header` — the per-block metadata in front of each block;
+//! * `thread` — per-thread state and counters; `registry` — paths, jobs, runs;
+//! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
+//! * `callsite` — stack modes, capture, interning, symbolization;
+//! * `report` — the model, text, JSON, folded stacks and flamegraphs.
+
+#![warn(
+    missing_docs,
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks
+)]
+
+mod alloc;
+mod callsite;
+mod error;
+mod future;
+mod header;
+mod registry;
+mod report;
+mod scope;
+mod thread;
+
+pub use alloc::{is_installed, TrackingAllocator};
+pub use callsite::{
+    set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
+    StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
+};
+pub use error::Error;
+pub use future::{FutureExt, InScope, Tracked};
+pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
+pub use report::text::{grouped, human_bytes, TextOptions};
+pub use report::{
+    report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
+    RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
+};
+pub use scope::{
+    current_scope, on_run_finished, remove_hook, spawn, track_scope, HookId, ScopeHandle,
+};

@@ -1,0 +1,389 @@
+//! Counters and tables: scope paths, jobs and runs.
+//!
+//! * A **path** is one chain of nested jobs (`import` > `parse`). Every block's header names the
+//!   path that allocated it, and the shared counters live per path (exclusive figures). A job's
+//!   inclusive figures are the sum over every path that contains it, computed when a report is
+//!   built, so the hot path touches exactly one counter set per event. Invariant: the sum over
+//!   all paths equals the process totals.
+//! * A **job** is a name. Its entry holds what is only known at run boundaries: finished runs,
+//!   the highest run peak, the most recent runs.
+//! * A **run** is one execution of a job (one `track_scope` call, one tracked future). Active
+//!   runs live in a fixed table of slots addressed by a token `slot << 16 | generation`; a slot is
+//!   recycled when its run finishes, and a stale token (old generation) is ignored, so late frees
+//!   never touch a newer run.
+//!
+//! All tables have fixed capacities (documented on the constants); when one is full the event is
+//! charged to an overflow entry and counted, never dropped silently. Path and run tables are
+//! `static` arrays of atomics: zero pages until used, readable without locks.
+
+use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+
+use crate::report::RunReport;
+
+/// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
+/// overflow path. 65,536 × 48 bytes = 3 MiB of address space, touched as used.
+pub(crate) const MAX_PATHS: usize = 1 << 16;
+/// Most distinct job names; later names are charged to the job `(other jobs)`.
+pub(crate) const MAX_JOBS: usize = 16_384;
+/// Most runs active at the same time; a run beyond it is still counted per job, but has no
+/// per-run figures (peak, duration).
+pub(crate) const MAX_RUNS: usize = (1 << 16) - 1;
+/// How many finished runs each job remembers.
+pub const RECENT_RUNS: usize = 16;
+/// Deepest nesting of jobs a path records; deeper scopes are charged to their ancestor at this
+/// depth.
+pub(crate) const MAX_DEPTH: u32 = 32;
+
+/// Path of blocks allocated outside any scope.
+pub(crate) const PATH_UNSCOPED: u32 = 0;
+/// Path of the tracker's own allocations (reports, tables, symbol caches).
+pub(crate) const PATH_TRACKER: u32 = 1;
+/// Path that receives scopes once `MAX_PATHS` is reached.
+pub(crate) const PATH_OVERFLOW: u32 = 2;
+const FIRST_PATH: u32 = 3;
+
+/// Job that receives names once `MAX_JOBS` is reached.
+pub(crate) const JOB_OTHER: u32 = 0;
+/// Name of the overflow job.
+pub const OTHER_JOBS_NAME: &str = "(other jobs)";
+
+/// Shared counters of one path. Allocation and free counts only grow; live = alloc - free.
+pub(crate) struct PathEntry {
+    pub alloc_objects: AtomicU64,
+    pub alloc_bytes: AtomicU64,
+    pub free_objects: AtomicU64,
+    pub free_bytes: AtomicU64,
+    /// Innermost job of the path.
+    pub job: AtomicU32,
+    /// Enclosing path, `u32::MAX` for a root path.
+    pub parent: AtomicU32,
+    pub depth: AtomicU32,
+}
+
+impl PathEntry {
+    const fn new() -> Self {
+        Self {
+            alloc_objects: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            free_objects: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(0),
+            job: AtomicU32::new(u32::MAX),
+            parent: AtomicU32::new(u32::MAX),
+            depth: AtomicU32::new(0),
+        }
+    }
+
+    /// Adds allocations and frees (used on flush and on the shared slow path).
+    #[inline]
+    pub fn add(&self, ao: u64, ab: u64, fo: u64, fb: u64) {
+        if ao | ab != 0 {
+            self.alloc_objects.fetch_add(ao, Relaxed);
+            self.alloc_bytes.fetch_add(ab, Relaxed);
+        }
+        if fo | fb != 0 {
+            self.free_objects.fetch_add(fo, Relaxed);
+            self.free_bytes.fetch_add(fb, Relaxed);
+        }
+    }
+}
+
+pub(crate) static PATHS: [PathEntry; MAX_PATHS] = [const { PathEntry::new() }; MAX_PATHS];
+/// Number of initialised paths (entries below it are valid).
+pub(crate) static PATH_COUNT: AtomicU32 = AtomicU32::new(FIRST_PATH);
+
+/// The path entry for an id read from a header. Ids are always below `MAX_PATHS` (they are
+/// created here), but a corrupt header must not make the allocator panic, so clamp.
+#[inline]
+pub(crate) fn path(id: u32) -> &'static PathEntry {
+    &PATHS[(id as usize) & (MAX_PATHS - 1)]
+}
+
+/// One job name and what is known at its run boundaries.
+pub(crate) struct JobEntry {
+    pub name: Box<str>,
+    pub runs: AtomicU64,
+    pub panicked_runs: AtomicU64,
+    pub active_runs: AtomicI64,
+    pub peak_bytes: AtomicU64,
+    pub recent: Mutex<VecDeque<RunReport>>,
+}
+
+struct Tables {
+    jobs: RwLock<Vec<Arc<JobEntry>>>,
+    job_ids: DashMap<Box<str>, u32>,
+    path_ids: DashMap<(u32, u32), u32>,
+    path_lock: Mutex<()>,
+    free_runs: Mutex<Vec<u32>>,
+    next_run: AtomicU32,
+}
+
+static TABLES: OnceLock<Tables> = OnceLock::new();
+
+/// Names beyond `MAX_JOBS` that were merged into `(other jobs)`.
+pub(crate) static JOBS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
+/// Scopes that could not get a path of their own.
+pub(crate) static PATHS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
+/// Runs that found every run slot busy.
+pub(crate) static RUNS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
+
+fn tables() -> &'static Tables {
+    TABLES.get_or_init(|| {
+        let t = Tables {
+            jobs: RwLock::new(Vec::new()),
+            job_ids: DashMap::new(),
+            path_ids: DashMap::new(),
+            path_lock: Mutex::new(()),
+            free_runs: Mutex::new(Vec::new()),
+            next_run: AtomicU32::new(1),
+        };
+        t.jobs
+            .write()
+            .push(Arc::new(JobEntry::new(OTHER_JOBS_NAME)));
+        t.job_ids.insert(OTHER_JOBS_NAME.into(), JOB_OTHER);
+        PATHS[PATH_OVERFLOW as usize].job.store(JOB_OTHER, Relaxed);
+        t
+    })
+}
+
+impl JobEntry {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            runs: AtomicU64::new(0),
+            panicked_runs: AtomicU64::new(0),
+            active_runs: AtomicI64::new(0),
+            peak_bytes: AtomicU64::new(0),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_RUNS)),
+        }
+    }
+}
+
+/// The id of job `name`, creating it if needed. Must run untracked (it may allocate).
+pub(crate) fn job_id(name: &str) -> u32 {
+    let t = tables();
+    if let Some(id) = t.job_ids.get(name) {
+        return *id;
+    }
+    let mut jobs = t.jobs.write();
+    if let Some(id) = t.job_ids.get(name) {
+        return *id;
+    }
+    if jobs.len() >= MAX_JOBS {
+        JOBS_OVERFLOWED.fetch_add(1, Relaxed);
+        return JOB_OTHER;
+    }
+    let id = jobs.len() as u32;
+    jobs.push(Arc::new(JobEntry::new(name)));
+    t.job_ids.insert(name.into(), id);
+    id
+}
+
+/// The job entry for an id.
+pub(crate) fn job(id: u32) -> Arc<JobEntry> {
+    let jobs = tables().jobs.read();
+    jobs.get(id as usize)
+        .cloned()
+        .unwrap_or_else(|| jobs[JOB_OTHER as usize].clone())
+}
+
+/// All job entries, in id order (untracked).
+pub(crate) fn all_jobs() -> Vec<Arc<JobEntry>> {
+    tables().jobs.read().clone()
+}
+
+/// The path for job `job` nested in `parent` (`None` for a root scope). Must run untracked.
+pub(crate) fn path_id(parent: Option<u32>, job: u32) -> u32 {
+    let parent = match parent {
+        Some(p) if p != PATH_UNSCOPED && p != PATH_TRACKER => p,
+        _ => u32::MAX,
+    };
+    if parent == PATH_OVERFLOW {
+        return PATH_OVERFLOW;
+    }
+    if parent != u32::MAX && path(parent).depth.load(Relaxed) >= MAX_DEPTH {
+        return parent;
+    }
+    let t = tables();
+    if let Some(id) = t.path_ids.get(&(parent, job)) {
+        return *id;
+    }
+    let _g = t.path_lock.lock();
+    if let Some(id) = t.path_ids.get(&(parent, job)) {
+        return *id;
+    }
+    let id = PATH_COUNT.load(Relaxed);
+    if id as usize >= MAX_PATHS {
+        PATHS_OVERFLOWED.fetch_add(1, Relaxed);
+        return PATH_OVERFLOW;
+    }
+    let e = &PATHS[id as usize];
+    e.job.store(job, Relaxed);
+    e.parent.store(parent, Relaxed);
+    let depth = if parent == u32::MAX {
+        1
+    } else {
+        path(parent).depth.load(Relaxed) + 1
+    };
+    e.depth.store(depth, Relaxed);
+    PATH_COUNT.store(id + 1, Release);
+    t.path_ids.insert((parent, job), id);
+    id
+}
+
+/// Job ids on a path, innermost first, each job once (a job nested in itself counts once).
+pub(crate) fn path_jobs(mut id: u32, out: &mut Vec<u32>) {
+    out.clear();
+    let mut guard = 0;
+    while id != u32::MAX && guard <= MAX_DEPTH + 1 {
+        if id == PATH_UNSCOPED || id == PATH_TRACKER {
+            break;
+        }
+        let e = path(id);
+        let job = e.job.load(Relaxed);
+        if job != u32::MAX && !out.contains(&job) {
+            out.push(job);
+        }
+        if id == PATH_OVERFLOW {
+            break;
+        }
+        id = e.parent.load(Relaxed);
+        guard += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+// ---------------------------------------------------------------------------------------------
+
+/// Figures of one active run, inclusive of nested runs. Updated on flushes and remote frees.
+pub(crate) struct RunSlot {
+    /// Generation in the low 16 bits; bumped when the run finishes.
+    gen: AtomicU32,
+    /// Token of the enclosing run (0 for none).
+    parent: AtomicU32,
+    pub alloc_objects: AtomicU64,
+    pub alloc_bytes: AtomicU64,
+    pub free_objects: AtomicU64,
+    pub free_bytes: AtomicU64,
+    live: AtomicI64,
+    peak: AtomicI64,
+}
+
+impl RunSlot {
+    const fn new() -> Self {
+        Self {
+            gen: AtomicU32::new(0),
+            parent: AtomicU32::new(0),
+            alloc_objects: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            free_objects: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(0),
+            live: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+        }
+    }
+}
+
+static RUNS: [RunSlot; MAX_RUNS + 1] = [const { RunSlot::new() }; MAX_RUNS + 1];
+
+#[inline]
+fn token_slot(token: u32) -> Option<&'static RunSlot> {
+    let idx = (token >> 16) as usize;
+    if idx == 0 || idx > MAX_RUNS {
+        return None;
+    }
+    let slot = &RUNS[idx];
+    (slot.gen.load(Acquire) & 0xFFFF == token & 0xFFFF).then_some(slot)
+}
+
+/// Whether the run named by `token` is still active.
+pub(crate) fn run_active(token: u32) -> bool {
+    token_slot(token).is_some()
+}
+
+/// Starts a run nested in `parent` (a token, 0 for none); returns its token, 0 if every slot
+/// is busy. Must run untracked.
+pub(crate) fn run_begin(parent: u32) -> u32 {
+    let t = tables();
+    let idx = match t.free_runs.lock().pop() {
+        Some(i) => i,
+        None => {
+            let i = t.next_run.fetch_add(1, Relaxed);
+            if i as usize > MAX_RUNS {
+                t.next_run.store(MAX_RUNS as u32 + 1, Relaxed);
+                RUNS_OVERFLOWED.fetch_add(1, Relaxed);
+                return 0;
+            }
+            i
+        }
+    };
+    let slot = &RUNS[idx as usize];
+    slot.alloc_objects.store(0, Relaxed);
+    slot.alloc_bytes.store(0, Relaxed);
+    slot.free_objects.store(0, Relaxed);
+    slot.free_bytes.store(0, Relaxed);
+    slot.live.store(0, Relaxed);
+    slot.peak.store(0, Relaxed);
+    slot.parent
+        .store(if run_active(parent) { parent } else { 0 }, Relaxed);
+    let gen = slot.gen.load(Relaxed) & 0xFFFF;
+    (idx << 16) | gen
+}
+
+/// Final figures of a run, read when it finishes.
+pub(crate) struct RunTotals {
+    pub alloc_objects: u64,
+    pub alloc_bytes: u64,
+    pub free_objects: u64,
+    pub free_bytes: u64,
+    pub peak_bytes: u64,
+}
+
+/// Ends a run: returns its figures and recycles its slot. Must run untracked.
+pub(crate) fn run_end(token: u32) -> Option<RunTotals> {
+    let slot = token_slot(token)?;
+    let totals = RunTotals {
+        alloc_objects: slot.alloc_objects.load(Relaxed),
+        alloc_bytes: slot.alloc_bytes.load(Relaxed),
+        free_objects: slot.free_objects.load(Relaxed),
+        free_bytes: slot.free_bytes.load(Relaxed),
+        peak_bytes: slot.peak.load(Relaxed).max(0) as u64,
+    };
+    slot.gen.fetch_add(1, Release);
+    tables().free_runs.lock().push(token >> 16);
+    Some(totals)
+}
+
+/// Adds a thread's pending figures to a run and its active ancestors. `local_peak` is the
+/// highest net live bytes the thread reached since its last flush (≥ 0).
+pub(crate) fn run_add(token: u32, ao: u64, ab: u64, fo: u64, fb: u64, live: i64, local_peak: i64) {
+    let mut token = token;
+    let mut guard = 0;
+    while let Some(slot) = token_slot(token) {
+        slot.alloc_objects.fetch_add(ao, Relaxed);
+        slot.alloc_bytes.fetch_add(ab, Relaxed);
+        slot.free_objects.fetch_add(fo, Relaxed);
+        slot.free_bytes.fetch_add(fb, Relaxed);
+        let before = slot.live.fetch_add(live, Relaxed);
+        slot.peak
+            .fetch_max(before.saturating_add(local_peak), Relaxed);
+        token = slot.parent.load(Relaxed);
+        guard += 1;
+        if guard > MAX_DEPTH {
+            break;
+        }
+    }
+}
+
+/// A free, from another thread or after a context switch, of a block allocated by run `token`.
+#[inline]
+pub(crate) fn run_remote_free(token: u32, bytes: u64) {
+    if token != 0 {
+        run_add(token, 0, 0, 1, bytes, -(bytes as i64), 0);
+    }
+}

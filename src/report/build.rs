@@ -1,0 +1,245 @@
+//! Building a [`Report`] from the live tables, without stopping other threads.
+
+use std::collections::HashMap;
+
+use core::sync::atomic::Ordering::*;
+
+use super::{
+    CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, TrackerStats, Usage, FORMAT,
+    VERSION,
+};
+use crate::callsite::{self, intern, symbolize};
+use crate::registry::{self, PATH_TRACKER, PATH_UNSCOPED};
+use crate::thread::{self, untracked};
+
+/// Figures of one path: allocated and freed.
+#[derive(Clone, Copy, Default)]
+struct PathFigures {
+    alloc: Usage,
+    freed: Usage,
+}
+
+impl PathFigures {
+    fn retained(&self) -> Usage {
+        Usage::new(
+            self.alloc.objects.saturating_sub(self.freed.objects),
+            self.alloc.bytes.saturating_sub(self.freed.bytes),
+        )
+    }
+}
+
+/// Takes a snapshot of every job's figures.
+///
+/// Other threads keep running: figures they accumulate while the snapshot is taken may or may
+/// not be in it, but nothing is counted twice. Taken with tracking suspended, so the report's
+/// own memory is tracker overhead, not any job's.
+pub fn report() -> Report {
+    callsite::init_from_env();
+    untracked(build)
+}
+
+fn path_figures(count: usize) -> Vec<PathFigures> {
+    let mut pending = Vec::new();
+    thread::pending_all(&mut pending);
+    let mut figs: Vec<PathFigures> = (0..count)
+        .map(|i| {
+            let e = registry::path(i as u32);
+            PathFigures {
+                alloc: Usage::new(e.alloc_objects.load(Relaxed), e.alloc_bytes.load(Relaxed)),
+                freed: Usage::new(e.free_objects.load(Relaxed), e.free_bytes.load(Relaxed)),
+            }
+        })
+        .collect();
+    for p in pending {
+        if let Some(f) = figs.get_mut(p.path as usize) {
+            f.alloc += Usage::new(p.alloc_objects, p.alloc_bytes);
+            f.freed += Usage::new(p.free_objects, p.free_bytes);
+        }
+    }
+    figs
+}
+
+fn build() -> Report {
+    let count = registry::PATH_COUNT.load(Acquire) as usize;
+    let figs = path_figures(count);
+    let jobs_entries = registry::all_jobs();
+
+    // Names of each path's jobs, outermost first.
+    let mut chain = Vec::new();
+    let scopes: Vec<Vec<u32>> = (0..count as u32)
+        .map(|p| {
+            registry::path_jobs(p, &mut chain);
+            let mut c = chain.clone();
+            c.reverse();
+            c
+        })
+        .collect();
+    let name_of = |job: u32| -> String {
+        jobs_entries.get(job as usize).map_or_else(
+            || registry::OTHER_JOBS_NAME.to_string(),
+            |j| j.name.to_string(),
+        )
+    };
+
+    // Per-job inclusive and exclusive figures.
+    let mut inclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs_entries.len()];
+    let mut exclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs_entries.len()];
+    let mut totals = Totals::default();
+    for (p, f) in figs.iter().enumerate() {
+        if p as u32 == PATH_TRACKER {
+            continue;
+        }
+        totals.allocated += f.alloc;
+        totals.live += f.retained();
+        if p as u32 == PATH_UNSCOPED {
+            totals.unscoped_allocated = f.alloc;
+            totals.unscoped_live = f.retained();
+            continue;
+        }
+        let jobs = &scopes[p];
+        for &j in jobs {
+            if let Some(inc) = inclusive.get_mut(j as usize) {
+                inc.alloc += f.alloc;
+                inc.freed += f.freed;
+            }
+        }
+        if let Some(&leaf) = jobs.last() {
+            if let Some(ex) = exclusive.get_mut(leaf as usize) {
+                ex.alloc += f.alloc;
+                ex.freed += f.freed;
+            }
+        }
+    }
+
+    // Callsites: group sites by (path, symbolized frames).
+    let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); jobs_entries.len()];
+    let mut all: HashMap<(u32, Vec<Frame>), CallsiteReport> = HashMap::new();
+    let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
+    for id in intern::site_ids() {
+        let s = intern::site(id);
+        if !s.ready.load(Acquire) {
+            continue;
+        }
+        let path = s.path.load(Relaxed);
+        let stack = s.stack.load(Relaxed);
+        let ao = s.alloc_objects.load(Relaxed);
+        let ab = s.alloc_bytes.load(Relaxed);
+        let fo = s.free_objects.load(Relaxed);
+        let fb = s.free_bytes.load(Relaxed);
+        let allocated = Usage::new(fixed_to_objects(ao), ab);
+        let retained = Usage::new(
+            fixed_to_objects(ao.saturating_sub(fo)),
+            ab.saturating_sub(fb),
+        );
+        if allocated.is_zero() {
+            continue;
+        }
+        let frames = frames_of_stack
+            .entry(stack)
+            .or_insert_with(|| symbolize::symbolize(&intern::stack_frames(stack)))
+            .clone();
+        let estimated = s.estimated.load(Relaxed);
+        let e = all
+            .entry((path, frames.clone()))
+            .or_insert_with(|| CallsiteReport {
+                scope: scopes
+                    .get(path as usize)
+                    .map(|c| c.iter().map(|&j| name_of(j)).collect())
+                    .unwrap_or_default(),
+                frames,
+                allocated: Usage::default(),
+                retained: Usage::default(),
+                estimated: false,
+            });
+        e.allocated += allocated;
+        e.retained += retained;
+        e.estimated |= estimated;
+    }
+    let mut callsites: Vec<CallsiteReport> = Vec::with_capacity(all.len());
+    for ((path, _), c) in all {
+        if let Some(jobs) = scopes.get(path as usize) {
+            for &j in jobs {
+                // (path, frames) keys are unique, so each job gets each entry once.
+                if let Some(list) = by_job.get_mut(j as usize) {
+                    list.push(c.clone());
+                }
+            }
+        }
+        callsites.push(c);
+    }
+    sort_callsites(&mut callsites);
+
+    let mut jobs: Vec<JobReport> = Vec::new();
+    for (j, entry) in jobs_entries.iter().enumerate() {
+        let runs = entry.runs.load(Relaxed);
+        let active = entry.active_runs.load(Relaxed).max(0) as u64;
+        let inc = inclusive[j];
+        if runs == 0 && active == 0 && inc.alloc.is_zero() {
+            continue;
+        }
+        let mut job_sites = std::mem::take(&mut by_job[j]);
+        sort_callsites(&mut job_sites);
+        jobs.push(JobReport {
+            name: entry.name.to_string(),
+            runs,
+            active_runs: active,
+            panicked_runs: entry.panicked_runs.load(Relaxed),
+            allocated: inc.alloc,
+            retained: inc.retained(),
+            peak_bytes: entry.peak_bytes.load(Relaxed),
+            exclusive: Exclusive {
+                allocated: exclusive[j].alloc,
+                retained: exclusive[j].retained(),
+            },
+            recent_runs: entry.recent.lock().iter().cloned().collect(),
+            callsites: job_sites,
+        });
+    }
+    jobs.sort_by(|a, b| {
+        b.retained
+            .bytes
+            .cmp(&a.retained.bytes)
+            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+            .then(a.name.cmp(&b.name))
+    });
+
+    let (stacks, sites, _) = intern::usage();
+    let tracker_fig = figs.get(PATH_TRACKER as usize).copied().unwrap_or_default();
+    Report {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        timestamp_unix_ms: crate::scope::unix_ms(),
+        stack_mode: callsite::stack_mode(),
+        totals,
+        jobs,
+        callsites,
+        tracker: TrackerStats {
+            installed: thread::INSTALLED.load(Relaxed),
+            overhead: tracker_fig.retained(),
+            jobs: jobs_entries.len().saturating_sub(1) as u64,
+            paths: count.saturating_sub(3) as u64,
+            stacks: stacks as u64,
+            sites: sites as u64,
+            jobs_overflowed: registry::JOBS_OVERFLOWED.load(Relaxed),
+            paths_overflowed: registry::PATHS_OVERFLOWED.load(Relaxed),
+            runs_overflowed: registry::RUNS_OVERFLOWED.load(Relaxed),
+            stacks_dropped: intern::DROPPED.load(Relaxed),
+            hook_panics: crate::scope::HOOK_PANICS.load(Relaxed),
+        },
+    }
+}
+
+fn fixed_to_objects(fx: u64) -> u64 {
+    (fx + intern::OBJ_ONE / 2) / intern::OBJ_ONE
+}
+
+pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
+    list.sort_by(|a, b| {
+        b.retained
+            .bytes
+            .cmp(&a.retained.bytes)
+            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+            .then_with(|| a.scope.cmp(&b.scope))
+            .then_with(|| a.frames.cmp(&b.frames))
+    });
+}

@@ -1,0 +1,285 @@
+//! Reports: the model (plain data, serde), and its renderings.
+//!
+//! A [`Report`] is a snapshot built by [`report()`](crate::report()) without stopping other
+//! threads. Everything in it is plain data: it can be saved as JSON, read back on another
+//! machine, and rendered there as text, folded stacks or a flamegraph.
+
+mod build;
+mod flame;
+pub(crate) mod text;
+
+pub use build::report;
+pub use flame::{FlameMetric, FlameOptions};
+
+use serde::{Deserialize, Serialize};
+
+use crate::callsite::StackMode;
+use crate::Error;
+
+/// The value of the top-level `"format"` field of every report.
+pub const FORMAT: &str = "allocscope";
+/// The report format version this build writes (and the newest it reads).
+pub const VERSION: u32 = 1;
+
+/// A number of objects (blocks) and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Usage {
+    /// Number of blocks.
+    pub objects: u64,
+    /// Bytes the program asked for (header overhead excluded).
+    pub bytes: u64,
+}
+
+impl Usage {
+    /// A usage of `objects` blocks totalling `bytes`.
+    pub const fn new(objects: u64, bytes: u64) -> Self {
+        Usage { objects, bytes }
+    }
+
+    /// Whether nothing is counted.
+    pub const fn is_zero(&self) -> bool {
+        self.objects == 0 && self.bytes == 0
+    }
+}
+
+impl core::ops::Add for Usage {
+    type Output = Usage;
+    fn add(self, o: Usage) -> Usage {
+        Usage::new(
+            self.objects.saturating_add(o.objects),
+            self.bytes.saturating_add(o.bytes),
+        )
+    }
+}
+
+impl core::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        *self = *self + o;
+    }
+}
+
+/// One finished run of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The job's name.
+    pub job: String,
+    /// The run's number within its job, from 1.
+    pub run: u64,
+    /// Wall time from the start of the run to its end, in nanoseconds.
+    pub duration_ns: u64,
+    /// When the run finished, in milliseconds since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// What the run allocated (inclusive of nested jobs).
+    pub allocated: Usage,
+    /// Highest live bytes of the run while it ran.
+    pub peak_bytes: u64,
+    /// What the run had allocated and not freed when it finished.
+    pub retained_at_finish: Usage,
+    /// Whether the run ended by a panic (or its future was dropped during one).
+    pub panicked: bool,
+}
+
+impl RunReport {
+    /// The run's wall time.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.duration_ns)
+    }
+}
+
+/// One stack frame of a callsite.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Frame {
+    /// Demangled function name (or the address, if it could not be resolved).
+    pub function: String,
+    /// Source file, when debug info has it.
+    pub file: Option<String>,
+    /// Source line, when debug info has it.
+    pub line: Option<u32>,
+}
+
+/// Memory attributed to one stack in one scope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CallsiteReport {
+    /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
+    pub scope: Vec<String>,
+    /// The stack, innermost (the code that asked for memory) first.
+    pub frames: Vec<Frame>,
+    /// What this callsite allocated.
+    pub allocated: Usage,
+    /// What this callsite allocated that is still live.
+    pub retained: Usage,
+    /// `true` when the figures are estimates from sampled stacks, `false` when exact.
+    pub estimated: bool,
+}
+
+impl CallsiteReport {
+    /// The first frame's function name, or `"?"`.
+    pub fn top_function(&self) -> &str {
+        self.frames.first().map_or("?", |f| f.function.as_str())
+    }
+}
+
+/// Everything known about one job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// The job's name.
+    pub name: String,
+    /// Finished runs.
+    pub runs: u64,
+    /// Runs in progress when the report was taken.
+    pub active_runs: u64,
+    /// Finished runs that ended by a panic.
+    pub panicked_runs: u64,
+    /// Everything its runs allocated (inclusive of nested jobs).
+    pub allocated: Usage,
+    /// What its runs allocated that is still live now (inclusive of nested jobs).
+    pub retained: Usage,
+    /// Highest live bytes of any single finished run while it ran.
+    pub peak_bytes: u64,
+    /// The job's own figures, excluding what nested jobs allocated.
+    pub exclusive: Exclusive,
+    /// The most recent finished runs, oldest first (at most 16).
+    pub recent_runs: Vec<RunReport>,
+    /// Callsites of its allocations (inclusive of nested jobs), by retained bytes, largest
+    /// first. Empty when stacks are off.
+    pub callsites: Vec<CallsiteReport>,
+}
+
+/// A job's own figures, without nested jobs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exclusive {
+    /// Allocated directly in this job's scope.
+    pub allocated: Usage,
+    /// Of that, still live.
+    pub retained: Usage,
+}
+
+/// Process-wide figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Every block live now (the tracker's own excluded).
+    pub live: Usage,
+    /// Every block allocated so far (the tracker's own excluded).
+    pub allocated: Usage,
+    /// Blocks allocated outside any scope that are still live.
+    pub unscoped_live: Usage,
+    /// Blocks allocated outside any scope.
+    pub unscoped_allocated: Usage,
+}
+
+/// The tracker's own state: its memory and whether any limit was hit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackerStats {
+    /// Whether a `TrackingAllocator` is the global allocator (if not, all figures are zero).
+    pub installed: bool,
+    /// Live blocks the tracker allocated for itself (reports, tables, symbol caches).
+    pub overhead: Usage,
+    /// Distinct job names.
+    pub jobs: u64,
+    /// Distinct scope paths (nestings of jobs).
+    pub paths: u64,
+    /// Distinct stacks recorded.
+    pub stacks: u64,
+    /// Distinct (scope, stack) sites recorded.
+    pub sites: u64,
+    /// Job names merged into `(other jobs)` because the job table was full.
+    pub jobs_overflowed: u64,
+    /// Scopes merged into the overflow path because the path table was full.
+    pub paths_overflowed: u64,
+    /// Runs that found every run slot busy (counted per job, without per-run figures).
+    pub runs_overflowed: u64,
+    /// Sampled allocations whose stack was not stored because a stack table was full.
+    pub stacks_dropped: u64,
+    /// Hooks that panicked.
+    pub hook_panics: u64,
+}
+
+/// A snapshot of what every job allocated and still holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Always `"allocscope"`.
+    pub format: String,
+    /// Format version ([`VERSION`]).
+    pub version: u32,
+    /// When the report was taken, in milliseconds since the Unix epoch.
+    pub timestamp_unix_ms: u64,
+    /// The stack mode in effect when the report was taken.
+    pub stack_mode: StackMode,
+    /// Process-wide figures.
+    pub totals: Totals,
+    /// Jobs by retained bytes, largest first.
+    pub jobs: Vec<JobReport>,
+    /// Every callsite of every scope (and unscoped), by retained bytes, largest first.
+    pub callsites: Vec<CallsiteReport>,
+    /// The tracker's own figures.
+    pub tracker: TrackerStats,
+}
+
+impl Report {
+    /// The job called `name`, if it ran.
+    pub fn job(&self, name: &str) -> Option<&JobReport> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+
+    /// All jobs, by retained bytes, largest first.
+    pub fn jobs(&self) -> &[JobReport] {
+        &self.jobs
+    }
+
+    /// The report as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        crate::thread::untracked(|| {
+            serde_json::to_string_pretty(self).expect("allocscope: a report always serializes")
+        })
+    }
+
+    /// Reads a report written by [`to_json`](Self::to_json), checking its format and version.
+    pub fn from_json(text: &str) -> Result<Report, Error> {
+        crate::thread::untracked(|| {
+            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+                if e.is_eof() {
+                    Error::InvalidReport(format!("truncated JSON ({e})"))
+                } else {
+                    Error::InvalidReport(format!("not JSON ({e})"))
+                }
+            })?;
+            let obj = value
+                .as_object()
+                .ok_or_else(|| Error::InvalidReport("the top level is not a JSON object".into()))?;
+            match obj.get("format").and_then(|f| f.as_str()) {
+                Some(FORMAT) => {}
+                Some(other) => {
+                    return Err(Error::UnsupportedVersion(format!(
+                        "format is {other:?}, expected {FORMAT:?}"
+                    )))
+                }
+                None => {
+                    return Err(Error::InvalidReport(
+                        "no \"format\": \"allocscope\" field; this is not an allocscope report"
+                            .into(),
+                    ))
+                }
+            }
+            match obj.get("version").and_then(|v| v.as_u64()) {
+                Some(v) if v == VERSION as u64 => {}
+                Some(v) if v > VERSION as u64 => {
+                    return Err(Error::UnsupportedVersion(format!(
+                        "report version {v} is newer than this allocscope reads ({VERSION}); \
+                         upgrade allocscope"
+                    )))
+                }
+                Some(v) => {
+                    return Err(Error::UnsupportedVersion(format!(
+                        "report version {v} is not supported (this allocscope reads {VERSION})"
+                    )))
+                }
+                None => {
+                    return Err(Error::InvalidReport(
+                        "missing or non-integer \"version\" field".into(),
+                    ))
+                }
+            }
+            serde_json::from_value(value).map_err(|e| Error::InvalidReport(e.to_string()))
+        })
+    }
+}

@@ -1,0 +1,237 @@
+//! The text rendering: a job table like `ps`/`top`, and each job's top callsites.
+
+use std::fmt::{self, Write as _};
+
+use super::{CallsiteReport, JobReport, Report};
+use crate::callsite::StackMode;
+
+/// Bytes in human units (B, KiB, MiB, GiB, TiB).
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if v >= 100.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// An integer with thousands separators.
+pub fn grouped(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mode_text(mode: StackMode) -> String {
+    match mode {
+        StackMode::Off => "off".into(),
+        StackMode::Every => "every allocation (exact)".into(),
+        StackMode::Sampled { mean_bytes } => {
+            format!("sampled, mean {} (estimates)", human_bytes(mean_bytes))
+        }
+    }
+}
+
+/// Options for [`Report::to_text_with`].
+#[derive(Clone, Debug)]
+pub struct TextOptions {
+    /// Show only this job (and its callsites).
+    pub job: Option<String>,
+    /// Callsites listed under each job (0: none).
+    pub top_callsites: usize,
+    /// Show at most this many jobs (`None`: all).
+    pub max_jobs: Option<usize>,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        TextOptions {
+            job: None,
+            top_callsites: 5,
+            max_jobs: None,
+        }
+    }
+}
+
+impl Report {
+    /// The job table and each job's top callsites, as text.
+    pub fn to_text(&self) -> String {
+        self.to_text_with(&TextOptions::default())
+    }
+
+    /// The text rendering with options (one job, how many callsites, how many jobs).
+    pub fn to_text_with(&self, opts: &TextOptions) -> String {
+        let mut out = String::new();
+        let t = &self.totals;
+        let _ = writeln!(
+            out,
+            "allocscope: {} live in {} objects ({} unscoped); stacks: {}",
+            human_bytes(t.live.bytes),
+            grouped(t.live.objects),
+            human_bytes(t.unscoped_live.bytes),
+            mode_text(self.stack_mode),
+        );
+        if !self.tracker.installed {
+            let _ = writeln!(
+                out,
+                "warning: no allocation went through allocscope::TrackingAllocator; \
+                 install it with #[global_allocator] to see figures"
+            );
+        }
+        let jobs: Vec<&JobReport> = self
+            .jobs
+            .iter()
+            .filter(|j| opts.job.as_deref().map_or(true, |name| j.name == name))
+            .take(opts.max_jobs.unwrap_or(usize::MAX))
+            .collect();
+        if jobs.is_empty() {
+            let _ = writeln!(out, "\n(no jobs)");
+            return out;
+        }
+        let width = jobs
+            .iter()
+            .map(|j| j.name.len())
+            .max()
+            .unwrap_or(3)
+            .clamp(3, 40);
+        let _ = writeln!(
+            out,
+            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}",
+            "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED",
+        );
+        for j in &jobs {
+            let _ = writeln!(
+                out,
+                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}",
+                truncate(&j.name, width),
+                grouped(j.runs),
+                grouped(j.allocated.objects),
+                human_bytes(j.allocated.bytes),
+                human_bytes(j.peak_bytes),
+                grouped(j.retained.objects),
+                human_bytes(j.retained.bytes),
+            );
+        }
+        if opts.top_callsites > 0 {
+            for j in &jobs {
+                if j.callsites.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(out, "\n{} — top callsites by retained bytes", j.name);
+                write_callsites(&mut out, &j.callsites, j.retained.bytes, opts.top_callsites);
+            }
+        }
+        out
+    }
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(width.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn write_callsites(out: &mut String, sites: &[CallsiteReport], total: u64, top: usize) {
+    let _ = writeln!(
+        out,
+        "  {:>10}  {:>10}  {:>6}  {:>6}  CALLSITE",
+        "OBJECTS", "BYTES", "%", "CUM%"
+    );
+    let mut cum = 0u64;
+    for c in sites.iter().take(top) {
+        cum = cum.saturating_add(c.retained.bytes);
+        let pct = |v: u64| {
+            if total == 0 {
+                0.0
+            } else {
+                v as f64 * 100.0 / total as f64
+            }
+        };
+        let est = if c.estimated { "~" } else { "" };
+        let loc = c
+            .frames
+            .first()
+            .and_then(|f| Some(format!(" ({}:{})", short_file(f.file.as_deref()?), f.line?)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>10}  {:>5.1}%  {:>5.1}%  {}{}",
+            format!("{est}{}", grouped(c.retained.objects)),
+            format!("{est}{}", human_bytes(c.retained.bytes)),
+            pct(c.retained.bytes),
+            pct(cum),
+            c.top_function(),
+            loc,
+        );
+    }
+    if sites.iter().any(|c| c.estimated) {
+        let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
+    }
+}
+
+fn short_file(path: &str) -> &str {
+    // Keep the last two components: enough to find the file, short enough to read.
+    let mut idx = path.len();
+    for _ in 0..2 {
+        match path[..idx].rfind('/') {
+            Some(i) => idx = i,
+            None => return path,
+        }
+    }
+    &path[idx + 1..]
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(300 << 20), "300 MiB");
+        assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+    }
+
+    #[test]
+    fn thousands() {
+        assert_eq!(grouped(0), "0");
+        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(1000), "1,000");
+        assert_eq!(grouped(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn short_paths() {
+        assert_eq!(short_file("/a/b/c/d.rs"), "c/d.rs");
+        assert_eq!(short_file("d.rs"), "d.rs");
+        assert_eq!(short_file("c/d.rs"), "c/d.rs");
+    }
+}

@@ -1,0 +1,243 @@
+//! Scopes: entering and leaving jobs, and carrying them to other threads.
+//!
+//! A thread's current scope is its context (path, run) in `thread::TLS`. Entering a scope
+//! flushes the figures the thread accumulated for the previous context and switches; leaving
+//! switches back. Bookkeeping (job names, paths, run slots, hooks) runs with tracking
+//! suspended, so the tracker's allocations are never charged to a job.
+
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use core::sync::atomic::{AtomicU64, Ordering::*};
+use parking_lot::RwLock;
+
+use crate::registry::{self, RECENT_RUNS};
+use crate::report::{RunReport, Usage};
+use crate::thread::{self, untracked};
+
+/// Runs `f` as one run of the job `name` and returns its value.
+///
+/// Every block allocated while `f` runs on this thread (and on threads or futures that carry
+/// the scope, see [`spawn`], [`ScopeHandle`], [`FutureExt`](crate::FutureExt)) is charged to
+/// `name`, and to every job enclosing this one. When `f` returns — or panics — the run is
+/// finished: counted in the job's `runs`, recorded among its recent runs, and passed to the
+/// [`on_run_finished`] hooks. A panic is then resumed unchanged.
+///
+/// ```
+/// # use allocscope::track_scope;
+/// let total: usize = track_scope("sum", || (0..100).map(|i| vec![0u8; i].len()).sum());
+/// assert_eq!(total, 4950);
+/// ```
+pub fn track_scope<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    let (parent_path, parent_run) = thread::current_context();
+    let run = ActiveRun::begin(name, parent_path, parent_run);
+    let prev = thread::switch_context(run.path, run.token);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    thread::switch_context(prev.0, prev.1);
+    run.finish(result.is_err());
+    match result {
+        Ok(r) => r,
+        Err(payload) => resume_unwind(payload),
+    }
+}
+
+/// One run in progress.
+pub(crate) struct ActiveRun {
+    job: u32,
+    pub(crate) path: u32,
+    pub(crate) token: u32,
+    started: Instant,
+}
+
+impl ActiveRun {
+    /// Starts a run of `name` nested in the context (`parent_path`, `parent_run`).
+    pub(crate) fn begin(name: &str, parent_path: u32, parent_run: u32) -> ActiveRun {
+        crate::callsite::init_from_env();
+        untracked(|| {
+            let job = registry::job_id(name);
+            let path = registry::path_id(Some(parent_path), job);
+            let token = registry::run_begin(parent_run);
+            registry::job(job).active_runs.fetch_add(1, Relaxed);
+            ActiveRun {
+                job,
+                path,
+                token,
+                started: Instant::now(),
+            }
+        })
+    }
+
+    /// Finishes the run. The caller has already left its context on this thread (so the
+    /// figures the thread accumulated are flushed). Calls the hooks in the caller's context.
+    pub(crate) fn finish(self, panicked: bool) {
+        let report = untracked(|| {
+            let totals = registry::run_end(self.token);
+            let entry = registry::job(self.job);
+            let run = entry.runs.fetch_add(1, Relaxed) + 1;
+            entry.active_runs.fetch_sub(1, Relaxed);
+            if panicked {
+                entry.panicked_runs.fetch_add(1, Relaxed);
+            }
+            let (allocated, retained, peak) = match totals {
+                Some(t) => (
+                    Usage::new(t.alloc_objects, t.alloc_bytes),
+                    Usage::new(
+                        t.alloc_objects.saturating_sub(t.free_objects),
+                        t.alloc_bytes.saturating_sub(t.free_bytes),
+                    ),
+                    t.peak_bytes,
+                ),
+                None => (Usage::default(), Usage::default(), 0),
+            };
+            entry.peak_bytes.fetch_max(peak, Relaxed);
+            let report = RunReport {
+                job: entry.name.to_string(),
+                run,
+                duration_ns: self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
+                finished_unix_ms: unix_ms(),
+                allocated,
+                peak_bytes: peak,
+                retained_at_finish: retained,
+                panicked,
+            };
+            let mut recent = entry.recent.lock();
+            if recent.len() >= RECENT_RUNS {
+                recent.pop_front();
+            }
+            recent.push_back(report.clone());
+            report
+        });
+        run_hooks(&report);
+    }
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A scope that can be entered from anywhere: on another thread, in a future, later.
+///
+/// Obtained from [`current_scope`]. Entering it charges allocations to the same job (and the
+/// same run, while that run is still going) as the code that created it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ScopeHandle {
+    path: u32,
+    run: u32,
+}
+
+impl ScopeHandle {
+    /// Runs `f` with allocations on this thread charged to this scope, then restores the
+    /// thread's previous scope (also if `f` panics).
+    ///
+    /// If the run that created the handle has finished, allocations are still charged to its
+    /// job (its totals and retained figures), but no longer to the finished run's figures.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _restore = self.enter_guard();
+        f()
+    }
+
+    /// Switches to this scope until the guard is dropped.
+    pub(crate) fn enter_guard(&self) -> Restore {
+        let run = if registry::run_active(self.run) {
+            self.run
+        } else {
+            0
+        };
+        Restore(thread::switch_context(self.path, run))
+    }
+
+    /// The innermost job name of this scope.
+    pub fn job_name(&self) -> String {
+        untracked(|| {
+            let job = registry::path(self.path).job.load(Relaxed);
+            registry::job(job).name.to_string()
+        })
+    }
+
+    pub(crate) fn from_parts(path: u32, run: u32) -> Self {
+        ScopeHandle { path, run }
+    }
+}
+
+/// Restores a thread's previous context when dropped.
+pub(crate) struct Restore(pub(crate) (u32, u32));
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        thread::switch_context(self.0 .0, self.0 .1);
+    }
+}
+
+/// The scope active on this thread, or `None` outside any scope.
+pub fn current_scope() -> Option<ScopeHandle> {
+    let (path, run) = thread::current_context();
+    (path != registry::PATH_UNSCOPED && path != registry::PATH_TRACKER)
+        .then_some(ScopeHandle { path, run })
+}
+
+/// Like [`std::thread::spawn`], but the new thread runs in the caller's current scope, so its
+/// allocations are charged to the caller's job.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    match current_scope() {
+        Some(scope) => std::thread::spawn(move || scope.enter(f)),
+        None => std::thread::spawn(f),
+    }
+}
+
+type Hook = Arc<dyn Fn(&RunReport) + Send + Sync + 'static>;
+
+static HOOKS: RwLock<Vec<(u64, Hook)>> = RwLock::new(Vec::new());
+static NEXT_HOOK: AtomicU64 = AtomicU64::new(1);
+/// Hooks that panicked (the panic is caught; the tracker carries on).
+pub(crate) static HOOK_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Identifies a hook registered with [`on_run_finished`], to remove it later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HookId(u64);
+
+/// Calls `hook` after every finished run, on the thread that finished it, after its scope has
+/// closed (so what the hook allocates is charged to the enclosing scope, not to the run).
+///
+/// Use it to log one memory line per job, the way APM tools show them. A panicking hook is
+/// caught and counted; it does not disturb the tracker or other hooks.
+///
+/// ```
+/// allocscope::on_run_finished(|run| {
+///     if run.retained_at_finish.bytes > 1 << 20 {
+///         eprintln!("{} #{} kept {} bytes", run.job, run.run, run.retained_at_finish.bytes);
+///     }
+/// });
+/// ```
+pub fn on_run_finished(hook: impl Fn(&RunReport) + Send + Sync + 'static) -> HookId {
+    let id = NEXT_HOOK.fetch_add(1, Relaxed);
+    untracked(|| HOOKS.write().push((id, Arc::new(hook))));
+    HookId(id)
+}
+
+/// Removes a hook; returns whether it was registered.
+pub fn remove_hook(id: HookId) -> bool {
+    untracked(|| {
+        let mut hooks = HOOKS.write();
+        let before = hooks.len();
+        hooks.retain(|(h, _)| *h != id.0);
+        hooks.len() != before
+    })
+}
+
+fn run_hooks(report: &RunReport) {
+    let hooks: Vec<Hook> = untracked(|| HOOKS.read().iter().map(|(_, h)| h.clone()).collect());
+    for hook in &hooks {
+        if catch_unwind(AssertUnwindSafe(|| hook(report))).is_err() {
+            HOOK_PANICS.fetch_add(1, Relaxed);
+        }
+    }
+    untracked(|| drop(hooks));
+}

@@ -1,0 +1,349 @@
+//! Per-thread state: the reentrancy guard, the current scope, and per-thread counters.
+//!
+//! The alloc/free hot path must not do shared atomic read-modify-writes on every call (they cost
+//! more than `malloc` itself when cache lines bounce between cores). Instead each thread owns a
+//! **slot** in a static table and accumulates, for its current context (path + run), plain
+//! counters that only it writes (relaxed load + store, no lock prefix). A slot's pending figures
+//! are folded into the shared path/run counters (**flushed**) whenever the thread changes
+//! context (entering or leaving a scope, polling a tracked future) and when the thread exits.
+//! Reports read pending figures directly from the slots, under a per-slot sequence counter that
+//! the owner makes odd while it flushes, so figures are neither lost nor counted twice.
+//!
+//! The thread-local `TLS` is `const`-initialised and has no destructor, so it is usable during
+//! thread teardown. Releasing a slot at thread exit needs a destructor; that lives in a second
+//! thread-local (`SlotOwner`) that is touched only on the cold path that claims a slot. A thread
+//! without a slot (before it claims one fails, after its slot was released, or when all
+//! `MAX_THREADS` slots are taken) falls back to shared atomics: slower, equally exact.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+
+use crate::registry::{self, PATH_UNSCOPED};
+
+/// Threads that can hold a counter slot at the same time; more threads fall back to shared
+/// atomics (exact, slower).
+pub(crate) const MAX_THREADS: usize = 1024;
+
+/// `ThreadState::slot` before the thread claimed one.
+const SLOT_UNCLAIMED: u32 = 0;
+/// `ThreadState::slot` when the thread has no slot and must use shared atomics.
+const SLOT_NONE: u32 = u32::MAX;
+
+/// Hot-path thread-local state. Only plain `Cell`s: no destructor, `const` initialiser.
+pub(crate) struct ThreadState {
+    /// Reentrancy guard: while set, allocations on this thread are the tracker's own.
+    pub busy: Cell<bool>,
+    /// Slot index + 1, or `SLOT_UNCLAIMED` / `SLOT_NONE`.
+    slot: Cell<u32>,
+    /// Current path (`PATH_UNSCOPED` outside any scope).
+    pub path: Cell<u32>,
+    /// Current run token (0 outside any run).
+    pub run: Cell<u32>,
+    /// Bytes left before the next sampled allocation (sampled stack mode).
+    pub countdown: Cell<i64>,
+    /// Sampler random state (0 = not seeded yet).
+    pub rng: Cell<u64>,
+    /// Highest address of this thread's stack (0 = not looked up yet), for frame-pointer walks.
+    pub stack_hi: Cell<usize>,
+}
+
+impl ThreadState {
+    const fn new() -> Self {
+        Self {
+            busy: Cell::new(false),
+            slot: Cell::new(SLOT_UNCLAIMED),
+            path: Cell::new(PATH_UNSCOPED),
+            run: Cell::new(0),
+            countdown: Cell::new(0),
+            rng: Cell::new(0),
+            stack_hi: Cell::new(0),
+        }
+    }
+}
+
+thread_local! {
+    pub(crate) static TLS: ThreadState = const { ThreadState::new() };
+}
+
+/// Counters a thread accumulates for its current context. Written only by the owning thread.
+#[repr(align(128))]
+pub(crate) struct ThreadSlot {
+    /// Odd while the owner flushes or switches context.
+    seq: AtomicU32,
+    in_use: AtomicBool,
+    path: AtomicU32,
+    run: AtomicU32,
+    alloc_objects: AtomicU64,
+    alloc_bytes: AtomicU64,
+    free_objects: AtomicU64,
+    free_bytes: AtomicU64,
+    /// Net live bytes since the last flush, and the highest value it reached.
+    live: AtomicI64,
+    peak: AtomicI64,
+}
+
+impl ThreadSlot {
+    const fn new() -> Self {
+        Self {
+            seq: AtomicU32::new(0),
+            in_use: AtomicBool::new(false),
+            path: AtomicU32::new(PATH_UNSCOPED),
+            run: AtomicU32::new(0),
+            alloc_objects: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            free_objects: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(0),
+            live: AtomicI64::new(0),
+            peak: AtomicI64::new(0),
+        }
+    }
+}
+
+static SLOTS: [ThreadSlot; MAX_THREADS] = [const { ThreadSlot::new() }; MAX_THREADS];
+/// Threads that found every slot taken (they use shared atomics).
+pub(crate) static THREADS_WITHOUT_SLOT: AtomicU64 = AtomicU64::new(0);
+/// Set once any allocation went through `TrackingAllocator`.
+pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Owner-only increment: a plain load and store, no locked instruction.
+#[inline(always)]
+fn bump(a: &AtomicU64, v: u64) {
+    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
+}
+
+/// The slot of the current thread, claiming one on first use. `None`: use shared atomics.
+#[inline(always)]
+fn my_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
+    match t.slot.get() {
+        SLOT_NONE => None,
+        SLOT_UNCLAIMED => claim_slot(t),
+        // Slot values are only ever set by `claim_slot` to `index + 1 <= MAX_THREADS`.
+        s => SLOTS.get(s as usize - 1),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn claim_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
+    INSTALLED.store(true, Relaxed);
+    // Claiming may allocate (registering the exit destructor); those allocations are ours.
+    let was_busy = t.busy.replace(true);
+    t.slot.set(SLOT_NONE);
+    let mut claimed = None;
+    for (i, s) in SLOTS.iter().enumerate() {
+        if !s.in_use.load(Relaxed)
+            && s.in_use
+                .compare_exchange(false, true, Acquire, Relaxed)
+                .is_ok()
+        {
+            claimed = Some((i, s));
+            break;
+        }
+    }
+    let result = match claimed {
+        None => {
+            THREADS_WITHOUT_SLOT.fetch_add(1, Relaxed);
+            None
+        }
+        Some((i, s)) => {
+            // Arm the exit destructor that gives the slot back. If thread-local destructors
+            // can no longer be registered (the thread is already exiting), give it back now.
+            if SLOT_OWNER.try_with(|o| o.armed.set(true)).is_ok() {
+                s.seq.store(0, Relaxed);
+                s.path.store(t.path.get(), Relaxed);
+                s.run.store(t.run.get(), Relaxed);
+                t.slot.set(i as u32 + 1);
+                Some(s)
+            } else {
+                s.in_use.store(false, Release);
+                None
+            }
+        }
+    };
+    t.busy.set(was_busy);
+    result
+}
+
+/// Gives the slot back when the thread exits.
+struct SlotOwner {
+    armed: Cell<bool>,
+}
+
+impl Drop for SlotOwner {
+    fn drop(&mut self) {
+        if !self.armed.get() {
+            return;
+        }
+        let _ = TLS.try_with(|t| {
+            let was_busy = t.busy.replace(true);
+            let s = t.slot.get();
+            if s != SLOT_NONE && s != SLOT_UNCLAIMED {
+                let slot = &SLOTS[s as usize - 1];
+                // Fold what is pending into the shared counters, then stop using the slot:
+                // this thread's remaining allocations (later destructors) use shared atomics.
+                flush_slot(slot, t.path.get(), t.run.get());
+                t.slot.set(SLOT_NONE);
+                slot.in_use.store(false, Release);
+            }
+            t.busy.set(was_busy);
+        });
+    }
+}
+
+thread_local! {
+    static SLOT_OWNER: SlotOwner = const { SlotOwner { armed: Cell::new(false) } };
+}
+
+/// Records an allocation of `bytes` in the current context.
+#[inline(always)]
+pub(crate) fn count_alloc(t: &ThreadState, bytes: u64) {
+    match my_slot(t) {
+        Some(s) => {
+            bump(&s.alloc_objects, 1);
+            bump(&s.alloc_bytes, bytes);
+            let live = s.live.load(Relaxed).wrapping_add(bytes as i64);
+            s.live.store(live, Relaxed);
+            if live > s.peak.load(Relaxed) {
+                s.peak.store(live, Relaxed);
+            }
+        }
+        None => {
+            registry::path(t.path.get()).add(1, bytes, 0, 0);
+            registry::run_add(t.run.get(), 1, bytes, 0, 0, bytes as i64, bytes as i64);
+        }
+    }
+}
+
+/// Records a free of a block of `bytes` allocated under `path` / `run`.
+#[inline(always)]
+pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
+    if path == t.path.get() && run == t.run.get() {
+        if let Some(s) = my_slot(t) {
+            bump(&s.free_objects, 1);
+            bump(&s.free_bytes, bytes);
+            s.live
+                .store(s.live.load(Relaxed).wrapping_sub(bytes as i64), Relaxed);
+            return;
+        }
+    }
+    count_free_shared(path, run, bytes);
+}
+
+/// A free charged straight to the shared counters of the owning path and run.
+#[inline]
+pub(crate) fn count_free_shared(path: u32, run: u32, bytes: u64) {
+    registry::path(path).add(0, 0, 1, bytes);
+    registry::run_remote_free(run, bytes);
+}
+
+/// Folds a slot's pending figures into the shared counters of `path` and `run`, and zeroes it.
+/// Only the owning thread calls this.
+fn flush_slot(s: &ThreadSlot, path: u32, run: u32) {
+    let seq = s.seq.load(Relaxed);
+    s.seq.store(seq.wrapping_add(1), Relaxed);
+    core::sync::atomic::fence(Release);
+    let ao = s.alloc_objects.load(Relaxed);
+    let ab = s.alloc_bytes.load(Relaxed);
+    let fo = s.free_objects.load(Relaxed);
+    let fb = s.free_bytes.load(Relaxed);
+    let live = s.live.load(Relaxed);
+    let peak = s.peak.load(Relaxed);
+    registry::path(path).add(ao, ab, fo, fb);
+    if run != 0 {
+        registry::run_add(run, ao, ab, fo, fb, live, peak.max(0));
+    }
+    for a in [
+        &s.alloc_objects,
+        &s.alloc_bytes,
+        &s.free_objects,
+        &s.free_bytes,
+    ] {
+        a.store(0, Relaxed);
+    }
+    s.live.store(0, Relaxed);
+    s.peak.store(0, Relaxed);
+    s.seq.store(seq.wrapping_add(2), Release);
+}
+
+/// Switches the current thread to context (`path`, `run`), flushing what the previous context
+/// accumulated. Returns the previous context.
+pub(crate) fn switch_context(path: u32, run: u32) -> (u32, u32) {
+    TLS.try_with(|t| {
+        let prev = (t.path.get(), t.run.get());
+        let s = t.slot.get();
+        if s != SLOT_NONE && s != SLOT_UNCLAIMED {
+            let slot = &SLOTS[s as usize - 1];
+            let seq = slot.seq.load(Relaxed);
+            flush_slot(slot, prev.0, prev.1);
+            // Re-open the sequence to publish the new context atomically with the flush.
+            slot.seq.store(seq.wrapping_add(3), Relaxed);
+            core::sync::atomic::fence(Release);
+            slot.path.store(path, Relaxed);
+            slot.run.store(run, Relaxed);
+            slot.seq.store(seq.wrapping_add(4), Release);
+        }
+        t.path.set(path);
+        t.run.set(run);
+        prev
+    })
+    .unwrap_or((PATH_UNSCOPED, 0))
+}
+
+/// The current thread's context (`path`, `run`).
+pub(crate) fn current_context() -> (u32, u32) {
+    TLS.try_with(|t| (t.path.get(), t.run.get()))
+        .unwrap_or((PATH_UNSCOPED, 0))
+}
+
+/// Pending (not yet flushed) figures of one thread.
+pub(crate) struct Pending {
+    pub path: u32,
+    pub alloc_objects: u64,
+    pub alloc_bytes: u64,
+    pub free_objects: u64,
+    pub free_bytes: u64,
+}
+
+/// Reads every in-use slot's pending figures without stopping its owner. A slot whose owner is
+/// mid-flush is retried a bounded number of times (an owner that vanished, e.g. in a forked
+/// child, must not hang the reader).
+pub(crate) fn pending_all(out: &mut Vec<Pending>) {
+    out.clear();
+    for s in SLOTS.iter() {
+        if !s.in_use.load(Acquire) {
+            continue;
+        }
+        for _ in 0..10_000 {
+            let s1 = s.seq.load(Acquire);
+            if s1 & 1 == 1 {
+                core::hint::spin_loop();
+                continue;
+            }
+            let p = Pending {
+                path: s.path.load(Relaxed),
+                alloc_objects: s.alloc_objects.load(Relaxed),
+                alloc_bytes: s.alloc_bytes.load(Relaxed),
+                free_objects: s.free_objects.load(Relaxed),
+                free_bytes: s.free_bytes.load(Relaxed),
+            };
+            core::sync::atomic::fence(Acquire);
+            if s.seq.load(Relaxed) == s1 {
+                out.push(p);
+                break;
+            }
+        }
+    }
+}
+
+/// Runs `f` with tracking suspended on this thread: its allocations are the tracker's own.
+/// Restores the previous state even if `f` panics.
+pub(crate) fn untracked<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let _ = TLS.try_with(|t| t.busy.set(self.0));
+        }
+    }
+    let _restore = Restore(TLS.try_with(|t| t.busy.replace(true)).unwrap_or(true));
+    f()
+}
