@@ -74,7 +74,7 @@ impl<F: Future> Future for Tracked<F> {
         drop(restore);
         if result.is_ready() {
             if let Some(run) = this.run.take() {
-                run.finish(false);
+                let _ = run.finish(false);
             }
         }
         result
@@ -89,7 +89,7 @@ impl<F> Drop for Tracked<F> {
             unsafe { ManuallyDrop::drop(&mut self.inner) };
         }
         if let Some(run) = self.run.take() {
-            run.finish(std::thread::panicking());
+            let _ = run.finish(std::thread::panicking());
         }
     }
 }

@@ -88,5 +88,6 @@ pub use report::{
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 pub use scope::{
-    current_scope, on_run_finished, remove_hook, spawn, track_scope, HookId, ScopeHandle,
+    current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
+    ScopeHandle,
 };

@@ -31,14 +31,27 @@ use crate::thread::{self, untracked};
 /// assert_eq!(total, 4950);
 /// ```
 pub fn track_scope<R>(name: &str, f: impl FnOnce() -> R) -> R {
+    track_scope_run(name, f).0
+}
+
+/// Like [`track_scope`], and also returns the finished run's own figures: what this run
+/// allocated, its peak, and what it still held when it finished — independent of other runs
+/// of the same job on other threads. If `f` panics, the run is finished and the panic resumed.
+///
+/// ```
+/// let (len, run) = allocscope::track_scope_run("build", || vec![0u8; 100].len());
+/// assert_eq!(len, 100);
+/// assert_eq!(run.retained_at_finish.bytes, 0);
+/// ```
+pub fn track_scope_run<R>(name: &str, f: impl FnOnce() -> R) -> (R, RunReport) {
     let (parent_path, parent_run) = thread::current_context();
     let run = ActiveRun::begin(name, parent_path, parent_run);
     let prev = thread::switch_context(run.path, run.token);
     let result = catch_unwind(AssertUnwindSafe(f));
     thread::switch_context(prev.0, prev.1);
-    run.finish(result.is_err());
+    let report = run.finish(result.is_err());
     match result {
-        Ok(r) => r,
+        Ok(r) => (r, report),
         Err(payload) => resume_unwind(payload),
     }
 }
@@ -71,7 +84,7 @@ impl ActiveRun {
 
     /// Finishes the run. The caller has already left its context on this thread (so the
     /// figures the thread accumulated are flushed). Calls the hooks in the caller's context.
-    pub(crate) fn finish(self, panicked: bool) {
+    pub(crate) fn finish(self, panicked: bool) -> RunReport {
         let report = untracked(|| {
             let totals = registry::run_end(self.token);
             let entry = registry::job(self.job);
@@ -110,6 +123,7 @@ impl ActiveRun {
             report
         });
         run_hooks(&report);
+        report
     }
 }
 

@@ -12,10 +12,10 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
-/// Distinct stacks kept (power of two). 2 MiB of address space.
-pub(crate) const STACK_CAP: usize = 1 << 17;
-/// Total frames stored across all stacks. 32 MiB of address space, touched as used.
-pub(crate) const FRAME_ARENA: usize = 1 << 22;
+/// Distinct stacks kept (power of two). 4 MiB of address space.
+pub(crate) const STACK_CAP: usize = 1 << 18;
+/// Total frames stored across all stacks. 64 MiB of address space, touched as used.
+pub(crate) const FRAME_ARENA: usize = 1 << 23;
 /// Distinct sites (path × stack) kept (power of two). 16 MiB of address space.
 pub(crate) const SITE_CAP: usize = 1 << 18;
 /// Probes before giving up on a full table.
