@@ -44,8 +44,10 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     frames
 }
 
-/// Whether a function belongs to the allocation machinery above the user's code.
-pub(crate) fn is_machinery(function: &str) -> bool {
+/// Entry points of the allocator: everything above the last of these in a stack is
+/// allocscope's own code (and the standard library code it calls, such as thread-locals).
+fn is_allocator_entry(function: &str) -> bool {
+    let function = function.strip_prefix("__rustc::").unwrap_or(function);
     const PREFIXES: &[&str] = &[
         "allocscope::",
         "<allocscope::",
@@ -55,16 +57,37 @@ pub(crate) fn is_machinery(function: &str) -> bool {
         "__rust_alloc_zeroed",
         "__rdl_",
         "__rg_",
-        "alloc::",
-        "<alloc::",
-        "core::alloc::",
-        "<core::alloc::",
+        "alloc::alloc::",
+        "<alloc::alloc::",
         "std::alloc::",
         "<std::alloc::",
-        "backtrace::",
-        "<backtrace::",
+        "core::alloc::",
+        "<core::alloc::",
     ];
     PREFIXES.iter().any(|p| function.starts_with(p))
+}
+
+/// The functions through which every allocation enters the global allocator.
+fn is_entry_point(function: &str) -> bool {
+    let function = function.strip_prefix("__rustc::").unwrap_or(function);
+    const PREFIXES: &[&str] = &[
+        "__rust_alloc",
+        "__rust_dealloc",
+        "__rust_realloc",
+        "__rust_alloc_zeroed",
+        "__rdl_",
+        "__rg_",
+        "<allocscope::alloc::TrackingAllocator",
+    ];
+    PREFIXES.iter().any(|p| function.starts_with(p))
+}
+
+/// Allocation plumbing between the allocator entry and the user's code (vectors, strings,
+/// boxes growing or being built); trimmed too, so the first frame is the code that asked.
+pub(crate) fn is_machinery(function: &str) -> bool {
+    is_allocator_entry(function)
+        || function.starts_with("alloc::")
+        || function.starts_with("<alloc::")
 }
 
 /// Symbolized, trimmed frames of a captured stack (innermost first).
@@ -73,19 +96,28 @@ pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
     for &ip in ips {
         out.extend(resolve_ip(ip).iter().cloned());
     }
-    let first_user = out
-        .iter()
-        .position(|f| !is_machinery(&f.function))
-        .unwrap_or(out.len());
-    // Keep the machinery if the whole stack is machinery (better than an empty stack).
-    if first_user < out.len() {
-        out.drain(..first_user);
+    trim(&mut out);
+    out
+}
+
+/// Removes the allocator's own frames from the top of a stack and the runtime's from the
+/// bottom. Keeps everything if nothing would be left (better than an empty stack).
+pub(crate) fn trim(frames: &mut Vec<Frame>) {
+    // The first allocator entry point marks the boundary: above it is allocscope's hot path
+    // (and the std code it calls); below it, allocation plumbing, then the user's code. Only
+    // the first one counts: the user's code itself runs inside `track_scope`, deeper down.
+    if let Some(entry) = frames.iter().position(|f| is_entry_point(&f.function)) {
+        if let Some(first_user) = frames[entry..]
+            .iter()
+            .position(|f| !is_machinery(&f.function))
+        {
+            frames.drain(..entry + first_user);
+        }
     }
     // Drop the runtime frames below `main` or a thread's entry (the same for every stack).
-    if let Some(entry) = out.iter().position(|f| is_program_entry(&f.function)) {
-        out.truncate(entry.max(1));
+    if let Some(entry) = frames.iter().position(|f| is_program_entry(&f.function)) {
+        frames.truncate(entry.max(1));
     }
-    out
 }
 
 fn is_program_entry(function: &str) -> bool {
