@@ -72,6 +72,7 @@ mod header;
 mod registry;
 mod report;
 mod scope;
+pub mod testing;
 mod thread;
 
 pub use alloc::{is_installed, TrackingAllocator};
