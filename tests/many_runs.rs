@@ -1,0 +1,62 @@
+//! A million runs of a job: the tracker's own memory stays flat.
+
+use std::hint::black_box;
+
+use allocscope::{report, track_scope, TrackingAllocator, Usage};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+#[test]
+fn a_million_runs_keep_tracker_memory_flat() {
+    const WARMUP: u64 = 10_000;
+    const RUNS: u64 = 1_000_000;
+    // Without stacks: symbolizing a first sampled stack maps the binary's debug info, which
+    // shows in RSS once (file-backed pages) and would blur what this test measures.
+    allocscope::set_stack_mode(allocscope::StackMode::Off);
+    for i in 0..WARMUP {
+        track_scope("million", || black_box(Box::new(i)));
+    }
+    let before = report();
+    let rss_before = rss_kib();
+    for i in WARMUP..RUNS {
+        track_scope("million", || black_box(Box::new(i)));
+    }
+    let after = report();
+    let rss_after = rss_kib();
+    let job = after.job("million").unwrap();
+    assert_eq!(job.runs, RUNS);
+    assert_eq!(job.allocated, Usage::new(RUNS, RUNS * 8));
+    assert_eq!(job.retained, Usage::new(0, 0));
+    assert_eq!(job.recent_runs.len(), allocscope::RECENT_RUNS);
+    assert_eq!(job.recent_runs.last().unwrap().run, RUNS);
+    // The tracker's own live memory does not grow with the number of runs: the only change
+    // between the two reports is the size of the report itself (a few KiB at most).
+    let grown = after
+        .tracker
+        .overhead
+        .bytes
+        .saturating_sub(before.tracker.overhead.bytes);
+    assert!(
+        grown < 64 * 1024,
+        "tracker overhead grew by {grown} bytes over {} runs ({:?} -> {:?})",
+        RUNS - WARMUP,
+        before.tracker.overhead,
+        after.tracker.overhead
+    );
+    assert_eq!(after.tracker.runs_overflowed, 0);
+    assert!(
+        rss_after.saturating_sub(rss_before) < 8 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}
