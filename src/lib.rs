@@ -85,6 +85,10 @@ pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{grouped, human_bytes, TextOptions};
 pub use report::{
+    auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
+    DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
+};
+pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };

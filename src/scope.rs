@@ -123,6 +123,7 @@ impl ActiveRun {
             report
         });
         run_hooks(&report);
+        crate::report::dump::after_run(&report);
         report
     }
 }

@@ -1,0 +1,479 @@
+//! Reports on disk: atomic writes, careful reads, and opt-in automatic dumps.
+//!
+//! * [`Report::write_json`] writes a temporary file in the destination's folder, fsyncs it,
+//!   renames it over the destination and fsyncs the folder, so a crash or a kill at any point
+//!   leaves either the previous file or the new one, never a torn one.
+//! * [`Report::read_json`] reads a report back, and every way a file can be wrong (missing,
+//!   empty, binary, truncated, not a report, a newer version, wrong types) is an
+//!   [`Error`] naming the file and the problem, never a panic.
+//! * Automatic dumps ([`AutoDump`], `ALLOCSCOPE_DIR`): after a run that retained at least a
+//!   threshold, and at [`finish`], a report is written to a folder, keeping a bounded number of
+//!   files. The check after each run is one atomic load when dumps are off.
+//!
+//! Everything here runs with tracking suspended: the memory it uses is tracker overhead, never
+//! charged to a job.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
+use std::sync::Once;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::{Report, RunReport};
+use crate::thread::untracked;
+use crate::Error;
+
+/// Default [`AutoDump::threshold_bytes`]: a run that retained at least 1 MiB is dumped.
+pub const DEFAULT_DUMP_THRESHOLD: u64 = 1 << 20;
+/// Default [`AutoDump::max_files`]: the 20 newest dumps are kept.
+pub const DEFAULT_MAX_DUMPS: usize = 20;
+/// Most dumps [`AutoDump::max_files`] can keep; larger values are clamped to it.
+pub const MAX_DUMPS_LIMIT: usize = 10_000;
+
+/// Every dump file's name starts with this (and ends with `.json`); pruning touches only
+/// such files.
+const DUMP_PREFIX: &str = "allocscope-";
+
+impl Report {
+    /// Writes the report as JSON to `path`, atomically.
+    ///
+    /// The JSON goes to a temporary file in the same folder (named `.allocscope-*.tmp`), which
+    /// is flushed to disk (`fsync`) and renamed over `path`; the folder is then synced too, so
+    /// the rename itself survives a power loss. A reader, a crash or a `kill -9` at any moment
+    /// sees either the previous file or the complete new one. An existing file's permissions
+    /// are kept; a new file is readable by its owner only (reports name the program's
+    /// functions and files).
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("report.json");
+    /// let report = allocscope::report();
+    /// report.write_json(&path).unwrap();
+    /// assert_eq!(allocscope::Report::read_json(&path).unwrap(), report);
+    /// ```
+    pub fn write_json(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        untracked(|| write_atomic(path, self.to_json().as_bytes()))
+    }
+
+    /// Reads a report written by [`write_json`](Self::write_json) (or
+    /// [`to_json`](Self::to_json)), checking that it is an allocscope report of a version this
+    /// build reads.
+    ///
+    /// Errors name the file: `Error::Io` when it cannot be read, `Error::InvalidReport` when it
+    /// is empty, binary, truncated, not JSON, or has missing fields or wrong types (with the
+    /// line and column), `Error::UnsupportedVersion` for another format or a newer version.
+    pub fn read_json(path: impl AsRef<Path>) -> Result<Report, Error> {
+        let path = path.as_ref();
+        untracked(|| {
+            let name = path.display().to_string();
+            let bytes = fs::read(path).map_err(|source| Error::Io {
+                path: name.clone(),
+                source,
+            })?;
+            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}"));
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Err(invalid("the file is empty".into()));
+            }
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                return Err(invalid(
+                    "gzip-compressed data (a pprof profile?), not a JSON report".into(),
+                ));
+            }
+            let text = std::str::from_utf8(&bytes).map_err(|e| {
+                invalid(format!(
+                    "binary data, not a JSON report (invalid UTF-8 at byte {})",
+                    e.valid_up_to()
+                ))
+            })?;
+            Report::from_json(text).map_err(|e| match e {
+                Error::InvalidReport(m) => invalid(m),
+                Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{name}: {m}")),
+                other => other,
+            })
+        })
+    }
+}
+
+/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename,
+/// fsync of the folder). Must run untracked.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let io = |source: std::io::Error| Error::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".allocscope-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    if let Ok(meta) = fs::metadata(path) {
+        // Keep the mode of the file we replace (best effort: a failure leaves owner-only).
+        let _ = tmp.as_file().set_permissions(meta.permissions());
+    }
+    tmp.write_all(bytes).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    // On failure the temporary file is removed when the returned handle drops.
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    sync_dir(dir).map_err(io)
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    // Folders cannot be opened for syncing here; the rename is as durable as the OS makes it.
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Automatic dumps
+// ---------------------------------------------------------------------------------------------
+
+/// Settings for automatic dumps: where, from which size on, and how many files to keep.
+///
+/// Enable with [`set_auto_dump`] (or [`set_dump_dir`] for the defaults), or without touching
+/// code through the environment, read once at the first scope, report or dump call:
+///
+/// | variable | meaning | default |
+/// | --- | --- | --- |
+/// | `ALLOCSCOPE_DIR` | folder to write dumps to (created if missing); unset or empty: off | off |
+/// | `ALLOCSCOPE_DUMP_THRESHOLD` | bytes a run must retain to be dumped (`k`/`m`/`g` suffixes) | 1 MiB |
+/// | `ALLOCSCOPE_DUMP_KEEP` | dumps kept in the folder, oldest removed first | 20 |
+///
+/// An invalid value is reported once on stderr and its default is used. Settings made in code
+/// take precedence over the environment.
+///
+/// Each dump is a full [`Report`] (every job) written with [`Report::write_json`], named
+/// `allocscope-<UTC time>-p<pid>-<job>-run<N>.json` after a run and
+/// `allocscope-<UTC time>-p<pid>-exit.json` by [`finish`], with the time as
+/// `20261122T214402.123Z`, so names sort oldest first. Job names are reduced to letters,
+/// digits, `_`, `-` and `.` (others become `_`), 64 characters at most.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AutoDump {
+    /// The folder dumps are written to (created if missing).
+    pub dir: PathBuf,
+    /// A finished run is dumped when it still held at least this many bytes when it finished
+    /// ([`RunReport::retained_at_finish`]). 0 dumps after every run.
+    pub threshold_bytes: u64,
+    /// Dumps kept in the folder (1 to [`MAX_DUMPS_LIMIT`]); after each dump, the oldest
+    /// `allocscope-*.json` files beyond it are removed.
+    pub max_files: usize,
+}
+
+impl AutoDump {
+    /// Dumps to `dir`, with the default threshold (1 MiB) and the 20 newest files kept.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        AutoDump {
+            dir: dir.into(),
+            threshold_bytes: DEFAULT_DUMP_THRESHOLD,
+            max_files: DEFAULT_MAX_DUMPS,
+        }
+    }
+
+    /// The same settings with another threshold, in bytes.
+    pub fn threshold_bytes(mut self, bytes: u64) -> Self {
+        self.threshold_bytes = bytes;
+        self
+    }
+
+    /// The same settings keeping `files` dumps (clamped to 1..=[`MAX_DUMPS_LIMIT`]).
+    pub fn max_files(mut self, files: usize) -> Self {
+        self.max_files = files;
+        self
+    }
+
+    fn normalized(mut self) -> Self {
+        self.max_files = self.max_files.clamp(1, MAX_DUMPS_LIMIT);
+        self
+    }
+}
+
+/// Current settings; `ENABLED` mirrors `CONFIG.is_some()` for the check after every run.
+static CONFIG: RwLock<Option<AutoDump>> = RwLock::new(None);
+static ENABLED: AtomicBool = AtomicBool::new(false);
+static ENV_ONCE: Once = Once::new();
+/// Serializes writing and pruning within the process.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+/// Failed automatic dumps (only the first is reported on stderr).
+static FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Enables automatic dumps with `config`, or disables them with `None`. Overrides
+/// `ALLOCSCOPE_DIR` and the other variables of [`AutoDump`].
+///
+/// ```
+/// # let dir = tempfile::tempdir().unwrap();
+/// use allocscope::AutoDump;
+/// allocscope::set_auto_dump(Some(AutoDump::new(dir.path()).threshold_bytes(64 << 20).max_files(5)));
+/// # allocscope::set_auto_dump(None);
+/// ```
+pub fn set_auto_dump(config: Option<AutoDump>) {
+    init_from_env();
+    untracked(|| {
+        let config = config.map(AutoDump::normalized);
+        let mut c = CONFIG.write();
+        ENABLED.store(config.is_some(), Relaxed);
+        *c = config;
+    });
+}
+
+/// Enables automatic dumps to `dir` with the default threshold and file count, or disables
+/// them with `None`. Shorthand for [`set_auto_dump`] with [`AutoDump::new`].
+pub fn set_dump_dir(dir: Option<PathBuf>) {
+    set_auto_dump(dir.map(AutoDump::new));
+}
+
+/// The automatic dump settings in effect (from code or the environment), `None` when off.
+pub fn auto_dump() -> Option<AutoDump> {
+    init_from_env();
+    untracked(|| CONFIG.read().clone())
+}
+
+/// Writes a final report when automatic dumps are on; call it at the end of `main`.
+///
+/// Returns the file written, or `None` when dumps are off. Unlike the dumps after each run,
+/// this one is written whatever the threshold.
+pub fn finish() -> Result<Option<PathBuf>, Error> {
+    let Some(config) = auto_dump() else {
+        return Ok(None);
+    };
+    untracked(|| write_dump(&config, None)).map(Some)
+}
+
+/// Called by every finished run (on its thread, after its scope closed and its hooks ran).
+#[inline]
+pub(crate) fn after_run(run: &RunReport) {
+    if !ENV_ONCE.is_completed() {
+        init_from_env();
+    }
+    if ENABLED.load(Relaxed) {
+        dump_run(run);
+    }
+}
+
+#[cold]
+fn dump_run(run: &RunReport) {
+    untracked(|| {
+        let Some(config) = CONFIG.read().clone() else {
+            return;
+        };
+        if run.retained_at_finish.bytes < config.threshold_bytes {
+            return;
+        }
+        if let Err(e) = write_dump(&config, Some(run)) {
+            if FAILURES.fetch_add(1, Relaxed) == 0 {
+                eprintln!(
+                    "allocscope: automatic dump after {} run {} failed: {e} \
+                     (further dump failures are not reported)",
+                    run.job, run.run
+                );
+            }
+        }
+    });
+}
+
+/// Writes one dump and prunes old ones. Must run untracked.
+fn write_dump(config: &AutoDump, run: Option<&RunReport>) -> Result<PathBuf, Error> {
+    let report = crate::report();
+    let _g = WRITE_LOCK.lock();
+    fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
+        path: config.dir.display().to_string(),
+        source,
+    })?;
+    let what = match run {
+        Some(r) => format!("{}-run{}", sanitize(&r.job), r.run),
+        None => "exit".to_string(),
+    };
+    let name = format!(
+        "{DUMP_PREFIX}{}-p{}-{what}.json",
+        utc_stamp(crate::scope::unix_ms()),
+        std::process::id()
+    );
+    let path = config.dir.join(name);
+    report.write_json(&path)?;
+    prune(&config.dir, config.max_files);
+    Ok(path)
+}
+
+/// Removes the oldest dump files beyond `keep`. Best effort: a file that cannot be removed (or
+/// was removed by another process meanwhile) is left alone.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    let mut dumps: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            (name.starts_with(DUMP_PREFIX) && name.ends_with(".json")).then(|| (name, e.path()))
+        })
+        .collect();
+    if dumps.len() <= keep {
+        return;
+    }
+    // Names start with a fixed-width UTC time: name order is age order.
+    dumps.sort();
+    let excess = dumps.len() - keep;
+    for (_, path) in dumps.into_iter().take(excess) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// A job name safe in a file name on any OS: letters, digits, `_`, `-`, `.`; at most 64.
+fn sanitize(job: &str) -> String {
+    let mut s: String = job
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if s.is_empty() || s.starts_with('.') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+/// `YYYYMMDDTHHMMSS.mmmZ` (UTC) for milliseconds since the Unix epoch.
+fn utc_stamp(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+/// Year, month, day of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Reads the dump variables once. Invalid values are reported once on stderr.
+fn init_from_env() {
+    if ENV_ONCE.is_completed() {
+        return;
+    }
+    untracked(|| {
+        ENV_ONCE.call_once(|| {
+            let dir = match std::env::var_os("ALLOCSCOPE_DIR") {
+                Some(d) if !d.is_empty() => PathBuf::from(d),
+                _ => return,
+            };
+            let mut config = AutoDump::new(dir);
+            if let Ok(v) = std::env::var("ALLOCSCOPE_DUMP_THRESHOLD") {
+                match parse_bytes(&v) {
+                    Some(n) => config.threshold_bytes = n,
+                    None => eprintln!(
+                        "allocscope: {}; using the default (1 MiB)",
+                        Error::InvalidConfig(format!(
+                            "ALLOCSCOPE_DUMP_THRESHOLD={v:?} is not a byte count such as \
+                             1048576, 512k or 1m"
+                        ))
+                    ),
+                }
+            }
+            if let Ok(v) = std::env::var("ALLOCSCOPE_DUMP_KEEP") {
+                match v.trim().parse::<usize>() {
+                    Ok(n) if (1..=MAX_DUMPS_LIMIT).contains(&n) => config.max_files = n,
+                    _ => eprintln!(
+                        "allocscope: {}; using the default ({DEFAULT_MAX_DUMPS})",
+                        Error::InvalidConfig(format!(
+                            "ALLOCSCOPE_DUMP_KEEP={v:?} is not a number of files from 1 to \
+                             {MAX_DUMPS_LIMIT}"
+                        ))
+                    ),
+                }
+            }
+            // Code that already chose settings wins (it ran `init_from_env` first, so this
+            // cannot happen before it; kept for clarity).
+            let mut c = CONFIG.write();
+            if c.is_none() {
+                *c = Some(config);
+                ENABLED.store(true, Relaxed);
+            }
+        });
+    });
+}
+
+/// A byte count with an optional `k`/`m`/`g` (or `kib`/`mib`/`gib`) suffix.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let s = text.trim().to_ascii_lowercase();
+    let (digits, shift) = [
+        ("kib", 10),
+        ("mib", 20),
+        ("gib", 30),
+        ("k", 10),
+        ("m", 20),
+        ("g", 30),
+    ]
+    .iter()
+    .find_map(|&(suffix, shift)| s.strip_suffix(suffix).map(|d| (d, shift)))
+    .unwrap_or((s.as_str(), 0));
+    let n: u64 = digits.trim().parse().ok()?;
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_are_utc_and_fixed_width() {
+        assert_eq!(utc_stamp(0), "19700101T000000.000Z");
+        // 2024-02-29 23:59:59.999 UTC (a leap day).
+        assert_eq!(utc_stamp(1_709_251_199_999), "20240229T235959.999Z");
+        assert_eq!(utc_stamp(1_709_251_200_000), "20240301T000000.000Z");
+        // 2000-01-01 00:00:00 UTC.
+        assert_eq!(utc_stamp(946_684_800_000), "20000101T000000.000Z");
+    }
+
+    #[test]
+    fn job_names_become_safe_file_names() {
+        assert_eq!(sanitize("import_users"), "import_users");
+        assert_eq!(sanitize("a/b c:d*"), "a_b_c_d_");
+        assert_eq!(sanitize("../etc"), "_.._etc");
+        assert_eq!(sanitize(""), "_");
+        assert_eq!(sanitize("é"), "_");
+        assert_eq!(sanitize(&"x".repeat(100)).len(), 64);
+    }
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
+        assert_eq!(parse_bytes("512k"), Some(512 << 10));
+        assert_eq!(parse_bytes(" 1MiB "), Some(1 << 20));
+        assert_eq!(parse_bytes("2g"), Some(2 << 30));
+        assert_eq!(parse_bytes("0"), Some(0));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes("-1"), None);
+        assert_eq!(parse_bytes("99999999999999999999g"), None);
+    }
+}
