@@ -5,7 +5,6 @@
 //! machine, and rendered there as text, folded stacks or a flamegraph.
 
 mod build;
-mod export;
 pub(crate) mod dump;
 mod flame;
 pub(crate) mod text;
