@@ -1,0 +1,256 @@
+//! pprof export: a gzipped `profile.proto` with Go's four heap sample types.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use prost::Message;
+
+use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use super::{describe_stack_mode, entries, estimated, Entry};
+use crate::report::{Frame, Report};
+use crate::{Error, StackMode};
+
+/// The string table under construction: index 0 is `""`, each string stored once.
+struct Strings {
+    table: Vec<String>,
+    index: HashMap<String, i64>,
+}
+
+impl Strings {
+    fn new() -> Self {
+        let mut s = Strings {
+            table: Vec::new(),
+            index: HashMap::new(),
+        };
+        s.id("");
+        s
+    }
+
+    fn id(&mut self, s: &str) -> i64 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.table.len() as i64;
+        self.table.push(s.to_string());
+        self.index.insert(s.to_string(), i);
+        i
+    }
+}
+
+/// Builds the function and location tables, one entry per distinct function and frame.
+struct Tables {
+    strings: Strings,
+    functions: Vec<Function>,
+    function_ids: HashMap<(i64, i64), u64>,
+    locations: Vec<Location>,
+    location_ids: HashMap<(u64, i64), u64>,
+}
+
+/// The id of the one mapping every location belongs to.
+const MAPPING_ID: u64 = 1;
+
+impl Tables {
+    fn function(&mut self, name: &str, file: Option<&str>) -> u64 {
+        let name = self.strings.id(name);
+        let file = self.strings.id(file.unwrap_or(""));
+        let next = self.functions.len() as u64 + 1;
+        let id = *self.function_ids.entry((name, file)).or_insert(next);
+        if id == next {
+            self.functions.push(Function {
+                id,
+                name,
+                system_name: name,
+                filename: file,
+                start_line: 0,
+            });
+        }
+        id
+    }
+
+    fn location(&mut self, function_id: u64, line: i64) -> u64 {
+        let next = self.locations.len() as u64 + 1;
+        let id = *self.location_ids.entry((function_id, line)).or_insert(next);
+        if id == next {
+            self.locations.push(Location {
+                id,
+                mapping_id: MAPPING_ID,
+                address: 0,
+                line: vec![Line {
+                    function_id,
+                    line,
+                    column: 0,
+                }],
+                is_folded: false,
+            });
+        }
+        id
+    }
+
+    fn frame(&mut self, f: &Frame) -> u64 {
+        let function = self.function(&f.function, f.file.as_deref());
+        self.location(function, i64::from(f.line.unwrap_or(0)))
+    }
+
+    /// The stack of an entry, leaf first; an entry without frames (no callsites in the report,
+    /// or a stack that could not be walked) gets one pseudo-frame naming its scope.
+    fn stack(&mut self, e: &Entry<'_>) -> Vec<u64> {
+        if e.frames.is_empty() {
+            let name = if e.scope.is_empty() {
+                e.scope_path()
+            } else {
+                format!("[job] {}", e.scope_path())
+            };
+            let function = self.function(&name, None);
+            return vec![self.location(function, 0)];
+        }
+        e.frames.iter().map(|f| self.frame(f)).collect()
+    }
+}
+
+/// A figure as a pprof value (int64), saturating.
+fn value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Report {
+    /// The report as a pprof profile: a gzipped `perftools.profiles.Profile` protobuf, as
+    /// `go tool pprof` and continuous-profiling backends (Pyroscope, Parca, Grafana) read.
+    ///
+    /// Only with the cargo feature **`pprof`** (it brings `prost` and `flate2`; no `protoc` is
+    /// needed); without it this method does not exist. The `cli` feature enables it.
+    ///
+    /// The profile has Go's four heap sample types, in Go's order: `alloc_objects/count`,
+    /// `alloc_space/bytes`, `inuse_objects/count`, `inuse_space/bytes` (the default), where
+    /// *alloc* is what was allocated and *inuse* what is retained. There is one sample per
+    /// callsite of [`Report::callsites`], with its stack (leaf first; locations and functions
+    /// stored once) and two labels: `job`, the innermost job of its scope, and `scope`, the
+    /// whole nesting `outer > inner`; both are `(unscoped)` for memory allocated outside any
+    /// scope. So `go tool pprof -tagfocus job=import_users` shows one job, `-tagroot job`
+    /// puts jobs at the root of the graphs, and `-tags` lists the jobs.
+    ///
+    /// Values are unsampled figures (estimates when stacks are sampled; the profile's
+    /// `period` is then the mean sampling interval in bytes). A report without callsites
+    /// (stacks off) gets one sample per job with its exclusive figures (and one for unscoped
+    /// memory), under a single pseudo-frame `[job] NAME`.
+    ///
+    /// ```
+    /// # #[cfg(feature = "pprof")] {
+    /// let report = allocscope::report();
+    /// let gz: Vec<u8> = report.to_pprof().unwrap();
+    /// std::fs::write(std::env::temp_dir().join("allocscope-doc.pb.gz"), gz).unwrap();
+    /// // then: go tool pprof -top -sample_index=inuse_space allocscope-doc.pb.gz
+    /// # }
+    /// ```
+    pub fn to_pprof(&self) -> Result<Vec<u8>, Error> {
+        crate::thread::untracked(|| {
+            let raw = self.pprof_profile().encode_to_vec();
+            let mut gz = flate2::write::GzEncoder::new(
+                Vec::with_capacity(raw.len() / 4 + 64),
+                flate2::Compression::default(),
+            );
+            gz.write_all(&raw)
+                .and_then(|()| gz.finish())
+                .map_err(|e| Error::Render(format!("pprof: gzip failed: {e}")))
+        })
+    }
+
+    fn pprof_profile(&self) -> Profile {
+        let mut t = Tables {
+            strings: Strings::new(),
+            functions: Vec::new(),
+            function_ids: HashMap::new(),
+            locations: Vec::new(),
+            location_ids: HashMap::new(),
+        };
+        let count = t.strings.id("count");
+        let bytes = t.strings.id("bytes");
+        let mut sample_type = Vec::with_capacity(4);
+        for name in ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"] {
+            let unit = if name.ends_with("objects") {
+                count
+            } else {
+                bytes
+            };
+            sample_type.push(ValueType {
+                r#type: t.strings.id(name),
+                unit,
+            });
+        }
+        let default_sample_type = t.strings.id("inuse_space");
+        let job_key = t.strings.id("job");
+        let scope_key = t.strings.id("scope");
+
+        let mut sample = Vec::new();
+        for e in entries(self) {
+            let location_id = t.stack(&e);
+            let job = t.strings.id(e.job());
+            let scope = t.strings.id(&e.scope_path());
+            sample.push(Sample {
+                location_id,
+                value: vec![
+                    value(e.allocated.objects),
+                    value(e.allocated.bytes),
+                    value(e.retained.objects),
+                    value(e.retained.bytes),
+                ],
+                label: vec![
+                    Label {
+                        key: job_key,
+                        str: job,
+                        ..Label::default()
+                    },
+                    Label {
+                        key: scope_key,
+                        str: scope,
+                        ..Label::default()
+                    },
+                ],
+            });
+        }
+
+        let mut comment = vec![t.strings.id(&format!(
+            "allocscope report ({})",
+            describe_stack_mode(self.stack_mode)
+        ))];
+        if estimated(self) {
+            comment.push(t.strings.id("figures are estimates from sampled stacks"));
+        }
+        if self.callsites.is_empty() {
+            comment.push(t.strings.id(
+                "no callsites (stacks off): one sample per job, with its exclusive figures",
+            ));
+        }
+        let period = match self.stack_mode {
+            StackMode::Sampled { mean_bytes } if mean_bytes > 1 => value(mean_bytes),
+            _ => 1,
+        };
+        let period_type = Some(ValueType {
+            r#type: t.strings.id("space"),
+            unit: bytes,
+        });
+        // Locations carry names, files and lines already: flag the mapping as symbolized so
+        // pprof does not look for a binary to symbolize them with.
+        let mapping = vec![Mapping {
+            id: MAPPING_ID,
+            filename: t.strings.id("allocscope"),
+            has_functions: true,
+            has_filenames: true,
+            has_line_numbers: true,
+            ..Mapping::default()
+        }];
+        Profile {
+            sample_type,
+            sample,
+            mapping,
+            location: t.locations,
+            function: t.functions,
+            string_table: t.strings.table,
+            time_nanos: value(self.timestamp_unix_ms.saturating_mul(1_000_000)),
+            period_type,
+            period,
+            comment,
+            default_sample_type,
+            ..Profile::default()
+        }
+    }
+}
