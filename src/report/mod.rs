@@ -6,10 +6,15 @@
 
 mod build;
 mod export;
+pub(crate) mod dump;
 mod flame;
 pub(crate) mod text;
 
 pub use build::report;
+pub use dump::{
+    auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
+    DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
+};
 pub use flame::{FlameMetric, FlameOptions};
 
 use serde::{Deserialize, Serialize};
@@ -237,6 +242,9 @@ impl Report {
     /// Reads a report written by [`to_json`](Self::to_json), checking its format and version.
     pub fn from_json(text: &str) -> Result<Report, Error> {
         crate::thread::untracked(|| {
+            if text.trim().is_empty() {
+                return Err(Error::InvalidReport("empty input, no JSON at all".into()));
+            }
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 if e.is_eof() {
                     Error::InvalidReport(format!("truncated JSON ({e})"))
@@ -280,7 +288,10 @@ impl Report {
                     ))
                 }
             }
-            serde_json::from_value(value).map_err(|e| Error::InvalidReport(e.to_string()))
+            drop(value);
+            // Parsed again from the text (not the value) so that errors say where: a wrong
+            // type or missing field comes with its line and column.
+            serde_json::from_str(text).map_err(|e| Error::InvalidReport(e.to_string()))
         })
     }
 }
