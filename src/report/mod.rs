@@ -5,17 +5,21 @@
 //! machine, and rendered there as text, folded stacks or a flamegraph.
 
 mod build;
-mod export;
+mod diff;
 pub(crate) mod dump;
+mod export;
 mod flame;
+mod since;
 pub(crate) mod text;
 
 pub use build::report;
+pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
 pub use flame::{FlameMetric, FlameOptions};
+pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
 

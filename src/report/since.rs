@@ -1,0 +1,326 @@
+//! Relative reports: what was allocated after a [`Marker`] and is still live.
+//!
+//! A block's header has no room for an allocation time, so a block allocated before the mark
+//! cannot be told apart from one allocated after it. Instead, [`mark`] snapshots the
+//! monotonic counters (allocations and frees, per scope path and per callsite) and
+//! [`report_since`] subtracts that snapshot from a fresh report, entry by entry.
+
+use std::collections::HashMap;
+
+use core::sync::atomic::Ordering::*;
+
+use super::build::sort_callsites;
+use super::{CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, Usage};
+use crate::callsite::{self, intern, symbolize};
+use crate::registry::{self, PATH_TRACKER, PATH_UNSCOPED};
+use crate::thread::{self, untracked};
+
+/// Allocation and free counters at one moment.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    alloc_objects: u64,
+    alloc_bytes: u64,
+    free_objects: u64,
+    free_bytes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, o: Counts) {
+        self.alloc_objects = self.alloc_objects.saturating_add(o.alloc_objects);
+        self.alloc_bytes = self.alloc_bytes.saturating_add(o.alloc_bytes);
+        self.free_objects = self.free_objects.saturating_add(o.free_objects);
+        self.free_bytes = self.free_bytes.saturating_add(o.free_bytes);
+    }
+
+    fn allocated(&self) -> Usage {
+        Usage::new(self.alloc_objects, self.alloc_bytes)
+    }
+
+    fn retained(&self) -> Usage {
+        Usage::new(
+            self.alloc_objects.saturating_sub(self.free_objects),
+            self.alloc_bytes.saturating_sub(self.free_bytes),
+        )
+    }
+}
+
+/// A point in time to report from; see [`mark`] and [`report_since`].
+///
+/// Holds a copy of the tracker's counters (four numbers per scope path and per callsite, two
+/// per job): its size grows with the number of paths and callsites, not with allocations.
+#[derive(Clone, Debug)]
+pub struct Marker {
+    taken_unix_ms: u64,
+    /// Per path id.
+    paths: Vec<Counts>,
+    /// Per site id; object counts in the sites' fixed point.
+    sites: Vec<(u32, Counts)>,
+    /// Per job id: finished runs and panicked runs.
+    jobs: Vec<(u64, u64)>,
+}
+
+impl Marker {
+    /// When the mark was taken, in milliseconds since the Unix epoch.
+    pub fn taken_unix_ms(&self) -> u64 {
+        self.taken_unix_ms
+    }
+}
+
+/// Marks the present moment, for [`report_since`].
+///
+/// Cheap: it copies counters and resolves no symbols. Typical use: mark after warm-up (caches
+/// filled, pools allocated), run the workload, then look at what it added and still holds.
+///
+/// ```
+/// let marker = allocscope::mark();
+/// let kept = allocscope::track_scope("after_mark", || vec![0u8; 4096]);
+/// let since = allocscope::report_since(&marker);
+/// # if allocscope::is_installed() {
+/// assert_eq!(since.job("after_mark").unwrap().retained.bytes, 4096);
+/// # }
+/// # drop(kept);
+/// ```
+pub fn mark() -> Marker {
+    callsite::init_from_env();
+    untracked(|| {
+        let count = registry::PATH_COUNT.load(Acquire) as usize;
+        let mut paths: Vec<Counts> = (0..count)
+            .map(|i| {
+                let e = registry::path(i as u32);
+                Counts {
+                    alloc_objects: e.alloc_objects.load(Relaxed),
+                    alloc_bytes: e.alloc_bytes.load(Relaxed),
+                    free_objects: e.free_objects.load(Relaxed),
+                    free_bytes: e.free_bytes.load(Relaxed),
+                }
+            })
+            .collect();
+        let mut pending = Vec::new();
+        thread::pending_all(&mut pending);
+        for p in pending {
+            if let Some(c) = paths.get_mut(p.path as usize) {
+                c.add(Counts {
+                    alloc_objects: p.alloc_objects,
+                    alloc_bytes: p.alloc_bytes,
+                    free_objects: p.free_objects,
+                    free_bytes: p.free_bytes,
+                });
+            }
+        }
+        let sites = intern::site_ids()
+            .filter_map(|id| {
+                let s = intern::site(id);
+                s.ready.load(Acquire).then(|| {
+                    (
+                        id,
+                        Counts {
+                            alloc_objects: s.alloc_objects.load(Relaxed),
+                            alloc_bytes: s.alloc_bytes.load(Relaxed),
+                            free_objects: s.free_objects.load(Relaxed),
+                            free_bytes: s.free_bytes.load(Relaxed),
+                        },
+                    )
+                })
+            })
+            .collect();
+        let jobs = registry::all_jobs()
+            .iter()
+            .map(|j| (j.runs.load(Relaxed), j.panicked_runs.load(Relaxed)))
+            .collect();
+        Marker {
+            taken_unix_ms: crate::scope::unix_ms(),
+            paths,
+            sites,
+            jobs,
+        }
+    })
+}
+
+/// A report of what was allocated after `marker` was taken, and of that, what is still live.
+///
+/// Every figure is the difference between now and the mark, computed per job, per scope and
+/// per callsite (the same entries as in [`report()`](crate::report())):
+///
+/// * **allocated** (objects and bytes) is exact: allocation counters only grow, so now minus
+///   then is exactly what was allocated after the mark (in sampled stack mode, callsite
+///   figures stay estimates, job figures stay exact).
+/// * **retained** is *retained now minus retained at the mark*, clamped at 0. It is exact when
+///   no block allocated before the mark was freed after it. Each such free lowers the figure
+///   of the entry that allocated it (it counts as if a post-mark block had been freed), so
+///   memory released from before the mark can hide as much memory added since, within the
+///   same job or callsite — the figures are then a lower bound of what the period added and
+///   still holds. A block header has no room for an allocation time, which exact figures
+///   would need.
+/// * **runs** and **panicked runs** count the runs that finished after the mark;
+///   `recent_runs` keeps only those, and `peak_bytes` is the highest peak among them (0 if
+///   none of the job's remembered recent runs finished after the mark).
+/// * Jobs and callsites with nothing allocated and no run since the mark are left out; totals
+///   follow the same rules; tracker statistics are the current ones.
+///
+/// The result is an ordinary [`Report`]: render it, save it, diff it.
+pub fn report_since(marker: &Marker) -> Report {
+    let now = crate::report();
+    untracked(|| subtract(now, marker))
+}
+
+type SiteKey = (Vec<String>, Vec<Frame>);
+
+fn subtract(mut now: Report, m: &Marker) -> Report {
+    let jobs_entries = registry::all_jobs();
+    let name_of = |job: u32| -> String {
+        jobs_entries.get(job as usize).map_or_else(
+            || registry::OTHER_JOBS_NAME.to_string(),
+            |j| j.name.to_string(),
+        )
+    };
+    let mut chain = Vec::new();
+    // Figures at the mark, per job (inclusive, exclusive) and process-wide.
+    let mut inclusive = vec![Counts::default(); jobs_entries.len()];
+    let mut exclusive = vec![Counts::default(); jobs_entries.len()];
+    let mut all = Counts::default();
+    let mut unscoped = Counts::default();
+    let mut scope_names: Vec<Vec<String>> = Vec::with_capacity(m.paths.len());
+    for (p, c) in m.paths.iter().enumerate() {
+        let p = p as u32;
+        registry::path_jobs(p, &mut chain); // innermost first
+        scope_names.push(chain.iter().rev().map(|&j| name_of(j)).collect());
+        if p == PATH_TRACKER {
+            continue;
+        }
+        all.add(*c);
+        if p == PATH_UNSCOPED {
+            unscoped = *c;
+            continue;
+        }
+        for &j in &chain {
+            if let Some(inc) = inclusive.get_mut(j as usize) {
+                inc.add(*c);
+            }
+        }
+        if let Some(ex) = chain.first().and_then(|&j| exclusive.get_mut(j as usize)) {
+            ex.add(*c);
+        }
+    }
+
+    // Callsites at the mark, keyed like the report's entries: (scope names, frames).
+    let mut sites: HashMap<SiteKey, Counts> = HashMap::new();
+    let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
+    for &(id, c) in &m.sites {
+        let s = intern::site(id);
+        let path = s.path.load(Relaxed);
+        let stack = s.stack.load(Relaxed);
+        let frames = frames_of_stack
+            .entry(stack)
+            .or_insert_with(|| symbolize::symbolize(&intern::stack_frames(stack)))
+            .clone();
+        let scope = scope_names.get(path as usize).cloned().unwrap_or_else(|| {
+            registry::path_jobs(path, &mut chain);
+            chain.iter().rev().map(|&j| name_of(j)).collect()
+        });
+        sites.entry((scope, frames)).or_default().add(c);
+    }
+
+    now.totals = Totals {
+        live: sub(now.totals.live, all.retained()),
+        allocated: sub(now.totals.allocated, all.allocated()),
+        unscoped_live: sub(now.totals.unscoped_live, unscoped.retained()),
+        unscoped_allocated: sub(now.totals.unscoped_allocated, unscoped.allocated()),
+    };
+    now.callsites = subtract_sites(std::mem::take(&mut now.callsites), &sites);
+
+    let ids: HashMap<&str, usize> = jobs_entries
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (&*j.name, i))
+        .collect();
+    let jobs = std::mem::take(&mut now.jobs);
+    now.jobs = jobs
+        .into_iter()
+        .filter_map(|mut j| {
+            let id = ids.get(j.name.as_str()).copied();
+            let get = |v: &Vec<Counts>| id.and_then(|i| v.get(i)).copied().unwrap_or_default();
+            let (inc, exc) = (get(&inclusive), get(&exclusive));
+            let (runs0, panicked0) = id.and_then(|i| m.jobs.get(i)).copied().unwrap_or((0, 0));
+            j.runs = j.runs.saturating_sub(runs0);
+            j.panicked_runs = j.panicked_runs.saturating_sub(panicked0);
+            j.allocated = sub(j.allocated, inc.allocated());
+            j.retained = sub(j.retained, inc.retained());
+            j.exclusive = Exclusive {
+                allocated: sub(j.exclusive.allocated, exc.allocated()),
+                retained: sub(j.exclusive.retained, exc.retained()),
+            };
+            j.recent_runs.retain(|r| r.run > runs0);
+            j.peak_bytes = j
+                .recent_runs
+                .iter()
+                .map(|r| r.peak_bytes)
+                .max()
+                .unwrap_or(0);
+            j.callsites = subtract_sites(std::mem::take(&mut j.callsites), &sites);
+            let keep = j.runs > 0 || j.active_runs > 0 || !j.allocated.is_zero();
+            keep.then_some(j)
+        })
+        .collect::<Vec<JobReport>>();
+    // The order of `report()`: retained bytes, then allocated bytes, largest first.
+    now.jobs.sort_by(|a, b| {
+        b.retained
+            .bytes
+            .cmp(&a.retained.bytes)
+            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+            .then(a.name.cmp(&b.name))
+    });
+    now
+}
+
+/// `a - b`, each field clamped at 0.
+fn sub(a: Usage, b: Usage) -> Usage {
+    Usage::new(
+        a.objects.saturating_sub(b.objects),
+        a.bytes.saturating_sub(b.bytes),
+    )
+}
+
+/// Site object counters are fixed point; rounded as `report()` does.
+fn fixed_to_objects(fx: u64) -> u64 {
+    fx.saturating_add(intern::OBJ_ONE / 2) / intern::OBJ_ONE
+}
+
+/// Subtracts the mark's figures from each callsite (entries with the same key merged first),
+/// dropping those with nothing since the mark.
+fn subtract_sites(
+    list: Vec<CallsiteReport>,
+    mark: &HashMap<SiteKey, Counts>,
+) -> Vec<CallsiteReport> {
+    let mut merged: HashMap<SiteKey, CallsiteReport> = HashMap::with_capacity(list.len());
+    for c in list {
+        let key = (c.scope.clone(), c.frames.clone());
+        match merged.get_mut(&key) {
+            Some(e) => {
+                e.allocated += c.allocated;
+                e.retained += c.retained;
+                e.estimated |= c.estimated;
+            }
+            None => {
+                merged.insert(key, c);
+            }
+        }
+    }
+    let mut out: Vec<CallsiteReport> = merged
+        .into_iter()
+        .filter_map(|(key, mut c)| {
+            if let Some(m) = mark.get(&key) {
+                let to_objects = fixed_to_objects;
+                let allocated = Usage::new(to_objects(m.alloc_objects), m.alloc_bytes);
+                let retained = Usage::new(
+                    to_objects(m.alloc_objects.saturating_sub(m.free_objects)),
+                    m.alloc_bytes.saturating_sub(m.free_bytes),
+                );
+                c.allocated = sub(c.allocated, allocated);
+                c.retained = sub(c.retained, retained);
+            }
+            (!c.allocated.is_zero()).then_some(c)
+        })
+        .collect();
+    sort_callsites(&mut out);
+    out
+}
