@@ -44,50 +44,64 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     frames
 }
 
-/// Entry points of the allocator: everything above the last of these in a stack is
-/// allocscope's own code (and the standard library code it calls, such as thread-locals).
-fn is_allocator_entry(function: &str) -> bool {
-    let function = function.strip_prefix("__rustc::").unwrap_or(function);
+/// This crate's own sources: frames from them, inlined or not, are the tracker's hot path.
+const OWN_SRC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/");
+
+fn file_of(f: &Frame) -> &str {
+    f.file.as_deref().unwrap_or("")
+}
+
+/// The symbols through which every allocation enters the global allocator (the shims rustc
+/// generates; they keep their names even when inlined).
+fn is_entry_point(f: &Frame) -> bool {
+    let name = f.function.strip_prefix("__rustc::").unwrap_or(&f.function);
     const PREFIXES: &[&str] = &[
-        "allocscope::",
-        "<allocscope::",
         "__rust_alloc",
         "__rust_dealloc",
         "__rust_realloc",
         "__rust_alloc_zeroed",
         "__rdl_",
         "__rg_",
-        "alloc::alloc::",
-        "<alloc::alloc::",
-        "std::alloc::",
-        "<std::alloc::",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The tracker's own code: by name, or by source file for inlined frames, which carry only a
+/// short name.
+fn is_own(f: &Frame) -> bool {
+    f.function.starts_with("allocscope::")
+        || f.function.starts_with("<allocscope::")
+        || file_of(f).starts_with(OWN_SRC)
+}
+
+/// Allocation plumbing between the allocator entry and the user's code (boxes, vectors,
+/// strings growing, `format!` writing into a string); trimmed too, so the first frame is the
+/// code that asked for memory.
+pub(crate) fn is_machinery(f: &Frame) -> bool {
+    const NAMES: &[&str] = &[
+        "alloc::",
+        "<alloc::",
         "core::alloc::",
         "<core::alloc::",
+        "std::alloc::",
+        "<std::alloc::",
+        "core::fmt::",
+        "<core::fmt::",
+        "allocscope::",
+        "<allocscope::",
     ];
-    PREFIXES.iter().any(|p| function.starts_with(p))
-}
-
-/// The functions through which every allocation enters the global allocator.
-fn is_entry_point(function: &str) -> bool {
-    let function = function.strip_prefix("__rustc::").unwrap_or(function);
-    const PREFIXES: &[&str] = &[
-        "__rust_alloc",
-        "__rust_dealloc",
-        "__rust_realloc",
-        "__rust_alloc_zeroed",
-        "__rdl_",
-        "__rg_",
-        "<allocscope::alloc::TrackingAllocator",
+    const FILES: &[&str] = &[
+        "/library/alloc/src/",
+        "/library/core/src/alloc/",
+        "/library/std/src/alloc.rs",
+        "/library/core/src/fmt/",
     ];
-    PREFIXES.iter().any(|p| function.starts_with(p))
-}
-
-/// Allocation plumbing between the allocator entry and the user's code (vectors, strings,
-/// boxes growing or being built); trimmed too, so the first frame is the code that asked.
-pub(crate) fn is_machinery(function: &str) -> bool {
-    is_allocator_entry(function)
-        || function.starts_with("alloc::")
-        || function.starts_with("<alloc::")
+    let name = f.function.strip_prefix("__rustc::").unwrap_or(&f.function);
+    let file = file_of(f);
+    is_entry_point(f)
+        || is_own(f)
+        || NAMES.iter().any(|p| name.starts_with(p))
+        || FILES.iter().any(|p| file.contains(p))
 }
 
 /// Symbolized, trimmed frames of a captured stack (innermost first).
@@ -106,11 +120,14 @@ pub(crate) fn trim(frames: &mut Vec<Frame>) {
     // The first allocator entry point marks the boundary: above it is allocscope's hot path
     // (and the std code it calls); below it, allocation plumbing, then the user's code. Only
     // the first one counts: the user's code itself runs inside `track_scope`, deeper down.
-    if let Some(entry) = frames.iter().position(|f| is_entry_point(&f.function)) {
-        if let Some(first_user) = frames[entry..]
-            .iter()
-            .position(|f| !is_machinery(&f.function))
-        {
+    // Without an entry point symbol, the last frame of the tracker's own code at the top is
+    // the boundary.
+    let entry = frames.iter().position(is_entry_point).or_else(|| {
+        let top = frames.iter().position(|f| !is_own(f) && !is_std(f))?;
+        top.checked_sub(1)
+    });
+    if let Some(entry) = entry {
+        if let Some(first_user) = frames[entry..].iter().position(|f| !is_machinery(f)) {
             frames.drain(..entry + first_user);
         }
     }
@@ -120,7 +137,68 @@ pub(crate) fn trim(frames: &mut Vec<Frame>) {
     }
 }
 
+/// Standard library frames (the tracker's hot path calls into thread-locals).
+fn is_std(f: &Frame) -> bool {
+    f.function.starts_with("std::") || file_of(f).contains("/library/std/src/")
+}
+
 fn is_program_entry(function: &str) -> bool {
     function.starts_with("std::rt::lang_start")
         || function.starts_with("std::sys::backtrace::__rust_begin_short_backtrace")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(function: &str, file: &str) -> Frame {
+        Frame {
+            function: function.to_string(),
+            file: Some(file.to_string()),
+            line: Some(1),
+        }
+    }
+
+    #[test]
+    fn trims_hot_path_and_plumbing_including_inlined_frames() {
+        let std_local = "/rustc/abc/library/std/src/thread/local.rs";
+        let alloc_rs = "/rustc/abc/library/alloc/src/alloc.rs";
+        let mut frames = vec![
+            frame("capture", &format!("{OWN_SRC}callsite/capture.rs")),
+            frame("{closure#0}", &format!("{OWN_SRC}alloc.rs")),
+            frame("try_with<allocscope::thread::ThreadState>", std_local),
+            frame("on_alloc", &format!("{OWN_SRC}alloc.rs")),
+            frame("realloc<std::alloc::System>", &format!("{OWN_SRC}alloc.rs")),
+            frame("__rust_realloc", "/work/app/src/main.rs"),
+            frame("alloc::alloc::realloc", alloc_rs),
+            frame(
+                "<alloc::raw_vec::RawVecInner>::reserve",
+                "/rustc/abc/library/alloc/src/raw_vec/mod.rs",
+            ),
+            frame(
+                "<core::fmt::Formatter>::pad_integral",
+                "/rustc/abc/library/core/src/fmt/mod.rs",
+            ),
+            frame("app::sync_customers", "/work/app/src/main.rs"),
+            frame(
+                "allocscope::scope::track_scope_run",
+                &format!("{OWN_SRC}scope.rs"),
+            ),
+            frame("app::main", "/work/app/src/main.rs"),
+            frame(
+                "std::rt::lang_start::{{closure}}",
+                "/rustc/abc/library/std/src/rt.rs",
+            ),
+        ];
+        trim(&mut frames);
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "app::sync_customers",
+                "allocscope::scope::track_scope_run",
+                "app::main"
+            ]
+        );
+    }
 }

@@ -129,7 +129,7 @@ impl Report {
         }
         if opts.top_callsites > 0 {
             for j in &jobs {
-                if j.callsites.is_empty() {
+                if j.retained.bytes == 0 || j.callsites.iter().all(|c| c.retained.bytes == 0) {
                     continue;
                 }
                 let _ = writeln!(out, "\n{} — top callsites by retained bytes", j.name);
@@ -157,7 +157,7 @@ fn write_callsites(out: &mut String, sites: &[CallsiteReport], total: u64, top: 
         "OBJECTS", "BYTES", "%", "CUM%"
     );
     let mut cum = 0u64;
-    for c in sites.iter().take(top) {
+    for c in sites.iter().filter(|c| c.retained.bytes > 0).take(top) {
         cum = cum.saturating_add(c.retained.bytes);
         let pct = |v: u64| {
             if total == 0 {

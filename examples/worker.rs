@@ -1,0 +1,181 @@
+//! The main demo: a worker process running jobs one after another, the way background-job
+//! runners and queue consumers do — and allocscope saying which job holds the memory.
+//!
+//! Job kinds, each modelled on a real incident:
+//! * `render_report`: builds a million strings, then drops them — a big peak, nothing retained.
+//! * `sync_customers`: appends to a global cache on every run — retention growing run by run
+//!   (the leak this tool exists to find).
+//! * `export_all` vs `export_batched`: the same export, loading everything at once or in
+//!   batches of 1,000 — the same result, very different peaks.
+//!
+//! Run with `cargo run --release --example worker`. It prints a log line per run, the job
+//! table, and writes under `target/allocscope/`: `report.json`, `report.txt`, `retained.svg`
+//! and `allocated.svg` (open the SVGs in a browser). Set `ALLOCSCOPE_STACKS` (`off`, `every`,
+//! `sampled`, or a byte count) to try other stack modes; the demo defaults to `every`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Mutex;
+
+use allocscope::{
+    human_bytes, on_run_finished, track_scope, FlameMetric, FlameOptions, StackMode,
+    TrackingAllocator,
+};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+/// The leak: a process-wide cache that nobody ever evicts.
+static CUSTOMER_CACHE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Deterministic pseudo-random numbers, so every run of the demo shows the same figures.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Builds a million strings to render a report, then drops them all.
+#[inline(never)]
+fn render_report(seed: u64) -> usize {
+    let mut rng = Rng(seed);
+    let lines: Vec<String> = (0..1_000_000)
+        .map(|i| format!("row {i}: value {}", rng.next() % 10_000))
+        .collect();
+    let total: usize = lines.iter().map(|l| l.len()).sum();
+    black_box(total)
+}
+
+/// Syncs a batch of customers, and (the bug) remembers every one of them forever.
+#[inline(never)]
+fn sync_customers(batch: u64) -> usize {
+    let mut rng = Rng(batch + 1);
+    let mut synced = 0;
+    for i in 0..5_000 {
+        let record = format!("customer-{batch}-{i}:{:016x}", rng.next());
+        synced += record.len();
+        append_to_cache(record);
+    }
+    synced
+}
+
+#[inline(never)]
+fn append_to_cache(record: String) {
+    CUSTOMER_CACHE.lock().unwrap().push(record);
+}
+
+/// Exports orders by loading all of them into memory first.
+#[inline(never)]
+fn export_all(n: usize) -> u64 {
+    let orders = load_orders(0, n);
+    orders.iter().map(|o| checksum(o)).sum()
+}
+
+/// Exports the same orders in batches of 1,000.
+#[inline(never)]
+fn export_batched(n: usize) -> u64 {
+    let mut sum = 0;
+    for start in (0..n).step_by(1_000) {
+        let batch = load_orders(start, 1_000.min(n - start));
+        sum += batch.iter().map(|o| checksum(o)).sum::<u64>();
+    }
+    sum
+}
+
+#[inline(never)]
+fn load_orders(start: usize, n: usize) -> Vec<String> {
+    (start..start + n)
+        .map(|i| format!("order-{i:08}|sku-{:05}|qty-{}", i % 99_991, i % 7))
+        .collect()
+}
+
+fn checksum(s: &str) -> u64 {
+    s.bytes().map(u64::from).sum()
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("ALLOCSCOPE_STACKS").is_none() {
+        allocscope::set_stack_mode(StackMode::Every);
+    }
+    println!(
+        "allocscope worker demo — stacks: {:?}\n",
+        allocscope::stack_mode()
+    );
+
+    // One log line per finished run, the way APM tools show jobs.
+    on_run_finished(|run| {
+        println!(
+            "  {:<16} #{:<3} {:>8.1} ms  allocated {:>9} objs  peak {:>10}  retained {:>10}",
+            run.job,
+            run.run,
+            run.duration().as_secs_f64() * 1e3,
+            run.allocated.objects,
+            human_bytes(run.peak_bytes),
+            human_bytes(run.retained_at_finish.bytes),
+        );
+    });
+
+    // The queue: what a worker pulls from Redis, SQS, a database table...
+    let queue = [
+        "render_report",
+        "sync_customers",
+        "export_all",
+        "export_batched",
+    ];
+    let mut results: HashMap<&str, u64> = HashMap::new();
+    for round in 0..4u64 {
+        for &kind in &queue {
+            let out = track_scope(kind, || match kind {
+                "render_report" => render_report(round) as u64,
+                "sync_customers" => sync_customers(round) as u64,
+                "export_all" => export_all(200_000),
+                "export_batched" => export_batched(200_000),
+                _ => unreachable!(),
+            });
+            *results.entry(kind).or_default() += out;
+        }
+    }
+    assert_eq!(results["export_all"], results["export_batched"]);
+
+    let report = allocscope::report();
+    println!("\n{}", report.to_text());
+
+    let dir = Path::new("target/allocscope");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("report.json"), report.to_json())?;
+    std::fs::write(dir.join("report.txt"), report.to_text())?;
+    std::fs::write(
+        dir.join("retained.svg"),
+        report.flamegraph_svg(&FlameOptions::default())?,
+    )?;
+    std::fs::write(
+        dir.join("allocated.svg"),
+        report.flamegraph_svg(&FlameOptions::default().metric(FlameMetric::AllocatedBytes))?,
+    )?;
+
+    let leak = report.job("sync_customers").expect("the leaking job ran");
+    let mut summary = String::new();
+    writeln!(
+        summary,
+        "Still held by sync_customers after {} runs: {} objects, {}.",
+        leak.runs,
+        leak.retained.objects,
+        human_bytes(leak.retained.bytes)
+    )?;
+    if let Some(top) = leak.callsites.first() {
+        writeln!(summary, "Top callsite: {}", top.top_function())?;
+    }
+    print!("{summary}");
+    println!(
+        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/allocated.svg",
+        dir.display()
+    );
+    Ok(())
+}
