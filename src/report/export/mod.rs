@@ -44,6 +44,7 @@ impl Entry<'_> {
     }
 
     /// The whole scope path, `outer > inner`, or `(unscoped)`.
+    #[cfg(feature = "pprof")]
     fn scope_path(&self) -> String {
         if self.scope.is_empty() {
             UNSCOPED.to_string()

@@ -137,8 +137,8 @@ impl Report {
     /// # #[cfg(feature = "pprof")] {
     /// let report = allocscope::report();
     /// let gz: Vec<u8> = report.to_pprof().unwrap();
-    /// std::fs::write(std::env::temp_dir().join("allocscope-doc.pb.gz"), gz).unwrap();
-    /// // then: go tool pprof -top -sample_index=inuse_space allocscope-doc.pb.gz
+    /// assert_eq!(&gz[..2], &[0x1f, 0x8b]); // gzip
+    /// // std::fs::write("heap.pb.gz", gz), then: go tool pprof -top heap.pb.gz
     /// # }
     /// ```
     pub fn to_pprof(&self) -> Result<Vec<u8>, Error> {
@@ -165,7 +165,12 @@ impl Report {
         let count = t.strings.id("count");
         let bytes = t.strings.id("bytes");
         let mut sample_type = Vec::with_capacity(4);
-        for name in ["alloc_objects", "alloc_space", "inuse_objects", "inuse_space"] {
+        for name in [
+            "alloc_objects",
+            "alloc_space",
+            "inuse_objects",
+            "inuse_space",
+        ] {
             let unit = if name.ends_with("objects") {
                 count
             } else {
@@ -216,9 +221,11 @@ impl Report {
             comment.push(t.strings.id("figures are estimates from sampled stacks"));
         }
         if self.callsites.is_empty() {
-            comment.push(t.strings.id(
-                "no callsites (stacks off): one sample per job, with its exclusive figures",
-            ));
+            comment.push(
+                t.strings.id(
+                    "no callsites (stacks off): one sample per job, with its exclusive figures",
+                ),
+            );
         }
         let period = match self.stack_mode {
             StackMode::Sampled { mean_bytes } if mean_bytes > 1 => value(mean_bytes),

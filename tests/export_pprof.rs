@@ -1,0 +1,380 @@
+//! pprof export: decoded back with the same prost messages the exporter uses, checked for
+//! Go's four heap sample types, a well-formed string table and location/function tables,
+//! values that add up to the report, job labels; and (when Go is installed) read by
+//! `go tool pprof`.
+#![cfg(feature = "pprof")]
+
+use std::collections::{HashMap, HashSet};
+use std::hint::black_box;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use allocscope::{track_scope, Report, StackMode, TrackingAllocator, Usage};
+use prost::Message;
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+#[allow(dead_code)]
+#[path = "../src/report/export/proto.rs"]
+mod proto;
+
+use proto::{Profile, Sample};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/export")
+        .join(name)
+}
+
+fn fixture() -> Report {
+    let text = std::fs::read_to_string(data("fixture.json")).expect("read fixture.json");
+    Report::from_json(&text).expect("fixture.json is a valid report")
+}
+
+fn decode(gz: &[u8]) -> Profile {
+    assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(gz)
+        .read_to_end(&mut raw)
+        .expect("valid gzip");
+    Profile::decode(raw.as_slice()).expect("valid perftools.profiles.Profile")
+}
+
+fn s(p: &Profile, i: i64) -> &str {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| p.string_table.get(i))
+        .unwrap_or_else(|| panic!("string index {i} out of range"))
+}
+
+fn label<'a>(p: &'a Profile, sample: &Sample, key: &str) -> Option<&'a str> {
+    sample
+        .label
+        .iter()
+        .find(|l| s(p, l.key) == key)
+        .map(|l| s(p, l.str))
+}
+
+/// The stack of a sample, leaf first: (function, file, line).
+fn stack(p: &Profile, sample: &Sample) -> Vec<(String, String, i64)> {
+    let locs: HashMap<u64, &proto::Location> = p.location.iter().map(|l| (l.id, l)).collect();
+    let funcs: HashMap<u64, &proto::Function> = p.function.iter().map(|f| (f.id, f)).collect();
+    sample
+        .location_id
+        .iter()
+        .map(|id| {
+            let loc = locs[id];
+            let line = loc.line[0];
+            let f = funcs[&line.function_id];
+            (
+                s(p, f.name).to_string(),
+                s(p, f.filename).to_string(),
+                line.line,
+            )
+        })
+        .collect()
+}
+
+/// Checks what pprof's own `CheckValid` checks, and that tables store each thing once.
+fn check_well_formed(p: &Profile) {
+    assert_eq!(p.string_table.first().map(String::as_str), Some(""));
+    let distinct: HashSet<&String> = p.string_table.iter().collect();
+    assert_eq!(distinct.len(), p.string_table.len(), "strings stored once");
+
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| (s(p, t.r#type), s(p, t.unit)))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("alloc_objects", "count"),
+            ("alloc_space", "bytes"),
+            ("inuse_objects", "count"),
+            ("inuse_space", "bytes"),
+        ]
+    );
+    assert_eq!(s(p, p.default_sample_type), "inuse_space");
+    let period_type = p.period_type.expect("period type");
+    assert_eq!(
+        (s(p, period_type.r#type), s(p, period_type.unit)),
+        ("space", "bytes")
+    );
+    for &c in &p.comment {
+        s(p, c);
+    }
+
+    let mapping_ids: HashSet<u64> = p.mapping.iter().map(|m| m.id).collect();
+    assert_eq!(mapping_ids.len(), p.mapping.len());
+    assert!(!mapping_ids.contains(&0));
+    let function_ids: HashSet<u64> = p.function.iter().map(|f| f.id).collect();
+    assert_eq!(function_ids.len(), p.function.len(), "function ids unique");
+    assert!(!function_ids.contains(&0));
+    let function_keys: HashSet<(i64, i64)> =
+        p.function.iter().map(|f| (f.name, f.filename)).collect();
+    assert_eq!(
+        function_keys.len(),
+        p.function.len(),
+        "functions stored once"
+    );
+    for f in &p.function {
+        s(p, f.name);
+        s(p, f.system_name);
+        s(p, f.filename);
+    }
+    let location_ids: HashSet<u64> = p.location.iter().map(|l| l.id).collect();
+    assert_eq!(location_ids.len(), p.location.len(), "location ids unique");
+    assert!(!location_ids.contains(&0));
+    let mut location_keys = HashSet::new();
+    for l in &p.location {
+        assert!(l.mapping_id == 0 || mapping_ids.contains(&l.mapping_id));
+        assert_eq!(l.line.len(), 1);
+        assert!(function_ids.contains(&l.line[0].function_id));
+        assert!(
+            location_keys.insert((l.line[0].function_id, l.line[0].line)),
+            "locations stored once"
+        );
+    }
+    for sample in &p.sample {
+        assert_eq!(sample.value.len(), 4, "one value per sample type");
+        assert!(sample.value.iter().all(|&v| v >= 0));
+        assert!(sample.value[2] <= sample.value[0] && sample.value[3] <= sample.value[1]);
+        assert!(!sample.location_id.is_empty(), "every sample has a stack");
+        for id in &sample.location_id {
+            assert!(location_ids.contains(id), "sample refers to location {id}");
+        }
+        for l in &sample.label {
+            s(p, l.key);
+            s(p, l.str);
+        }
+        assert!(label(p, sample, "job").is_some() && label(p, sample, "scope").is_some());
+    }
+}
+
+/// Sums (alloc, inuse) over the samples that `pick` selects.
+fn sums(p: &Profile, pick: impl Fn(&Sample) -> bool) -> (Usage, Usage) {
+    let mut alloc = Usage::default();
+    let mut inuse = Usage::default();
+    for sample in p.sample.iter().filter(|x| pick(x)) {
+        let v: Vec<u64> = sample.value.iter().map(|&v| v as u64).collect();
+        alloc += Usage::new(v[0], v[1]);
+        inuse += Usage::new(v[2], v[3]);
+    }
+    (alloc, inuse)
+}
+
+// One allocation per box is the point: they are the retained objects counted below.
+#[allow(clippy::vec_box)]
+#[inline(never)]
+fn keep_boxes(n: usize) -> Vec<Box<[u64; 8]>> {
+    (0..n).map(|i| black_box(Box::new([i as u64; 8]))).collect()
+}
+
+#[test]
+fn real_workload_decodes_with_jobs_as_labels_and_exact_sums() {
+    allocscope::set_stack_mode(StackMode::Every);
+    let kept = track_scope("ppx_import", || {
+        let temp: Vec<String> = (0..40).map(|i| black_box(i.to_string())).collect();
+        drop(temp);
+        let inner = track_scope("ppx_parse", || keep_boxes(6));
+        (keep_boxes(4), inner)
+    });
+    track_scope("ppx_mail", || drop(black_box(vec![0u8; 1000])));
+    let report = allocscope::report();
+    let p = decode(&report.to_pprof().expect("export"));
+    drop(kept);
+    check_well_formed(&p);
+
+    // All callsites of the report, each once.
+    assert_eq!(p.sample.len(), report.callsites.len());
+    let mut alloc = Usage::default();
+    let mut retained = Usage::default();
+    for c in &report.callsites {
+        alloc += c.allocated;
+        retained += c.retained;
+    }
+    assert_eq!(sums(&p, |_| true), (alloc, retained));
+
+    // Per job: the samples whose scope label contains the job add up to its inclusive
+    // figures (exact with a stack for every allocation).
+    for name in ["ppx_import", "ppx_parse", "ppx_mail"] {
+        let job = report.job(name).expect("job in report");
+        let got = sums(&p, |x| {
+            label(&p, x, "scope").is_some_and(|sc| sc.split(" > ").any(|j| j == name))
+        });
+        assert_eq!(got, (job.allocated, job.retained), "{name}");
+        assert!(!got.0.is_zero());
+    }
+    // The job label is the innermost job; the scope label the whole nesting.
+    let parse: Vec<&Sample> = p
+        .sample
+        .iter()
+        .filter(|x| label(&p, x, "job") == Some("ppx_parse"))
+        .collect();
+    assert!(!parse.is_empty());
+    for x in &parse {
+        assert_eq!(label(&p, x, "scope"), Some("ppx_import > ppx_parse"));
+    }
+    let (_, inuse) = sums(&p, |x| label(&p, x, "job") == Some("ppx_parse"));
+    assert_eq!(
+        inuse,
+        Usage::new(7, 6 * 64 + 6 * 8),
+        "6 boxes and their Vec"
+    );
+    // Stacks are real: the boxes were allocated by keep_boxes in this file, with a line.
+    assert!(parse.iter().any(|x| stack(&p, x)
+        .iter()
+        .any(|(f, file, line)| f.contains("keep_boxes")
+            && file.ends_with("export_pprof.rs")
+            && *line > 0)));
+}
+
+#[test]
+fn fixture_maps_callsites_to_samples() {
+    let report = fixture();
+    let p = decode(&report.to_pprof().unwrap());
+    check_well_formed(&p);
+    assert_eq!(p.sample.len(), report.callsites.len());
+    for (x, c) in p.sample.iter().zip(&report.callsites) {
+        let expected = [
+            c.allocated.objects,
+            c.allocated.bytes,
+            c.retained.objects,
+            c.retained.bytes,
+        ];
+        assert_eq!(x.value, expected.map(|v| v as i64));
+        let frames: Vec<(String, String, i64)> = c
+            .frames
+            .iter()
+            .map(|f| {
+                (
+                    f.function.clone(),
+                    f.file.clone().unwrap(),
+                    i64::from(f.line.unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(stack(&p, x), frames, "leaf first");
+        let job = c.scope.last().map_or("(unscoped)", String::as_str);
+        assert_eq!(label(&p, x, "job"), Some(job));
+        let scope = if c.scope.is_empty() {
+            "(unscoped)".to_string()
+        } else {
+            c.scope.join(" > ")
+        };
+        assert_eq!(label(&p, x, "scope"), Some(scope.as_str()));
+    }
+    // The fixture's 12 frames are 8 distinct locations in 5 distinct functions.
+    let distinct_frames: HashSet<_> = report.callsites.iter().flat_map(|c| &c.frames).collect();
+    assert_eq!(p.location.len(), distinct_frames.len());
+    let distinct_functions: HashSet<_> = distinct_frames
+        .iter()
+        .map(|f| (&f.function, &f.file))
+        .collect();
+    assert_eq!(p.function.len(), distinct_functions.len());
+    assert_eq!(p.time_nanos as u64, report.timestamp_unix_ms * 1_000_000);
+    assert_eq!(p.period, 1, "every allocation has a stack");
+}
+
+#[test]
+fn sampled_reports_say_so() {
+    let mut report = fixture();
+    report.stack_mode = StackMode::Sampled { mean_bytes: 4096 };
+    report.callsites[0].estimated = true;
+    let p = decode(&report.to_pprof().unwrap());
+    check_well_formed(&p);
+    assert_eq!(p.period, 4096);
+    let comments: Vec<&str> = p.comment.iter().map(|&c| s(&p, c)).collect();
+    assert!(
+        comments.iter().any(|c| c.contains("estimates")),
+        "{comments:?}"
+    );
+}
+
+#[test]
+fn stacks_off_gives_one_sample_per_job() {
+    let mut report = fixture();
+    report.stack_mode = StackMode::Off;
+    report.callsites.clear();
+    for j in &mut report.jobs {
+        j.callsites.clear();
+    }
+    let p = decode(&report.to_pprof().unwrap());
+    check_well_formed(&p);
+    assert_eq!(p.sample.len(), report.jobs.len() + 1);
+    for job in &report.jobs {
+        let got = sums(&p, |x| label(&p, x, "job") == Some(job.name.as_str()));
+        assert_eq!(got, (job.exclusive.allocated, job.exclusive.retained));
+        let x = p
+            .sample
+            .iter()
+            .find(|x| label(&p, x, "job") == Some(job.name.as_str()))
+            .unwrap();
+        assert_eq!(stack(&p, x)[0].0, format!("[job] {}", job.name));
+    }
+    let unscoped = sums(&p, |x| label(&p, x, "job") == Some("(unscoped)"));
+    assert_eq!(
+        unscoped,
+        (
+            report.totals.unscoped_allocated,
+            report.totals.unscoped_live
+        )
+    );
+}
+
+#[test]
+fn empty_report_is_a_valid_profile() {
+    let mut report = fixture();
+    report.callsites.clear();
+    report.jobs.clear();
+    report.totals = Default::default();
+    let p = decode(&report.to_pprof().unwrap());
+    check_well_formed(&p);
+    assert!(p.sample.is_empty());
+}
+
+/// `go tool pprof` reads the export: the top table by retained bytes and the job tags.
+#[test]
+fn go_tool_pprof_reads_the_export() {
+    if Command::new("go").arg("version").output().is_err() {
+        eprintln!("skipped: `go` not found (apt-get install golang-go to run this check)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fixture.pb.gz");
+    std::fs::write(&file, fixture().to_pprof().unwrap()).unwrap();
+    let pprof = |args: &[&str]| -> String {
+        let out = Command::new("go")
+            .args(["tool", "pprof"])
+            .args(args)
+            .arg(&file)
+            .env("HOME", dir.path()) // pprof may write ~/pprof; keep it in the scratch dir
+            .env("PPROF_TMPDIR", dir.path())
+            .output()
+            .expect("run go tool pprof");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "go tool pprof {args:?} failed: {stderr}"
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = pprof(&["-top", "-sample_index=inuse_space"]);
+    // Flat retained bytes: load_rows holds 1280 (import_users) + 700 (send_mail).
+    let line = top
+        .lines()
+        .find(|l| l.ends_with("app::load_rows"))
+        .unwrap_or_else(|| panic!("load_rows missing from:\n{top}"));
+    assert!(line.trim_start().starts_with("1980B"), "{line}");
+    assert!(top.contains("of 2012B total"), "{top}");
+    let top = pprof(&["-top", "-sample_index=alloc_objects"]);
+    assert!(top.contains("of 159 total"), "{top}");
+    let tags = pprof(&["-tags", "-sample_index=alloc_space"]);
+    for job in ["import_users", "parse", "send_mail", "(unscoped)"] {
+        assert!(tags.contains(job), "{job} in {tags}");
+    }
+    assert!(tags.contains("import_users > parse"), "{tags}");
+}
