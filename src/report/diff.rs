@@ -348,8 +348,8 @@ impl ReportDiff {
             .clamp(3, 40);
         let _ = writeln!(
             out,
-            "\n{:<width$}  {:>7}  {:>10}  {:>10}  {:>11}  {:>12}  {:>11}",
-            "JOB", "RUNS", "RETAINED", "NOW", "CHANGE", "OBJS CHANGE", "ALLOCATED",
+            "\n{:<width$}  {:>7}  {:>12}  {:>12}  {:>11}  {:>12}  {:>12}",
+            "JOB", "RUNS", "OLD RETAINED", "NEW RETAINED", "CHANGE", "OBJS CHANGE", "ALLOC CHANGE",
         );
         for j in &shown {
             let mut name = j.name.clone();
@@ -363,7 +363,7 @@ impl ReportDiff {
             };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>7}  {:>10}  {:>10}  {:>11}  {:>12}  {:>11}{status}",
+                "{:<width$}  {:>7}  {:>12}  {:>12}  {:>11}  {:>12}  {:>12}{status}",
                 name,
                 signed_count(j.newer_runs as i64 - j.older_runs as i64),
                 human_bytes(j.older_retained.bytes),
@@ -388,7 +388,7 @@ impl ReportDiff {
                 let _ = writeln!(
                     out,
                     "  {:>11}  {:>12}  {:>10}  CALLSITE",
-                    "CHANGE", "OBJS CHANGE", "NOW"
+                    "CHANGE", "OBJS CHANGE", "NEW"
                 );
                 for c in &growing {
                     let est = if c.estimated { "~" } else { "" };

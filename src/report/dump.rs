@@ -156,7 +156,8 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 /// Each dump is a full [`Report`] (every job) written with [`Report::write_json`], named
 /// `allocscope-<UTC time>-p<pid>-<job>-run<N>.json` after a run and
 /// `allocscope-<UTC time>-p<pid>-exit.json` by [`finish`], with the time as
-/// `20261122T214402.123Z`, so names sort oldest first. Job names are reduced to letters,
+/// `20261122T214402.123Z`, so names sort oldest first (within a process, two dumps in the
+/// same millisecond are stamped 1 ms apart). Job names are reduced to letters,
 /// digits, `_`, `-` and `.` (others become `_`), 64 characters at most.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AutoDump {
@@ -204,6 +205,8 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static ENV_ONCE: Once = Once::new();
 /// Serializes writing and pruning within the process.
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
+/// The time stamped on the last dump (written under `WRITE_LOCK`).
+static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
 /// Failed automatic dumps (only the first is reported on stderr).
 static FAILURES: AtomicU64 = AtomicU64::new(0);
 
@@ -293,9 +296,13 @@ fn write_dump(config: &AutoDump, run: Option<&RunReport>) -> Result<PathBuf, Err
         Some(r) => format!("{}-run{}", sanitize(&r.job), r.run),
         None => "exit".to_string(),
     };
+    // Strictly increasing within the process (a dump in the same millisecond as the previous
+    // one is stamped 1 ms later), so that name order is age order for pruning.
+    let ms = crate::scope::unix_ms().max(LAST_STAMP.load(Relaxed) + 1);
+    LAST_STAMP.store(ms, Relaxed);
     let name = format!(
         "{DUMP_PREFIX}{}-p{}-{what}.json",
-        utc_stamp(crate::scope::unix_ms()),
+        utc_stamp(ms),
         std::process::id()
     );
     let path = config.dir.join(name);
