@@ -74,27 +74,27 @@ fn is_own(f: &Frame) -> bool {
         || file_of(f).starts_with(OWN_SRC)
 }
 
-/// Allocation plumbing between the allocator entry and the user's code (boxes, vectors,
-/// strings growing, `format!` writing into a string); trimmed too, so the first frame is the
-/// code that asked for memory.
+/// Allocation plumbing between the allocator entry and the user's code: the standard library
+/// (boxes, vectors, strings growing, `format!`, iterator adapters collecting, hash maps
+/// resizing). Trimmed too, so the first frame is the user's code that asked for memory.
 pub(crate) fn is_machinery(f: &Frame) -> bool {
     const NAMES: &[&str] = &[
         "alloc::",
         "<alloc::",
-        "core::alloc::",
-        "<core::alloc::",
-        "std::alloc::",
-        "<std::alloc::",
-        "core::fmt::",
-        "<core::fmt::",
-        "allocscope::",
-        "<allocscope::",
+        "core::",
+        "<core::",
+        "std::",
+        "<std::",
+        "hashbrown::",
+        "<hashbrown::",
     ];
+    // Sources of the standard library as rustc records them (inlined frames have short
+    // names, so the file decides): /rustc/<hash>/library/... and its vendored crates.
     const FILES: &[&str] = &[
-        "/library/alloc/src/",
-        "/library/core/src/alloc/",
-        "/library/std/src/alloc.rs",
-        "/library/core/src/fmt/",
+        "/library/alloc/",
+        "/library/core/",
+        "/library/std/",
+        "/rust/deps/",
     ];
     let name = f.function.strip_prefix("__rustc::").unwrap_or(&f.function);
     let file = file_of(f);
