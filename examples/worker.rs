@@ -61,14 +61,15 @@ fn sync_customers(batch: u64) -> usize {
     for i in 0..5_000 {
         let record = format!("customer-{batch}-{i}:{:016x}", rng.next());
         synced += record.len();
-        append_to_cache(record);
+        append_to_cache(&record);
     }
     synced
 }
 
+/// Remembers a copy of the record "to avoid refetching it" — forever.
 #[inline(never)]
-fn append_to_cache(record: String) {
-    CUSTOMER_CACHE.lock().unwrap().push(record);
+fn append_to_cache(record: &str) {
+    CUSTOMER_CACHE.lock().unwrap().push(record.to_owned());
 }
 
 /// Exports orders by loading all of them into memory first.

@@ -1,0 +1,272 @@
+//! Folded stacks (golden files) and flamegraph SVGs (structure) from a fixed report.
+//!
+//! Golden files live in `tests/data/report/`; set `ALLOCSCOPE_BLESS=1` to rewrite them after
+//! an intended change, and review the diff.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use allocscope::{
+    CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, Report, TrackingAllocator, Usage,
+};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+fn frame(function: &str, line: u32) -> Frame {
+    Frame {
+        function: function.to_string(),
+        file: Some("src/worker.rs".to_string()),
+        line: Some(line),
+    }
+}
+
+fn site(
+    scope: &[&str],
+    frames: &[&str],
+    allocated: (u64, u64),
+    retained: (u64, u64),
+) -> CallsiteReport {
+    CallsiteReport {
+        scope: scope.iter().map(|s| s.to_string()).collect(),
+        frames: frames
+            .iter()
+            .enumerate()
+            .map(|(i, f)| frame(f, 10 + i as u32))
+            .collect(),
+        allocated: Usage::new(allocated.0, allocated.1),
+        retained: Usage::new(retained.0, retained.1),
+        estimated: false,
+    }
+}
+
+fn job(name: &str, callsites: Vec<CallsiteReport>) -> JobReport {
+    let sum = |f: fn(&CallsiteReport) -> Usage| {
+        callsites.iter().map(f).fold(Usage::default(), |a, b| a + b)
+    };
+    JobReport {
+        name: name.to_string(),
+        runs: 3,
+        active_runs: 0,
+        panicked_runs: 0,
+        allocated: sum(|c| c.allocated),
+        retained: sum(|c| c.retained),
+        peak_bytes: 4096,
+        exclusive: Default::default(),
+        recent_runs: vec![],
+        callsites,
+    }
+}
+
+/// A report with two jobs (one nested in the other), a leak and an unscoped callsite.
+fn fixture() -> Report {
+    let leak = site(
+        &["sync_customers"],
+        &[
+            "worker::append_to_cache",
+            "worker::sync_customers",
+            "worker::main",
+        ],
+        (300, 30_000),
+        (300, 30_000),
+    );
+    let temp = site(
+        &["sync_customers"],
+        &[
+            "worker::format_record",
+            "worker::sync_customers",
+            "worker::main",
+        ],
+        (900, 90_000),
+        (0, 0),
+    );
+    let nested = site(
+        &["sync_customers", "parse; \"quoted\" <job>"],
+        &["worker::parse", "worker::sync_customers", "worker::main"],
+        (50, 5_000),
+        (10, 1_000),
+    );
+    let render = site(
+        &["render_report"],
+        &[
+            "worker::render_line",
+            "worker::render_report",
+            "worker::main",
+        ],
+        (1_000, 64_000),
+        (0, 0),
+    );
+    let unscoped = site(
+        &[],
+        &["worker::init_config", "worker::main"],
+        (4, 2_000),
+        (4, 2_000),
+    );
+    let mut all = vec![
+        leak.clone(),
+        temp.clone(),
+        nested.clone(),
+        render.clone(),
+        unscoped,
+    ];
+    all.sort_by(|a, b| b.retained.bytes.cmp(&a.retained.bytes));
+    Report {
+        format: allocscope::FORMAT.to_string(),
+        version: allocscope::VERSION,
+        timestamp_unix_ms: 0,
+        stack_mode: allocscope::StackMode::Every,
+        totals: Default::default(),
+        jobs: vec![
+            job("sync_customers", vec![leak, nested.clone(), temp]),
+            job("parse; \"quoted\" <job>", vec![nested]),
+            job("render_report", vec![render]),
+        ],
+        callsites: all,
+        tracker: Default::default(),
+    }
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/report")
+        .join(name);
+    if std::env::var_os("ALLOCSCOPE_BLESS").is_some() || !path.exists() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs from the golden file; if the change is intended, rerun with ALLOCSCOPE_BLESS=1",
+        path.display()
+    );
+}
+
+#[test]
+fn folded_all_jobs_retained_bytes() {
+    golden(
+        "folded_all_retained_bytes.txt",
+        &fixture().folded(&FlameOptions::default()),
+    );
+}
+
+#[test]
+fn folded_one_job_allocated_objects() {
+    let opts = FlameOptions::job("sync_customers").metric(FlameMetric::AllocatedObjects);
+    golden(
+        "folded_sync_customers_allocated_objects.txt",
+        &fixture().folded(&opts),
+    );
+}
+
+#[test]
+fn folded_without_job_roots() {
+    let opts = FlameOptions {
+        job_root: false,
+        metric: FlameMetric::AllocatedBytes,
+        ..FlameOptions::default()
+    };
+    golden(
+        "folded_no_roots_allocated_bytes.txt",
+        &fixture().folded(&opts),
+    );
+}
+
+#[test]
+fn folded_lines_have_the_expected_shape() {
+    let folded = fixture().folded(&FlameOptions::default());
+    for line in folded.lines() {
+        let (stack, weight) = line.rsplit_once(' ').unwrap();
+        assert!(weight.parse::<u64>().unwrap() > 0);
+        assert!(!stack.split(';').any(|f| f.is_empty()), "{line}");
+    }
+    // Retained bytes only: the render job and the temporary callsite hold nothing.
+    assert!(!folded.contains("render_report"));
+    assert!(!folded.contains("format_record"));
+    // A `;` inside a job name must not split it into two frames.
+    assert!(folded.contains("parse: \"quoted\" <job>"));
+    assert!(folded.contains("(unscoped);worker::main;worker::init_config 2000"));
+}
+
+/// Frames of an SVG: the `<title>` text of each `<g>`.
+fn svg_titles(svg: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    let mut titles = Vec::new();
+    let mut in_title = false;
+    let mut depth_g = 0;
+    loop {
+        match reader.read_event().expect("the SVG is well-formed XML") {
+            Event::Start(e) if e.name().as_ref() == b"g" => depth_g += 1,
+            Event::End(e) if e.name().as_ref() == b"g" => depth_g -= 1,
+            Event::Start(e) if e.name().as_ref() == b"title" => in_title = depth_g > 0,
+            Event::End(e) if e.name().as_ref() == b"title" => in_title = false,
+            Event::Text(t) if in_title => titles.push(t.unescape().unwrap().into_owned()),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    titles
+}
+
+#[test]
+fn svg_has_one_frame_per_stack_element_with_counts_in_titles() {
+    let report = fixture();
+    let opts = FlameOptions::default();
+    let folded = report.folded(&opts);
+    let svg = report.flamegraph_svg(&opts).unwrap();
+    assert!(svg.starts_with("<?xml"));
+    let titles = svg_titles(&svg);
+    // Every distinct stack prefix is one frame, plus the root "all".
+    let mut prefixes = BTreeSet::new();
+    for line in folded.lines() {
+        let (stack, _) = line.rsplit_once(' ').unwrap();
+        let parts: Vec<&str> = stack.split(';').collect();
+        for i in 1..=parts.len() {
+            prefixes.insert(parts[..i].join(";"));
+        }
+    }
+    assert_eq!(titles.len(), prefixes.len() + 1, "{titles:#?}");
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.starts_with("all (33,000 bytes, 100%)")),
+        "{titles:#?}"
+    );
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.starts_with("worker::append_to_cache (30,000 bytes, ")),
+        "{titles:#?}"
+    );
+    assert!(titles
+        .iter()
+        .any(|t| t.starts_with("sync_customers (31,000 bytes, ")));
+    // Memory palette and the title we asked for.
+    assert!(svg.contains("All jobs: retained bytes"));
+}
+
+#[test]
+fn svg_of_an_empty_profile_is_valid_and_says_so() {
+    let mut report = fixture();
+    report.callsites.clear();
+    report.jobs.clear();
+    let svg = report.flamegraph_svg(&FlameOptions::default()).unwrap();
+    assert!(svg_titles(&svg).is_empty());
+    assert!(svg.contains("Nothing to show"));
+    let svg = fixture()
+        .flamegraph_svg(&FlameOptions::job("render_report"))
+        .unwrap();
+    assert!(
+        svg.contains("Nothing to show: job"),
+        "render_report retains nothing"
+    );
+}
+
+#[test]
+fn json_round_trip_keeps_everything() {
+    let report = fixture();
+    let back = Report::from_json(&report.to_json()).unwrap();
+    assert_eq!(back, report);
+}
