@@ -1,6 +1,9 @@
 //! Relative reports: `mark()` then `report_since()` shows what was allocated after the mark
 //! and is still live, exactly when no block from before the mark is freed after it.
 
+// Boxes on purpose: each is one counted block of a known size.
+#![allow(clippy::vec_box)]
+
 use std::hint::black_box;
 
 use allocscope::{mark, report_since, track_scope, StackMode, TrackingAllocator, Usage};

@@ -11,6 +11,8 @@ use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocato
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
+// Boxes on purpose: each is one counted block.
+#[allow(clippy::vec_box)]
 static KEPT: Mutex<Vec<Box<[u8; 300]>>> = Mutex::new(Vec::new());
 
 /// A real report with at least one job holding memory, with callsites.
