@@ -56,8 +56,16 @@ pub(crate) fn wrap(layout: Layout) -> Option<(Layout, usize)> {
     } else {
         align
     };
+    let wrapped_align = align.max(MIN_ALIGN);
     let size = layout.size().checked_add(offset)?;
-    let wrapped = Layout::from_size_align(size, align.max(MIN_ALIGN)).ok()?;
+    // `Layout::from_size_align`'s own condition, checked here so that the power-of-two test it
+    // would repeat (the alignment comes from a valid layout) stays off the hot path.
+    if size > isize::MAX as usize - (wrapped_align - 1) {
+        return None;
+    }
+    // SAFETY: `wrapped_align` is a power of two (the maximum of a valid layout's alignment and
+    // 8), and `size` rounded up to it does not exceed `isize::MAX`, as just checked.
+    let wrapped = unsafe { Layout::from_size_align_unchecked(size, wrapped_align) };
     Some((wrapped, offset))
 }
 
@@ -116,6 +124,7 @@ mod tests {
     #[test]
     fn header_round_trips_through_memory() {
         let mut buf = [0u64; 8];
+        // SAFETY: 32 bytes into a 64-byte buffer: in bounds.
         let user = unsafe { (buf.as_mut_ptr() as *mut u8).add(32) };
         let h = Header {
             path: 7,

@@ -13,6 +13,8 @@ fn every() {
     ONCE.call_once(|| allocscope::set_stack_mode(StackMode::Every));
 }
 
+// Individual boxes are the point: each is one allocation at this callsite.
+#[allow(clippy::vec_box)]
 #[inline(never)]
 fn keep_some(n: usize) -> Vec<Box<[u8; 24]>> {
     (0..n).map(|_| black_box(Box::new([7u8; 24]))).collect()
