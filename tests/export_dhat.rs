@@ -374,6 +374,14 @@ fn dhat_viewer_loads_the_export() {
     let total_line = format!("Total:     {} bytes (100%", grouped(alloc.bytes));
     assert!(text.contains(&total_line), "{total_line:?} in {text}");
 
+    // A real report of this process: real symbol names, many stacks.
+    allocscope::set_stack_mode(StackMode::Every);
+    let kept = track_scope("dhx_viewer", || keep_boxes(3));
+    let real = allocscope::report().to_dhat_json().unwrap();
+    drop(kept);
+    let text = run_viewer(&viewer, &real).unwrap_or_else(|e| panic!("dh_view.js failed: {e}"));
+    assert!(text.contains("[job] dhx_viewer"), "{text}");
+
     // The harness can fail: a repeated frame list is refused by the viewer.
     let mut v: Value = serde_json::from_str(&json).unwrap();
     let first = v["pps"][0].clone();

@@ -344,13 +344,11 @@ fn go_tool_pprof_reads_the_export() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("fixture.pb.gz");
-    std::fs::write(&file, fixture().to_pprof().unwrap()).unwrap();
-    let pprof = |args: &[&str]| -> String {
+    let pprof = |file: &Path, args: &[&str]| -> String {
         let out = Command::new("go")
             .args(["tool", "pprof"])
             .args(args)
-            .arg(&file)
+            .arg(file)
             .env("HOME", dir.path()) // pprof may write ~/pprof; keep it in the scratch dir
             .env("PPROF_TMPDIR", dir.path())
             .output()
@@ -362,7 +360,9 @@ fn go_tool_pprof_reads_the_export() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let top = pprof(&["-top", "-sample_index=inuse_space"]);
+    let file = dir.path().join("fixture.pb.gz");
+    std::fs::write(&file, fixture().to_pprof().unwrap()).unwrap();
+    let top = pprof(&file, &["-top", "-sample_index=inuse_space"]);
     // Flat retained bytes: load_rows holds 1280 (import_users) + 700 (send_mail).
     let line = top
         .lines()
@@ -370,11 +370,52 @@ fn go_tool_pprof_reads_the_export() {
         .unwrap_or_else(|| panic!("load_rows missing from:\n{top}"));
     assert!(line.trim_start().starts_with("1980B"), "{line}");
     assert!(top.contains("of 2012B total"), "{top}");
-    let top = pprof(&["-top", "-sample_index=alloc_objects"]);
+    let top = pprof(&file, &["-top", "-sample_index=alloc_objects"]);
     assert!(top.contains("of 159 total"), "{top}");
-    let tags = pprof(&["-tags", "-sample_index=alloc_space"]);
+    let tags = pprof(&file, &["-tags", "-sample_index=alloc_space"]);
     for job in ["import_users", "parse", "send_mail", "(unscoped)"] {
         assert!(tags.contains(job), "{job} in {tags}");
     }
     assert!(tags.contains("import_users > parse"), "{tags}");
+
+    // A real report of this process: real (long, generic) symbol names and many stacks.
+    allocscope::set_stack_mode(StackMode::Every);
+    let kept = track_scope("ppx_go", || keep_boxes(3));
+    let report = allocscope::report();
+    drop(kept);
+    let file = dir.path().join("real.pb.gz");
+    std::fs::write(&file, report.to_pprof().unwrap()).unwrap();
+    let top = pprof(
+        &file,
+        &[
+            "-top",
+            "-sample_index=inuse_objects",
+            "-tagfocus=job=ppx_go",
+        ],
+    );
+    // The job filter keeps exactly the job's retained objects (its 3 boxes and their Vec).
+    let job = report.job("ppx_go").unwrap();
+    assert_eq!(job.retained.objects, 4);
+    assert!(
+        top.contains(&format!(
+            "Showing nodes accounting for {}, ",
+            job.retained.objects
+        )),
+        "{top}"
+    );
+    // Every function of the job's stacks is shown under its full name: pprof must not
+    // shorten Rust names like `<T as Trait>::f` as it does undemangled C++ names.
+    let mut functions = 0;
+    for c in job.callsites.iter().filter(|c| c.retained.objects > 0) {
+        for f in &c.frames {
+            functions += 1;
+            assert!(
+                top.lines()
+                    .any(|l| l.ends_with(&format!("  {}", f.function))),
+                "{:?} not shown by its full name in:\n{top}",
+                f.function
+            );
+        }
+    }
+    assert!(functions > 0);
 }

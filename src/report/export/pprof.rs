@@ -56,10 +56,12 @@ impl Tables {
         let next = self.functions.len() as u64 + 1;
         let id = *self.function_ids.entry((name, file)).or_insert(next);
         if id == next {
+            // No system name: pprof would take an equal one for a mangled name still to
+            // simplify, and strip every `<…>` from Rust names such as `<T as Trait>::f`.
             self.functions.push(Function {
                 id,
                 name,
-                system_name: name,
+                system_name: 0,
                 filename: file,
                 start_line: 0,
             });
@@ -95,12 +97,7 @@ impl Tables {
     /// or a stack that could not be walked) gets one pseudo-frame naming its scope.
     fn stack(&mut self, e: &Entry<'_>) -> Vec<u64> {
         if e.frames.is_empty() {
-            let name = if e.scope.is_empty() {
-                e.scope_path()
-            } else {
-                format!("[job] {}", e.scope_path())
-            };
-            let function = self.function(&name, None);
+            let function = self.function(&format!("[job] {}", e.scope_path()), None);
             return vec![self.location(function, 0)];
         }
         e.frames.iter().map(|f| self.frame(f)).collect()
@@ -131,7 +128,7 @@ impl Report {
     /// Values are unsampled figures (estimates when stacks are sampled; the profile's
     /// `period` is then the mean sampling interval in bytes). A report without callsites
     /// (stacks off) gets one sample per job with its exclusive figures (and one for unscoped
-    /// memory), under a single pseudo-frame `[job] NAME`.
+    /// memory), under a single pseudo-frame `[job] NAME` (`[job] (unscoped)`).
     ///
     /// ```
     /// # #[cfg(feature = "pprof")] {
