@@ -153,6 +153,12 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 /// An invalid value is reported once on stderr and its default is used. Settings made in code
 /// take precedence over the environment.
 ///
+/// A dump is written synchronously on the thread that finished the run, after the run's
+/// hooks (for a tracked future: inside the poll that completed it), and takes as long as
+/// [`report()`](crate::report()) plus the write: pick a threshold that only leaking runs
+/// reach. A dump that fails (folder not writable, disk full) is reported on stderr the first
+/// time only; [`finish`] returns its error.
+///
 /// Each dump is a full [`Report`] (every job) written with [`Report::write_json`], named
 /// `allocscope-<UTC time>-p<pid>-<job>-run<N>.json` after a run and
 /// `allocscope-<UTC time>-p<pid>-exit.json` by [`finish`], with the time as
