@@ -382,6 +382,15 @@ fn dhat_viewer_loads_the_export() {
     let text = run_viewer(&viewer, &real).unwrap_or_else(|e| panic!("dh_view.js failed: {e}"));
     assert!(text.contains("[job] dhx_viewer"), "{text}");
 
+    // An empty report (nothing allocated) is an empty but loadable file.
+    let mut empty = fixture();
+    empty.callsites.clear();
+    empty.jobs.clear();
+    empty.totals = Default::default();
+    let text = run_viewer(&viewer, &empty.to_dhat_json().unwrap())
+        .unwrap_or_else(|e| panic!("dh_view.js failed on an empty report: {e}"));
+    assert!(text.contains("Total:     0 bytes"), "{text}");
+
     // The harness can fail: a repeated frame list is refused by the viewer.
     let mut v: Value = serde_json::from_str(&json).unwrap();
     let first = v["pps"][0].clone();

@@ -220,7 +220,7 @@ impl Report {
         if self.callsites.is_empty() {
             comment.push(
                 t.strings.id(
-                    "no callsites (stacks off): one sample per job, with its exclusive figures",
+                    "no callsites in this report: one sample per job, with its exclusive figures",
                 ),
             );
         }
