@@ -243,3 +243,76 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
             .then_with(|| a.frames.cmp(&b.frames))
     });
 }
+
+/// One job's figures now, for `testing`: what it still holds (inclusive of nested jobs, with
+/// pending thread figures) and its callsites, grouped like the report's. Unlike [`report`],
+/// only this job's sites are symbolized, so it stays cheap however many other jobs and
+/// stacks the process has. `None` if no job has that name.
+pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
+    callsite::init_from_env();
+    untracked(|| {
+        let jobs_entries = registry::all_jobs();
+        let job = jobs_entries.iter().position(|j| &*j.name == name)? as u32;
+        let name_of = |job: u32| -> String {
+            jobs_entries.get(job as usize).map_or_else(
+                || registry::OTHER_JOBS_NAME.to_string(),
+                |j| j.name.to_string(),
+            )
+        };
+        let count = registry::PATH_COUNT.load(Acquire) as usize;
+        let figs = path_figures(count);
+        let mut inc = PathFigures::default();
+        let mut scopes: HashMap<u32, Vec<String>> = HashMap::new();
+        let mut chain = Vec::new();
+        for (p, f) in figs.iter().enumerate() {
+            if p as u32 == PATH_TRACKER || p as u32 == PATH_UNSCOPED {
+                continue;
+            }
+            registry::path_jobs(p as u32, &mut chain);
+            if chain.contains(&job) {
+                inc.alloc += f.alloc;
+                inc.freed += f.freed;
+                scopes.insert(p as u32, chain.iter().rev().map(|&j| name_of(j)).collect());
+            }
+        }
+        let mut grouped: HashMap<(u32, Vec<Frame>), CallsiteReport> = HashMap::new();
+        for id in intern::site_ids() {
+            let s = intern::site(id);
+            if !s.ready.load(Acquire) {
+                continue;
+            }
+            let path = s.path.load(Relaxed);
+            let Some(scope) = scopes.get(&path) else {
+                continue;
+            };
+            let ao = s.alloc_objects.load(Relaxed);
+            let ab = s.alloc_bytes.load(Relaxed);
+            let fo = s.free_objects.load(Relaxed);
+            let fb = s.free_bytes.load(Relaxed);
+            let allocated = Usage::new(fixed_to_objects(ao), ab);
+            if allocated.is_zero() {
+                continue;
+            }
+            let retained = Usage::new(
+                fixed_to_objects(ao.saturating_sub(fo)),
+                ab.saturating_sub(fb),
+            );
+            let frames = symbolize::symbolize(&intern::stack_frames(s.stack.load(Relaxed)));
+            let e = grouped
+                .entry((path, frames.clone()))
+                .or_insert_with(|| CallsiteReport {
+                    scope: scope.clone(),
+                    frames,
+                    allocated: Usage::default(),
+                    retained: Usage::default(),
+                    estimated: false,
+                });
+            e.allocated += allocated;
+            e.retained += retained;
+            e.estimated |= s.estimated.load(Relaxed);
+        }
+        let mut callsites: Vec<CallsiteReport> = grouped.into_values().collect();
+        sort_callsites(&mut callsites);
+        Some((inc.retained(), callsites))
+    })
+}

@@ -12,6 +12,7 @@ mod flame;
 mod since;
 pub(crate) mod text;
 
+pub(crate) use build::job_snapshot;
 pub use build::report;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
