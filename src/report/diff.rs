@@ -320,16 +320,18 @@ impl ReportDiff {
             signed_bytes(self.live_change.bytes),
             signed_count(self.live_change.objects),
         );
+        let changed = |j: &&JobDiff| {
+            !j.retained_change.is_zero()
+                || !j.allocated_change.is_zero()
+                || j.older_runs != j.newer_runs
+        };
+        let unchanged = self.jobs.iter().filter(|j| !changed(j)).count();
         let shown: Vec<&JobDiff> = self
             .jobs
             .iter()
             .filter(|j| match &opts.job {
                 Some(name) => &j.name == name,
-                None => {
-                    !j.retained_change.is_zero()
-                        || !j.allocated_change.is_zero()
-                        || j.older_runs != j.newer_runs
-                }
+                None => changed(j),
             })
             .take(opts.max_jobs.unwrap_or(usize::MAX))
             .collect();
@@ -372,6 +374,10 @@ impl ReportDiff {
                 signed_count(j.retained_change.objects),
                 signed_bytes(j.allocated_change.bytes),
             );
+        }
+        if opts.job.is_none() && unchanged > 0 {
+            let s = if unchanged == 1 { "" } else { "s" };
+            let _ = writeln!(out, "({unchanged} unchanged job{s} not shown)");
         }
         if opts.top_callsites > 0 {
             for j in &shown {
