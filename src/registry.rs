@@ -370,8 +370,11 @@ pub(crate) fn run_add(token: u32, ao: u64, ab: u64, fo: u64, fb: u64, live: i64,
         slot.free_objects.fetch_add(fo, Relaxed);
         slot.free_bytes.fetch_add(fb, Relaxed);
         let before = slot.live.fetch_add(live, Relaxed);
+        // `before` is below zero when another thread freed blocks whose allocation is still
+        // pending in a thread's slot (this one's included): the run's true live bytes were
+        // never negative, so count from zero rather than lose that much of the peak.
         slot.peak
-            .fetch_max(before.saturating_add(local_peak), Relaxed);
+            .fetch_max(before.max(0).saturating_add(local_peak), Relaxed);
         token = slot.parent.load(Relaxed);
         guard += 1;
         if guard > MAX_DEPTH {
