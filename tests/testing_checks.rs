@@ -651,6 +651,33 @@ fn peak_limit_tells_loading_everything_from_batches() {
 }
 
 #[test]
+fn peak_counts_blocks_freed_on_other_threads() {
+    every();
+    // A buffer handed to another thread and freed there was live before: the peak has it.
+    let f = MemoryCheck::new("hand_off").no_leaks().assert(|| {
+        let buf = black_box(vec![1u8; 10_000]);
+        std::thread::spawn(move || drop(buf)).join().unwrap();
+    });
+    assert!(f.peak_bytes >= 10_000, "{f}");
+    // Each of four threads has 10,000 bytes live at some point.
+    let f = MemoryCheck::new("four_threads").no_leaks().assert(|| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| allocscope::spawn(|| black_box(vec![1u8; 10_000]).len()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
+    });
+    assert!(f.peak_bytes >= 10_000, "{f}");
+    let failure = MemoryCheck::new("four_threads")
+        .max_peak_bytes(9_999)
+        .run(|| allocscope::spawn(|| black_box(vec![1u8; 10_000]).len()).join())
+        .unwrap_err();
+    assert_eq!(failure.violations()[0].limit, Limit::PeakBytes);
+}
+
+#[test]
 fn allocated_limits_count_every_block() {
     every();
     let job = || (0..50u64).map(|i| *black_box(Box::new(i))).sum::<u64>();
