@@ -193,6 +193,16 @@ fn binary_garbage() {
         "binary data",
     );
     assert_invalid(
+        read_err(b"{\"format\": \"\xff\xfe\"}"),
+        "invalid UTF-8 at byte 12",
+    );
+    #[cfg(target_os = "linux")]
+    match Report::read_json("/dev/zero") {
+        // Stops at the first block instead of reading forever.
+        Err(Error::InvalidReport(m)) => assert!(m.contains("/dev/zero: binary data"), "{m}"),
+        other => panic!("expected InvalidReport, got {other:?}"),
+    }
+    assert_invalid(
         read_err([0x1fu8, 0x8b, 0x08, 0x00, 1, 2, 3]),
         "gzip-compressed",
     );

@@ -65,22 +65,31 @@ impl Report {
     /// Errors name the file: `Error::Io` when it cannot be read, `Error::InvalidReport` when it
     /// is empty, binary, truncated, not JSON, or has missing fields or wrong types (with the
     /// line and column), `Error::UnsupportedVersion` for another format or a newer version.
+    /// Reading stops early on what cannot be a report: NUL bytes in the first 64 KiB
+    /// (`/dev/zero`, a core dump), gzip data, or more than 4 GiB.
     pub fn read_json(path: impl AsRef<Path>) -> Result<Report, Error> {
         let path = path.as_ref();
         untracked(|| {
             let name = path.display().to_string();
-            let bytes = fs::read(path).map_err(|source| Error::Io {
-                path: name.clone(),
-                source,
-            })?;
             let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}"));
+            let bytes = read_limited(path).map_err(|e| match e {
+                ReadError::Io(source) => Error::Io {
+                    path: name.clone(),
+                    source,
+                },
+                ReadError::Binary => {
+                    invalid("binary data, not a JSON report (NUL bytes at the start)".into())
+                }
+                ReadError::Gzip => {
+                    invalid("gzip-compressed data (a pprof profile?), not a JSON report".into())
+                }
+                ReadError::TooLarge => invalid(format!(
+                    "larger than {} GiB, too large to be a report",
+                    MAX_REPORT_BYTES >> 30
+                )),
+            })?;
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Err(invalid("the file is empty".into()));
-            }
-            if bytes.starts_with(&[0x1f, 0x8b]) {
-                return Err(invalid(
-                    "gzip-compressed data (a pprof profile?), not a JSON report".into(),
-                ));
             }
             let text = std::str::from_utf8(&bytes).map_err(|e| {
                 invalid(format!(
@@ -95,6 +104,40 @@ impl Report {
             })
         })
     }
+}
+
+/// Largest report file [`Report::read_json`] reads.
+const MAX_REPORT_BYTES: u64 = 4 << 30;
+
+enum ReadError {
+    Io(std::io::Error),
+    Binary,
+    Gzip,
+    TooLarge,
+}
+
+/// Reads a file, stopping early on what cannot be a report: NUL bytes in the first 64 KiB
+/// (`/dev/zero`, a core dump) or more than `MAX_REPORT_BYTES`. Pipes and devices work too.
+fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
+    use std::io::Read as _;
+    let file = fs::File::open(path).map_err(ReadError::Io)?;
+    let mut bytes = Vec::new();
+    let mut head = (&file).take(64 << 10);
+    head.read_to_end(&mut bytes).map_err(ReadError::Io)?;
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        return Err(ReadError::Gzip);
+    }
+    if bytes.contains(&0) {
+        return Err(ReadError::Binary);
+    }
+    (&file)
+        .take(MAX_REPORT_BYTES + 1 - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .map_err(ReadError::Io)?;
+    if bytes.len() as u64 > MAX_REPORT_BYTES {
+        return Err(ReadError::TooLarge);
+    }
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename,
