@@ -60,8 +60,13 @@
 //!   other threads freed meanwhile (charged back). The closure's **return value is dropped
 //!   inside the run**, so a function that returns what it built is checked for what it leaves
 //!   behind besides its result. To count a result as retained, move it out of the closure
-//!   (push it into a `Vec` the closure captures).
-//! * **Peak**: the run's highest live bytes while it ran ([`RunReport::peak_bytes`]).
+//!   (push it into a `Vec` the closure captures). Another thread may free a block of the run
+//!   just after it finished (a runtime dropping its reference to a finished task after the
+//!   join handle got the output): before a retained limit fails, the check looks again for up
+//!   to about 60 ms, and what was freed meanwhile is not counted.
+//! * **Peak**: the run's highest live bytes while it ran ([`RunReport::peak_bytes`]): exact
+//!   for work on one thread; for work on several threads, combined from each thread's own
+//!   peak whenever it hands its figures over (scope exit, end of a poll).
 //! * **Allocated**: every block the run allocated, objects and bytes.
 //!
 //! Bytes are what the program asked for (no allocator overhead), the same figures as in
@@ -549,7 +554,8 @@ pub struct Figures {
     pub allocated: Usage,
     /// The measured run's highest live bytes.
     pub peak_bytes: u64,
-    /// What the measured run still held when the closure had returned (its value dropped).
+    /// What the measured run still held when the closure had returned (its value dropped),
+    /// less what other threads freed right after (see the module docs).
     pub retained: Usage,
     /// The part of `retained` held by ignored callsites.
     pub ignored: Usage,
