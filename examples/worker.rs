@@ -2,7 +2,8 @@
 //! runners and queue consumers do — and allocscope saying which job holds the memory.
 //!
 //! Job kinds, each modelled on a real incident:
-//! * `render_report`: builds a million strings, then drops them — a big peak, nothing retained.
+//! * `render_report`: builds a million strings, then drops them — a big peak, and only a small
+//!   summary of the latest run retained.
 //! * `sync_customers`: appends to a global cache on every run — retention growing run by run
 //!   (the leak this tool exists to find).
 //! * `export_all` vs `export_batched`: the same export, loading everything at once or in
@@ -30,6 +31,10 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 /// The leak: a process-wide cache that nobody ever evicts.
 static CUSTOMER_CACHE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// The latest report's first rows, replaced by every run: bounded retention, not a leak
+/// (each run frees the previous run's copy — a late free charged back to that run's job).
+static LAST_SUMMARY: Mutex<Option<String>> = Mutex::new(None);
+
 /// Deterministic pseudo-random numbers, so every run of the demo shows the same figures.
 struct Rng(u64);
 
@@ -50,7 +55,13 @@ fn render_report(seed: u64) -> usize {
         .map(|i| format!("row {i}: value {}", rng.next() % 10_000))
         .collect();
     let total: usize = lines.iter().map(|l| l.len()).sum();
+    keep_summary(&lines[..1_000]);
     black_box(total)
+}
+
+#[inline(never)]
+fn keep_summary(rows: &[String]) {
+    *LAST_SUMMARY.lock().unwrap() = Some(rows.join("\n"));
 }
 
 /// Syncs a batch of customers, and (the bug) remembers every one of them forever.

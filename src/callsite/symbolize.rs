@@ -131,10 +131,54 @@ pub(crate) fn trim(frames: &mut Vec<Frame>) {
             frames.drain(..entry + first_user);
         }
     }
-    // Drop the runtime frames below `main` or a thread's entry (the same for every stack).
-    if let Some(entry) = frames.iter().position(|f| is_program_entry(&f.function)) {
+    // Drop the runtime frames below `main` or a thread's entry (the same for every stack),
+    // then the call glue left just above them.
+    if let Some(entry) = frames.iter().position(is_program_entry) {
         frames.truncate(entry.max(1));
+        while frames.len() > 1 && frames.last().is_some_and(is_library) {
+            frames.pop();
+        }
     }
+    // Closure-call and unwinding glue between the user's frames (track_scope's catch_unwind,
+    // FnOnce::call_once) says nothing about who allocated; keep the user's frames only.
+    if frames.len() > 1 {
+        let keep_one = frames.first().cloned();
+        frames.retain(|f| !is_glue(f));
+        if frames.is_empty() {
+            frames.extend(keep_one);
+        }
+    }
+}
+
+/// Frames of the standard library (by name or source file).
+fn is_library(f: &Frame) -> bool {
+    let name = f.function.strip_prefix("__rustc::").unwrap_or(&f.function);
+    [
+        "core::", "<core::", "std::", "<std::", "alloc::", "<alloc::",
+    ]
+    .iter()
+    .any(|p| name.starts_with(p))
+        || ["/library/core/", "/library/std/", "/library/alloc/"]
+            .iter()
+            .any(|p| file_of(f).contains(p))
+}
+
+/// allocscope's scope plumbing and the std glue it calls the user's closure through.
+fn is_glue(f: &Frame) -> bool {
+    const FILES: &[&str] = &[
+        "/library/std/src/panicking.rs",
+        "/library/std/src/panic.rs",
+        "/library/core/src/panic/unwind_safe.rs",
+        "/library/core/src/ops/function.rs",
+    ];
+    let name = f.function.as_str();
+    is_own(f)
+        || name == "__rust_try"
+        || name.starts_with("std::panicking::")
+        || name.starts_with("std::panic::catch_unwind")
+        || name.starts_with("core::ops::function::")
+        || name.starts_with("<core::panic::unwind_safe::AssertUnwindSafe")
+        || FILES.iter().any(|p| file_of(f).contains(p))
 }
 
 /// Standard library frames (the tracker's hot path calls into thread-locals).
@@ -142,9 +186,13 @@ fn is_std(f: &Frame) -> bool {
     f.function.starts_with("std::") || file_of(f).contains("/library/std/src/")
 }
 
-fn is_program_entry(function: &str) -> bool {
-    function.starts_with("std::rt::lang_start")
-        || function.starts_with("std::sys::backtrace::__rust_begin_short_backtrace")
+fn is_program_entry(f: &Frame) -> bool {
+    let name = f.function.as_str();
+    let file = file_of(f);
+    name.starts_with("std::rt::lang_start")
+        || name.starts_with("std::sys::backtrace::__rust_begin_short_backtrace")
+        || file.contains("/library/std/src/rt.rs")
+        || file.contains("/library/std/src/sys/backtrace.rs")
 }
 
 #[cfg(test)]
@@ -192,13 +240,6 @@ mod tests {
         ];
         trim(&mut frames);
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "app::sync_customers",
-                "allocscope::scope::track_scope_run",
-                "app::main"
-            ]
-        );
+        assert_eq!(names, ["app::sync_customers", "app::main"]);
     }
 }
