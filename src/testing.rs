@@ -155,11 +155,16 @@ impl Ignore {
         }
     }
 
-    fn matches(&self, c: &CallsiteReport) -> bool {
+    /// Whether the filter ignores `c`. `caller` are the functions of the stack that called
+    /// the check: they and closures defined in them (the closure passed to the check) are the
+    /// test's code, never matched by a pattern — a test named `known_cache_is_ignored` must
+    /// not ignore everything its closure allocates because of a pattern `"known_cache"`.
+    fn matches(&self, c: &CallsiteReport, caller: &[&str]) -> bool {
         match self {
-            Ignore::Matching(p) => job_frames(&c.frames)
+            Ignore::Matching(p) => c
+                .frames
                 .iter()
-                .filter(|f| !is_allocscope(&f.function))
+                .filter(|f| !is_allocscope(&f.function) && !is_test_code(&f.function, caller))
                 .any(|f| f.function.contains(p.as_str())),
             Ignore::Where(_, pred) => pred(c),
         }
@@ -289,8 +294,10 @@ impl MemoryCheck {
 
     /// Does not count what callsites still hold whose stack has a function whose name
     /// contains `pattern` (a plain substring, case-sensitive, e.g. `"known_cache"` or
-    /// `"mycrate::cache::"`). Frames of allocscope itself, and those of the test harness below
-    /// the check, are never matched. May be given several times (any pattern ignores).
+    /// `"mycrate::cache::"`). Only the job's code is matched: not allocscope's own frames, nor
+    /// the test function that runs the check, the closure given to it, and the harness below
+    /// (so a test named `known_cache_is_ignored` does not ignore all it allocates). Name a
+    /// function the job calls. May be given several times (any pattern ignores).
     ///
     /// Needs [`StackMode::Every`] (exact callsites); otherwise the check fails with
     /// [`CheckFailure::ExactStacksRequired`].
@@ -300,8 +307,8 @@ impl MemoryCheck {
     }
 
     /// Does not count what callsites for which `predicate` returns `true` still hold. It sees
-    /// the whole symbolized stack ([`CallsiteReport::frames`], innermost first) and the
-    /// callsite's scope. `description` names the filter in failure messages. Needs
+    /// the callsite's scope and its symbolized stack ([`CallsiteReport::frames`], innermost
+    /// first) down to the check, as in [`HeldCallsite::callsite`]. `description` names the filter in failure messages. Needs
     /// [`StackMode::Every`], like [`ignore_callsites_matching`](Self::ignore_callsites_matching).
     pub fn ignore_callsites_where(
         mut self,
@@ -330,6 +337,7 @@ impl MemoryCheck {
     /// callsite filter is set and the stack mode is not [`StackMode::Every`].
     pub fn run<R>(&self, mut job: impl FnMut() -> R) -> Result<Figures, CheckFailure> {
         let test = untracked(test_name);
+        let caller = untracked(caller_ips);
         if !crate::is_installed() {
             return Err(untracked(|| CheckFailure::NotInstalled {
                 check: self.name.clone(),
@@ -359,7 +367,7 @@ impl MemoryCheck {
 
         let mut lease = Lease::acquire(&self.name);
         let ((), run) = track_scope_run(&lease.job, || drop(job()));
-        let mut held = untracked(|| self.held(&lease, mode, &run));
+        let mut held = untracked(|| self.held(&lease, mode, &run, &caller));
         // Another thread may free the run's blocks just after it finished (a runtime dropping
         // its reference to a finished task after the join handle got the output). Those are
         // not kept: before failing a retained limit, give such frees a moment (≤ 63 ms).
@@ -367,7 +375,7 @@ impl MemoryCheck {
         while lease.baseline.is_none() && wait_ms <= 32 && self.retained_exceeded(&held) {
             std::thread::sleep(std::time::Duration::from_millis(wait_ms));
             wait_ms *= 2;
-            held = untracked(|| self.held(&lease, mode, &run));
+            held = untracked(|| self.held(&lease, mode, &run, &caller));
         }
         lease.clean = held.retained.is_zero();
         drop(lease);
@@ -410,7 +418,7 @@ impl MemoryCheck {
     }
 
     /// What the finished measured run still holds, and where (untracked).
-    fn held(&self, lease: &Lease, mode: StackMode, run: &RunReport) -> Held {
+    fn held(&self, lease: &Lease, mode: StackMode, run: &RunReport, caller: &[usize]) -> Held {
         let mut held = Held {
             retained: run.retained_at_finish,
             ignored: Usage::default(),
@@ -445,9 +453,11 @@ impl MemoryCheck {
                 lease.job
             ));
         }
-        if mode == StackMode::Off {
+        if mode == StackMode::Off || callsites.is_empty() {
             return held;
         }
+        let caller = crate::callsite::symbolize::symbolize(caller);
+        let caller_fns: Vec<&str> = caller.iter().map(|f| f.function.as_str()).collect();
         for c in callsites {
             let before = lease
                 .baseline
@@ -462,8 +472,15 @@ impl MemoryCheck {
             if retained.is_zero() {
                 continue;
             }
-            let callsite = CallsiteReport { retained, ..c };
-            let ignored = self.ignore.iter().any(|i| i.matches(&callsite));
+            let callsite = CallsiteReport {
+                retained,
+                frames: job_frames(c.frames, &caller),
+                ..c
+            };
+            let ignored = self
+                .ignore
+                .iter()
+                .any(|i| i.matches(&callsite, &caller_fns));
             if ignored {
                 held.ignored += retained;
             }
@@ -635,7 +652,9 @@ struct Held {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HeldCallsite {
-    /// The callsite; its `retained` is what it holds from the measured run.
+    /// The callsite; its `retained` is what it holds from the measured run, and its `frames`
+    /// are the job's: from the allocation down to the check, without the frames of the test
+    /// and the harness below it (allocations on other threads keep their whole stack).
     pub callsite: CallsiteReport,
     /// Whether a filter ignores it.
     pub ignored: bool,
@@ -868,7 +887,7 @@ fn exceeded_text(fig: &Figures, violations: &[Violation], shown: usize) -> Strin
                 grouped(c.retained.objects),
                 if c.retained.objects == 1 { "" } else { "s" },
             );
-            let frames = job_frames(&c.frames);
+            let frames = &c.frames;
             for (i, fr) in frames.iter().take(SHOWN_FRAMES).enumerate() {
                 let lead = if i == 0 { "at" } else { "by" };
                 let _ = writeln!(out, "      {lead} {}", frame_text(fr));
@@ -920,22 +939,49 @@ fn bytes_text(b: u64) -> String {
     }
 }
 
+/// Whether `function` is one of the `caller` functions or a closure defined in one.
+fn is_test_code(function: &str, caller: &[&str]) -> bool {
+    caller.iter().any(|&g| {
+        function
+            .strip_prefix(g)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::{"))
+    })
+}
+
 /// Whether a function is allocscope's own.
 fn is_allocscope(function: &str) -> bool {
     function.starts_with("allocscope::") || function.starts_with("<allocscope::")
 }
 
-/// The frames of a callsite that belong to the job: from the allocation down to (excluding)
-/// the check's own frames, below which are the test and the harness.
-fn job_frames(frames: &[Frame]) -> &[Frame] {
-    let end = frames
+/// The instruction pointers of the calling thread's stack (the check's caller, the test, the
+/// harness), to tell them from the job's frames in callsites.
+fn caller_ips() -> Vec<usize> {
+    let mut ips = Vec::with_capacity(64);
+    backtrace::trace(|frame| {
+        ips.push(frame.ip() as usize);
+        ips.len() < 256
+    });
+    ips
+}
+
+/// The frames of a callsite that belong to the job: without the frames it shares, at the
+/// bottom, with the stack that called the check (the test function and the harness), and
+/// without allocscope's own frames below the job.
+fn job_frames(mut frames: Vec<Frame>, caller: &[Frame]) -> Vec<Frame> {
+    let shared = frames
         .iter()
-        .position(|f| {
-            f.function.starts_with("allocscope::testing::")
-                || f.function.starts_with("<allocscope::testing::")
-        })
-        .unwrap_or(frames.len());
-    &frames[..end]
+        .rev()
+        .zip(caller.iter().rev())
+        .take_while(|(a, b)| a.function == b.function)
+        .count();
+    frames.truncate((frames.len() - shared).max(1));
+    if let Some(end) = frames.iter().position(|f| {
+        f.function.starts_with("allocscope::testing::")
+            || f.function.starts_with("<allocscope::testing::")
+    }) {
+        frames.truncate(end.max(1));
+    }
+    frames
 }
 
 fn test_name() -> String {

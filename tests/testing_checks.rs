@@ -220,8 +220,18 @@ fn leaking_job_fails_naming_the_callsite_and_the_fix_passes() {
     ] {
         assert!(message.contains(needle), "{needle:?} not in:\n{message}");
     }
-    // The harness frames below the check are not shown.
-    assert!(!message.contains("allocscope::testing"), "{message}");
+    // Neither allocscope's frames nor the test's and the harness's below the check are shown.
+    for absent in [
+        "allocscope::",
+        "test::run_test",
+        "by testing_checks::leaking_job_fails_naming_the_callsite_and_the_fix_passes (",
+    ] {
+        assert!(!message.contains(absent), "{absent:?} in:\n{message}");
+    }
+    assert!(
+        message.contains("by testing_checks::leaking_job_fails_naming_the_callsite_and_the_fix_passes::{{closure}}"),
+        "{message}"
+    );
     // Debug prints the same readable report (for `.unwrap()`).
     assert_eq!(format!("{failure:?}"), message);
 
@@ -447,7 +457,15 @@ fn filter_patterns_do_not_match_the_tracker_or_the_harness() {
     static KEEP: Mutex<Vec<Box<u32>>> = Mutex::new(Vec::new());
     KEEP.lock().unwrap().reserve(8);
     // "testing" and "scope" appear in allocscope's and the harness's frames, not the job's.
-    for pattern in ["allocscope", "testing::", "track_scope", "test::run_test"] {
+    // Nor does the name of this test, which its closure's frame carries.
+    for pattern in [
+        "allocscope",
+        "testing::",
+        "track_scope",
+        "test::run_test",
+        "filter_patterns_do_not_match_the_tracker_or_the_harness",
+        "{{closure}}",
+    ] {
         let failure = MemoryCheck::new("pattern_scope")
             .no_leaks()
             .ignore_callsites_matching(pattern)
