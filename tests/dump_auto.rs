@@ -185,3 +185,52 @@ fn environment_variables_configure_dumps() {
     assert!(names[1].ends_with("-env_big-run2.json"), "{names:?}");
     assert!(names[2].ends_with("-exit.json"), "{names:?}");
 }
+
+/// The child half of `a_file_as_dump_folder_is_reported_once`.
+#[test]
+fn file_dir_child() {
+    if std::env::var_os("ALLOCSCOPE_TEST_FILE_CHILD").is_none() {
+        return;
+    }
+    assert_eq!(
+        allocscope::auto_dump(),
+        None,
+        "not a folder: dumps stay off"
+    );
+    run_keeping("file_dir_job", 4096);
+    assert_eq!(allocscope::finish().unwrap(), None);
+}
+
+#[test]
+fn a_file_as_dump_folder_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "x").unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "file_dir_child",
+            "--test-threads",
+            "1",
+            "--nocapture",
+        ])
+        .env("ALLOCSCOPE_TEST_FILE_CHILD", "1")
+        .env("ALLOCSCOPE_DIR", &file)
+        .env("ALLOCSCOPE_DUMP_THRESHOLD", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "child failed: {stderr}");
+    assert_eq!(
+        stderr
+            .matches("is not a folder; automatic dumps are off")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "x",
+        "the file is untouched"
+    );
+}

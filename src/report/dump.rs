@@ -189,7 +189,7 @@ fn sync_dir(_dir: &Path) -> std::io::Result<()> {
 ///
 /// | variable | meaning | default |
 /// | --- | --- | --- |
-/// | `ALLOCSCOPE_DIR` | folder to write dumps to (created if missing); unset or empty: off | off |
+/// | `ALLOCSCOPE_DIR` | folder to write dumps to (created if missing); unset, empty or an existing non-folder: off | off |
 /// | `ALLOCSCOPE_DUMP_THRESHOLD` | bytes a run must retain to be dumped (`k`/`m`/`g` suffixes) | 1 MiB |
 /// | `ALLOCSCOPE_DUMP_KEEP` | dumps kept in the folder, oldest removed first | 20 |
 ///
@@ -443,6 +443,16 @@ fn init_from_env() {
                 Some(d) if !d.is_empty() => PathBuf::from(d),
                 _ => return,
             };
+            if dir.exists() && !dir.is_dir() {
+                eprintln!(
+                    "allocscope: {}; automatic dumps are off",
+                    Error::InvalidConfig(format!(
+                        "ALLOCSCOPE_DIR={:?} is not a folder",
+                        dir.display().to_string()
+                    ))
+                );
+                return;
+            }
             let mut config = AutoDump::new(dir);
             if let Ok(v) = std::env::var("ALLOCSCOPE_DUMP_THRESHOLD") {
                 match parse_bytes(&v) {
