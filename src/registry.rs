@@ -118,7 +118,7 @@ struct Tables {
     job_ids: DashMap<Box<str>, u32>,
     path_ids: DashMap<(u32, u32), u32>,
     path_lock: Mutex<()>,
-    free_runs: Mutex<Vec<u32>>,
+    free_runs: Mutex<VecDeque<u32>>,
     next_run: AtomicU32,
 }
 
@@ -138,7 +138,7 @@ fn tables() -> &'static Tables {
             job_ids: DashMap::new(),
             path_ids: DashMap::new(),
             path_lock: Mutex::new(()),
-            free_runs: Mutex::new(Vec::new()),
+            free_runs: Mutex::new(VecDeque::new()),
             next_run: AtomicU32::new(1),
         };
         t.jobs
@@ -310,16 +310,22 @@ pub(crate) fn run_active(token: u32) -> bool {
 /// is busy. Must run untracked.
 pub(crate) fn run_begin(parent: u32) -> u32 {
     let t = tables();
-    let idx = match t.free_runs.lock().pop() {
+    // Never-used slots first, then the slot that finished longest ago (FIFO). A slot's 16-bit
+    // generation comes back to a value only after 65,536 runs *in that slot*: recycling one
+    // slot LIFO made that every 65,536 runs of one thread, and a late free of a block from an
+    // old run was charged to an unrelated current run. In FIFO order it takes
+    // 65,535 × 65,536 (≈ 4.3 billion) runs while every slot is in rotation.
+    let fresh = if t.next_run.load(Relaxed) as usize <= MAX_RUNS {
+        let i = t.next_run.fetch_add(1, Relaxed);
+        (i as usize <= MAX_RUNS).then_some(i)
+    } else {
+        None
+    };
+    let idx = match fresh.or_else(|| t.free_runs.lock().pop_front()) {
         Some(i) => i,
         None => {
-            let i = t.next_run.fetch_add(1, Relaxed);
-            if i as usize > MAX_RUNS {
-                t.next_run.store(MAX_RUNS as u32 + 1, Relaxed);
-                RUNS_OVERFLOWED.fetch_add(1, Relaxed);
-                return 0;
-            }
-            i
+            RUNS_OVERFLOWED.fetch_add(1, Relaxed);
+            return 0;
         }
     };
     let slot = &RUNS[idx as usize];
@@ -355,7 +361,7 @@ pub(crate) fn run_end(token: u32) -> Option<RunTotals> {
         peak_bytes: slot.peak.load(Relaxed).max(0) as u64,
     };
     slot.gen.fetch_add(1, Release);
-    tables().free_runs.lock().push(token >> 16);
+    tables().free_runs.lock().push_back(token >> 16);
     Some(totals)
 }
 
