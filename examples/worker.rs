@@ -11,7 +11,8 @@
 //!
 //! Run with `cargo run --release --example worker`. It prints a log line per run, the job
 //! table, and writes under `target/allocscope/`: `report.json`, `report.txt`, `retained.svg`
-//! and `allocated.svg` (open the SVGs in a browser). Set `ALLOCSCOPE_STACKS` (`off`, `every`,
+//! and `allocated.svg` (open the SVGs in a browser), and under `target/allocscope/runs/` a
+//! report after each run that retained 256 KiB or more. Set `ALLOCSCOPE_STACKS` (`off`, `every`,
 //! `sampled`, or a byte count) to try other stack modes; the demo defaults to `every`.
 
 use std::collections::HashMap;
@@ -134,6 +135,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     });
 
+    // A full report on disk after every run that still holds 256 KiB or more when it finishes
+    // (the leaking job's runs), the newest 20 kept — what you would leave on in production,
+    // and read later with `allocscope show` or `allocscope diff`.
+    let dir = Path::new("target/allocscope");
+    allocscope::set_auto_dump(Some(
+        allocscope::AutoDump::new(dir.join("runs"))
+            .threshold_bytes(256 << 10)
+            .max_files(20),
+    ));
+
     // The queue: what a worker pulls from Redis, SQS, a database table...
     let queue = [
         "render_report",
@@ -159,9 +170,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = allocscope::report();
     println!("\n{}", report.to_text());
 
-    let dir = Path::new("target/allocscope");
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("report.json"), report.to_json())?;
+    report.write_json(dir.join("report.json"))?;
     std::fs::write(dir.join("report.txt"), report.to_text())?;
     std::fs::write(
         dir.join("retained.svg"),
@@ -185,8 +195,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         writeln!(summary, "Top callsite: {}", top.top_function())?;
     }
     print!("{summary}");
+    if let Some(last) = allocscope::finish()? {
+        println!("Final report: {}", last.display());
+    }
     println!(
-        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/allocated.svg",
+        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/allocated.svg, and a \
+         report per leaking run under {0}/runs/",
         dir.display()
     );
     Ok(())
