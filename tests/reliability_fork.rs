@@ -1,0 +1,128 @@
+//! `fork()` from a tracked process: the child allocates, frees, enters a job and exits, and
+//! never hangs — also when the parent's other threads were allocating (with stacks recorded)
+//! at the moment of the fork. The parent waits with a timeout and fails if a child hangs.
+
+#[path = "reliability_support/mod.rs"]
+mod support;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allocscope::{report, track_scope, StackMode, TrackingAllocator, Usage};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+/// Waits for `pid` at most `secs` seconds; returns its exit code, or kills it and fails.
+fn wait_child(pid: libc::pid_t, secs: u64, what: &str) -> i32 {
+    let start = Instant::now();
+    loop {
+        let mut status = 0;
+        // SAFETY: `pid` is our child; `status` is a valid out-parameter.
+        let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(rc >= 0, "waitpid failed");
+        if rc == pid {
+            assert!(
+                libc::WIFEXITED(status),
+                "{what}: child died: status {status}"
+            );
+            return libc::WEXITSTATUS(status);
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // SAFETY: reaping it.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            panic!("{what}: the forked child hung (killed after {secs} s)");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Forks; the child runs `child` and `_exit`s with its result (never returns into the test
+/// harness). Returns the child's exit code.
+fn fork_and(what: &str, child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the child only runs `child` (allocation, allocscope calls) and then `_exit`s,
+    // without unwinding into the parent's state.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(101);
+        // SAFETY: ends the child immediately, without running the parent's atexit handlers.
+        unsafe { libc::_exit(code) };
+    }
+    wait_child(pid, 20, what)
+}
+
+/// The child's work: allocations of many sizes, a growing vector, formatting, then exit.
+fn child_allocates() -> i32 {
+    let mut v: Vec<Vec<u8>> = Vec::new();
+    for i in 0..2_000usize {
+        v.push(vec![i as u8; 1 + (i * 37) % 5000]);
+        if i % 3 == 0 {
+            v.swap_remove(0);
+        }
+    }
+    let s = format!("{}", v.len());
+    black_box(s);
+    0
+}
+
+#[test]
+fn forked_children_allocate_and_exit_while_parent_threads_allocate() {
+    let _wd = support::watchdog("fork while allocating", 200);
+    allocscope::set_stack_mode(StackMode::Every);
+    let stop = Arc::new(AtomicBool::new(false));
+    // Parent threads busy in the allocator (stack capture, interning, counters) and starting
+    // runs of existing jobs, so forks land in the middle of all of it.
+    let busy: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    track_scope(["f_busy_a", "f_busy_b"][t], || {
+                        for k in 0..20 {
+                            black_box(vec![0u8; 16 + k * 8]);
+                        }
+                    });
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..40 {
+        assert_eq!(fork_and("child allocating", child_allocates), 0, "fork {i}");
+    }
+    stop.store(true, Relaxed);
+    for h in busy {
+        assert!(h.join().unwrap() > 0);
+    }
+}
+
+#[test]
+fn a_forked_child_can_run_jobs_and_report() {
+    let _wd = support::watchdog("fork and run a job", 120);
+    // A job in the child is counted in the child only, exactly.
+    let code = fork_and("child job", || {
+        let (b, run) =
+            allocscope::track_scope_run("f_child_job", || black_box(Box::new([0u8; 100])));
+        let r = report();
+        let ok = run.allocated == Usage::new(1, 100)
+            && r.job("f_child_job").map(|j| j.retained) == Some(Usage::new(1, 100));
+        drop(b);
+        if ok {
+            0
+        } else {
+            1
+        }
+    });
+    assert_eq!(code, 0, "the child's job figures were wrong");
+    assert!(
+        report().job("f_child_job").is_none(),
+        "the child's job does not appear in the parent"
+    );
+}
