@@ -165,7 +165,12 @@ impl Ignore {
                 .frames
                 .iter()
                 .filter(|f| !is_allocscope(&f.function) && !is_test_code(&f.function, caller))
-                .any(|f| f.function.contains(p.as_str())),
+                .any(|f| {
+                    f.function.contains(p.as_str())
+                        || f.file
+                            .as_deref()
+                            .is_some_and(|file| file.contains(p.as_str()))
+                }),
             Ignore::Where(_, pred) => pred(c),
         }
     }
@@ -292,12 +297,17 @@ impl MemoryCheck {
         self
     }
 
-    /// Does not count what callsites still hold whose stack has a function whose name
-    /// contains `pattern` (a plain substring, case-sensitive, e.g. `"known_cache"` or
-    /// `"mycrate::cache::"`). Only the job's code is matched: not allocscope's own frames, nor
-    /// the test function that runs the check, the closure given to it, and the harness below
-    /// (so a test named `known_cache_is_ignored` does not ignore all it allocates). Name a
-    /// function the job calls. May be given several times (any pattern ignores).
+    /// Does not count what callsites still hold whose stack has a frame whose function name or
+    /// source file contains `pattern` (a plain substring, case-sensitive, e.g.
+    /// `"known_cache"`, `"mycrate::cache::"` or `"src/cache.rs"`). In optimized builds with
+    /// line tables only, inlined frames carry short function names (`insert` rather than
+    /// `mycrate::cache::Cache::insert`); their file paths are complete, so a file pattern works
+    /// in every profile.
+    ///
+    /// Only the job's code is matched: not allocscope's own frames, nor the test function that
+    /// runs the check, the closure given to it, and the harness below (so a test named
+    /// `known_cache_is_ignored` does not ignore all it allocates). Name a function the job
+    /// calls. May be given several times (any pattern ignores).
     ///
     /// Needs [`StackMode::Every`] (exact callsites); otherwise the check fails with
     /// [`CheckFailure::ExactStacksRequired`].
