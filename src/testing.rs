@@ -55,9 +55,9 @@
 //!
 //! # What is measured
 //!
-//! * **Retained**: what the measured run had allocated and not freed when the closure
-//!   returned, including blocks its spawned threads and futures allocated and blocks that
-//!   other threads freed meanwhile (charged back). The closure's **return value is dropped
+//! * **Retained**: what the measured run had allocated — on the calling thread, and on the
+//!   threads and futures that carry its scope — and not freed, by whichever thread, when the
+//!   closure returned. The closure's **return value is dropped
 //!   inside the run**, so a function that returns what it built is checked for what it leaves
 //!   behind besides its result. To count a result as retained, move it out of the closure
 //!   (push it into a `Vec` the closure captures). Another thread may free a block of the run
@@ -81,8 +81,8 @@
 //!   zero-retention check: the check then requires that retention does not grow after the
 //!   warm-up. Warm-up runs are reported in [`Figures::warmup`].
 //! * [`ignore_callsites_matching(pattern)`](MemoryCheck::ignore_callsites_matching) subtracts
-//!   what callsites whose stack has a function whose name contains `pattern` still hold
-//!   ([`Figures::ignored`]). The limits apply to the rest ([`Figures::retained_checked`]).
+//!   what callsites still hold whose stack has a frame whose function name or source file
+//!   contains `pattern` ([`Figures::ignored`]). The limits apply to the rest ([`Figures::retained_checked`]).
 //!   This needs exact stacks: [`StackMode::Every`]. With another mode the check fails
 //!   ([`CheckFailure::ExactStacksRequired`]) rather than guess.
 //!
@@ -90,7 +90,21 @@
 //!
 //! When stacks are on and the measured run retained anything, [`Figures::holding`] lists the
 //! callsites still holding memory, and a failure message shows the top ones (function,
-//! `file:line`, objects, bytes). Turn exact stacks on at the start of **every** test of the
+//! `file:line`, objects, bytes), from the allocation down to the closure given to the check:
+//!
+//! ```text
+//! allocscope: memory check "handle" failed in test `handle_request_keeps_nothing`:
+//!   retained objects: 1 measured, limit 0
+//!   retained bytes: 13 B measured, limit 0 B
+//! measured run of job "handle [check 1]": allocated 2 objects / 26 B, peak 26 B, retained 1 object / 13 B; after 1 warm-up run that retained 2 objects / 109 B
+//! callsites still holding memory (exact; 1 of 1):
+//!   13 B in 1 object
+//!       at app::remember (src/handler.rs:6)
+//!       by app::handle (src/handler.rs:9)
+//!       by tests::handle_request_keeps_nothing::{{closure}} (src/handler.rs:15)
+//! ```
+//!
+//! Turn exact stacks on at the start of **every** test of the
 //! binary — the mode is process-wide, so don't switch it between tests of one binary:
 //!
 //! ```
