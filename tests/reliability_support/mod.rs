@@ -17,7 +17,13 @@ use allocscope::{report, track_scope_run, StackMode, Usage};
 /// fails the test run instead of hanging CI.
 pub struct Watchdog(Arc<AtomicBool>);
 
+/// `RELIABILITY_WATCHDOG_SCALE=N` multiplies every limit (for runs under valgrind).
 pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
+    let scale: u64 = std::env::var("RELIABILITY_WATCHDOG_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let secs = secs.saturating_mul(scale.max(1));
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
     std::thread::spawn(move || {
