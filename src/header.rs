@@ -69,6 +69,28 @@ pub(crate) fn wrap(layout: Layout) -> Option<(Layout, usize)> {
     Some((wrapped, offset))
 }
 
+/// `wrap` for a layout that a block was allocated with (so `wrap` succeeded for it then), as
+/// `dealloc` and `realloc` receive: the same result without the overflow checks.
+///
+/// # Safety
+/// `wrap(layout)` must have returned `Some` (the `GlobalAlloc` contract guarantees it for the
+/// layout of a live block).
+#[inline]
+pub(crate) unsafe fn wrap_allocated(layout: Layout) -> (Layout, usize) {
+    let align = layout.align();
+    let offset = if align <= HEADER_SIZE {
+        HEADER_SIZE
+    } else {
+        align
+    };
+    // SAFETY: the caller guarantees `wrap(layout)` succeeded, which checked exactly that this
+    // size and alignment form a valid layout.
+    let wrapped = unsafe {
+        Layout::from_size_align_unchecked(layout.size().wrapping_add(offset), align.max(MIN_ALIGN))
+    };
+    (wrapped, offset)
+}
+
 /// Pointer to the header of the block whose user pointer is `user`.
 ///
 /// # Safety
@@ -114,10 +136,26 @@ mod tests {
     }
 
     #[test]
+    fn wrap_allocated_matches_wrap() {
+        for size in (0..=300usize).chain([4095, 4096, 65536, (1 << 20) + 3]) {
+            for shift in 0..=16 {
+                let layout = Layout::from_size_align(size, 1 << shift).unwrap();
+                let wrapped = wrap(layout).unwrap();
+                // SAFETY: `wrap` succeeded for `layout`.
+                assert_eq!(unsafe { wrap_allocated(layout) }, wrapped);
+            }
+        }
+    }
+
+    #[test]
     fn wrap_rejects_overflow() {
         let huge = Layout::from_size_align(isize::MAX as usize - 4, 1).unwrap();
         assert!(wrap(huge).is_none());
-        let huge_aligned = Layout::from_size_align(isize::MAX as usize - 8191, 4096).unwrap();
+        // The largest size whose wrapped block (size + 4096) still fits is isize::MAX - 8191;
+        // one byte more must be rejected, and that one must be accepted.
+        let fits = Layout::from_size_align(isize::MAX as usize - 8191, 4096).unwrap();
+        assert!(wrap(fits).is_some());
+        let huge_aligned = Layout::from_size_align(isize::MAX as usize - 8190, 4096).unwrap();
         assert!(wrap(huge_aligned).is_none());
     }
 

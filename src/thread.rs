@@ -35,6 +35,9 @@ pub(crate) struct ThreadState {
     pub busy: Cell<bool>,
     /// Slot index + 1, or `SLOT_UNCLAIMED` / `SLOT_NONE`.
     slot: Cell<u32>,
+    /// The claimed slot itself, so the hot path reaches it with one load and no bounds check;
+    /// `None` while `slot` is `SLOT_UNCLAIMED` or `SLOT_NONE`.
+    slot_ref: Cell<Option<&'static ThreadSlot>>,
     /// Current path (`PATH_UNSCOPED` outside any scope).
     pub path: Cell<u32>,
     /// Current run token (0 outside any run).
@@ -52,6 +55,7 @@ impl ThreadState {
         Self {
             busy: Cell::new(false),
             slot: Cell::new(SLOT_UNCLAIMED),
+            slot_ref: Cell::new(None),
             path: Cell::new(PATH_UNSCOPED),
             run: Cell::new(0),
             countdown: Cell::new(0),
@@ -66,6 +70,9 @@ thread_local! {
 }
 
 /// Counters a thread accumulates for its current context. Written only by the owning thread.
+///
+/// Net live bytes since the last flush are `alloc_bytes - free_bytes` (not stored: one store
+/// less per event); `peak` is the highest value that difference reached since the flush.
 #[repr(align(128))]
 pub(crate) struct ThreadSlot {
     /// Odd while the owner flushes or switches context.
@@ -77,8 +84,7 @@ pub(crate) struct ThreadSlot {
     alloc_bytes: AtomicU64,
     free_objects: AtomicU64,
     free_bytes: AtomicU64,
-    /// Net live bytes since the last flush, and the highest value it reached.
-    live: AtomicI64,
+    /// Highest `alloc_bytes - free_bytes` since the last flush.
     peak: AtomicI64,
 }
 
@@ -93,7 +99,6 @@ impl ThreadSlot {
             alloc_bytes: AtomicU64::new(0),
             free_objects: AtomicU64::new(0),
             free_bytes: AtomicU64::new(0),
-            live: AtomicI64::new(0),
             peak: AtomicI64::new(0),
         }
     }
@@ -114,11 +119,19 @@ fn bump(a: &AtomicU64, v: u64) {
 /// The slot of the current thread, claiming one on first use. `None`: use shared atomics.
 #[inline(always)]
 fn my_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
+    match t.slot_ref.get() {
+        Some(s) => Some(s),
+        None => slot_slow(t),
+    }
+}
+
+/// `my_slot` when no slot is cached: claim one on first use, else none (shared atomics).
+#[cold]
+#[inline(never)]
+fn slot_slow(t: &ThreadState) -> Option<&'static ThreadSlot> {
     match t.slot.get() {
-        SLOT_NONE => None,
         SLOT_UNCLAIMED => claim_slot(t),
-        // Slot values are only ever set by `claim_slot` to `index + 1 <= MAX_THREADS`.
-        s => SLOTS.get(s as usize - 1),
+        _ => None,
     }
 }
 
@@ -153,6 +166,7 @@ fn claim_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
                 s.path.store(t.path.get(), Relaxed);
                 s.run.store(t.run.get(), Relaxed);
                 t.slot.set(i as u32 + 1);
+                t.slot_ref.set(Some(s));
                 Some(s)
             } else {
                 s.in_use.store(false, Release);
@@ -183,6 +197,7 @@ impl Drop for SlotOwner {
                 // this thread's remaining allocations (later destructors) use shared atomics.
                 flush_slot(slot, t.path.get(), t.run.get());
                 t.slot.set(SLOT_NONE);
+                t.slot_ref.set(None);
                 slot.in_use.store(false, Release);
             }
             t.busy.set(was_busy);
@@ -200,18 +215,23 @@ pub(crate) fn count_alloc(t: &ThreadState, bytes: u64) {
     match my_slot(t) {
         Some(s) => {
             bump(&s.alloc_objects, 1);
-            bump(&s.alloc_bytes, bytes);
-            let live = s.live.load(Relaxed).wrapping_add(bytes as i64);
-            s.live.store(live, Relaxed);
+            let ab = s.alloc_bytes.load(Relaxed).wrapping_add(bytes);
+            s.alloc_bytes.store(ab, Relaxed);
+            let live = ab.wrapping_sub(s.free_bytes.load(Relaxed)) as i64;
             if live > s.peak.load(Relaxed) {
                 s.peak.store(live, Relaxed);
             }
         }
-        None => {
-            registry::path(t.path.get()).add(1, bytes, 0, 0);
-            registry::run_add(t.run.get(), 1, bytes, 0, 0, bytes as i64, bytes as i64);
-        }
+        None => count_alloc_shared(t, bytes),
     }
+}
+
+/// `count_alloc` for a thread without a slot.
+#[cold]
+#[inline(never)]
+fn count_alloc_shared(t: &ThreadState, bytes: u64) {
+    registry::path(t.path.get()).add(1, bytes, 0, 0);
+    registry::run_add(t.run.get(), 1, bytes, 0, 0, bytes as i64, bytes as i64);
 }
 
 /// Records a free of a block of `bytes` allocated under `path` / `run`.
@@ -221,16 +241,16 @@ pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
         if let Some(s) = my_slot(t) {
             bump(&s.free_objects, 1);
             bump(&s.free_bytes, bytes);
-            s.live
-                .store(s.live.load(Relaxed).wrapping_sub(bytes as i64), Relaxed);
             return;
         }
     }
     count_free_shared(path, run, bytes);
 }
 
-/// A free charged straight to the shared counters of the owning path and run.
-#[inline]
+/// A free charged straight to the shared counters of the owning path and run (a block of
+/// another context, or a thread without a slot). Kept out of line: the local case is the
+/// common one and stays small enough to inline.
+#[inline(never)]
 pub(crate) fn count_free_shared(path: u32, run: u32, bytes: u64) {
     registry::path(path).add(0, 0, 1, bytes);
     registry::run_remote_free(run, bytes);
@@ -246,7 +266,7 @@ fn flush_slot(s: &ThreadSlot, path: u32, run: u32) {
     let ab = s.alloc_bytes.load(Relaxed);
     let fo = s.free_objects.load(Relaxed);
     let fb = s.free_bytes.load(Relaxed);
-    let live = s.live.load(Relaxed);
+    let live = ab.wrapping_sub(fb) as i64;
     let peak = s.peak.load(Relaxed);
     registry::path(path).add(ao, ab, fo, fb);
     if run != 0 {
@@ -260,7 +280,6 @@ fn flush_slot(s: &ThreadSlot, path: u32, run: u32) {
     ] {
         a.store(0, Relaxed);
     }
-    s.live.store(0, Relaxed);
     s.peak.store(0, Relaxed);
     s.seq.store(seq.wrapping_add(2), Release);
 }

@@ -16,7 +16,8 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 pub(crate) const STACK_CAP: usize = 1 << 18;
 /// Total frames stored across all stacks. 64 MiB of address space, touched as used.
 pub(crate) const FRAME_ARENA: usize = 1 << 23;
-/// Distinct sites (path × stack) kept (power of two). 16 MiB of address space.
+/// Distinct sites (path × stack) kept (power of two). 16 MiB of address space (one 64-byte
+/// line per site, so a site's key and counters never straddle two lines).
 pub(crate) const SITE_CAP: usize = 1 << 18;
 /// Probes before giving up on a full table.
 const MAX_PROBES: usize = 128;
@@ -43,6 +44,7 @@ static STACK_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// fractional weight; bytes are rounded per block. A free subtracts exactly what its
 /// allocation added (computed from the weight stored in the block header), so counters return
 /// to zero exactly.
+#[repr(align(64))]
 pub(crate) struct SiteEntry {
     key: AtomicU64,
     pub path: AtomicU32,
@@ -78,8 +80,10 @@ static SITE_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Samples whose stack could not be stored because a table was full.
 pub(crate) static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-#[inline]
-fn mix(h: u64, v: u64) -> u64 {
+/// One step of the stack hash: `capture` folds each instruction pointer in as it walks, so
+/// the frames are not read a second time.
+#[inline(always)]
+pub(crate) fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x51_7C_C1_B7_27_22_0A_95)
 }
 
@@ -89,14 +93,24 @@ fn finish(h: u64) -> u64 {
     (h ^ (h >> 32)) | 1
 }
 
-/// Hash of a stack (never 0).
+/// Starting value of the stack hash.
+pub(crate) const HASH_START: u64 = 0x243F_6A88_85A3_08D3;
+
+/// The stack hash of `len` frames whose instruction pointers were folded into `h` with `mix`
+/// (never 0).
+#[inline]
+pub(crate) fn hash_finish(h: u64, len: usize) -> u64 {
+    finish(mix(h, len as u64))
+}
+
+/// Hash of a stack (never 0): the same value `capture` computes while walking.
 #[inline]
 pub(crate) fn hash_stack(ips: &[usize]) -> u64 {
-    let mut h = ips.len() as u64;
+    let mut h = HASH_START;
     for &ip in ips {
         h = mix(h, ip as u64);
     }
-    finish(h)
+    hash_finish(h, ips.len())
 }
 
 fn intern_stack(hash: u64, ips: &[usize]) -> Option<u32> {
@@ -133,11 +147,10 @@ fn intern_stack(hash: u64, ips: &[usize]) -> Option<u32> {
     None
 }
 
-/// The site id for `ips` allocated under `path`, creating it if needed; 0 when the tables are
-/// full (counted in `DROPPED`).
+/// The site id for `ips` (whose `hash_stack` is `sh`) allocated under `path`, creating it if
+/// needed; 0 when the tables are full (counted in `DROPPED`).
 #[inline]
-pub(crate) fn intern_site(path: u32, ips: &[usize]) -> u32 {
-    let sh = hash_stack(ips);
+pub(crate) fn intern_site(path: u32, ips: &[usize], sh: u64) -> u32 {
     let key = finish(mix(sh, path as u64 + 1));
     let mask = SITE_CAP - 1;
     let mut i = key as usize & mask;
@@ -179,6 +192,10 @@ pub(crate) fn site(id: u32) -> &'static SiteEntry {
 /// Fixed-point objects and rounded bytes a block of `size` bytes with `weight` adds.
 #[inline]
 pub(crate) fn weighted(size: u64, weight: f32) -> (u64, u64) {
+    if weight == 1.0 {
+        // Every block of `StackMode::Every`: no floating point (`round` is a libm call).
+        return (OBJ_ONE, size);
+    }
     let w = weight as f64;
     (
         (w * OBJ_ONE as f64).round() as u64,
@@ -198,8 +215,10 @@ pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
     }
 }
 
-/// Charges a free back to the site that allocated the block.
-#[inline]
+/// Charges a free back to the site that allocated the block. Out of line: it is reached only
+/// for blocks that have a site, and inlining its floating point into every `dealloc` cost
+/// registers (saved and restored on every free) in the common case without a site.
+#[inline(never)]
 pub(crate) fn site_free(id: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
