@@ -146,8 +146,104 @@ fn tables() -> &'static Tables {
             .push(Arc::new(JobEntry::new(OTHER_JOBS_NAME)));
         t.job_ids.insert(OTHER_JOBS_NAME.into(), JOB_OTHER);
         PATHS[PATH_OVERFLOW as usize].job.store(JOB_OTHER, Relaxed);
+        // SAFETY: registers three `extern "C"` functions that live for the whole program.
+        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
         t
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// fork()
+// ---------------------------------------------------------------------------------------------
+//
+// A forked child has only the thread that called `fork()`. A lock another thread held at that
+// moment stays locked forever in the child, so a child entering a scope could hang (found by
+// tests/reliability_fork.rs, in `path_id`). Like glibc's malloc, we take our locks before the
+// fork and release them after it, in the parent and in the child, so no lock is mid-use in
+// the copy. None of these locks is held while another of them is acquired, so taking them in
+// this order cannot deadlock. (The hot path takes no lock and needs none of this.)
+
+extern "C" fn fork_prepare() {
+    crate::scope::hooks_fork_prepare();
+    if let Some(t) = TABLES.get() {
+        let jobs = t.jobs.write();
+        for job in jobs.iter() {
+            core::mem::forget(job.recent.lock());
+        }
+        core::mem::forget(jobs);
+        core::mem::forget(t.path_lock.lock());
+        core::mem::forget(t.free_runs.lock());
+    }
+}
+
+extern "C" fn fork_parent() {
+    fork_release(false);
+}
+
+extern "C" fn fork_child() {
+    fork_release(true);
+}
+
+fn fork_release(child: bool) {
+    if let Some(t) = TABLES.get() {
+        // SAFETY: `fork_prepare` acquired exactly these locks on this thread and forgot the
+        // guards; they are released once, here, in reverse order. The job list cannot have
+        // changed: its write lock was held since the prepare.
+        unsafe {
+            release_mutex(&t.free_runs, child);
+            release_mutex(&t.path_lock, child);
+            for job in (*t.jobs.data_ptr()).iter() {
+                release_mutex(&job.recent, child);
+            }
+            if child {
+                reset_raw((t.jobs.raw() as *const parking_lot::RawRwLock).cast_mut());
+            } else {
+                t.jobs.force_unlock_write();
+            }
+        }
+    }
+    crate::scope::hooks_fork_release(child);
+}
+
+/// Releases a mutex whose guard `fork_prepare` forgot.
+///
+/// # Safety
+/// `m` is locked by a forgotten guard of this thread, and nothing else uses it meanwhile.
+unsafe fn release_mutex<T>(m: &Mutex<T>, child: bool) {
+    // SAFETY: per the caller.
+    unsafe {
+        if child {
+            reset_raw((m.raw() as *const parking_lot::RawMutex).cast_mut());
+        } else {
+            m.force_unlock();
+        }
+    }
+}
+
+/// In a forked child, makes a lock new instead of unlocking it: the child has no other
+/// thread, and a normal unlock could hand the lock to a parent thread that was parked on it
+/// (parking_lot's fair hand-off), leaving it held forever by a thread that does not exist here.
+///
+/// # Safety
+/// `raw` points to a lock that no live thread holds or waits for (true in the child just
+/// after `fork()`); the lock's state is entirely atomics, so writing it through a pointer
+/// derived from a shared reference is a write into `UnsafeCell`s.
+pub(crate) unsafe fn reset_raw<R: ResetLock>(raw: *mut R) {
+    // SAFETY: per the caller.
+    unsafe { raw.write(R::NEW) };
+}
+
+/// A raw lock's unlocked state.
+pub(crate) trait ResetLock {
+    const NEW: Self;
+}
+
+impl ResetLock for parking_lot::RawMutex {
+    const NEW: Self = <parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT;
+}
+
+impl ResetLock for parking_lot::RawRwLock {
+    const NEW: Self = <parking_lot::RawRwLock as parking_lot::lock_api::RawRwLock>::INIT;
 }
 
 impl JobEntry {

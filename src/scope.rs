@@ -210,6 +210,25 @@ where
 type Hook = Arc<dyn Fn(&RunReport) + Send + Sync + 'static>;
 
 static HOOKS: RwLock<Vec<(u64, Hook)>> = RwLock::new(Vec::new());
+
+/// Takes the hook table's lock before `fork()` (see `registry`'s fork handlers).
+pub(crate) fn hooks_fork_prepare() {
+    core::mem::forget(HOOKS.write());
+}
+
+/// Releases the lock `hooks_fork_prepare` took, after `fork()`, in the parent or the child.
+pub(crate) fn hooks_fork_release(child: bool) {
+    // SAFETY: called once after each `hooks_fork_prepare` on the same thread, whose guard was
+    // forgotten; no other code holds the write lock meanwhile (in the child, no other thread
+    // exists).
+    unsafe {
+        if child {
+            registry::reset_raw((HOOKS.raw() as *const parking_lot::RawRwLock).cast_mut());
+        } else {
+            HOOKS.force_unlock_write();
+        }
+    }
+}
 static NEXT_HOOK: AtomicU64 = AtomicU64::new(1);
 /// Hooks that panicked (the panic is caught; the tracker carries on).
 pub(crate) static HOOK_PANICS: AtomicU64 = AtomicU64::new(0);

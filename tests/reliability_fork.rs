@@ -142,7 +142,7 @@ fn a_forked_child_can_run_jobs_and_report() {
 }
 
 #[test]
-fn a_forked_child_allocates_while_parent_threads_register_new_jobs() {
+fn a_forked_child_runs_a_job_while_parent_threads_register_new_jobs() {
     let _serial = serial();
     let _wd = support::watchdog("fork while registering jobs", 200);
     let stop = Arc::new(AtomicBool::new(false));
@@ -161,14 +161,19 @@ fn a_forked_child_allocates_while_parent_threads_register_new_jobs() {
             })
         })
         .collect();
+    track_scope("f_child_during", || ());
     let mut codes = Vec::new();
     for _ in 0..60 {
-        // Allocation only: entering a scope here could wait forever for a registry lock
-        // that a parent thread held at the fork (RELIABILITY.md, known limits).
-        codes.push(fork_and(
-            "child allocating during registration",
-            child_allocates,
-        ));
+        codes.push(fork_and("child job during registration", || {
+            child_allocates();
+            // A job known before the fork: entering it takes the registry's locks, which a
+            // parent thread may have held at the fork (released for the child by
+            // allocscope's fork handlers).
+            let (_, run) = allocscope::track_scope_run("f_child_during", || {
+                black_box(vec![0u8; 64]);
+            });
+            i32::from(run.allocated != Usage::new(1, 64))
+        }));
     }
     stop.store(true, Relaxed);
     for h in busy {
