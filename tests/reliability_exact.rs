@@ -20,4 +20,12 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 #[test]
 fn eight_threads_mixed_ops_are_exact() {
     support::exact_under_concurrency("exact", 8, 25_000, StackMode::Every);
+    // Sampled stacks (weighted callsites): job figures are exact all the same, and every
+    // callsite's estimate returns to zero when its blocks are freed.
+    support::exact_under_concurrency(
+        "sampled",
+        8,
+        25_000,
+        StackMode::Sampled { mean_bytes: 4096 },
+    );
 }

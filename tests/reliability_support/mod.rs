@@ -573,11 +573,19 @@ pub fn exact_under_concurrency(prefix: &str, threads: usize, ops: usize, mode: S
     let r = report();
     for (i, name) in names.iter().enumerate() {
         assert_eq!(ledger.retained(i), Usage::default());
+        let j = r.job(name).unwrap();
         assert_eq!(
-            r.job(name).unwrap().retained,
+            j.retained,
             Usage::default(),
             "{name} retains nothing once all is freed"
         );
+        // Callsite counters, exact or sampled (weighted), come back to zero exactly too.
+        for c in &j.callsites {
+            assert_eq!(c.retained, Usage::default(), "{name}: callsite {c:?}");
+        }
+        if mode != StackMode::Off {
+            assert!(!j.callsites.is_empty(), "{name}: no callsite recorded");
+        }
     }
     assert_eq!(
         r.totals.live, start,
