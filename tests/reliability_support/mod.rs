@@ -15,7 +15,9 @@ use allocscope::{report, track_scope_run, StackMode, Usage};
 
 /// Aborts the process with a message if not dropped within `secs` seconds, so a deadlock
 /// fails the test run instead of hanging CI.
-pub struct Watchdog(Arc<AtomicBool>);
+/// Dropping it stops the watchdog thread and waits for it to exit (so its own memory is freed
+/// by then, which whole-process checks rely on).
+pub struct Watchdog(Arc<AtomicBool>, Option<std::thread::JoinHandle<()>>);
 
 /// `RELIABILITY_WATCHDOG_SCALE=N` multiplies every limit (for runs under valgrind).
 pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
@@ -26,7 +28,7 @@ pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
     let secs = secs.saturating_mul(scale.max(1));
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
-    std::thread::spawn(move || {
+    let handle = std::thread::spawn(move || {
         let start = Instant::now();
         while !d.load(Acquire) {
             if start.elapsed() > Duration::from_secs(secs) {
@@ -41,7 +43,7 @@ pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
             std::thread::sleep(Duration::from_millis(20));
         }
     });
-    Watchdog(done)
+    Watchdog(done, Some(handle))
 }
 
 /// "WATCHDOG: <what> did not finish in time (deadlock?)\n" in a stack buffer.
@@ -66,6 +68,9 @@ fn format_static(what: &str, _secs: u64) -> ([u8; 256], usize) {
 impl Drop for Watchdog {
     fn drop(&mut self) {
         self.0.store(true, Release);
+        if let Some(h) = self.1.take() {
+            let _ = h.join();
+        }
     }
 }
 
