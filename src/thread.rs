@@ -316,6 +316,9 @@ pub(crate) fn current_context() -> (u32, u32) {
 
 /// Pending (not yet flushed) figures of one thread.
 pub(crate) struct Pending {
+    /// The slot read, and its sequence number at the time.
+    slot: &'static ThreadSlot,
+    seq: u32,
     pub path: u32,
     pub alloc_objects: u64,
     pub alloc_bytes: u64,
@@ -339,6 +342,8 @@ pub(crate) fn pending_all(out: &mut Vec<Pending>) {
                 continue;
             }
             let p = Pending {
+                slot: s,
+                seq: s1,
                 path: s.path.load(Relaxed),
                 alloc_objects: s.alloc_objects.load(Relaxed),
                 alloc_bytes: s.alloc_bytes.load(Relaxed),
@@ -352,6 +357,13 @@ pub(crate) fn pending_all(out: &mut Vec<Pending>) {
             }
         }
     }
+}
+
+/// Whether no slot read by [`pending_all`] has flushed since (a flush moves pending figures
+/// into the shared counters; a reader that saw them in both places would count them twice).
+pub(crate) fn pending_unchanged(read: &[Pending]) -> bool {
+    core::sync::atomic::fence(Acquire);
+    read.iter().all(|p| p.slot.seq.load(Relaxed) == p.seq)
 }
 
 /// Runs `f` with tracking suspended on this thread: its allocations are the tracker's own.

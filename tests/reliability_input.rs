@@ -171,7 +171,7 @@ fn child_prints_stack_mode() {
     println!("CHILD-MODE={mode:?}");
 }
 
-fn run_child(value: &str) -> (String, String) {
+fn run_child(value: impl AsRef<std::ffi::OsStr>) -> (String, String) {
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -212,6 +212,17 @@ fn malformed_allocscope_stacks_warns_once_and_uses_the_default() {
         let line = lines[0];
         assert!(line.starts_with("allocscope: "), "{line}");
         assert!(line.contains("using the default"), "{line}");
+    }
+    // Not even UTF-8: the same one warning, not a silent default.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let (stdout, stderr) = run_child(std::ffi::OsStr::from_bytes(b"\xff\xfe"));
+        assert!(stdout.contains(&default), "{stdout}");
+        let warnings = stderr
+            .lines()
+            .filter(|l| l.contains("ALLOCSCOPE_STACKS") && l.contains("using the default"))
+            .count();
+        assert_eq!(warnings, 1, "{stderr:?}");
     }
     // A valid value is used, silently.
     let (stdout, stderr) = run_child("every");

@@ -185,7 +185,8 @@ pub(crate) fn init_from_env() {
     }
     crate::thread::untracked(|| {
         ENV_INIT.call_once(|| {
-            if let Ok(v) = std::env::var("ALLOCSCOPE_STACKS") {
+            if let Some(raw) = std::env::var_os("ALLOCSCOPE_STACKS") {
+                let v = raw.to_string_lossy();
                 match StackMode::parse(&v) {
                     Ok(mode) => {
                         MODE.store(mode.encode(), Relaxed);

@@ -1,6 +1,7 @@
 //! Building a [`Report`] from the live tables, without stopping other threads.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use core::sync::atomic::Ordering::*;
 
@@ -38,25 +39,107 @@ pub fn report() -> Report {
     untracked(build)
 }
 
+/// Every path's figures: the shared counters plus what threads have not flushed yet. Retried
+/// (a bounded number of times) when a thread flushed while we read, since its figures would
+/// then be counted in both places.
 fn path_figures(count: usize) -> Vec<PathFigures> {
     let mut pending = Vec::new();
-    thread::pending_all(&mut pending);
-    let mut figs: Vec<PathFigures> = (0..count)
-        .map(|i| {
-            let e = registry::path(i as u32);
-            PathFigures {
-                alloc: Usage::new(e.alloc_objects.load(Relaxed), e.alloc_bytes.load(Relaxed)),
-                freed: Usage::new(e.free_objects.load(Relaxed), e.free_bytes.load(Relaxed)),
-            }
-        })
-        .collect();
-    for p in pending {
+    let mut figs = Vec::new();
+    for _ in 0..16 {
+        thread::pending_all(&mut pending);
+        figs = (0..count)
+            .map(|i| {
+                let e = registry::path(i as u32);
+                PathFigures {
+                    alloc: Usage::new(e.alloc_objects.load(Relaxed), e.alloc_bytes.load(Relaxed)),
+                    freed: Usage::new(e.free_objects.load(Relaxed), e.free_bytes.load(Relaxed)),
+                }
+            })
+            .collect();
+        if thread::pending_unchanged(&pending) {
+            break;
+        }
+    }
+    for p in &pending {
         if let Some(f) = figs.get_mut(p.path as usize) {
             f.alloc += Usage::new(p.alloc_objects, p.alloc_bytes);
             f.freed += Usage::new(p.free_objects, p.free_bytes);
         }
     }
     figs
+}
+
+/// Callsites of the paths `scope_of` names (it returns the path's job names, outermost first),
+/// grouped by path and symbolized frames (distinct stacks can trim to the same frames). Each
+/// distinct stack is symbolized once and its frames are shared until the final entries are
+/// built, so a report with many callsites holds one copy of each stack's frames per entry.
+fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, CallsiteReport)> {
+    struct Acc {
+        frames: Arc<[Frame]>,
+        allocated: Usage,
+        retained: Usage,
+        estimated: bool,
+    }
+    let mut scopes: HashMap<u32, Option<Vec<String>>> = HashMap::new();
+    let mut frames_of_stack: HashMap<u32, usize> = HashMap::new();
+    let mut frame_ids: HashMap<Arc<[Frame]>, usize> = HashMap::new();
+    let mut frame_table: Vec<Arc<[Frame]>> = Vec::new();
+    let mut groups: HashMap<(u32, usize), Acc> = HashMap::new();
+    for id in intern::site_ids() {
+        let s = intern::site(id);
+        if !s.ready.load(Acquire) {
+            continue;
+        }
+        let path = s.path.load(Relaxed);
+        if scopes
+            .entry(path)
+            .or_insert_with(|| scope_of(path))
+            .is_none()
+        {
+            continue;
+        }
+        let (ao, ab) = (s.alloc_objects.load(Relaxed), s.alloc_bytes.load(Relaxed));
+        let (fo, fb) = (s.free_objects.load(Relaxed), s.free_bytes.load(Relaxed));
+        let allocated = Usage::new(fixed_to_objects(ao), ab);
+        if allocated.is_zero() {
+            continue;
+        }
+        let retained = Usage::new(
+            fixed_to_objects(ao.saturating_sub(fo)),
+            ab.saturating_sub(fb),
+        );
+        let stack = s.stack.load(Relaxed);
+        let fid = *frames_of_stack.entry(stack).or_insert_with(|| {
+            let frames: Arc<[Frame]> = symbolize::symbolize(&intern::stack_frames(stack)).into();
+            *frame_ids.entry(frames.clone()).or_insert_with(|| {
+                frame_table.push(frames);
+                frame_table.len() - 1
+            })
+        });
+        let acc = groups.entry((path, fid)).or_insert_with(|| Acc {
+            frames: frame_table[fid].clone(),
+            allocated: Usage::default(),
+            retained: Usage::default(),
+            estimated: false,
+        });
+        acc.allocated += allocated;
+        acc.retained += retained;
+        acc.estimated |= s.estimated.load(Relaxed);
+    }
+    groups
+        .into_iter()
+        .map(|((path, _), acc)| {
+            let scope = scopes.get(&path).cloned().flatten().unwrap_or_default();
+            let c = CallsiteReport {
+                scope,
+                frames: acc.frames.to_vec(),
+                allocated: acc.allocated,
+                retained: acc.retained,
+                estimated: acc.estimated,
+            };
+            (path, c)
+        })
+        .collect()
 }
 
 fn build() -> Report {
@@ -111,55 +194,18 @@ fn build() -> Report {
         }
     }
 
-    // Callsites: group sites by (path, symbolized frames).
+    // Callsites: every site, grouped by (path, symbolized frames); each job gets the ones of
+    // the paths it is on.
     let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); jobs_entries.len()];
-    let mut all: HashMap<(u32, Vec<Frame>), CallsiteReport> = HashMap::new();
-    let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
-    for id in intern::site_ids() {
-        let s = intern::site(id);
-        if !s.ready.load(Acquire) {
-            continue;
-        }
-        let path = s.path.load(Relaxed);
-        let stack = s.stack.load(Relaxed);
-        let ao = s.alloc_objects.load(Relaxed);
-        let ab = s.alloc_bytes.load(Relaxed);
-        let fo = s.free_objects.load(Relaxed);
-        let fb = s.free_bytes.load(Relaxed);
-        let allocated = Usage::new(fixed_to_objects(ao), ab);
-        let retained = Usage::new(
-            fixed_to_objects(ao.saturating_sub(fo)),
-            ab.saturating_sub(fb),
-        );
-        if allocated.is_zero() {
-            continue;
-        }
-        let frames = frames_of_stack
-            .entry(stack)
-            .or_insert_with(|| symbolize::symbolize(&intern::stack_frames(stack)))
-            .clone();
-        let estimated = s.estimated.load(Relaxed);
-        let e = all
-            .entry((path, frames.clone()))
-            .or_insert_with(|| CallsiteReport {
-                scope: scopes
-                    .get(path as usize)
-                    .map(|c| c.iter().map(|&j| name_of(j)).collect())
-                    .unwrap_or_default(),
-                frames,
-                allocated: Usage::default(),
-                retained: Usage::default(),
-                estimated: false,
-            });
-        e.allocated += allocated;
-        e.retained += retained;
-        e.estimated |= estimated;
-    }
-    let mut callsites: Vec<CallsiteReport> = Vec::with_capacity(all.len());
-    for ((path, _), c) in all {
+    let grouped = grouped_sites(|path| {
+        scopes
+            .get(path as usize)
+            .map(|c| c.iter().map(|&j| name_of(j)).collect())
+    });
+    let mut callsites: Vec<CallsiteReport> = Vec::with_capacity(grouped.len());
+    for (path, c) in grouped {
         if let Some(jobs) = scopes.get(path as usize) {
             for &j in jobs {
-                // (path, frames) keys are unique, so each job gets each entry once.
                 if let Some(list) = by_job.get_mut(j as usize) {
                     list.push(c.clone());
                 }
@@ -275,43 +321,10 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
                 scopes.insert(p as u32, chain.iter().rev().map(|&j| name_of(j)).collect());
             }
         }
-        let mut grouped: HashMap<(u32, Vec<Frame>), CallsiteReport> = HashMap::new();
-        for id in intern::site_ids() {
-            let s = intern::site(id);
-            if !s.ready.load(Acquire) {
-                continue;
-            }
-            let path = s.path.load(Relaxed);
-            let Some(scope) = scopes.get(&path) else {
-                continue;
-            };
-            let ao = s.alloc_objects.load(Relaxed);
-            let ab = s.alloc_bytes.load(Relaxed);
-            let fo = s.free_objects.load(Relaxed);
-            let fb = s.free_bytes.load(Relaxed);
-            let allocated = Usage::new(fixed_to_objects(ao), ab);
-            if allocated.is_zero() {
-                continue;
-            }
-            let retained = Usage::new(
-                fixed_to_objects(ao.saturating_sub(fo)),
-                ab.saturating_sub(fb),
-            );
-            let frames = symbolize::symbolize(&intern::stack_frames(s.stack.load(Relaxed)));
-            let e = grouped
-                .entry((path, frames.clone()))
-                .or_insert_with(|| CallsiteReport {
-                    scope: scope.clone(),
-                    frames,
-                    allocated: Usage::default(),
-                    retained: Usage::default(),
-                    estimated: false,
-                });
-            e.allocated += allocated;
-            e.retained += retained;
-            e.estimated |= s.estimated.load(Relaxed);
-        }
-        let mut callsites: Vec<CallsiteReport> = grouped.into_values().collect();
+        let mut callsites: Vec<CallsiteReport> = grouped_sites(|path| scopes.get(&path).cloned())
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
         sort_callsites(&mut callsites);
         Some((inc.retained(), callsites))
     })

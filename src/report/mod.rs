@@ -193,7 +193,8 @@ pub struct TrackerStats {
     pub stacks: u64,
     /// Distinct (scope, stack) sites recorded.
     pub sites: u64,
-    /// Job names merged into `(other jobs)` because the job table was full.
+    /// Scope entries (runs) whose new job name was charged to `(other jobs)` because the job
+    /// table was full; each such run counts once.
     pub jobs_overflowed: u64,
     /// Scopes merged into the overflow path because the path table was full.
     pub paths_overflowed: u64,
