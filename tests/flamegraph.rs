@@ -194,15 +194,35 @@ fn svg_titles(svg: &str) -> Vec<String> {
     use quick_xml::events::Event;
     let mut reader = quick_xml::Reader::from_str(svg);
     let mut titles = Vec::new();
-    let mut in_title = false;
+    let mut title: Option<String> = None;
     let mut depth_g = 0;
     loop {
         match reader.read_event().expect("the SVG is well-formed XML") {
             Event::Start(e) if e.name().as_ref() == b"g" => depth_g += 1,
             Event::End(e) if e.name().as_ref() == b"g" => depth_g -= 1,
-            Event::Start(e) if e.name().as_ref() == b"title" => in_title = depth_g > 0,
-            Event::End(e) if e.name().as_ref() == b"title" => in_title = false,
-            Event::Text(t) if in_title => titles.push(t.unescape().unwrap().into_owned()),
+            Event::Start(e) if e.name().as_ref() == b"title" && depth_g > 0 => {
+                title = Some(String::new())
+            }
+            Event::End(e) if e.name().as_ref() == b"title" => titles.extend(title.take()),
+            Event::Text(t) => {
+                if let Some(title) = title.as_mut() {
+                    title.push_str(&t.decode().unwrap());
+                }
+            }
+            // Entity references arrive as their own events.
+            Event::GeneralRef(r) => {
+                if let Some(title) = title.as_mut() {
+                    let name = r.decode().unwrap();
+                    title.push_str(match name.as_ref() {
+                        "lt" => "<",
+                        "gt" => ">",
+                        "amp" => "&",
+                        "quot" => "\"",
+                        "apos" => "'",
+                        other => panic!("unexpected entity &{other};"),
+                    });
+                }
+            }
             Event::Eof => break,
             _ => {}
         }
@@ -243,6 +263,13 @@ fn svg_has_one_frame_per_stack_element_with_counts_in_titles() {
     assert!(titles
         .iter()
         .any(|t| t.starts_with("sync_customers (31,000 bytes, ")));
+    // Escaped characters come back intact.
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.starts_with("parse: \"quoted\" <job> (1,000 bytes, ")),
+        "{titles:#?}"
+    );
     // Memory palette and the title we asked for.
     assert!(svg.contains("All jobs: retained bytes"));
 }
