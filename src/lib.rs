@@ -56,7 +56,14 @@
 //! * `thread` — per-thread state and counters; `registry` — paths, jobs, runs;
 //! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
 //! * `callsite` — stack modes, capture, interning, symbolization;
-//! * `report` — the model, text, JSON, folded stacks and flamegraphs.
+//! * `report` — the model, text, JSON, folded stacks and flamegraphs; files and automatic
+//!   dumps (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!   (`export`);
+//! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
+//! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
+//!
+//! Guides beside the code: `README.md` (usage, semantics, CLI), `RELIABILITY.md` (what is
+//! tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
 
 #![warn(
     missing_docs,
