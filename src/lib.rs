@@ -96,11 +96,11 @@ pub use report::{
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
 pub use report::{mark, report_since, Marker};
-pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
+pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
