@@ -6,7 +6,9 @@
 //! * `sampled`: the default `StackMode::Sampled` (512 KiB mean) inside a job scope;
 //! * `every`: `StackMode::Every` with the frame-pointer unwinder, inside a job scope;
 //! * `every_dwarf`: `StackMode::Every` with DWARF unwinding (reduced sizes only: microseconds
-//!   per stack).
+//!   per stack);
+//! * `every_dwarf16`: the same with stacks cut at 16 frames (`set_max_frames(16)`), about the
+//!   depth dhat-rs unwinds by default (10 frames below its allocator frames).
 //!
 //! The `threads` workloads inside a scope start their threads with `allocscope::spawn`, so all
 //! of them share the one job scope.
@@ -47,6 +49,10 @@ fn allocscope_configs(c: &mut Criterion<workloads::Clock>) {
 
     allocscope::set_unwinder(Unwinder::Dwarf);
     bench_cases(c, "every_dwarf", REDUCED, &scoped, scoped_spawn);
+    // dhat-rs stops unwinding 10 frames below its own; the same depth for comparison.
+    allocscope::set_max_frames(16);
+    bench_cases(c, "every_dwarf16", REDUCED, &scoped, scoped_spawn);
+    allocscope::set_max_frames(64);
 
     allocscope::set_unwinder(Unwinder::Auto);
     allocscope::set_stack_mode(StackMode::default());

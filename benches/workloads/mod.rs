@@ -111,8 +111,9 @@ fn local_churn(rng: &mut Rng, keep: &mut [Vec<u8>; 8], i: usize) -> u64 {
 }
 
 /// Blocks per channel message in the `threads` workloads: batching keeps the measurement about
-/// allocation and cross-thread frees rather than about waking the other thread per block.
-pub const BATCH: usize = 32;
+/// allocation and cross-thread frees rather than about waking (or spinning for) the other
+/// thread, which on a loaded 2-core machine swung the time of a run by 2-3x.
+pub const BATCH: usize = 256;
 
 /// `threads` producer/consumer pairs (`threads` is even): each producer allocates blocks of
 /// 16–256 bytes and sends them, `BATCH` at a time, over a bounded channel; its consumer frees
@@ -123,7 +124,7 @@ pub fn threads(threads: usize, msgs: usize, spawn: Spawner) -> u64 {
     let batches = msgs / pairs / BATCH;
     let mut handles = Vec::with_capacity(pairs * 2);
     for p in 0..pairs {
-        let (tx, rx) = mpsc::sync_channel::<Vec<Vec<u8>>>(64);
+        let (tx, rx) = mpsc::sync_channel::<Vec<Vec<u8>>>(8);
         handles.push(spawn(Box::new(move || {
             let mut rng = Rng::new(p as u64 + 1);
             let mut keep: [Vec<u8>; 8] = Default::default();
