@@ -109,7 +109,7 @@ fn fixture() -> Report {
         render.clone(),
         unscoped,
     ];
-    all.sort_by(|a, b| b.retained.bytes.cmp(&a.retained.bytes));
+    all.sort_by_key(|c| std::cmp::Reverse(c.retained.bytes));
     Report {
         format: allocscope::FORMAT.to_string(),
         version: allocscope::VERSION,
