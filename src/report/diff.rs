@@ -9,7 +9,8 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::text::{grouped, human_bytes};
+use super::flame::stack_line;
+use super::text::{grouped, human_bytes, short_file};
 use super::{CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, Report, Usage};
 use crate::Error;
 
@@ -508,51 +509,8 @@ impl ReportDiff {
     }
 }
 
-/// The last two components of a path: enough to find the file, short enough to read.
-fn short_file(path: &str) -> &str {
-    let mut idx = path.len();
-    for _ in 0..2 {
-        match path[..idx].rfind('/') {
-            Some(i) => idx = i,
-            None => return path,
-        }
-    }
-    &path[idx + 1..]
-}
-
-/// One folded stack, `root;caller;callee`, as [`Report::folded`] builds it: the scope's job
-/// names first (from `opts.job` on, when set) if `opts.job_root`, then frames outermost first.
-fn stack_line(scope: &[String], frames: &[Frame], opts: &FlameOptions) -> String {
-    let clean = |name: &str| name.replace(';', ":").replace(['\n', '\r'], " ");
-    let mut parts: Vec<String> = Vec::with_capacity(frames.len() + 2);
-    if opts.job_root {
-        let scope = match &opts.job {
-            Some(name) => match scope.iter().position(|s| s == name) {
-                Some(i) => &scope[i..],
-                None => scope,
-            },
-            None => scope,
-        };
-        if scope.is_empty() {
-            parts.push("(unscoped)".to_string());
-        } else {
-            parts.extend(scope.iter().map(|s| clean(s)));
-        }
-    }
-    parts.extend(frames.iter().rev().map(|f| clean(&f.function)));
-    if parts.is_empty() {
-        parts.push("(no frames)".to_string());
-    }
-    parts.join(";")
-}
-
 fn empty_svg(title: &str) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-    };
+    let esc = super::flame::xml_escape;
     format!(
         r#"<?xml version="1.0" standalone="no"?>
 <svg version="1.1" width="1200" height="100" xmlns="http://www.w3.org/2000/svg">

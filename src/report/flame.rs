@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CallsiteReport, Report};
+use super::{CallsiteReport, Frame, Report};
 use crate::Error;
 
 /// What a flamegraph's widths measure.
@@ -121,6 +121,32 @@ fn clean(name: &str) -> String {
     name.replace(';', ":").replace(['\n', '\r'], " ")
 }
 
+/// One folded stack, `root;caller;callee`: the scope's job names first (from `opts.job` on,
+/// when set; enclosing jobs are not that graph's concern) if `opts.job_root`, then the frames
+/// outermost first.
+pub(crate) fn stack_line(scope: &[String], frames: &[Frame], opts: &FlameOptions) -> String {
+    let mut parts: Vec<String> = Vec::with_capacity(frames.len() + 2);
+    if opts.job_root {
+        let scope = match &opts.job {
+            Some(name) => match scope.iter().position(|s| s == name) {
+                Some(i) => &scope[i..],
+                None => scope,
+            },
+            None => scope,
+        };
+        if scope.is_empty() {
+            parts.push("(unscoped)".to_string());
+        } else {
+            parts.extend(scope.iter().map(|s| clean(s)));
+        }
+    }
+    parts.extend(frames.iter().rev().map(|f| clean(&f.function)));
+    if parts.is_empty() {
+        parts.push("(no frames)".to_string());
+    }
+    parts.join(";")
+}
+
 impl Report {
     /// Folded stacks (`root;caller;callee weight`, one line per stack, sorted), the input
     /// format of flamegraph tools. Lines with zero weight are left out.
@@ -135,27 +161,9 @@ impl Report {
             if weight == 0 {
                 continue;
             }
-            let mut parts: Vec<String> = Vec::with_capacity(c.frames.len() + 2);
-            if opts.job_root {
-                let scope: &[String] = match &opts.job {
-                    // Start at the job itself; enclosing jobs are not this graph's concern.
-                    Some(name) => match c.scope.iter().position(|s| s == name) {
-                        Some(i) => &c.scope[i..],
-                        None => &c.scope,
-                    },
-                    None => &c.scope,
-                };
-                if scope.is_empty() {
-                    parts.push("(unscoped)".to_string());
-                } else {
-                    parts.extend(scope.iter().map(|s| clean(s)));
-                }
-            }
-            parts.extend(c.frames.iter().rev().map(|f| clean(&f.function)));
-            if parts.is_empty() {
-                parts.push("(no frames)".to_string());
-            }
-            *lines.entry(parts.join(";")).or_insert(0) += weight;
+            *lines
+                .entry(stack_line(&c.scope, &c.frames, opts))
+                .or_insert(0) += weight;
         }
         let mut out = String::new();
         for (stack, weight) in lines {
@@ -197,7 +205,7 @@ impl Report {
     }
 }
 
-fn xml_escape(s: &str) -> String {
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -188,7 +188,8 @@ fn write_callsites(out: &mut String, sites: &[CallsiteReport], total: u64, top: 
     }
 }
 
-fn short_file(path: &str) -> &str {
+/// The last two components of a path: enough to find the file, short enough to read.
+pub(crate) fn short_file(path: &str) -> &str {
     // Keep the last two components: enough to find the file, short enough to read.
     let mut idx = path.len();
     for _ in 0..2 {
