@@ -162,7 +162,8 @@ fn claim_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
             // Arm the exit destructor that gives the slot back. If thread-local destructors
             // can no longer be registered (the thread is already exiting), give it back now.
             if SLOT_OWNER.try_with(|o| o.armed.set(true)).is_ok() {
-                s.seq.store(0, Relaxed);
+                // `seq` keeps counting across owners (never reset): a report that read this
+                // slot before it was released must see that it changed.
                 s.path.store(t.path.get(), Relaxed);
                 s.run.store(t.run.get(), Relaxed);
                 t.slot.set(i as u32 + 1);

@@ -28,8 +28,12 @@ pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
     let secs = secs.saturating_mul(scale.max(1));
     let done = Arc::new(AtomicBool::new(false));
     let d = done.clone();
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
     let handle = std::thread::spawn(move || {
         let start = Instant::now();
+        s.store(true, Release);
+        drop(s);
         while !d.load(Acquire) {
             if start.elapsed() > Duration::from_secs(secs) {
                 // No allocation, no stderr lock: a deadlocked thread may hold either.
@@ -43,6 +47,11 @@ pub fn watchdog(what: &'static str, secs: u64) -> Watchdog {
             std::thread::sleep(Duration::from_millis(20));
         }
     });
+    // Wait until the thread runs: its start-up frees (the spawn's bookkeeping) must not land in
+    // the middle of a test that compares process-wide live figures.
+    while !started.load(Acquire) || Arc::strong_count(&started) > 1 {
+        std::thread::yield_now();
+    }
     Watchdog(done, Some(handle))
 }
 
