@@ -157,3 +157,32 @@ fn allocator_reports_installed() {
     assert!(allocscope::is_installed());
     assert!(report().tracker.installed);
 }
+
+#[test]
+fn zero_sized_layouts_are_safe_and_counted() {
+    use std::alloc::{GlobalAlloc, Layout};
+    // The GlobalAlloc contract lets callers never pass size 0, but the wrapper still handles
+    // it: the inner allocator always gets at least the header, so nothing is undefined here.
+    let ((), run) = allocscope::track_scope_run("zero_sized", || {
+        for shift in 0..=12 {
+            let layout = Layout::from_size_align(0, 1 << shift).unwrap();
+            // SAFETY: `layout` is valid; TrackingAllocator documents support for size 0 (it
+            // asks its inner allocator for header + padding bytes).
+            unsafe {
+                let p = ALLOC.alloc(layout);
+                assert!(!p.is_null());
+                assert_eq!(p as usize % (1 << shift), 0);
+                let z = ALLOC.alloc_zeroed(layout);
+                assert!(!z.is_null());
+                let grown = ALLOC.realloc(z, layout, 8);
+                assert!(!grown.is_null());
+                grown.write_bytes(0xAB, 8);
+                ALLOC.dealloc(grown, Layout::from_size_align(8, 1 << shift).unwrap());
+                ALLOC.dealloc(p, layout);
+            }
+        }
+    });
+    // Per alignment: two zero-sized blocks and one 8-byte block (the realloc).
+    assert_eq!(run.allocated, Usage::new(13 * 3, 13 * 8));
+    assert_eq!(run.retained_at_finish, Usage::new(0, 0));
+}
