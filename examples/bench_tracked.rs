@@ -10,9 +10,7 @@
 //! Configurations: `outside`, `off`, `sampled`, `every`, `every_dwarf` (as in
 //! `benches/allocscope.rs`). Prints `<workload> <median wall ms> <min> <max> <median process CPU ms>`.
 
-use std::hint::black_box;
 use std::thread::JoinHandle;
-use std::time::Instant;
 
 use allocscope::{StackMode, TrackingAllocator, Unwinder};
 
@@ -55,22 +53,5 @@ fn main() {
             (case.run)(workloads::std_spawn)
         }
     };
-    black_box(run());
-    let mut wall = Vec::with_capacity(reps);
-    let mut cpu = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let (start, cpu_start) = (Instant::now(), workloads::process_cpu_time());
-        black_box(run());
-        wall.push(start.elapsed().as_secs_f64() * 1e3);
-        cpu.push((workloads::process_cpu_time() - cpu_start).as_secs_f64() * 1e3);
-    }
-    wall.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
-    println!(
-        "{name} {:.3} {:.3} {:.3} {:.3}",
-        wall[reps / 2],
-        wall[0],
-        wall[reps - 1],
-        cpu[reps / 2]
-    );
+    println!("{}", workloads::timed_line(name, reps, run));
 }

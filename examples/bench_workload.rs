@@ -11,8 +11,6 @@
 //! and without heaptrack and reports the ratio of the medians.
 
 use std::alloc::System;
-use std::hint::black_box;
-use std::time::Instant;
 
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
@@ -28,23 +26,8 @@ fn main() {
         eprintln!("unknown workload {name:?}; one of: churn, job, threads2, threads4, threads8, churn_small, job_small, threads2_small");
         std::process::exit(2);
     };
-    // One untimed warm-up, as Criterion does.
-    black_box((case.run)(workloads::std_spawn));
-    let mut wall = Vec::with_capacity(reps);
-    let mut cpu = Vec::with_capacity(reps);
-    for _ in 0..reps {
-        let (start, cpu_start) = (Instant::now(), workloads::process_cpu_time());
-        black_box((case.run)(workloads::std_spawn));
-        wall.push(start.elapsed().as_secs_f64() * 1e3);
-        cpu.push((workloads::process_cpu_time() - cpu_start).as_secs_f64() * 1e3);
-    }
-    wall.sort_by(f64::total_cmp);
-    cpu.sort_by(f64::total_cmp);
     println!(
-        "{name} {:.3} {:.3} {:.3} {:.3}",
-        wall[reps / 2],
-        wall[0],
-        wall[reps - 1],
-        cpu[reps / 2]
+        "{}",
+        workloads::timed_line(&name, reps, || (case.run)(workloads::std_spawn))
     );
 }
