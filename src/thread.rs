@@ -48,6 +48,8 @@ pub(crate) struct ThreadState {
     pub rng: Cell<u64>,
     /// Highest address of this thread's stack (0 = not looked up yet), for frame-pointer walks.
     pub stack_hi: Cell<usize>,
+    /// Lowest address of this thread's stack (valid once `stack_hi` is set).
+    pub stack_lo: Cell<usize>,
 }
 
 impl ThreadState {
@@ -61,6 +63,7 @@ impl ThreadState {
             countdown: Cell::new(0),
             rng: Cell::new(0),
             stack_hi: Cell::new(0),
+            stack_lo: Cell::new(0),
         }
     }
 }

@@ -74,16 +74,22 @@ fn dwarf(buf: &mut [MaybeUninit<usize>]) -> usize {
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
-    let hi = match t.stack_hi.get() {
+    let (stack_lo, hi) = match t.stack_hi.get() {
         0 => {
-            let hi = stack_top()?;
+            let (lo, hi) = stack_bounds()?;
+            t.stack_lo.set(lo);
             t.stack_hi.set(hi);
-            hi
+            (lo, hi)
         }
-        hi => hi,
+        hi => (t.stack_lo.get(), hi),
     };
     let marker = 0u8;
     let lo = core::ptr::addr_of!(marker) as usize;
+    // Running on another stack than the thread's own (a signal's alternate stack, a coroutine):
+    // [lo, hi) would not be one mapped region, so do not walk; the DWARF unwinder takes over.
+    if lo < stack_lo || lo >= hi {
+        return None;
+    }
     let mut fp: usize;
     // SAFETY: reads the frame-pointer register into a local; no memory is touched.
     unsafe {
@@ -131,14 +137,14 @@ fn frame_pointer_walk(_t: &ThreadState, _buf: &mut [MaybeUninit<usize>]) -> Opti
     None
 }
 
-/// Highest address of the current thread's stack, from pthread (glibc reads it without
-/// calling the Rust allocator).
+/// Lowest and highest address of the current thread's stack, from pthread (glibc reads them
+/// without calling the Rust allocator).
 #[cfg(all(
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 #[cold]
-fn stack_top() -> Option<usize> {
+fn stack_bounds() -> Option<(usize, usize)> {
     // SAFETY: `attr` is initialised by `pthread_getattr_np` before use and destroyed after;
     // `addr`/`size` are out-parameters of the right types.
     unsafe {
@@ -153,7 +159,7 @@ fn stack_top() -> Option<usize> {
         if rc != 0 || addr.is_null() {
             return None;
         }
-        Some(addr as usize + size)
+        Some((addr as usize, addr as usize + size))
     }
 }
 
