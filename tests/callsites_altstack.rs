@@ -38,7 +38,7 @@ fn allocating_on_an_alternate_signal_stack_is_recorded_without_faulting() {
         };
         assert_eq!(libc::sigaltstack(&ss, std::ptr::null_mut()), 0);
         let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_signal as usize;
+        sa.sa_sigaction = on_signal as *const () as usize;
         sa.sa_flags = libc::SA_ONSTACK;
         libc::sigemptyset(&mut sa.sa_mask);
         assert_eq!(libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut()), 0);
