@@ -6,6 +6,7 @@
 //! several frames). The frames of the allocator machinery are trimmed from the top of each
 //! stack, so the first frame a user sees is the code that asked for memory.
 
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
@@ -13,6 +14,8 @@ use dashmap::DashMap;
 use crate::report::Frame;
 
 static CACHE: OnceLock<DashMap<usize, Arc<[Frame]>>> = OnceLock::new();
+/// Set when `backtrace` parsed debug info since the last [`release_debug_info`].
+static PARSED: AtomicBool = AtomicBool::new(false);
 
 /// Frames for one instruction pointer (innermost first), cached.
 fn resolve_ip(ip: usize) -> Arc<[Frame]> {
@@ -21,6 +24,7 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
         return f.clone();
     }
     let mut frames = Vec::new();
+    PARSED.store(true, Relaxed);
     backtrace::resolve(ip as *mut core::ffi::c_void, |sym| {
         let function = sym
             .name()
@@ -42,6 +46,16 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     let frames: Arc<[Frame]> = frames.into();
     cache.insert(ip, frames.clone());
     frames
+}
+
+/// Drops the debug information `backtrace` parsed and mapped to resolve new addresses (tens of
+/// MB for a large binary, held until cleared). Called after each report: what was resolved
+/// stays in our per-address cache, so a later report only parses again if it meets new
+/// addresses, and the tracker's memory does not keep a whole binary's parsed DWARF.
+pub(crate) fn release_debug_info() {
+    if PARSED.swap(false, Relaxed) {
+        backtrace::clear_symbol_cache();
+    }
 }
 
 /// This crate's own sources: frames from them, inlined or not, are the tracker's hot path.

@@ -36,7 +36,11 @@ impl PathFigures {
 /// own memory is tracker overhead, not any job's.
 pub fn report() -> Report {
     callsite::init_from_env();
-    untracked(build)
+    untracked(|| {
+        let report = build();
+        symbolize::release_debug_info();
+        report
+    })
 }
 
 /// Every path's figures: the shared counters plus what threads have not flushed yet. Retried
