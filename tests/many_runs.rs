@@ -29,8 +29,8 @@ fn a_million_runs_keep_tracker_memory_flat() {
     for i in 0..WARMUP {
         track_scope("million", || black_box(Box::new(i)));
     }
-    // The first report symbolizes whatever stacks exist (loading debug info, a one-time cost
-    // charged to the tracker); take it before measuring.
+    // The first report symbolizes whatever stacks exist (parsing debug info, released again
+    // afterwards; the resolved frames stay cached); take it before measuring.
     let _ = report();
     let before = report();
     let rss_before = rss_kib();
