@@ -17,6 +17,9 @@ use allocscope::{StackMode, TrackingAllocator, Unwinder};
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
 #[global_allocator]
 static GLOBAL: TrackingAllocator = TrackingAllocator::system();
 
@@ -53,5 +56,5 @@ fn main() {
             (case.run)(workloads::std_spawn)
         }
     };
-    println!("{}", workloads::timed_line(name, reps, run));
+    println!("{}", bench_support::timed_line(name, reps, run));
 }

@@ -15,6 +15,9 @@ use std::alloc::System;
 #[path = "../benches/workloads/mod.rs"]
 mod workloads;
 
+#[path = "bench_support/mod.rs"]
+mod bench_support;
+
 #[global_allocator]
 static GLOBAL: System = System;
 
@@ -28,6 +31,6 @@ fn main() {
     };
     println!(
         "{}",
-        workloads::timed_line(&name, reps, || (case.run)(workloads::std_spawn))
+        bench_support::timed_line(&name, reps, || (case.run)(workloads::std_spawn))
     );
 }
