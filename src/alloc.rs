@@ -15,6 +15,13 @@
 //! * **never allocates** itself, and only touches: the block header, `thread::TLS` (const, no
 //!   destructor), the thread's counter slot, the static path/run/site tables, and — in `Every`
 //!   or sampled mode — the current stack (read-only, bounds-checked);
+//! * **cold exceptions**, once per thread or only when asked for: a thread's first allocation
+//!   claims a counter slot and registers its exit destructor (glibc's
+//!   `__cxa_thread_atexit_impl`, which uses C `malloc`, never this allocator); the first stack
+//!   captured on a thread asks pthread for the stack bounds (also C `malloc` for the main
+//!   thread); the DWARF unwinder (`Unwinder::Dwarf`, or no frame pointers) goes through
+//!   libgcc, which takes the dynamic loader's recursive lock in `dl_iterate_phdr` — the
+//!   frame-pointer walk takes none;
 //! * **forwards to the inner allocator's own entry points** (`alloc_zeroed` and `realloc` are
 //!   not emulated), asking for `size + offset` bytes as described in `header`.
 //!
