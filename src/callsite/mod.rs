@@ -62,20 +62,8 @@ impl StackMode {
             "sampled" | "sample" | "default" => return Ok(StackMode::default()),
             _ => {}
         }
-        let (digits, mult) = if let Some(d) = s.strip_suffix("kib").or(s.strip_suffix('k')) {
-            (d, 1024)
-        } else if let Some(d) = s.strip_suffix("mib").or(s.strip_suffix('m')) {
-            (d, 1024 * 1024)
-        } else {
-            (s.as_str(), 1)
-        };
-        match digits.trim().parse::<u64>() {
-            Ok(n) if n > 0 => n
-                .checked_mul(mult)
-                .map(|mean_bytes| StackMode::Sampled { mean_bytes })
-                .ok_or_else(|| {
-                    crate::Error::InvalidConfig(format!("ALLOCSCOPE_STACKS={text:?}: too large"))
-                }),
+        match crate::report::text::parse_bytes(&s) {
+            Some(mean_bytes) if mean_bytes > 0 => Ok(StackMode::Sampled { mean_bytes }),
             _ => Err(crate::Error::InvalidConfig(format!(
                 "ALLOCSCOPE_STACKS={text:?} is not one of off, every, sampled, or a byte count \
                  such as 524288 or 512k"

@@ -21,6 +21,7 @@ use std::sync::Once;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::text::parse_bytes;
 use super::{Report, RunReport};
 use crate::thread::untracked;
 use crate::Error;
@@ -487,24 +488,6 @@ fn init_from_env() {
             }
         });
     });
-}
-
-/// A byte count with an optional `k`/`m`/`g` (or `kib`/`mib`/`gib`) suffix.
-fn parse_bytes(text: &str) -> Option<u64> {
-    let s = text.trim().to_ascii_lowercase();
-    let (digits, shift) = [
-        ("kib", 10),
-        ("mib", 20),
-        ("gib", 30),
-        ("k", 10),
-        ("m", 20),
-        ("g", 30),
-    ]
-    .iter()
-    .find_map(|&(suffix, shift)| s.strip_suffix(suffix).map(|d| (d, shift)))
-    .unwrap_or((s.as_str(), 0));
-    let n: u64 = digits.trim().parse().ok()?;
-    n.checked_mul(1u64 << shift)
 }
 
 #[cfg(test)]
