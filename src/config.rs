@@ -62,18 +62,23 @@ pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
 }
 
 impl StackMode {
-    /// Parses the `ALLOCSCOPE_STACKS` syntax: `off`, `every`, `sampled` (default mean), or a
-    /// byte count (sampled with that mean; `k`/`m`/`kib`/`mib` suffixes allowed).
+    /// Parses the `ALLOCSCOPE_STACKS` syntax: `off` (or `none`), `every` (or `all`, `exact`),
+    /// `sampled` (the default mean), or a mean in bytes, with an optional binary suffix
+    /// `k`/`m`/`g` or `kib`/`mib`/`gib` (any case): sampled with that mean. The rule of
+    /// [`StackMode::Sampled::mean_bytes`](StackMode::Sampled) holds here too: a mean of `0`
+    /// (in any spelling, e.g. `0k`) is off, `1` is every allocation.
     pub fn parse(text: &str) -> Result<StackMode, Error> {
         let s = text.trim().to_ascii_lowercase();
         match s.as_str() {
-            "off" | "none" | "0" => return Ok(StackMode::Off),
+            "off" | "none" => return Ok(StackMode::Off),
             "every" | "all" | "exact" => return Ok(StackMode::Every),
             "sampled" | "sample" | "default" => return Ok(StackMode::default()),
             _ => {}
         }
         match parse_bytes(&s) {
-            Some(mean_bytes) if mean_bytes > 0 => Ok(StackMode::Sampled { mean_bytes }),
+            Some(0) => Ok(StackMode::Off),
+            Some(1) => Ok(StackMode::Every),
+            Some(mean_bytes) => Ok(StackMode::Sampled { mean_bytes }),
             _ => Err(Error::InvalidConfig(format!(
                 "ALLOCSCOPE_STACKS={text:?} is not one of off, every, sampled, or a byte count \
                  such as 524288 or 512k"
@@ -188,6 +193,26 @@ mod tests {
             StackMode::parse("2MiB").unwrap(),
             StackMode::Sampled {
                 mean_bytes: 2 << 20
+            }
+        );
+    }
+
+    #[test]
+    fn zero_is_off_and_one_is_every_in_every_spelling() {
+        for off in ["0", "0k", "0MiB", " 0 "] {
+            assert_eq!(StackMode::parse(off).unwrap(), StackMode::Off, "{off}");
+        }
+        assert_eq!(StackMode::parse("1").unwrap(), StackMode::Every);
+        assert_eq!(
+            StackMode::parse("1g").unwrap(),
+            StackMode::Sampled {
+                mean_bytes: 1 << 30
+            }
+        );
+        assert_eq!(
+            StackMode::parse("2GiB").unwrap(),
+            StackMode::Sampled {
+                mean_bytes: 2 << 30
             }
         );
     }

@@ -72,6 +72,8 @@
 
 #![warn(
     missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks
 )]
@@ -95,7 +97,7 @@ pub use callsite::{
     set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
     StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
 };
-pub use error::Error;
+pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{grouped, human_bytes, TextOptions};

@@ -156,7 +156,7 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     }
     sort_jobs(&mut jobs);
 
-    let (stacks, sites, _) = intern::usage();
+    let (stacks, sites, frames) = intern::usage();
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -168,6 +168,10 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         tracker: TrackerStats {
             installed: thread::INSTALLED.load(Relaxed),
             overhead: r.tracker.retained(),
+            overhead_allocated: r.tracker.allocated(),
+            overhead_peak_bytes: registry::TRACKER_PEAK_BYTES
+                .load(Relaxed)
+                .max(r.tracker.retained().bytes),
             jobs: snap.jobs.len().saturating_sub(1) as u64,
             paths: snap.paths.len().saturating_sub(3) as u64,
             stacks: stacks as u64,
@@ -177,6 +181,8 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             runs_overflowed: registry::RUNS_OVERFLOWED.load(Relaxed),
             stacks_dropped: intern::DROPPED.load(Relaxed),
             hook_panics: registry::HOOK_PANICS.load(Relaxed),
+            threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
+            frames_stored: frames as u64,
         },
     }
 }

@@ -67,7 +67,7 @@ impl Report {
         let path = path.as_ref();
         untracked(|| {
             let name = path.display().to_string();
-            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}"));
+            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}").into());
             let bytes = read_limited(path).map_err(|e| match e {
                 ReadError::Io(source) => Error::Io {
                     path: name.clone(),
@@ -94,7 +94,7 @@ impl Report {
                 ))
             })?;
             Report::from_json(text).map_err(|e| match e {
-                Error::InvalidReport(m) => invalid(m),
+                Error::InvalidReport(m) => Error::InvalidReport(m.prefixed(&format!("{name}: "))),
                 Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{name}: {m}")),
                 other => other,
             })
