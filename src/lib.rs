@@ -67,8 +67,8 @@
 //! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
 //! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
 //!
-//! Guides beside the code: `README.md` (usage, semantics, CLI), `RELIABILITY.md` (what is
-//! tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
+//! Guides beside the code: `README.md` (usage, semantics, CLI), `ARCHITECTURE.md` (layers, the
+//! life of one allocation, where changes go), `RELIABILITY.md` (what is tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
 
 #![warn(
     missing_docs,
