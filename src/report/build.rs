@@ -214,6 +214,15 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
     });
 }
 
+/// What job `name` holds now (inclusive, pending thread figures included), without callsites;
+/// zero if no job has that name. Must run untracked.
+pub(crate) fn job_retained_now(name: &str) -> Usage {
+    let snap = Snapshot::take();
+    snap.job_id(name).map_or_else(Usage::default, |j| {
+        snap.rollup.inclusive[j as usize].retained()
+    })
+}
+
 /// One job's figures now, for `testing`: what it still holds (inclusive of nested jobs, with
 /// pending thread figures) and its callsites, grouped like the report's. Unlike [`report`],
 /// only this job's sites are symbolized, so it stays cheap however many other jobs and

@@ -93,6 +93,15 @@ impl Report {
                  install it with #[global_allocator] to see figures"
             );
         }
+        if self.tracker.runs_overflowed > 0 {
+            let _ = writeln!(
+                out,
+                "warning: {} runs found every run slot in use and were not measured: they are \
+                 counted per job, but have no per-run figures (PEAK misses them); \
+                 `.track_scope()` futures never finished or forgotten keep their slots",
+                grouped(self.tracker.runs_overflowed)
+            );
+        }
         let jobs: Vec<&JobReport> = self
             .jobs
             .iter()
