@@ -1,4 +1,8 @@
-//! Building a [`Report`] from the live tables, without stopping other threads.
+//! Building a [`Report`] from a [`Snapshot`] (the one read of the live tables): job figures
+//! from its roll-up, callsites from the site table, symbolized once per distinct stack.
+//!
+//! Rules: nothing here reads path or thread counters directly (the snapshot does, with its
+//! consistency protocol); everything runs untracked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +22,12 @@ use crate::thread::{self, untracked};
 /// Takes a snapshot of every job's figures.
 ///
 /// Other threads keep running: figures they accumulate while the snapshot is taken may or may
-/// not be in it, but nothing is counted twice. Taken with tracking suspended, so the report's
-/// own memory is tracker overhead, not any job's.
+/// not be in it, but nothing is counted twice, and a job's figures include every allocation of
+/// every run the report counts as finished (RELIABILITY.md states the guarantee). Taken with
+/// tracking suspended, so the report's own memory is tracker overhead, not any job's.
+///
+/// Not async-signal-safe: it allocates and symbolizes. From a signal handler, set a flag and
+/// report from a thread instead.
 pub fn report() -> Report {
     callsite::init_from_env();
     untracked(|| {
