@@ -81,6 +81,7 @@ mod report;
 mod scope;
 pub mod testing;
 mod thread;
+pub mod timeline;
 
 pub use alloc::{is_installed, TrackingAllocator};
 pub use callsite::{
@@ -98,10 +99,14 @@ pub use report::{
 pub use report::{mark, report_since, Marker};
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
+    RunReport, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
+pub use report::{
+    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+};
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
+pub use timeline::release_free_memory;

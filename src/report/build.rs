@@ -243,6 +243,7 @@ fn build() -> Report {
             },
             recent_runs: entry.recent.lock().iter().cloned().collect(),
             callsites: job_sites,
+            trend: Default::default(),
         });
     }
     jobs.sort_by(|a, b| {
@@ -255,6 +256,11 @@ fn build() -> Report {
 
     let (stacks, sites, _) = intern::usage();
     let tracker_fig = figs.get(PATH_TRACKER as usize).copied().unwrap_or_default();
+    let tracker_live = tracker_fig.retained().bytes;
+    let process = crate::timeline::process_memory(
+        totals.live.bytes.saturating_add(tracker_live),
+        tracker_live,
+    );
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -276,6 +282,10 @@ fn build() -> Report {
             stacks_dropped: intern::DROPPED.load(Relaxed),
             hook_panics: crate::scope::HOOK_PANICS.load(Relaxed),
         },
+        process,
+        timeline: Vec::new(),
+        run_events: Vec::new(),
+        timeline_stats: Default::default(),
     }
 }
 
