@@ -182,6 +182,7 @@ pub(crate) fn init_from_env() {
                     Err(e) => eprintln!("allocscope: {e}; using the default (sampled, 512 KiB)"),
                 }
             }
+            crate::timeline::init_from_env();
         });
     });
 }

@@ -146,57 +146,108 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
         .collect()
 }
 
-fn build() -> Report {
-    let count = registry::PATH_COUNT.load(Acquire) as usize;
-    let figs = path_figures(count);
-    let jobs_entries = registry::all_jobs();
+/// Per-job figures summed over paths, and the process totals: the part of a report that needs
+/// no symbolization (shared by [`report`] and the timeline sampler).
+pub(crate) struct JobFigures {
+    /// Job ids of each path, outermost first.
+    pub scopes: Vec<Vec<u32>>,
+    /// Per job id: inclusive figures (the job and everything nested in it).
+    inclusive: Vec<PathFigures>,
+    /// Per job id: the job's own figures.
+    exclusive: Vec<PathFigures>,
+    pub totals: Totals,
+    /// The tracker's own path.
+    tracker: PathFigures,
+}
 
-    // Names of each path's jobs, outermost first.
-    let mut chain = Vec::new();
-    let scopes: Vec<Vec<u32>> = (0..count as u32)
-        .map(|p| {
-            registry::path_jobs(p, &mut chain);
-            let mut c = chain.clone();
-            c.reverse();
-            c
-        })
-        .collect();
+impl JobFigures {
+    /// Every path's figures now, summed per job.
+    pub(crate) fn now(jobs: usize) -> JobFigures {
+        let count = registry::PATH_COUNT.load(Acquire) as usize;
+        let figs = path_figures(count);
+        let mut chain = Vec::new();
+        let scopes: Vec<Vec<u32>> = (0..count as u32)
+            .map(|p| {
+                registry::path_jobs(p, &mut chain);
+                let mut c = chain.clone();
+                c.reverse();
+                c
+            })
+            .collect();
+        let mut inclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs];
+        let mut exclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs];
+        let mut totals = Totals::default();
+        for (p, f) in figs.iter().enumerate() {
+            if p as u32 == PATH_TRACKER {
+                continue;
+            }
+            totals.allocated += f.alloc;
+            totals.live += f.retained();
+            if p as u32 == PATH_UNSCOPED {
+                totals.unscoped_allocated = f.alloc;
+                totals.unscoped_live = f.retained();
+                continue;
+            }
+            let jobs = &scopes[p];
+            for &j in jobs {
+                if let Some(inc) = inclusive.get_mut(j as usize) {
+                    inc.alloc += f.alloc;
+                    inc.freed += f.freed;
+                }
+            }
+            if let Some(&leaf) = jobs.last() {
+                if let Some(ex) = exclusive.get_mut(leaf as usize) {
+                    ex.alloc += f.alloc;
+                    ex.freed += f.freed;
+                }
+            }
+        }
+        let tracker = figs.get(PATH_TRACKER as usize).copied().unwrap_or_default();
+        JobFigures {
+            scopes,
+            inclusive,
+            exclusive,
+            totals,
+            tracker,
+        }
+    }
+
+    /// A job's inclusive live bytes.
+    pub(crate) fn job_live_bytes(&self, job: usize) -> u64 {
+        self.inclusive.get(job).map_or(0, |f| f.retained().bytes)
+    }
+
+    /// The tracker's own live bytes.
+    pub(crate) fn tracker_live_bytes(&self) -> u64 {
+        self.tracker.retained().bytes
+    }
+
+    /// All tracked live bytes: jobs, unscoped and the tracker's own.
+    pub(crate) fn heap_live_bytes(&self) -> u64 {
+        self.totals
+            .live
+            .bytes
+            .saturating_add(self.tracker_live_bytes())
+    }
+}
+
+fn build() -> Report {
+    let jobs_entries = registry::all_jobs();
+    let figures = JobFigures::now(jobs_entries.len());
+    let JobFigures {
+        scopes,
+        inclusive,
+        exclusive,
+        totals,
+        ..
+    } = &figures;
+    let totals = *totals;
     let name_of = |job: u32| -> String {
         jobs_entries.get(job as usize).map_or_else(
             || registry::OTHER_JOBS_NAME.to_string(),
             |j| j.name.to_string(),
         )
     };
-
-    // Per-job inclusive and exclusive figures.
-    let mut inclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs_entries.len()];
-    let mut exclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs_entries.len()];
-    let mut totals = Totals::default();
-    for (p, f) in figs.iter().enumerate() {
-        if p as u32 == PATH_TRACKER {
-            continue;
-        }
-        totals.allocated += f.alloc;
-        totals.live += f.retained();
-        if p as u32 == PATH_UNSCOPED {
-            totals.unscoped_allocated = f.alloc;
-            totals.unscoped_live = f.retained();
-            continue;
-        }
-        let jobs = &scopes[p];
-        for &j in jobs {
-            if let Some(inc) = inclusive.get_mut(j as usize) {
-                inc.alloc += f.alloc;
-                inc.freed += f.freed;
-            }
-        }
-        if let Some(&leaf) = jobs.last() {
-            if let Some(ex) = exclusive.get_mut(leaf as usize) {
-                ex.alloc += f.alloc;
-                ex.freed += f.freed;
-            }
-        }
-    }
 
     // Callsites: every site, grouped by (path, symbolized frames); each job gets the ones of
     // the paths it is on.
@@ -228,6 +279,10 @@ fn build() -> Report {
             continue;
         }
         let mut job_sites = std::mem::take(&mut by_job[j]);
+        let (recent_runs, trend) = {
+            let h = entry.recent.lock();
+            (h.runs.iter().cloned().collect(), h.trend.trend())
+        };
         sort_callsites(&mut job_sites);
         jobs.push(JobReport {
             name: entry.name.to_string(),
@@ -241,9 +296,9 @@ fn build() -> Report {
                 allocated: exclusive[j].alloc,
                 retained: exclusive[j].retained(),
             },
-            recent_runs: entry.recent.lock().iter().cloned().collect(),
+            recent_runs: recent_runs,
             callsites: job_sites,
-            trend: Default::default(),
+            trend,
         });
     }
     jobs.sort_by(|a, b| {
@@ -255,12 +310,9 @@ fn build() -> Report {
     });
 
     let (stacks, sites, _) = intern::usage();
-    let tracker_fig = figs.get(PATH_TRACKER as usize).copied().unwrap_or_default();
-    let tracker_live = tracker_fig.retained().bytes;
-    let process = crate::timeline::process_memory(
-        totals.live.bytes.saturating_add(tracker_live),
-        tracker_live,
-    );
+    let tracker_live = figures.tracker_live_bytes();
+    let process = crate::timeline::process_memory(figures.heap_live_bytes(), tracker_live);
+    let history = crate::timeline::history(&jobs_entries);
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -271,9 +323,9 @@ fn build() -> Report {
         callsites,
         tracker: TrackerStats {
             installed: thread::INSTALLED.load(Relaxed),
-            overhead: tracker_fig.retained(),
+            overhead: figures.tracker.retained(),
             jobs: jobs_entries.len().saturating_sub(1) as u64,
-            paths: count.saturating_sub(3) as u64,
+            paths: scopes.len().saturating_sub(3) as u64,
             stacks: stacks as u64,
             sites: sites as u64,
             jobs_overflowed: registry::JOBS_OVERFLOWED.load(Relaxed),
@@ -283,9 +335,9 @@ fn build() -> Report {
             hook_panics: crate::scope::HOOK_PANICS.load(Relaxed),
         },
         process,
-        timeline: Vec::new(),
-        run_events: Vec::new(),
-        timeline_stats: Default::default(),
+        timeline: history.timeline,
+        run_events: history.run_events,
+        timeline_stats: history.stats,
     }
 }
 

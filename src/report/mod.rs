@@ -13,7 +13,7 @@ mod memory;
 mod since;
 pub(crate) mod text;
 
-pub(crate) use build::job_snapshot;
+pub(crate) use build::{job_snapshot, JobFigures};
 pub use build::report;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
