@@ -91,7 +91,7 @@ pub use callsite::{
 pub use error::Error;
 pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
-pub use report::text::{grouped, human_bytes, TextOptions};
+pub use report::text::{grouped, human_bytes, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN};
 pub use report::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
@@ -110,3 +110,5 @@ pub use scope::{
     ScopeHandle,
 };
 pub use timeline::release_free_memory;
+#[cfg(feature = "chart")]
+pub use timeline::TimelineOptions;

@@ -13,8 +13,8 @@ mod memory;
 mod since;
 pub(crate) mod text;
 
-pub(crate) use build::{job_snapshot, JobFigures};
 pub use build::report;
+pub(crate) use build::{job_snapshot, JobFigures};
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,

@@ -52,8 +52,8 @@ use parking_lot::{Condvar, Mutex};
 pub use chart::TimelineOptions;
 pub(crate) use process::process_memory;
 pub use process::release_free_memory;
-pub use trend::{MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, WARMUP_RUNS};
 pub(crate) use trend::TrendSummary;
+pub use trend::{MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, WARMUP_RUNS};
 
 use crate::registry::{self, JobEntry};
 use crate::report::{JobLive, RunEvent, RunReport, TimelineSample, TimelineStats};
@@ -381,7 +381,9 @@ mod tests {
         assert_eq!(parse_interval(" 1m ").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_interval("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_interval("2h").unwrap(), Duration::from_secs(7200));
-        for bad in ["", "1", "ms", "-1s", "0s", "abc", "1 parsec", "nans", "+1s", "1e400s"] {
+        for bad in [
+            "", "1", "ms", "-1s", "0s", "abc", "1 parsec", "nans", "+1s", "1e400s",
+        ] {
             let e = parse_interval(bad).unwrap_err().to_string();
             assert!(e.contains("ALLOCSCOPE_TIMELINE"), "{bad}: {e}");
         }

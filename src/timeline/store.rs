@@ -49,16 +49,13 @@ impl Samples {
     }
 
     pub(crate) fn capacity_bytes(&self) -> usize {
-        self.levels.iter().map(|q| q.capacity()).sum::<usize>()
-            * std::mem::size_of::<RawSample>()
+        self.levels.iter().map(|q| q.capacity()).sum::<usize>() * std::mem::size_of::<RawSample>()
             + self.levels.capacity() * std::mem::size_of::<VecDeque<RawSample>>()
     }
 
     pub(crate) fn push(&mut self, s: RawSample) {
         if self.levels.is_empty() {
-            self.levels = (0..LEVELS)
-                .map(|_| VecDeque::with_capacity(0))
-                .collect();
+            self.levels = (0..LEVELS).map(|_| VecDeque::with_capacity(0)).collect();
         }
         self.taken += 1;
         let mut carry = Some(s);
@@ -220,7 +217,11 @@ mod tests {
         }
         assert_eq!(s.taken, n);
         let kept: u64 = s.iter().map(|x| x.merged).sum();
-        assert_eq!(kept + s.dropped, n, "every raw sample is kept or counted as dropped");
+        assert_eq!(
+            kept + s.dropped,
+            n,
+            "every raw sample is kept or counted as dropped"
+        );
         assert!(s.dropped > 0 && s.dropped < n / 2, "{}", s.dropped);
         assert!(s.iter().any(|x| x.rss == 1 << 40), "the spike survived");
         let times: Vec<u64> = s.iter().map(|x| x.unix_ms).collect();
@@ -248,7 +249,11 @@ mod tests {
         assert!(kept.len() <= RECENT_EVENTS + 2 * LARGEST_EVENTS);
         assert!(kept.len() >= RECENT_EVENTS);
         assert!(kept.iter().any(|e| e.run == 6), "the largest run is kept");
-        assert_eq!(kept.last().unwrap().run, 100_000, "the most recent run is kept");
+        assert_eq!(
+            kept.last().unwrap().run,
+            100_000,
+            "the most recent run is kept"
+        );
         assert_eq!(ev.total, 100_000);
     }
 }

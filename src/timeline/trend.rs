@@ -249,7 +249,9 @@ mod tests {
         assert_eq!(summary(noisy).trend().kind, TrendKind::Steady);
         // Shrinking is steady.
         assert_eq!(
-            summary((0..30u64).map(|i| 1_000_000 - i * 10_000)).trend().kind,
+            summary((0..30u64).map(|i| 1_000_000 - i * 10_000))
+                .trend()
+                .kind,
             TrendKind::Steady
         );
     }
