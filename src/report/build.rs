@@ -296,7 +296,7 @@ fn build() -> Report {
                 allocated: exclusive[j].alloc,
                 retained: exclusive[j].retained(),
             },
-            recent_runs: recent_runs,
+            recent_runs,
             callsites: job_sites,
             trend,
         });

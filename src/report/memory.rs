@@ -32,10 +32,12 @@ pub struct ProcessMemory {
     /// returning it to the OS.
     ///
     /// With glibc malloc: the free bytes inside glibc's arenas (`mallinfo2().fordblks`: free
-    /// chunks, fastbins and the top chunk, in every arena), capped at
-    /// `rss_bytes − heap_live_bytes`. The cap matters after `malloc_trim`, which returns free
-    /// pages with `MADV_DONTNEED` but leaves the chunks on glibc's free lists: they are no
-    /// longer resident, so they are not counted. Freed blocks of 128 KiB or more (glibc's
+    /// chunks, fastbins and the top chunk, in every arena), capped at the anonymous resident
+    /// memory no live block explains (`/proc/self/statm` resident − shared − `heap_live_bytes`).
+    /// The cap matters after `malloc_trim`, which returns free pages with `MADV_DONTNEED` but
+    /// leaves the chunks on glibc's free lists: they are no longer resident, so they are not
+    /// counted. What the cap still lets in: thread stacks and allocator metadata, when free
+    /// chunks exceed them (an estimate, not an exact figure). Freed blocks of 128 KiB or more (glibc's
     /// mmap threshold) are unmapped at once and are never in this figure. With another
     /// allocator: 0, and [`not_returned_method`](Self::not_returned_method) says it is unknown.
     pub not_returned_bytes: u64,

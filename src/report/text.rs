@@ -133,11 +133,7 @@ impl Default for TextOptions {
 
 /// Average objects allocated per finished run.
 fn objects_per_run(j: &JobReport) -> u64 {
-    if j.runs == 0 {
-        0
-    } else {
-        j.allocated.objects / j.runs
-    }
+    j.allocated.objects.checked_div(j.runs).unwrap_or(0)
 }
 
 /// Sorts jobs for the table.

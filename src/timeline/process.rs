@@ -13,15 +13,22 @@ use crate::report::ProcessMemory;
 /// Resident set size in bytes from `/proc/self/statm` (second field × page size); `None` when
 /// it cannot be read.
 pub(crate) fn rss_bytes() -> Option<u64> {
+    statm().map(|(resident, _)| resident)
+}
+
+/// (resident, resident file-backed and shared) bytes from `/proc/self/statm`.
+fn statm() -> Option<(u64, u64)> {
     #[cfg(target_os = "linux")]
     {
         let mut buf = [0u8; 128];
         let text = read_small("/proc/self/statm\0", &mut buf)?;
-        let resident: u64 = text.split_ascii_whitespace().nth(1)?.parse().ok()?;
+        let mut fields = text.split_ascii_whitespace().skip(1);
+        let resident: u64 = fields.next()?.parse().ok()?;
+        let shared: u64 = fields.next()?.parse().ok()?;
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let page = if page > 0 { page as u64 } else { 4096 };
-        resident.checked_mul(page)
+        Some((resident.checked_mul(page)?, shared.checked_mul(page)?))
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -102,22 +109,22 @@ fn glibc() -> &'static Glibc {
                 let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr().cast()) };
                 (!p.is_null()).then_some(p)
             };
-            // SAFETY (all three transmutes): glibc declares these symbols with exactly these
-            // signatures (`struct mallinfo2 mallinfo2(void)`, `struct mallinfo mallinfo(void)`,
-            // `int malloc_trim(size_t)`), and the structs above match glibc's layout.
+            // glibc declares these symbols with exactly these signatures (`struct mallinfo2
+            // mallinfo2(void)`, `struct mallinfo mallinfo(void)`, `int malloc_trim(size_t)`),
+            // and the structs above match glibc's layout.
+            type Info2 = unsafe extern "C" fn() -> MallInfo2;
+            type Info = unsafe extern "C" fn() -> MallInfo;
+            type Trim = unsafe extern "C" fn(usize) -> libc::c_int;
             Glibc {
-                mallinfo2: sym("mallinfo2\0").map(|p| unsafe {
-                    std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> MallInfo2>(p)
-                }),
-                mallinfo: sym("mallinfo\0").map(|p| unsafe {
-                    std::mem::transmute::<*mut libc::c_void, unsafe extern "C" fn() -> MallInfo>(p)
-                }),
-                malloc_trim: sym("malloc_trim\0").map(|p| unsafe {
-                    std::mem::transmute::<
-                        *mut libc::c_void,
-                        unsafe extern "C" fn(usize) -> libc::c_int,
-                    >(p)
-                }),
+                // SAFETY: a non-null address of glibc's `mallinfo2`, of type `Info2`.
+                mallinfo2: sym("mallinfo2\0")
+                    .map(|p| unsafe { std::mem::transmute::<*mut libc::c_void, Info2>(p) }),
+                // SAFETY: a non-null address of glibc's `mallinfo`, of type `Info`.
+                mallinfo: sym("mallinfo\0")
+                    .map(|p| unsafe { std::mem::transmute::<*mut libc::c_void, Info>(p) }),
+                // SAFETY: a non-null address of glibc's `malloc_trim`, of type `Trim`.
+                malloc_trim: sym("malloc_trim\0")
+                    .map(|p| unsafe { std::mem::transmute::<*mut libc::c_void, Trim>(p) }),
             }
         }
         #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -201,14 +208,16 @@ pub(crate) fn allocator_name() -> &'static str {
 /// The process's memory now, given the tracker's live heap (all tracked live bytes) and the
 /// tracker's own live bytes. Call with tracking suspended.
 pub(crate) fn process_memory(heap_live_bytes: u64, tracker_bytes: u64) -> ProcessMemory {
-    let rss = rss_bytes().unwrap_or(0);
+    let (rss, shared) = statm().unwrap_or((0, 0));
     let allocator = allocator_name();
     let (not_returned, mapped, method) = match glibc_stats() {
         Some((free, mapped, method)) if allocator == "glibc malloc" => {
+            // Anonymous resident memory no live block explains: an upper bound of what free
+            // chunks can occupy (file-backed pages — code, mapped debug info — are not heap).
             let unexplained = if rss == 0 {
                 free
             } else {
-                rss.saturating_sub(heap_live_bytes)
+                rss.saturating_sub(shared).saturating_sub(heap_live_bytes)
             };
             (free.min(unexplained), mapped, method)
         }
