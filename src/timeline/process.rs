@@ -165,26 +165,38 @@ fn glibc_stats() -> Option<(u64, u64, &'static str)> {
 }
 
 /// Whether glibc malloc serves the blocks the tracker forwards to its inner allocator,
-/// probed once: a 96 KiB block (below glibc's mmap threshold) allocated through the global
-/// allocator must raise glibc's in-use bytes (`uordblks`) by at least that much. Other
-/// threads allocating at the same instant could make a non-glibc inner allocator look like
-/// glibc; the probe repeats three times and needs all three to agree.
+/// probed once: a 64 MiB block (above glibc's largest mmap threshold, so glibc always maps it,
+/// and left untouched, so it costs no RSS) allocated through the global allocator must raise
+/// glibc's count of mapped blocks (`hblks`) by exactly one and its mapped bytes (`hblkhd`) by
+/// 64 MiB to 64 MiB + 64 KiB. Another thread mapping or unmapping a block at that instant can
+/// spoil one attempt (never make a non-glibc allocator look like glibc, short of mapping the
+/// same size at the same instant), so up to five attempts are made.
 fn inner_is_glibc() -> bool {
     static IS: OnceLock<bool> = OnceLock::new();
     *IS.get_or_init(|| {
-        let Some(f) = glibc().mallinfo2 else {
-            return cfg!(all(target_os = "linux", target_env = "gnu"))
-                && glibc().mallinfo.is_some();
+        const PROBE: usize = 64 << 20;
+        let g = glibc();
+        let mapped = || -> Option<(u64, u64)> {
+            if let Some(f) = g.mallinfo2 {
+                // SAFETY: as in `glibc_stats`.
+                let m = unsafe { f() };
+                return Some((m.hblks as u64, m.hblkhd as u64));
+            }
+            let f = g.mallinfo?;
+            // SAFETY: as in `glibc_stats`.
+            let m = unsafe { f() };
+            Some((m.hblks as u32 as u64, m.hblkhd as u32 as u64))
         };
-        const PROBE: usize = 96 << 10;
-        (0..3).all(|_| {
-            // SAFETY: as in `glibc_stats`.
-            let before = unsafe { f() }.uordblks;
-            let block = std::hint::black_box(vec![1u8; PROBE]);
-            // SAFETY: as in `glibc_stats`.
-            let after = unsafe { f() }.uordblks;
+        (0..5).any(|_| {
+            let Some((n0, b0)) = mapped() else {
+                return false;
+            };
+            let block: Vec<u8> = std::hint::black_box(Vec::with_capacity(PROBE));
+            let after = mapped();
             drop(block);
-            after.saturating_sub(before) >= PROBE
+            matches!(after, Some((n1, b1)) if n1 == n0 + 1
+                && b1 >= b0 + PROBE as u64
+                && b1 - b0 <= PROBE as u64 + (64 << 10))
         })
     })
 }
