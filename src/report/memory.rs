@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Usage;
+pub use crate::series::{Trend, TrendKind};
 
 /// The process's memory as the operating system and the allocator see it, next to the live
 /// heap the tracker counts.
@@ -125,48 +126,6 @@ pub struct TimelineStats {
     /// Of those, runs whose event is not in [`Report::run_events`](super::Report::run_events)
     /// (see [`timeline`](crate::timeline) for which are kept).
     pub run_events_dropped: u64,
-}
-
-/// What a job's retention after each run looks like over all its runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrendKind {
-    /// Retention keeps growing by about the same amount per run: a leak, or a cache without
-    /// a bound.
-    Growing,
-    /// Retention grew, then stopped growing: a cache or pool that filled up.
-    Saturating,
-    /// Retention does not grow (a healthy job returns to where it was).
-    Steady,
-    /// Too few runs past the warm-up to tell.
-    #[default]
-    NotEnoughRuns,
-}
-
-impl TrendKind {
-    /// The kind as the text report prints it (`growing`, `saturating`, `steady`, `-`).
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TrendKind::Growing => "growing",
-            TrendKind::Saturating => "saturating",
-            TrendKind::Steady => "steady",
-            TrendKind::NotEnoughRuns => "-",
-        }
-    }
-}
-
-/// A job's retention trend, computed from all its runs (see
-/// [`timeline`](crate::timeline) for the rule and its thresholds).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Trend {
-    /// The verdict.
-    pub kind: TrendKind,
-    /// Growth of the job's retained bytes per run: the least-squares slope over the runs
-    /// considered (negative when it shrinks).
-    pub bytes_per_run: f64,
-    /// Runs the verdict is based on: every finished run after the warm-up.
-    pub runs_considered: u64,
 }
 
 impl Trend {

@@ -38,8 +38,6 @@
 #[cfg(feature = "chart")]
 mod chart;
 mod process;
-mod store;
-mod trend;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,29 +46,24 @@ use std::time::{Duration, Instant};
 use core::sync::atomic::{AtomicU64, Ordering::*};
 use parking_lot::{Condvar, Mutex};
 
+pub use crate::series::{
+    MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
+    WARMUP_RUNS,
+};
 #[cfg(feature = "chart")]
 pub use chart::TimelineOptions;
 pub(crate) use process::process_memory;
 pub use process::release_free_memory;
-pub(crate) use trend::TrendSummary;
-pub use trend::{MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, WARMUP_RUNS};
 
+use crate::fork::{self, AtFork};
 use crate::registry::{self, JobEntry};
-use crate::report::{JobLive, RunEvent, RunReport, TimelineSample, TimelineStats};
+use crate::report::snapshot::Snapshot;
+use crate::report::{JobLive, RunEvent, TimelineSample, TimelineStats};
+use crate::series::{self, RawSample};
 use crate::thread::untracked;
-use store::{Events, RawEvent, RawSample, Samples};
 
-/// Live bytes of this many jobs are kept per timeline sample (the largest at that instant).
-pub const TOP_JOBS: usize = 5;
-/// The most samples the timeline keeps however long the process runs.
-pub const MAX_SAMPLES: usize = store::LEVELS * store::LEVEL_SAMPLES;
-/// The most run events a report carries.
-pub const MAX_RUN_EVENTS: usize = store::RECENT_EVENTS + 2 * store::LARGEST_EVENTS;
 /// The shortest sampling interval; shorter ones are raised to it.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
-
-static SAMPLES: Mutex<Samples> = Mutex::new(Samples::new());
-static EVENTS: Mutex<Events> = Mutex::new(Events::new());
 
 struct Shared {
     stop: Mutex<bool>,
@@ -87,6 +80,30 @@ static SAMPLER: Mutex<Option<Sampler>> = Mutex::new(None);
 /// The running sampler's interval in nanoseconds, 0 when stopped (read by reports).
 static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 
+/// The sampler handle's lock around `fork()`; in the child, the sampler thread does not exist,
+/// so its handle is forgotten (never joined) and the timeline reads as stopped.
+struct SamplerAtFork;
+
+impl AtFork for SamplerAtFork {
+    fn prepare(&self) {
+        SAMPLER.prepare();
+    }
+
+    unsafe fn release(&self, child: bool) {
+        // SAFETY: per the trait.
+        unsafe { SAMPLER.release(child) };
+        if child {
+            if let Some(s) = SAMPLER.lock().take() {
+                core::mem::forget(s);
+            }
+            INTERVAL_NS.store(0, Relaxed);
+        }
+    }
+}
+
+static SAMPLER_AT_FORK: SamplerAtFork = SamplerAtFork;
+static REGISTERED: std::sync::Once = std::sync::Once::new();
+
 /// Starts the background sampler, taking a sample every `interval` (at least
 /// [`MIN_INTERVAL`]). If it is already running, its interval changes. The thread runs with
 /// tracking suspended; [`stop`] ends it.
@@ -99,6 +116,7 @@ static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 pub fn start(interval: Duration) {
     let ns = interval.max(MIN_INTERVAL).as_nanos().min(u64::MAX as u128) as u64;
     untracked(|| {
+        REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
         let mut sampler = SAMPLER.lock();
         if let Some(s) = sampler.as_ref() {
             s.shared.interval_ns.store(ns, Relaxed);
@@ -128,7 +146,10 @@ pub fn start(interval: Duration) {
 /// Stops the sampler and joins its thread (returns at once if it is not running). The samples
 /// taken so far stay in later reports.
 pub fn stop() {
-    let sampler = untracked(|| SAMPLER.lock().take());
+    let sampler = untracked(|| {
+        REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
+        SAMPLER.lock().take()
+    });
     if let Some(s) = sampler {
         INTERVAL_NS.store(0, Relaxed);
         *s.shared.stop.lock() = true;
@@ -167,19 +188,20 @@ fn run_sampler(shared: &Shared) {
     }
 }
 
-/// Takes one sample now and stores it. Runs with tracking suspended.
+/// Takes one sample now and stores it. Runs with tracking suspended. Uses the one snapshot
+/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most.
 pub(crate) fn sample_now() {
-    let jobs = registry::all_jobs();
-    let figures = crate::report::JobFigures::now(jobs.len());
+    let snap = Snapshot::take();
+    let r = &snap.rollup;
     let mut top = [(0u32, 0u64); TOP_JOBS];
     let mut n_top = 0usize;
-    for j in 0..jobs.len() {
-        let live = figures.job_live_bytes(j);
+    for (j, c) in r.inclusive.iter().enumerate() {
+        let live = c.retained().bytes;
         if live == 0 {
             continue;
         }
         // Insertion into the small sorted array (largest first).
-        let mut i = n_top.min(TOP_JOBS);
+        let mut i = n_top;
         while i > 0 && top[i - 1].1 < live {
             if i < TOP_JOBS {
                 top[i] = top[i - 1];
@@ -191,36 +213,18 @@ pub(crate) fn sample_now() {
             n_top = (n_top + 1).min(TOP_JOBS);
         }
     }
-    let pm = process_memory(figures.heap_live_bytes(), figures.tracker_live_bytes());
-    let sample = RawSample {
-        unix_ms: crate::scope::unix_ms(),
+    let tracker = r.tracker.retained().bytes;
+    let heap = r.all.retained().bytes.saturating_add(tracker);
+    let pm = process_memory(heap, tracker);
+    series::record_sample(RawSample {
+        unix_ms: crate::model::unix_ms(),
         rss: pm.rss_bytes,
         heap: pm.heap_live_bytes,
         not_returned: pm.not_returned_bytes,
         merged: 1,
         top,
         n_top: n_top as u8,
-    };
-    SAMPLES.lock().push(sample);
-    drop(jobs);
-}
-
-/// Records a finished run (called by the run-finish path, tracking suspended): one short
-/// lock, no allocation once the store's buffers exist.
-pub(crate) fn record_run(job: u32, r: &RunReport) {
-    let duration_ms = r.duration_ns / 1_000_000;
-    let e = RawEvent {
-        job,
-        run: r.run,
-        start_unix_ms: r.finished_unix_ms.saturating_sub(duration_ms),
-        finish_unix_ms: r.finished_unix_ms,
-        duration_ns: r.duration_ns,
-        allocated: r.allocated,
-        peak_bytes: r.peak_bytes,
-        retained: r.retained_at_finish,
-        panicked: r.panicked,
-    };
-    EVENTS.lock().push(e);
+    });
 }
 
 /// What a report carries of the timeline.
@@ -238,10 +242,7 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
             |j| j.name.to_string(),
         )
     };
-    let (raw_events, total) = {
-        let ev = EVENTS.lock();
-        (ev.kept(), ev.total)
-    };
+    let (raw_events, total) = series::events();
     let run_events: Vec<RunEvent> = raw_events
         .iter()
         .map(|e| RunEvent {
@@ -256,10 +257,7 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
             panicked: e.panicked,
         })
         .collect();
-    let (raw_samples, taken, dropped): (Vec<RawSample>, u64, u64) = {
-        let s = SAMPLES.lock();
-        (s.iter().copied().collect(), s.taken, s.dropped)
-    };
+    let (raw_samples, taken, dropped) = series::samples();
     let timeline = raw_samples
         .iter()
         .map(|s| TimelineSample {
@@ -291,83 +289,32 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
     }
 }
 
-/// Bytes the timeline and event stores occupy now (for the bound tests).
+/// Bytes the timeline and run-event stores occupy now (for the bound tests).
 #[doc(hidden)]
 pub fn store_bytes() -> usize {
-    let samples = SAMPLES.lock().capacity_bytes();
-    let events = EVENTS.lock().capacity_bytes();
-    samples + events
+    untracked(series::store_bytes)
 }
 
 /// A duration as `ALLOCSCOPE_TIMELINE` takes it: a whole or decimal number followed by `ms`,
 /// `s`, `m` or `h` (`500ms`, `1s`, `1.5s`, `1m`).
 pub fn parse_interval(text: &str) -> Result<Duration, crate::Error> {
-    let t = text.trim();
-    let err = || {
-        crate::Error::InvalidConfig(format!(
-            "ALLOCSCOPE_TIMELINE={text:?}: expected a duration such as 500ms, 1s or 1m"
-        ))
-    };
-    let (num, unit_ns) = [("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
-        .iter()
-        .find_map(|&(u, ns)| t.strip_suffix(u).map(|n| (n.trim(), ns)))
-        .ok_or_else(err)?;
-    let v: f64 = num.parse().map_err(|_| err())?;
-    if !v.is_finite() || v <= 0.0 || num.starts_with('+') {
-        return Err(err());
-    }
-    let ns = v * unit_ns;
-    if ns < 1.0 || ns > u64::MAX as f64 {
-        return Err(err());
-    }
-    Ok(Duration::from_nanos(ns as u64))
+    crate::config::parse_interval(text)
 }
 
-/// Applies `ALLOCSCOPE_TIMELINE` (called once, at the first call into allocscope): a valid
+/// Applies `ALLOCSCOPE_TIMELINE` once (at the first call into allocscope's API): a valid
 /// duration starts the sampler; an invalid one prints one line on stderr and leaves it off.
 pub(crate) fn init_from_env() {
-    let Some(raw) = std::env::var_os("ALLOCSCOPE_TIMELINE") else {
-        return;
-    };
-    let v = raw.to_string_lossy();
-    if v.trim().is_empty() || v.trim() == "off" {
+    static ENV: std::sync::Once = std::sync::Once::new();
+    if ENV.is_completed() {
         return;
     }
-    match parse_interval(&v) {
-        Ok(d) => start(d),
-        Err(e) => eprintln!("allocscope: {e}; timeline off"),
-    }
-}
-
-/// Takes the timeline's locks before `fork()` (see `registry`'s fork handlers).
-pub(crate) fn fork_prepare() {
-    core::mem::forget(SAMPLER.lock());
-    core::mem::forget(SAMPLES.lock());
-    core::mem::forget(EVENTS.lock());
-}
-
-/// Releases the locks `fork_prepare` took. In the child, the sampler thread does not exist:
-/// its handle is forgotten (never joined) and the timeline reads as stopped.
-pub(crate) fn fork_release(child: bool) {
-    // SAFETY: called once after each `fork_prepare` on the same thread, whose guards were
-    // forgotten; in the child no other thread exists, in the parent no one else holds them.
-    unsafe {
-        if child {
-            registry::reset_raw((EVENTS.raw() as *const parking_lot::RawMutex).cast_mut());
-            registry::reset_raw((SAMPLES.raw() as *const parking_lot::RawMutex).cast_mut());
-            registry::reset_raw((SAMPLER.raw() as *const parking_lot::RawMutex).cast_mut());
-        } else {
-            EVENTS.force_unlock();
-            SAMPLES.force_unlock();
-            SAMPLER.force_unlock();
-        }
-    }
-    if child {
-        if let Some(s) = SAMPLER.lock().take() {
-            core::mem::forget(s);
-        }
-        INTERVAL_NS.store(0, Relaxed);
-    }
+    untracked(|| {
+        ENV.call_once(|| {
+            if let Some(d) = crate::config::timeline() {
+                start(d);
+            }
+        })
+    });
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::report::Usage;
+use crate::model::Usage;
 
 /// Samples per resolution level.
 pub(crate) const LEVEL_SAMPLES: usize = 128;

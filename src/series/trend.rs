@@ -34,7 +34,49 @@
 //! `bytes_per_run` is always the least-squares slope over all considered runs, and
 //! `runs_considered` their number.
 
-use crate::report::{Trend, TrendKind};
+use serde::{Deserialize, Serialize};
+
+/// What a job's retention after each run looks like over all its runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrendKind {
+    /// Retention keeps growing by about the same amount per run: a leak, or a cache without
+    /// a bound.
+    Growing,
+    /// Retention grew, then stopped growing: a cache or pool that filled up.
+    Saturating,
+    /// Retention does not grow (a healthy job returns to where it was).
+    Steady,
+    /// Too few runs past the warm-up to tell.
+    #[default]
+    NotEnoughRuns,
+}
+
+impl TrendKind {
+    /// The kind as the text report prints it (`growing`, `saturating`, `steady`, `-`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TrendKind::Growing => "growing",
+            TrendKind::Saturating => "saturating",
+            TrendKind::Steady => "steady",
+            TrendKind::NotEnoughRuns => "-",
+        }
+    }
+}
+
+/// A job's retention trend, computed from all its runs (see
+/// [`timeline`](crate::timeline) (and this module's `trend` docs) for the rule and its thresholds).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Trend {
+    /// The verdict.
+    pub kind: TrendKind,
+    /// Growth of the job's retained bytes per run: the least-squares slope over the runs
+    /// considered (negative when it shrinks).
+    pub bytes_per_run: f64,
+    /// Runs the verdict is based on: every finished run after the warm-up.
+    pub runs_considered: u64,
+}
 
 /// Runs at the start of a job not considered by the trend.
 pub const WARMUP_RUNS: u64 = 1;
