@@ -54,6 +54,7 @@ pub use crate::series::{
 pub use chart::TimelineOptions;
 pub(crate) use process::process_memory;
 pub use process::release_free_memory;
+use process::StatsCache;
 
 use crate::fork::{self, AtFork};
 use crate::registry::{self, JobEntry};
@@ -171,9 +172,10 @@ pub fn interval() -> Option<Duration> {
 /// sample does not shift the following ones; ticks missed are skipped, not caught up).
 fn run_sampler(shared: &Shared) {
     let mut next = Instant::now();
+    let mut cache = StatsCache::default();
     let mut stop = shared.stop.lock();
     while !*stop {
-        parking_lot::MutexGuard::unlocked(&mut stop, sample_now);
+        parking_lot::MutexGuard::unlocked(&mut stop, || sample_now(&mut cache));
         let interval = Duration::from_nanos(shared.interval_ns.load(Relaxed));
         next += interval;
         let now = Instant::now();
@@ -189,8 +191,9 @@ fn run_sampler(shared: &Shared) {
 }
 
 /// Takes one sample now and stores it. Runs with tracking suspended. Uses the one snapshot
-/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most.
-pub(crate) fn sample_now() {
+/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most; the
+/// allocator's statistics come through `cache` (see `StatsCache`).
+fn sample_now(cache: &mut StatsCache) {
     let snap = Snapshot::take();
     let r = &snap.rollup;
     let mut top = [(0u32, 0u64); TOP_JOBS];
@@ -215,7 +218,7 @@ pub(crate) fn sample_now() {
     }
     let tracker = r.tracker.retained().bytes;
     let heap = r.all.retained().bytes.saturating_add(tracker);
-    let pm = process_memory(heap, tracker);
+    let pm = process::process_memory_cached(heap, tracker, cache);
     series::record_sample(RawSample {
         unix_ms: crate::model::unix_ms(),
         rss: pm.rss_bytes,
