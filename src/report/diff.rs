@@ -14,6 +14,7 @@ use super::text::{grouped, human_bytes, short_file};
 use super::{
     CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, ProcessMemory, Report, Usage,
 };
+use crate::error::Detail;
 use crate::Error;
 
 /// A signed change of objects and bytes (newer minus older).
@@ -551,10 +552,20 @@ impl ReportDiff {
             .to_string();
             options.deterministic = true;
             let mut svg = Vec::new();
-            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
-                .map_err(|e| Error::Render(format!("differential flamegraph: {e}")))?;
-            String::from_utf8(svg)
-                .map_err(|e| Error::Render(format!("differential flamegraph: {e}")))
+            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg).map_err(
+                |e| {
+                    Error::Render(Detail::with_source(
+                        format!("differential flamegraph: {e}"),
+                        e,
+                    ))
+                },
+            )?;
+            String::from_utf8(svg).map_err(|e| {
+                Error::Render(Detail::with_source(
+                    format!("differential flamegraph: {e}"),
+                    e,
+                ))
+            })
         })
     }
 }
