@@ -308,14 +308,20 @@ fn timeline_chart() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("worker_old.json") && err.contains("ALLOCSCOPE_TIMELINE"), "{err}");
+    assert!(
+        err.contains("worker_old.json") && err.contains("ALLOCSCOPE_TIMELINE"),
+        "{err}"
+    );
 }
 
 #[test]
 fn diff_shows_the_rss_change() {
     let text = stdout(&ok(&["diff", OLD, V2]));
     assert!(
-        text.lines().nth(1).unwrap().starts_with("memory: RSS unavailable in one report"),
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("memory: RSS unavailable in one report"),
         "{text}"
     );
     let text = stdout(&ok(&["diff", V2, V2]));
