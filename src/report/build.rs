@@ -31,6 +31,7 @@ use crate::thread::{self, untracked};
 /// report from a thread instead.
 pub fn report() -> Report {
     callsite::init_from_env();
+    crate::timeline::init_from_env();
     untracked(|| {
         let report = build_from(&Snapshot::take());
         symbolize::release_debug_info();
@@ -147,6 +148,10 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         }
         let mut job_sites = std::mem::take(&mut by_job[j]);
         sort_callsites(&mut job_sites);
+        let (recent_runs, trend) = {
+            let h = entry.recent.lock();
+            (h.runs.iter().cloned().collect(), h.trend.trend())
+        };
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -159,13 +164,18 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
                 allocated: r.exclusive[j].allocated(),
                 retained: r.exclusive[j].retained(),
             },
-            recent_runs: entry.recent.lock().iter().cloned().collect(),
+            recent_runs,
             callsites: job_sites,
+            trend,
         });
     }
     sort_jobs(&mut jobs);
 
     let (stacks, sites, frames) = intern::usage();
+    let tracker_live = r.tracker.retained().bytes;
+    let heap_live = totals.live.bytes.saturating_add(tracker_live);
+    let process = crate::timeline::process_memory(heap_live, tracker_live);
+    let history = crate::timeline::history(&snap.jobs);
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -193,6 +203,10 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
             frames_stored: frames as u64,
         },
+        process,
+        timeline: history.timeline,
+        run_events: history.run_events,
+        timeline_stats: history.stats,
     }
 }
 
