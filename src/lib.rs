@@ -56,6 +56,9 @@
 //! * `thread` — per-thread state and counters; `registry` — paths, jobs, runs;
 //! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
 //! * `callsite` — stack modes, capture, interning, symbolization;
+//! * `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
+//!   requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
+//!   [`ScopeHandle::wrap`] needs no feature);
 //! * `report` — the model, text, JSON, folded stacks and flamegraphs; files and automatic
 //!   dumps (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
 //!   (`export`);
@@ -76,6 +79,7 @@ mod callsite;
 mod error;
 mod future;
 mod header;
+mod integrations;
 mod registry;
 mod report;
 mod scope;
@@ -101,6 +105,12 @@ pub use report::{
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
+#[cfg(feature = "rayon")]
+pub use integrations::rayon;
+#[cfg(feature = "tower")]
+pub use integrations::tower;
+#[cfg(feature = "tracing")]
+pub use integrations::tracing;
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
