@@ -93,6 +93,12 @@ pub use callsite::{
 };
 pub use error::Error;
 pub use future::{FutureExt, InScope, Tracked};
+#[cfg(feature = "rayon")]
+pub use integrations::rayon;
+#[cfg(feature = "tower")]
+pub use integrations::tower;
+#[cfg(feature = "tracing")]
+pub use integrations::tracing;
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{grouped, human_bytes, TextOptions};
 pub use report::{
@@ -105,12 +111,6 @@ pub use report::{
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
-#[cfg(feature = "rayon")]
-pub use integrations::rayon;
-#[cfg(feature = "tower")]
-pub use integrations::tower;
-#[cfg(feature = "tracing")]
-pub use integrations::tracing;
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,

@@ -242,6 +242,7 @@ impl ScopeHandle {
     }
 
     /// The (path, run token) pair, to nest a new run in this scope.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn parts(&self) -> (u32, u32) {
         (self.path, self.run)
     }
@@ -264,6 +265,7 @@ pub(crate) struct Restore(pub(crate) (u32, u32));
 
 impl Restore {
     /// The context to restore, leaving the restoring to the caller (who stacks it).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
     pub(crate) fn into_previous(self) -> (u32, u32) {
         let prev = self.0;
         core::mem::forget(self);
