@@ -140,6 +140,7 @@ impl ScopeLayer {
             || self.predicate.as_ref().is_some_and(|p| p(meta))
     }
 
+    #[inline]
     fn filter_slot(&self, id: &Id) -> &AtomicU32 {
         let h = id.into_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         &self.filter[h as usize & (FILTER_SLOTS - 1)]
@@ -218,10 +219,36 @@ where
         });
     }
 
+    #[inline]
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if !self.maybe_selected(id) {
-            return;
+        if self.maybe_selected(id) {
+            self.enter_slow(id, ctx);
         }
+    }
+
+    #[inline]
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        if self.maybe_selected(id) {
+            exit_slow(id);
+        }
+    }
+
+    #[inline]
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        if self.maybe_selected(&id) {
+            self.close_slow(id, ctx);
+        }
+    }
+}
+
+impl ScopeLayer {
+    /// `on_enter` of a span that may be selected: enter its run's scope.
+    #[cold]
+    #[inline(never)]
+    fn enter_slow<S>(&self, id: &Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let Some(span) = ctx.span(id) else { return };
         let Some(handle) = span.extensions().get::<SpanRun>().map(|r| r.0.handle()) else {
             return;
@@ -240,32 +267,13 @@ where
         });
     }
 
-    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
-        if !self.maybe_selected(id) {
-            return;
-        }
-        let id = id.into_u64();
-        let _ = ENTERED.try_with(|stack| {
-            let Ok(mut stack) = stack.try_borrow_mut() else {
-                return;
-            };
-            let Some(pos) = stack.iter().rposition(|e| e.0 == id) else {
-                return;
-            };
-            let (_, prev) = stack.remove(pos);
-            if pos == stack.len() {
-                thread::switch_context(prev.0, prev.1);
-            } else {
-                // Exited out of order: the entry above it now restores what this one would.
-                stack[pos].1 = prev;
-            }
-        });
-    }
-
-    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        if !self.maybe_selected(&id) {
-            return;
-        }
+    /// `on_close` of a span that may be selected: finish its run.
+    #[cold]
+    #[inline(never)]
+    fn close_slow<S>(&self, id: Id, ctx: Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
         let Some(span) = ctx.span(&id) else { return };
         let run = span.extensions_mut().remove::<SpanRun>();
         drop(span);
@@ -274,4 +282,26 @@ where
             drop(run); // finishes the run (as panicked during unwinding)
         }
     }
+}
+
+/// `on_exit` of a span that may be selected: restore the scope its enter replaced.
+#[cold]
+#[inline(never)]
+fn exit_slow(id: &Id) {
+    let id = id.into_u64();
+    let _ = ENTERED.try_with(|stack| {
+        let Ok(mut stack) = stack.try_borrow_mut() else {
+            return;
+        };
+        let Some(pos) = stack.iter().rposition(|e| e.0 == id) else {
+            return;
+        };
+        let (_, prev) = stack.remove(pos);
+        if pos == stack.len() {
+            thread::switch_context(prev.0, prev.1);
+        } else {
+            // Exited out of order: the entry above it now restores what this one would.
+            stack[pos].1 = prev;
+        }
+    });
 }
