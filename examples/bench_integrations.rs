@@ -263,13 +263,13 @@ fn main() {
     let mut cases = tracing_cases();
     cases.extend(tower_cases(rt));
     cases.extend(wrap_cases());
-    // `bench_integrations count NAME N`: only the case whose name contains NAME, N operations
-    // once, for instruction counts under callgrind (deterministic whatever the machine's
-    // load): run it with two values of N and divide the difference.
+    // `bench_integrations count NAME N`: only the case NAME (its name after "area: "), N
+    // operations once, for instruction counts under callgrind (deterministic whatever the
+    // machine's load): run it with two values of N and divide the difference.
     if args.get(1).map(String::as_str) == Some("count") {
         let c = cases
             .iter_mut()
-            .find(|c| c.name.contains(args[2].as_str()))
+            .find(|c| c.name.split_once(": ").map(|(_, n)| n) == Some(args[2].as_str()))
             .expect("no such case");
         (c.run)(args[3].parse().expect("N"));
         return;
