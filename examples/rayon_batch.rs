@@ -9,7 +9,7 @@ use rayon::prelude::*;
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-fn parse(line: &String) -> Vec<String> {
+fn parse(line: &str) -> Vec<String> {
     line.split(',').map(str::to_owned).collect()
 }
 
@@ -27,7 +27,11 @@ fn main() {
         s.spawn(|| {
             track_scope("parse_csv", || {
                 let h = current_scope().expect("in a scope");
-                let fields: usize = lines.par_iter().map(h.wrap(parse)).map(|f| f.len()).sum();
+                let fields: usize = lines
+                    .par_iter()
+                    .map(h.wrap(|line: &String| parse(line)))
+                    .map(|f| f.len())
+                    .sum();
                 assert_eq!(fields, 30_000);
             })
         });
