@@ -152,6 +152,14 @@ pub struct ResponseFuture<F> {
     run: Option<OwnedRun>,
 }
 
+impl<F> core::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("scope", &self.run.as_ref().map(OwnedRun::handle))
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
@@ -186,6 +194,15 @@ pub struct ScopeBody<B> {
     inner: ManuallyDrop<B>,
     scope: Option<ScopeHandle>,
     run: Option<OwnedRun>,
+}
+
+impl<B> core::fmt::Debug for ScopeBody<B> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ScopeBody")
+            .field("scope", &self.scope)
+            .field("finished", &self.run.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<B> ScopeBody<B> {
