@@ -258,3 +258,20 @@ fn guards_dropped_out_of_order_restore_the_right_scope() {
     assert_eq!(job("tracing_order").exclusive.allocated, Usage::new(1, 2));
     drop(kept);
 }
+
+#[test]
+fn a_span_closed_by_a_panic_is_a_panicked_run_and_the_scope_is_left() {
+    install();
+    let result = std::panic::catch_unwind(|| {
+        let span = tracing::info_span!("pred_panics");
+        let _entered = span.enter();
+        panic!("allocscope test: the job fails");
+    });
+    assert!(result.is_err());
+    let j = job("pred_panics");
+    assert_eq!((j.runs, j.panicked_runs, j.active_runs), (1, 1, 0));
+    assert!(
+        allocscope::current_scope().is_none(),
+        "the span's scope was left"
+    );
+}
