@@ -13,6 +13,8 @@
 //!   service returns an error.
 //! * With axum, add the layer with `Router::layer` (or `route_layer`): it then runs after
 //!   routing, when `MatchedPath` is known. Outside the router every request is unmatched.
+//! * Other servers (tonic, plain hyper services) name jobs with [`ScopeLayer::new`]; gRPC paths
+//!   are method names, a bounded set: `ScopeLayer::new(|r: &Request<B>| r.uri().path().to_owned())`.
 
 use core::future::Future;
 use core::mem::ManuallyDrop;
