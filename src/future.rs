@@ -9,7 +9,7 @@ use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll};
 
-use crate::scope::{ActiveRun, ScopeHandle};
+use crate::scope::{OwnedRun, ScopeHandle};
 use crate::thread;
 
 /// Extension methods attaching allocscope scopes to futures.
@@ -29,10 +29,9 @@ pub trait FutureExt: Future + Sized {
     /// taken, later runs are still counted per job but are not measured (their
     /// [`RunReport::unmeasured`](crate::RunReport::unmeasured) is set).
     fn track_scope(self, name: &str) -> Tracked<Self> {
-        let (path, run) = thread::current_context();
-        let run = ActiveRun::begin(name, path, run);
+        let run = OwnedRun::begin(name, thread::current_context());
         Tracked {
-            scope: ScopeHandle::from_parts(run.path, run.token),
+            scope: run.handle(),
             run: Some(run),
             inner: ManuallyDrop::new(self),
         }
@@ -54,7 +53,7 @@ impl<F: Future> FutureExt for F {}
 #[must_use = "futures do nothing unless polled"]
 pub struct Tracked<F> {
     scope: ScopeHandle,
-    run: Option<ActiveRun>,
+    run: Option<OwnedRun>,
     inner: ManuallyDrop<F>,
 }
 
@@ -102,9 +101,8 @@ impl<F> Drop for Tracked<F> {
             // SAFETY: `inner` is dropped exactly once, here, in place (allowed for pinned data).
             unsafe { ManuallyDrop::drop(&mut self.inner) };
         }
-        if let Some(run) = self.run.take() {
-            let _ = run.finish(std::thread::panicking());
-        }
+        // Finishes the run (marked as panicked during unwinding), after the inner future.
+        drop(self.run.take());
     }
 }
 

@@ -61,6 +61,9 @@
 //!   `header` — the per-block metadata in front of each block; `thread` — per-thread state and
 //!   counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
 //! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
+//! * `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
+//!   requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
+//!   [`ScopeHandle::wrap`] needs no feature), on top of `scope` and `future`;
 //! * `report` — the one snapshot path (`snapshot`), symbolization, text, JSON, folded stacks
 //!   and flamegraphs; files and automatic dumps (`dump`), snapshot differences and marks
 //!   (`diff`, `since`), pprof and DHAT exports (`export`);
@@ -85,6 +88,7 @@ mod error;
 mod fork;
 mod future;
 mod header;
+mod integrations;
 mod model;
 mod registry;
 mod report;
@@ -101,6 +105,12 @@ pub use callsite::{
 };
 pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
+#[cfg(feature = "rayon")]
+pub use integrations::rayon;
+#[cfg(feature = "tower")]
+pub use integrations::tower;
+#[cfg(feature = "tracing")]
+pub use integrations::tracing;
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{grouped, human_bytes, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN};
 pub use report::{

@@ -132,6 +132,45 @@ impl ActiveRun {
     }
 }
 
+/// A run entered from many places and finished once, when it is finished or dropped: a future
+/// polled on many threads ([`Tracked`](crate::Tracked)), a tracing span entered per poll, a
+/// request whose response body streams. Entering is done through [`OwnedRun::handle`].
+pub(crate) struct OwnedRun {
+    handle: ScopeHandle,
+    run: Option<ActiveRun>,
+}
+
+impl OwnedRun {
+    /// Starts a run of `name` nested in the context `parent` (path, run token).
+    pub(crate) fn begin(name: &str, parent: (u32, u32)) -> OwnedRun {
+        let run = ActiveRun::begin(name, parent.0, parent.1);
+        OwnedRun {
+            handle: ScopeHandle::from_parts(run.path, run.token),
+            run: Some(run),
+        }
+    }
+
+    /// The scope of this run, to enter around each piece of its work.
+    pub(crate) fn handle(&self) -> ScopeHandle {
+        self.handle
+    }
+
+    /// Finishes the run now (the caller is not inside its scope on this thread).
+    pub(crate) fn finish(mut self, panicked: bool) -> Option<RunReport> {
+        self.run.take().map(|r| r.finish(panicked))
+    }
+}
+
+impl Drop for OwnedRun {
+    /// Finishes the run if it was not finished explicitly; a drop during unwinding marks it as
+    /// panicked.
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            let _ = run.finish(std::thread::panicking());
+        }
+    }
+}
+
 /// A scope that can be entered from anywhere: on another thread, in a future, later.
 ///
 /// Obtained from [`current_scope`]. Entering it charges allocations to the same job (and the
@@ -163,6 +202,49 @@ impl ScopeHandle {
         Restore(thread::switch_context(self.path, run))
     }
 
+    /// Wraps `f` into a closure that enters this scope around each call, on whichever thread
+    /// calls it: a closure handed to a thread pool (`rayon`'s `par_iter().map(..)`,
+    /// `for_each`, a work queue) stays charged to the job that created it.
+    ///
+    /// Without it, a pool task runs in the scope of the thread that happens to run it. With
+    /// rayon that is not only "no scope": a worker blocked in `join` (waiting for its stolen
+    /// half) runs other tasks meanwhile — possibly another job's — and their allocations are
+    /// charged to the blocked worker's job.
+    ///
+    /// For closures of no or several arguments, call [`enter`](Self::enter) inside them
+    /// (`rayon::join(|| h.enter(a), || h.enter(b))`); with the `rayon` feature,
+    /// `allocscope::rayon::{join, spawn}` do it for you.
+    ///
+    /// ```
+    /// let lens = allocscope::track_scope("parse", || {
+    ///     let h = allocscope::current_scope().unwrap();
+    ///     let parse = h.wrap(|s: &str| s.split(',').map(str::to_owned).collect::<Vec<_>>().len());
+    ///     std::thread::scope(|t| t.spawn(|| ["a,b", "c"].map(&parse)).join().unwrap())
+    /// });
+    /// assert_eq!(lens, [2, 1]);
+    /// ```
+    pub fn wrap<A, R, F>(&self, f: F) -> impl Fn(A) -> R
+    where
+        F: Fn(A) -> R,
+    {
+        let scope = *self;
+        move |a| scope.enter(|| f(a))
+    }
+
+    /// The calling thread's context as a handle, also when it is outside any scope (entering
+    /// such a handle then means "no job": allocations are unscoped). Use it to carry "whatever
+    /// the caller was doing" to a pool thread, where [`current_scope`] would give `None`.
+    pub fn current() -> ScopeHandle {
+        let (path, run) = thread::current_context();
+        ScopeHandle { path, run }
+    }
+
+    /// The (path, run token) pair, to nest a new run in this scope.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn parts(&self) -> (u32, u32) {
+        (self.path, self.run)
+    }
+
     /// The innermost job name of this scope.
     pub fn job_name(&self) -> String {
         untracked(|| {
@@ -178,6 +260,16 @@ impl ScopeHandle {
 
 /// Restores a thread's previous context when dropped.
 pub(crate) struct Restore(pub(crate) (u32, u32));
+
+impl Restore {
+    /// The context to restore, leaving the restoring to the caller (who stacks it).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(crate) fn into_previous(self) -> (u32, u32) {
+        let prev = self.0;
+        core::mem::forget(self);
+        prev
+    }
+}
 
 impl Drop for Restore {
     fn drop(&mut self) {

@@ -274,7 +274,10 @@ fn flush_slot(s: &ThreadSlot, path: u32, run: u32) {
     let live = ab.wrapping_sub(fb) as i64;
     let peak = s.peak.load(Relaxed);
     registry::path(path).add(ao, ab, fo, fb);
-    if run != 0 {
+    // Nothing happened since the last flush (a scope entered and left without allocating, as
+    // `ScopeHandle::wrap` does per call): the run's counters would not change (its peak
+    // already covers its live bytes), so skip their atomic read-modify-writes.
+    if run != 0 && ao | ab | fo | fb != 0 {
         registry::run_add(run, ao, ab, fo, fb, live, peak.max(0));
     }
     for a in [

@@ -160,3 +160,15 @@ fn the_check_sees_an_upward_import() {
     assert_eq!(offending_lines(&f, "scope").len(), 2);
     assert!(offending_lines(&f, "testing").is_empty());
 }
+
+#[test]
+fn nothing_below_the_integrations_imports_them() {
+    // src/integrations/ (tracing, tower, rayon) sits on top of scope and future.
+    assert_no_imports(
+        &[
+            "model", "config", "fork", "registry", "thread", "header", "alloc", "callsite",
+            "scope", "future", "report", "testing",
+        ],
+        &["integrations"],
+    );
+}
