@@ -274,6 +274,7 @@ fn build() -> Report {
             paths_overflowed: registry::PATHS_OVERFLOWED.load(Relaxed),
             runs_overflowed: registry::RUNS_OVERFLOWED.load(Relaxed),
             stacks_dropped: intern::DROPPED.load(Relaxed),
+            unwinder_fallbacks: crate::callsite::capture::FALLBACKS.load(Relaxed),
             hook_panics: crate::scope::HOOK_PANICS.load(Relaxed),
         },
     }

@@ -204,6 +204,11 @@ pub struct TrackerStats {
     pub stacks_dropped: u64,
     /// Hooks that panicked.
     pub hook_panics: u64,
+    /// Stacks that the chosen unwinder (frame pointers or the caching unwinder) could not
+    /// take and libgcc's DWARF unwinder took instead: a signal's alternate stack, a thread
+    /// without a counter slot, an unsupported target.
+    #[serde(default)]
+    pub unwinder_fallbacks: u64,
 }
 
 /// A snapshot of what every job allocated and still holds.

@@ -1,0 +1,479 @@
+//! The caching unwinder (`Unwinder::Cached`): DWARF call-frame information without libgcc's
+//! per-frame cost, for builds without frame pointers (a user's default).
+//!
+//! Built on `framehop` (the unwinder of the samply profiler): each loaded module's
+//! `.eh_frame_hdr` and `.eh_frame` are found once through `dl_iterate_phdr`, and the unwind rule
+//! of each return address is computed once and then cached, so a cached frame costs a table
+//! lookup and one or two stack reads instead of libgcc's FDE search and CFI interpretation.
+//!
+//! # Rules
+//! * **No lock on the allocation path once a module is known.** The known modules form an
+//!   immutable *snapshot* behind an atomic pointer; unwinding reads it without locking. A
+//!   snapshot is replaced (never freed: readers hold no reference count) only when a return
+//!   address outside every known module is met and `dl_iterate_phdr` finds a module containing
+//!   it (a library loaded later with `dlopen`). That rebuild is the one cold path that locks:
+//!   it uses `try_lock` (a thread that cannot take the builder lock ends its stack there instead
+//!   of waiting, so no lock-order cycle with the dynamic loader's lock is possible) and takes the
+//!   loader's lock inside `dl_iterate_phdr`. Addresses that belong to no module (JIT code) are
+//!   remembered in a small table so they do not trigger a rescan every time.
+//! * **Memory**: a module's unwind sections are copied once (untracked: counted as tracker
+//!   overhead, never charged to a job), so a module unloaded later can never leave the unwinder
+//!   reading unmapped memory. Retired snapshots are kept: the memory they hold is bounded by
+//!   the number of module loads seen (each rebuild follows a new module).
+//! * **Rule caches are per thread slot** (`thread::slot_index`): a slot has one owner thread at
+//!   a time and capture runs with the thread marked busy, so a cache is never used by two
+//!   unwinds at once (a signal handler's allocation during a capture is the tracker's own and
+//!   records no stack). A cache is allocated on a slot's first capture and reused by the slot's
+//!   later owners. A thread without a slot uses libgcc instead.
+//! * **Never a crash**: the only memory read during an unwind outside our own copies is the
+//!   stack, through `read_stack`, which accepts only 8-aligned addresses between the current
+//!   frame and the top of this thread's stack. A frame with no unwind information, an unknown
+//!   module, or a failed read ends the stack. When running on another stack than the thread's
+//!   own (a signal's alternate stack) the caller falls back to libgcc.
+//! * Supported on Linux x86_64; elsewhere [`walk`] returns `None` and libgcc is used.
+
+/// Whether the caching unwinder works on this target.
+pub(crate) const SUPPORTED: bool = cfg!(all(target_os = "linux", target_arch = "x86_64"));
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+pub(crate) use imp::walk;
+
+/// On unsupported targets: never walks (the caller uses libgcc).
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+pub(crate) fn walk(
+    _t: &crate::thread::ThreadState,
+    _buf: &mut [core::mem::MaybeUninit<usize>],
+) -> Option<(usize, u64)> {
+    None
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+mod imp {
+    use core::ffi::{c_int, c_void};
+    use core::mem::MaybeUninit;
+    use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
+    use std::sync::Arc;
+
+    use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+    use framehop::{
+        ExplicitModuleSectionInfo, FrameAddress, Module, MustNotAllocateDuringUnwind, Unwinder,
+    };
+    use parking_lot::Mutex;
+
+    use crate::callsite::intern;
+    use crate::thread::{self, ThreadState, MAX_THREADS};
+
+    type Data = Arc<[u8]>;
+    type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
+    type ArchUnwinder = UnwinderX86_64<Data, MustNotAllocateDuringUnwind>;
+
+    /// One loaded module's unwind data, copied out of its mapping.
+    struct ModuleData {
+        name: String,
+        /// Load bias (`dlpi_addr`): run-time address = file address + bias.
+        bias: u64,
+        /// Run-time range of its executable segments.
+        code: (u64, u64),
+        hdr_svma: u64,
+        hdr: Data,
+        eh_frame_svma: u64,
+        eh_frame: Data,
+    }
+
+    /// An immutable set of known modules and the unwinder built from them.
+    struct Snapshot {
+        unwinder: ArchUnwinder,
+        /// Sorted, non-overlapping run-time code ranges of `modules`.
+        ranges: Vec<(u64, u64)>,
+        modules: Vec<Arc<ModuleData>>,
+    }
+
+    impl Snapshot {
+        fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
+            let i = self.ranges.partition_point(|r| r.0 <= addr);
+            let r = *self.ranges.get(i.checked_sub(1)?)?;
+            (addr < r.1).then_some(r)
+        }
+    }
+
+    static SNAPSHOT: AtomicPtr<Snapshot> = AtomicPtr::new(core::ptr::null_mut());
+    /// Serialises snapshot rebuilds (cold; only `try_lock`ed from the allocation path).
+    static BUILD: Mutex<()> = Mutex::new(());
+    /// One rule cache per thread slot, allocated on the slot's first capture.
+    static CACHES: [AtomicPtr<Cache>; MAX_THREADS] =
+        [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
+    /// Pages (address >> 12, plus 1) found in no module at the last rescan.
+    static UNKNOWN: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+    /// Records up to `buf.len()` return addresses, starting with the caller of this function,
+    /// and their running hash. `None` when this thread cannot use the caching unwinder now
+    /// (no slot, not on its own stack, no module data): the caller falls back to libgcc.
+    #[inline(never)]
+    pub(crate) fn walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
+        let slot = thread::slot_index(t)?;
+        let (stack_lo, hi) = super::super::capture::thread_stack(t)?;
+        let (pc, sp, bp): (u64, u64, u64);
+        // SAFETY: reads the instruction pointer, stack pointer and frame-pointer register into
+        // locals; no memory is touched.
+        unsafe {
+            core::arch::asm!(
+                "lea {pc}, [rip]",
+                "mov {sp}, rsp",
+                "mov {bp}, rbp",
+                pc = out(reg) pc,
+                sp = out(reg) sp,
+                bp = out(reg) bp,
+                options(nomem, nostack, preserves_flags)
+            );
+        }
+        let lo = sp as usize;
+        // On another stack than the thread's own (a signal's alternate stack): let libgcc,
+        // which knows signal frames, do it.
+        if lo < stack_lo || lo >= hi {
+            return None;
+        }
+        let mut snap = snapshot()?;
+        let cache = cache_for(slot)?;
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            let a = addr as usize;
+            if a < lo || a % 8 != 0 || a > hi.saturating_sub(8) {
+                return Err(());
+            }
+            // SAFETY: `lo <= a` and `a + 8 <= hi`: inside this thread's mapped stack, from the
+            // current frame to its top, and 8-aligned.
+            Ok(unsafe { core::ptr::read_volatile(a as *const u64) })
+        };
+        let mut regs = UnwindRegsX86_64::new(pc, sp, bp);
+        let mut address = FrameAddress::from_instruction_pointer(pc);
+        let mut n = 0;
+        let mut h = intern::HASH_START;
+        // The code range of the last frame's module: consecutive frames are usually in the
+        // same module, so most frames skip the search.
+        let mut known = snap.range_of(pc).unwrap_or((0, 0));
+        while n < buf.len() {
+            let ret = match snap
+                .unwinder
+                .unwind_frame(address, &mut regs, cache, &mut read_stack)
+            {
+                Ok(Some(ret)) if ret != 0 => ret,
+                _ => break,
+            };
+            buf[n] = MaybeUninit::new(ret as usize);
+            h = intern::mix(h, ret);
+            n += 1;
+            if ret < known.0 || ret >= known.1 {
+                match snap.range_of(ret) {
+                    Some(r) => known = r,
+                    None => match refresh(ret) {
+                        Some((s, r)) => {
+                            snap = s;
+                            known = r;
+                        }
+                        // No module has it: this frame cannot be unwound, the stack ends.
+                        None => break,
+                    },
+                }
+            }
+            match FrameAddress::from_return_address(ret) {
+                Some(a) => address = a,
+                None => break,
+            }
+        }
+        Some((n, h))
+    }
+
+    /// The current snapshot, building the first one if needed.
+    #[inline]
+    fn snapshot() -> Option<&'static Snapshot> {
+        let p = SNAPSHOT.load(Acquire);
+        if p.is_null() {
+            return first_snapshot();
+        }
+        // SAFETY: non-null snapshots are leaked boxes, published with Release after being
+        // fully built, and never freed or mutated.
+        Some(unsafe { &*p })
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_snapshot() -> Option<&'static Snapshot> {
+        let _guard = BUILD.try_lock()?;
+        let p = SNAPSHOT.load(Acquire);
+        if !p.is_null() {
+            // SAFETY: as in `snapshot`.
+            return Some(unsafe { &*p });
+        }
+        Some(publish(build(&[])))
+    }
+
+    /// A return address outside every known module: rescan the loaded modules and, if one
+    /// contains it, publish a new snapshot.
+    #[cold]
+    #[inline(never)]
+    fn refresh(addr: u64) -> Option<(&'static Snapshot, (u64, u64))> {
+        let page = (addr >> 12) + 1;
+        let slot = &UNKNOWN[(page % UNKNOWN.len() as u64) as usize];
+        if slot.load(Relaxed) == page {
+            return None;
+        }
+        let _guard = BUILD.try_lock()?;
+        // SAFETY: as in `snapshot` (a snapshot exists: `walk` got one before calling this).
+        let current = unsafe { SNAPSHOT.load(Acquire).as_ref()? };
+        if let Some(r) = current.range_of(addr) {
+            // Another thread already rebuilt.
+            return Some((current, r));
+        }
+        let next = build(&current.modules);
+        match next.range_of(addr) {
+            Some(r) => {
+                for u in &UNKNOWN {
+                    u.store(0, Relaxed);
+                }
+                Some((publish(next), r))
+            }
+            None => {
+                slot.store(page, Relaxed);
+                None
+            }
+        }
+    }
+
+    fn publish(s: Snapshot) -> &'static Snapshot {
+        let s: &'static Snapshot = Box::leak(Box::new(s));
+        // The previous snapshot is left in place for threads still reading it (see the module
+        // rules: never freed).
+        SNAPSHOT.store(s as *const Snapshot as *mut Snapshot, Release);
+        s
+    }
+
+    /// This slot's rule cache, allocated on first use.
+    #[inline]
+    fn cache_for(slot: usize) -> Option<&'static mut Cache> {
+        let cell = CACHES.get(slot)?;
+        let mut p = cell.load(Relaxed);
+        if p.is_null() {
+            p = new_cache(cell);
+        }
+        // SAFETY: the cache is a leaked box owned by this slot; the slot's single owner thread
+        // is the only user, and not reentrantly (capture runs with the thread marked busy).
+        unsafe { p.as_mut() }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_cache(cell: &AtomicPtr<Cache>) -> *mut Cache {
+        let p = Box::into_raw(Box::new(Cache::new_in()));
+        cell.store(p, Relaxed);
+        p
+    }
+
+    /// Builds a snapshot of the currently loaded modules, reusing the copied data of modules
+    /// already in `previous` (same name, bias and code range).
+    fn build(previous: &[Arc<ModuleData>]) -> Snapshot {
+        let mut found: Vec<ModuleData> = Vec::new();
+        // SAFETY: `collect` matches the `dl_iterate_phdr` callback signature and only reads
+        // the `dl_phdr_info` it is given, during the call; `data` is `&mut found`.
+        unsafe {
+            libc::dl_iterate_phdr(Some(collect), (&mut found as *mut Vec<ModuleData>).cast());
+        }
+        let mut modules: Vec<Arc<ModuleData>> = found
+            .into_iter()
+            .map(|m| {
+                previous
+                    .iter()
+                    .find(|p| p.name == m.name && p.bias == m.bias && p.code == m.code)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(m))
+            })
+            .collect();
+        modules.sort_by_key(|m| m.code.0);
+        // Overlapping ranges would make `range_of` ambiguous: keep the first.
+        modules.dedup_by(|b, a| b.code.0 < a.code.1);
+        let mut unwinder = ArchUnwinder::new();
+        for m in &modules {
+            let hdr_len = m.hdr.len() as u64;
+            let eh_len = m.eh_frame.len() as u64;
+            unwinder.add_module(Module::new(
+                m.name.clone(),
+                m.code.0..m.code.1,
+                m.bias,
+                ExplicitModuleSectionInfo {
+                    base_svma: 0,
+                    eh_frame_hdr_svma: Some(m.hdr_svma..m.hdr_svma + hdr_len),
+                    eh_frame_hdr: Some(m.hdr.clone()),
+                    eh_frame_svma: Some(m.eh_frame_svma..m.eh_frame_svma + eh_len),
+                    eh_frame: Some(m.eh_frame.clone()),
+                    ..Default::default()
+                },
+            ));
+        }
+        Snapshot {
+            unwinder,
+            ranges: modules.iter().map(|m| m.code).collect(),
+            modules,
+        }
+    }
+
+    /// `dl_iterate_phdr` callback: copies one module's unwind sections into `data`.
+    unsafe extern "C" fn collect(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: the loader passes a valid `dl_phdr_info` for the duration of the call, and
+        // `data` is the `&mut Vec<ModuleData>` given to `dl_iterate_phdr` by `build`.
+        unsafe {
+            let out = &mut *data.cast::<Vec<ModuleData>>();
+            if let Some(m) = module_data(&*info) {
+                out.push(m);
+            }
+        }
+        0
+    }
+
+    /// Reads one module's program headers and copies its `.eh_frame_hdr` and `.eh_frame`.
+    ///
+    /// # Safety
+    /// `info` must describe a module currently loaded (as `dl_iterate_phdr` guarantees during
+    /// its callback): its program headers and `PT_LOAD` segments are mapped.
+    unsafe fn module_data(info: &libc::dl_phdr_info) -> Option<ModuleData> {
+        if info.dlpi_phdr.is_null() || info.dlpi_phnum == 0 {
+            return None;
+        }
+        let bias = info.dlpi_addr;
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers (caller's guarantee).
+        let phdrs =
+            unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
+        let mut code = (u64::MAX, 0u64);
+        let mut hdr = None;
+        for ph in phdrs {
+            match ph.p_type {
+                libc::PT_LOAD if ph.p_flags & libc::PF_X != 0 => {
+                    code.0 = code.0.min(bias.wrapping_add(ph.p_vaddr));
+                    code.1 = code.1.max(bias.wrapping_add(ph.p_vaddr + ph.p_memsz));
+                }
+                libc::PT_GNU_EH_FRAME => hdr = Some((ph.p_vaddr, ph.p_memsz)),
+                _ => {}
+            }
+        }
+        let (hdr_svma, hdr_len) = hdr?;
+        if code.0 >= code.1 || hdr_len < 8 {
+            return None;
+        }
+        // The end of the readable segment holding an address: reads stay inside it.
+        let segment_end = |svma: u64| {
+            phdrs
+                .iter()
+                .filter(|p| p.p_type == libc::PT_LOAD)
+                .find(|p| p.p_vaddr <= svma && svma < p.p_vaddr + p.p_memsz)
+                .map(|p| p.p_vaddr + p.p_filesz.min(p.p_memsz))
+        };
+        let hdr_end = segment_end(hdr_svma)?;
+        if hdr_svma + hdr_len > hdr_end {
+            return None;
+        }
+        let hdr_avma = bias.wrapping_add(hdr_svma);
+        // SAFETY: the header lies inside a mapped PT_LOAD segment (checked just above).
+        let hdr_bytes =
+            unsafe { core::slice::from_raw_parts(hdr_avma as *const u8, hdr_len as usize) };
+        // .eh_frame_hdr: version 1, eh_frame_ptr encoding, count encoding, table encoding, then
+        // eh_frame_ptr.
+        if hdr_bytes[0] != 1 {
+            return None;
+        }
+        let eh_avma = read_encoded(hdr_bytes[1], &hdr_bytes[4..], hdr_avma + 4)?;
+        let eh_svma = eh_avma.wrapping_sub(bias);
+        let eh_end = segment_end(eh_svma)?;
+        // The section's length: its records up to the zero terminator (or the segment's end).
+        let mut at = eh_svma;
+        while at + 4 <= eh_end {
+            // SAFETY: `at + 4 <= eh_end`, inside the mapped segment.
+            let len =
+                unsafe { core::ptr::read_unaligned(bias.wrapping_add(at) as *const u32) } as u64;
+            if len == 0 {
+                break;
+            }
+            let (len, head) = if len == 0xffff_ffff {
+                if at + 12 > eh_end {
+                    break;
+                }
+                // SAFETY: `at + 12 <= eh_end`, inside the mapped segment.
+                let l =
+                    unsafe { core::ptr::read_unaligned(bias.wrapping_add(at + 4) as *const u64) };
+                (l, 12)
+            } else {
+                (len, 4)
+            };
+            match at.checked_add(head).and_then(|a| a.checked_add(len)) {
+                Some(next) if next <= eh_end => at = next,
+                _ => break,
+            }
+        }
+        let eh_len = at - eh_svma;
+        if eh_len == 0 {
+            return None;
+        }
+        // SAFETY: `[eh_svma, at)` was checked to lie inside a mapped segment.
+        let eh_bytes =
+            unsafe { core::slice::from_raw_parts(eh_avma as *const u8, eh_len as usize) };
+        // SAFETY: `dlpi_name` is null or a NUL-terminated string owned by the loader.
+        let name = if info.dlpi_name.is_null() {
+            String::new()
+        } else {
+            unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        Some(ModuleData {
+            name,
+            bias,
+            code,
+            hdr_svma,
+            hdr: Arc::from(hdr_bytes),
+            eh_frame_svma: eh_svma,
+            eh_frame: Arc::from(eh_bytes),
+        })
+    }
+
+    /// Decodes a `DW_EH_PE_*` encoded pointer at the start of `bytes`, found at run-time
+    /// address `at` (for pc-relative encodings). Only the encodings `.eh_frame_hdr` uses.
+    fn read_encoded(enc: u8, bytes: &[u8], at: u64) -> Option<u64> {
+        let value = match enc & 0x0f {
+            0x03 => u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as u64,
+            0x0b => i32::from_le_bytes(bytes.get(..4)?.try_into().ok()?) as i64 as u64,
+            0x04 | 0x0c => u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?),
+            _ => return None,
+        };
+        match enc & 0x70 {
+            0x00 => Some(value),
+            0x10 => Some(at.wrapping_add(value)),
+            _ => None,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn encoded_pointers() {
+            assert_eq!(read_encoded(0x1b, &(-16i32).to_le_bytes(), 100), Some(84));
+            assert_eq!(read_encoded(0x03, &7u32.to_le_bytes(), 100), Some(7));
+            assert_eq!(read_encoded(0x1c, &8u64.to_le_bytes(), 100), Some(108));
+            assert_eq!(read_encoded(0x3b, &8u32.to_le_bytes(), 100), None);
+            assert_eq!(read_encoded(0x1b, &[1, 2], 100), None);
+        }
+
+        #[test]
+        fn finds_this_module() {
+            let snap = build(&[]);
+            let here = finds_this_module as usize as u64;
+            assert!(
+                snap.range_of(here).is_some(),
+                "{} modules",
+                snap.modules.len()
+            );
+            assert!(snap.modules.iter().all(|m| !m.eh_frame.is_empty()));
+        }
+    }
+}
