@@ -51,14 +51,19 @@
 //! [`is_installed`] tells (and [`TrackerStats::installed`] in a report).
 //!
 //! ## Module map
+//!
+//! Layers, bottom up; each imports only from layers below it (`ARCHITECTURE.md`, checked by
+//! `tests/layers.rs`):
+//! * leaves everyone may use: `model` (plain data: [`Usage`], [`RunReport`], [`Frame`],
+//!   [`StackMode`], the counters), `config` (every `ALLOCSCOPE_*` variable), `fork` (the
+//!   `pthread_atfork` handlers and every lock they cover), `error`;
 //! * `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
-//! * `header` — the per-block metadata in front of each block;
-//! * `thread` — per-thread state and counters; `registry` — paths, jobs, runs;
+//!   `header` — the per-block metadata in front of each block; `thread` — per-thread state and
+//!   counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
 //! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
-//! * `callsite` — stack modes, capture, interning, symbolization;
-//! * `report` — the model, text, JSON, folded stacks and flamegraphs; files and automatic
-//!   dumps (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
-//!   (`export`);
+//! * `report` — the one snapshot path (`snapshot`), symbolization, text, JSON, folded stacks
+//!   and flamegraphs; files and automatic dumps (`dump`), snapshot differences and marks
+//!   (`diff`, `since`), pprof and DHAT exports (`export`);
 //! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
 //! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
 //!
@@ -73,9 +78,12 @@
 
 mod alloc;
 mod callsite;
+mod config;
 mod error;
+mod fork;
 mod future;
 mod header;
+mod model;
 mod registry;
 mod report;
 mod scope;
@@ -101,6 +109,14 @@ pub use report::{
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
+/// Applies the environment (`ALLOCSCOPE_*`, parsed by `config`) once: the stack mode and
+/// automatic dumps. Called at every entry into the API that needs them (scopes, reports,
+/// dumps); the root wires the layers, so `scope` needs no import of `report`.
+pub(crate) fn init_from_env() {
+    callsite::init_from_env();
+    report::dump::init_from_env();
+}
+
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,

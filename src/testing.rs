@@ -480,7 +480,7 @@ impl MemoryCheck {
         if mode == StackMode::Off || callsites.is_empty() {
             return held;
         }
-        let caller = crate::callsite::symbolize::symbolize(caller);
+        let caller = crate::report::symbolize::symbolize(caller);
         let caller_fns: Vec<&str> = caller.iter().map(|f| f.function.as_str()).collect();
         for c in callsites {
             let before = lease
@@ -1029,10 +1029,35 @@ struct NameSlots {
 
 type Baseline = HashMap<(Vec<String>, Vec<Frame>), Usage>;
 
+static SLOTS: OnceLock<Mutex<HashMap<String, NameSlots>>> = OnceLock::new();
+
 fn slots() -> &'static Mutex<HashMap<String, NameSlots>> {
-    static SLOTS: OnceLock<Mutex<HashMap<String, NameSlots>>> = OnceLock::new();
-    SLOTS.get_or_init(|| Mutex::new(HashMap::new()))
+    SLOTS.get_or_init(|| {
+        // Registered before the table is published: its lock is always covered.
+        crate::fork::register(&SLOTS_AT_FORK);
+        Mutex::new(HashMap::new())
+    })
 }
+
+/// The check-slot table's lock around `fork()`.
+struct SlotsAtFork;
+
+impl crate::fork::AtFork for SlotsAtFork {
+    fn prepare(&self) {
+        if let Some(m) = SLOTS.get() {
+            m.prepare();
+        }
+    }
+
+    unsafe fn release(&self, child: bool) {
+        if let Some(m) = SLOTS.get() {
+            // SAFETY: per the trait.
+            unsafe { m.release(child) };
+        }
+    }
+}
+
+static SLOTS_AT_FORK: SlotsAtFork = SlotsAtFork;
 
 /// A check slot in use: the measured run's job name, and what that job still held before
 /// (when the slot is reused while holding memory). Given back when dropped.

@@ -34,10 +34,11 @@ fn setup(config: &str) -> Result<bool, String> {
         "every" => (StackMode::Every, Unwinder::Auto, true),
         "every_dwarf" => (StackMode::Every, Unwinder::Dwarf, true),
         "every_fp" => (StackMode::Every, Unwinder::FramePointers, true),
+        "every_cached" => (StackMode::Every, Unwinder::Cached, true),
         other => {
             return Err(format!(
                 "unknown configuration {other:?}: outside, off, sampled, every, every_dwarf, \
-                 every_fp"
+                 every_fp, every_cached"
             ))
         }
     };

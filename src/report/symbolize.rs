@@ -9,19 +9,43 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-use dashmap::DashMap;
+use crate::fork::{self, AtFork, ShardedMap};
+use crate::model::Frame;
 
-use crate::report::Frame;
+static CACHE: OnceLock<ShardedMap<usize, Arc<[Frame]>>> = OnceLock::new();
+/// The symbol cache's shard locks around `fork()`.
+struct CacheAtFork;
 
-static CACHE: OnceLock<DashMap<usize, Arc<[Frame]>>> = OnceLock::new();
+impl AtFork for CacheAtFork {
+    fn prepare(&self) {
+        if let Some(c) = CACHE.get() {
+            c.prepare();
+        }
+    }
+
+    unsafe fn release(&self, child: bool) {
+        if let Some(c) = CACHE.get() {
+            // SAFETY: per the trait.
+            unsafe { c.release(child) };
+        }
+    }
+}
+
+static CACHE_AT_FORK: CacheAtFork = CacheAtFork;
+
 /// Set when `backtrace` parsed debug info since the last [`release_debug_info`].
 static PARSED: AtomicBool = AtomicBool::new(false);
 
 /// Frames for one instruction pointer (innermost first), cached.
 fn resolve_ip(ip: usize) -> Arc<[Frame]> {
-    let cache = CACHE.get_or_init(DashMap::new);
+    let cache = CACHE.get_or_init(|| {
+        let map = ShardedMap::new();
+        // Registered here, before the cache is published: all its locks are covered.
+        fork::register(&CACHE_AT_FORK);
+        map
+    });
     if let Some(f) = cache.get(&ip) {
-        return f.clone();
+        return f;
     }
     let mut frames = Vec::new();
     PARSED.store(true, Relaxed);
