@@ -416,10 +416,11 @@ mod imp {
         // SAFETY: `[eh_svma, at)` was checked to lie inside a mapped segment.
         let eh_bytes =
             unsafe { core::slice::from_raw_parts(eh_avma as *const u8, eh_len as usize) };
-        // SAFETY: `dlpi_name` is null or a NUL-terminated string owned by the loader.
         let name = if info.dlpi_name.is_null() {
             String::new()
         } else {
+            // SAFETY: a non-null `dlpi_name` is a NUL-terminated string owned by the loader,
+            // valid during the callback.
             unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }
                 .to_string_lossy()
                 .into_owned()
@@ -467,7 +468,7 @@ mod imp {
         #[test]
         fn finds_this_module() {
             let snap = build(&[]);
-            let here = finds_this_module as usize as u64;
+            let here = finds_this_module as *const () as usize as u64;
             assert!(
                 snap.range_of(here).is_some(),
                 "{} modules",

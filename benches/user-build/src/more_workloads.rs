@@ -78,7 +78,10 @@ pub fn serde_doc(records: usize) -> u64 {
     let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
     drop(value);
     let back: Vec<Record> = serde_json::from_str(&pretty).unwrap_or_default();
-    let sum = back.iter().map(|r| r.id ^ r.tags.len() as u64).fold(0, u64::wrapping_add);
+    let sum = back
+        .iter()
+        .map(|r| r.id ^ r.tags.len() as u64)
+        .fold(0, u64::wrapping_add);
     black_box(text.len() as u64 + pretty.len() as u64 + sum)
 }
 

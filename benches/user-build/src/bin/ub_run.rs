@@ -84,7 +84,10 @@ fn run(task: &Task, reps: usize, tmp: &std::path::Path) -> Option<Sample> {
             task.workload,
             task.config,
             out.status,
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         );
         return None;
     };
@@ -157,13 +160,20 @@ fn main() {
     let tracked = |d: &PathBuf| d.join("ub_allocscope");
     let dhat = nofp.join("ub_dhat");
     let wanted = |label: &str| {
-        configs
-            .as_ref()
-            .is_none_or(|c| label == "system" || label == "system_fp" || c.split(',').any(|x| x == label))
+        configs.as_ref().is_none_or(|c| {
+            label == "system" || label == "system_fp" || c.split(',').any(|x| x == label)
+        })
     };
 
     let mut tasks = Vec::new();
-    let add = |tasks: &mut Vec<Task>, label: &str, group: &str, workload: &str, bin: PathBuf, config: &str, ht: bool, base: &str| {
+    let add = |tasks: &mut Vec<Task>,
+               label: &str,
+               group: &str,
+               workload: &str,
+               bin: PathBuf,
+               config: &str,
+               ht: bool,
+               base: &str| {
         if wanted(label) {
             tasks.push(Task {
                 label: label.into(),
@@ -178,30 +188,111 @@ fn main() {
     };
     if mem {
         for w in ["objects16", "objects24", "objects32"] {
-            add(&mut tasks, "system", w, w, sys(&nofp), "system", false, "system");
+            add(
+                &mut tasks,
+                "system",
+                w,
+                w,
+                sys(&nofp),
+                "system",
+                false,
+                "system",
+            );
             for c in ["outside", "off", "sampled", "every"] {
                 add(&mut tasks, c, w, w, tracked(&nofp), c, false, "system");
             }
-            add(&mut tasks, "dhat", w, w, dhat.clone(), "dhat", false, "system");
+            add(
+                &mut tasks,
+                "dhat",
+                w,
+                w,
+                dhat.clone(),
+                "dhat",
+                false,
+                "system",
+            );
         }
     } else {
         for w in workloads.split(',') {
             let small = format!("{w}_small");
-            add(&mut tasks, "system", w, w, sys(&nofp), "system", false, "system");
+            add(
+                &mut tasks,
+                "system",
+                w,
+                w,
+                sys(&nofp),
+                "system",
+                false,
+                "system",
+            );
             for c in ["outside", "off", "sampled", "every"] {
                 add(&mut tasks, c, w, w, tracked(&nofp), c, false, "system");
             }
             if let Some(fp) = &fp {
-                add(&mut tasks, "system_fp", w, w, sys(fp), "system", false, "system_fp");
+                add(
+                    &mut tasks,
+                    "system_fp",
+                    w,
+                    w,
+                    sys(fp),
+                    "system",
+                    false,
+                    "system_fp",
+                );
                 for c in ["off", "sampled", "every"] {
-                    add(&mut tasks, &format!("{c}_fp"), w, w, tracked(fp), c, false, "system_fp");
+                    add(
+                        &mut tasks,
+                        &format!("{c}_fp"),
+                        w,
+                        w,
+                        tracked(fp),
+                        c,
+                        false,
+                        "system_fp",
+                    );
                 }
             }
-            add(&mut tasks, "system", &small, &small, sys(&nofp), "system", false, "system");
-            add(&mut tasks, "every_dwarf", &small, &small, tracked(&nofp), "every_dwarf", false, "system");
-            add(&mut tasks, "dhat", &small, &small, dhat.clone(), "dhat", false, "system");
+            add(
+                &mut tasks,
+                "system",
+                &small,
+                &small,
+                sys(&nofp),
+                "system",
+                false,
+                "system",
+            );
+            add(
+                &mut tasks,
+                "every_dwarf",
+                &small,
+                &small,
+                tracked(&nofp),
+                "every_dwarf",
+                false,
+                "system",
+            );
+            add(
+                &mut tasks,
+                "dhat",
+                &small,
+                &small,
+                dhat.clone(),
+                "dhat",
+                false,
+                "system",
+            );
             if heaptrack {
-                add(&mut tasks, "heaptrack", &small, &small, sys(&nofp), "system", true, "system");
+                add(
+                    &mut tasks,
+                    "heaptrack",
+                    &small,
+                    &small,
+                    sys(&nofp),
+                    "system",
+                    true,
+                    "system",
+                );
             }
         }
     }
@@ -222,9 +313,13 @@ fn main() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     if let Some(path) = &raw {
-        let mut text = String::from("round\tgroup\tconfig\twall_ms\tcpu_ms\ttree_cpu_ms\tpeak_rss_kib\n");
+        let mut text =
+            String::from("round\tgroup\tconfig\twall_ms\tcpu_ms\ttree_cpu_ms\tpeak_rss_kib\n");
         for ((r, g, l), s) in &results {
-            text += &format!("{r}\t{g}\t{l}\t{:.3}\t{:.3}\t{:.1}\t{}\n", s.wall, s.cpu, s.tree_cpu, s.rss);
+            text += &format!(
+                "{r}\t{g}\t{l}\t{:.3}\t{:.3}\t{:.1}\t{}\n",
+                s.wall, s.cpu, s.tree_cpu, s.rss
+            );
         }
         let _ = std::fs::write(path, text);
     }
@@ -263,8 +358,12 @@ fn main() {
         println!("|---|---|---:|---:|---:|");
         for g in &groups {
             for (label, base, _) in &labels {
-                let rss: Vec<f64> = (0..rounds).filter_map(|r| results.get(&(r, g.clone(), label.clone())).map(|s| s.rss)).collect();
-                let brss: Vec<f64> = (0..rounds).filter_map(|r| results.get(&(r, g.clone(), base.clone())).map(|s| s.rss)).collect();
+                let rss: Vec<f64> = (0..rounds)
+                    .filter_map(|r| results.get(&(r, g.clone(), label.clone())).map(|s| s.rss))
+                    .collect();
+                let brss: Vec<f64> = (0..rounds)
+                    .filter_map(|r| results.get(&(r, g.clone(), base.clone())).map(|s| s.rss))
+                    .collect();
                 if rss.is_empty() || brss.is_empty() {
                     continue;
                 }
@@ -280,11 +379,7 @@ fn main() {
         }
         return;
     }
-    for (title, pick) in [
-        ("CPU time", 0usize),
-        ("Wall time", 1),
-        ("Peak RSS", 2),
-    ] {
+    for (title, pick) in [("CPU time", 0usize), ("Wall time", 1), ("Peak RSS", 2)] {
         println!("\n{title}: median per-round ratio to System (range) over {rounds} rounds\n");
         print!("| workload | System (ms or MiB) |");
         for (l, ..) in &labels {
