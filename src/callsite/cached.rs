@@ -23,8 +23,22 @@
 //! * **Rule caches are per thread slot** (`thread::slot_index`): a slot has one owner thread at
 //!   a time and capture runs with the thread marked busy, so a cache is never used by two
 //!   unwinds at once (a signal handler's allocation during a capture is the tracker's own and
-//!   records no stack). A cache is allocated on a slot's first capture and reused by the slot's
-//!   later owners. A thread without a slot uses libgcc instead.
+//!   records no stack). A slot's caches are allocated on its first capture (about 60 KiB,
+//!   tracker overhead) and reused by the slot's later owners. A thread without a slot uses
+//!   libgcc instead.
+//! * **Our own rule table in front of framehop's.** framehop's cache is direct-mapped on
+//!   `address % 509`: two return addresses of a hot stack that collide there evict each other
+//!   on every capture, and each miss re-evaluates the CFI (thousands of instructions; it made
+//!   the threads benchmark 31× instead of ~7×); and running its generic rule through the
+//!   `read_stack` closure costs ~130 instructions a frame. So each return address's rule is
+//!   kept in a 2048-entry table indexed by a multiplicative hash, in one form
+//!   (`CFA = sp|bp + offset`, return address at `CFA - 8`, bp unchanged or at `CFA + offset`),
+//!   and executed inline. The rule is learnt once per address by letting framehop unwind that
+//!   frame on a synthetic stack (`probe`), checked by a second probe; a frame whose rule does
+//!   not fit that form (a DWARF expression) is unwound by framehop every time. Evaluation on a
+//!   framehop miss may allocate (gimli's heap storage): the thread is busy, so that is tracker
+//!   overhead. Evaluation on a miss
+//!   may allocate (gimli's heap storage): the thread is busy, so that is tracker overhead.
 //! * **Never a crash**: the only memory read during an unwind outside our own copies is the
 //!   stack, through `read_stack`, which accepts only 8-aligned addresses between the current
 //!   frame and the top of this thread's stack. A frame with no unwind information, an unknown
@@ -56,7 +70,7 @@ mod imp {
 
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
     use framehop::{
-        ExplicitModuleSectionInfo, FrameAddress, Module, MustNotAllocateDuringUnwind, Unwinder,
+        ExplicitModuleSectionInfo, FrameAddress, MayAllocateDuringUnwind, Module, Unwinder,
     };
     use parking_lot::Mutex;
 
@@ -64,8 +78,131 @@ mod imp {
     use crate::thread::{self, ThreadState, MAX_THREADS};
 
     type Data = Arc<[u8]>;
-    type Cache = CacheX86_64<MustNotAllocateDuringUnwind>;
-    type ArchUnwinder = UnwinderX86_64<Data, MustNotAllocateDuringUnwind>;
+    type Cache = CacheX86_64<MayAllocateDuringUnwind>;
+    type ArchUnwinder = UnwinderX86_64<Data, MayAllocateDuringUnwind>;
+
+    /// A slot's caches: the fast rule table, and framehop's cache for the rules it computes.
+    struct Caches {
+        fast: Box<[Fast]>,
+        framehop: Cache,
+    }
+
+    /// Entries of the per-slot fast rule table (direct-mapped on a hash of the address).
+    const FAST_ENTRIES: usize = 2048;
+    const FAST_EMPTY: u8 = 0;
+    /// CFA = sp + cfa_off.
+    const FAST_SP: u8 = 1;
+    /// CFA = bp + cfa_off.
+    const FAST_BP: u8 = 2;
+    /// No caller frame (end of the stack, or a frame that cannot be unwound).
+    const FAST_END: u8 = 3;
+    /// Not expressible here: ask framehop each time.
+    const FAST_SLOW: u8 = 4;
+
+    /// One cached unwind rule, in the form every rule framehop caches on x86_64 reduces to:
+    /// `CFA = (sp or bp) + cfa_off`, return address at `CFA - 8`, caller's sp = CFA, caller's
+    /// bp unchanged or read at `CFA + bp_off`.
+    #[derive(Clone, Copy)]
+    struct Fast {
+        /// Lookup address (return address - 1).
+        key: u64,
+        /// Snapshot generation the rule was computed in.
+        gen: u32,
+        kind: u8,
+        bp_saved: bool,
+        cfa_off: i32,
+        bp_off: i32,
+    }
+
+    const FAST_NONE: Fast = Fast {
+        key: 0,
+        gen: 0,
+        kind: FAST_EMPTY,
+        bp_saved: false,
+        cfa_off: 0,
+        bp_off: 0,
+    };
+
+    #[inline]
+    fn fast_index(key: u64) -> usize {
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - FAST_ENTRIES.trailing_zeros())) as usize
+    }
+
+    /// Computes the fast rule of a return address by letting framehop unwind that one frame
+    /// on a synthetic stack whose every word holds its own address (plus a tag): where the
+    /// caller's sp lands, where the return address and the caller's bp were read from, give
+    /// the rule. A second probe with other register values must agree, or the frame is left
+    /// to framehop (`FAST_SLOW`: e.g. a CFA computed by a DWARF expression).
+    #[cold]
+    #[inline(never)]
+    fn probe(snap: &Snapshot, address: FrameAddress, cache: &mut Cache, key: u64) -> Fast {
+        const TAG: u64 = 0x4000_0000_0000_0000;
+        let mut read = |a: u64| -> Result<u64, ()> { Ok(a.wrapping_add(TAG)) };
+        let run =
+            |sp: u64, bp: u64, cache: &mut Cache, read: &mut dyn FnMut(u64) -> Result<u64, ()>| {
+                let mut regs = UnwindRegsX86_64::new(0, sp, bp);
+                let r = snap
+                    .unwinder
+                    .unwind_frame(address, &mut regs, cache, &mut |a| read(a));
+                (r, regs.sp(), regs.bp())
+            };
+        let mut out = Fast {
+            key,
+            gen: snap.gen,
+            ..FAST_NONE
+        };
+        let (s1, b1) = (0x1000_0000_0000u64, 0x2000_0000_0000u64);
+        let (r, sp, bp) = run(s1, b1, cache, &mut read);
+        let ret = match r {
+            Ok(Some(ret)) => ret,
+            _ => {
+                out.kind = FAST_END;
+                return out;
+            }
+        };
+        let off = |v: u64, base: u64| i32::try_from(v.wrapping_sub(base) as i64).ok();
+        let slow = Fast {
+            kind: FAST_SLOW,
+            ..out
+        };
+        let (kind, cfa_off) = match (off(sp, s1), off(sp, b1)) {
+            (Some(o), _) => (FAST_SP, o),
+            (_, Some(o)) => (FAST_BP, o),
+            _ => return slow,
+        };
+        if ret != sp.wrapping_sub(8).wrapping_add(TAG) {
+            return slow;
+        }
+        out.kind = kind;
+        out.cfa_off = cfa_off;
+        if bp != b1 {
+            match off(bp.wrapping_sub(TAG), sp) {
+                Some(o) => {
+                    out.bp_saved = true;
+                    out.bp_off = o;
+                }
+                None => return slow,
+            }
+        }
+        // The second probe: other registers, the same rule must predict the result.
+        let (s2, b2) = (0x1800_0000_0000u64, 0x2800_0000_0000u64);
+        let (r2, sp2, bp2) = run(s2, b2, cache, &mut read);
+        let cfa2 = if kind == FAST_SP { s2 } else { b2 }.wrapping_add(cfa_off as i64 as u64);
+        let bp_expect = if out.bp_saved {
+            cfa2.wrapping_add(out.bp_off as i64 as u64)
+                .wrapping_add(TAG)
+        } else {
+            b2
+        };
+        let ok = matches!(r2, Ok(Some(r)) if r == cfa2.wrapping_sub(8).wrapping_add(TAG))
+            && sp2 == cfa2
+            && bp2 == bp_expect;
+        if ok {
+            out
+        } else {
+            slow
+        }
+    }
 
     /// One loaded module's unwind data, copied out of its mapping.
     struct ModuleData {
@@ -82,6 +219,9 @@ mod imp {
 
     /// An immutable set of known modules and the unwinder built from them.
     struct Snapshot {
+        /// Distinguishes snapshots in the fast rule tables (a module may be loaded where
+        /// another one was).
+        gen: u32,
         unwinder: ArchUnwinder,
         /// Sorted, non-overlapping run-time code ranges of `modules`.
         ranges: Vec<(u64, u64)>,
@@ -99,8 +239,8 @@ mod imp {
     static SNAPSHOT: AtomicPtr<Snapshot> = AtomicPtr::new(core::ptr::null_mut());
     /// Serialises snapshot rebuilds (cold; only `try_lock`ed from the allocation path).
     static BUILD: Mutex<()> = Mutex::new(());
-    /// One rule cache per thread slot, allocated on the slot's first capture.
-    static CACHES: [AtomicPtr<Cache>; MAX_THREADS] =
+    /// The rule caches of each thread slot, allocated on the slot's first capture.
+    static CACHES: [AtomicPtr<Caches>; MAX_THREADS] =
         [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
     /// Pages (address >> 12, plus 1) found in no module at the last rescan.
     static UNKNOWN: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
@@ -133,7 +273,7 @@ mod imp {
             return None;
         }
         let mut snap = snapshot()?;
-        let cache = cache_for(slot)?;
+        let caches = cache_for(slot)?;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
             let a = addr as usize;
             if a < lo || a % 8 != 0 || a > hi.saturating_sub(8) {
@@ -151,13 +291,64 @@ mod imp {
         // same module, so most frames skip the search.
         let mut known = snap.range_of(pc).unwrap_or((0, 0));
         while n < buf.len() {
-            let ret = match snap
-                .unwinder
-                .unwind_frame(address, &mut regs, cache, &mut read_stack)
-            {
-                Ok(Some(ret)) if ret != 0 => ret,
-                _ => break,
+            let ret = if address.is_return_address() {
+                let key = address.address_for_lookup();
+                let Some(e) = caches.fast.get_mut(fast_index(key)) else {
+                    break;
+                };
+                if e.key != key || e.gen != snap.gen {
+                    *e = probe(snap, address, &mut caches.framehop, key);
+                }
+                match e.kind {
+                    FAST_END => break,
+                    FAST_SP | FAST_BP => {
+                        let base = if e.kind == FAST_SP {
+                            regs.sp()
+                        } else {
+                            regs.bp()
+                        };
+                        let cfa = base.wrapping_add(e.cfa_off as i64 as u64);
+                        if cfa <= regs.sp() {
+                            break;
+                        }
+                        let Ok(ret) = read_stack(cfa.wrapping_sub(8)) else {
+                            break;
+                        };
+                        if e.bp_saved {
+                            let Ok(bp) = read_stack(cfa.wrapping_add(e.bp_off as i64 as u64))
+                            else {
+                                break;
+                            };
+                            regs.set_bp(bp);
+                        }
+                        regs.set_sp(cfa);
+                        ret
+                    }
+                    // A rule the fast form cannot express: framehop, every time.
+                    _ => match snap.unwinder.unwind_frame(
+                        address,
+                        &mut regs,
+                        &mut caches.framehop,
+                        &mut read_stack,
+                    ) {
+                        Ok(Some(ret)) => ret,
+                        _ => break,
+                    },
+                }
+            } else {
+                match snap.unwinder.unwind_frame(
+                    address,
+                    &mut regs,
+                    &mut caches.framehop,
+                    &mut read_stack,
+                ) {
+                    Ok(Some(ret)) => ret,
+                    _ => break,
+                }
             };
+            if ret == 0 {
+                break;
+            }
             buf[n] = MaybeUninit::new(ret as usize);
             h = intern::mix(h, ret);
             n += 1;
@@ -238,7 +429,9 @@ mod imp {
         }
     }
 
-    fn publish(s: Snapshot) -> &'static Snapshot {
+    fn publish(mut s: Snapshot) -> &'static Snapshot {
+        static GEN: AtomicU64 = AtomicU64::new(1);
+        s.gen = GEN.fetch_add(1, Relaxed) as u32;
         let s: &'static Snapshot = Box::leak(Box::new(s));
         // The previous snapshot is left in place for threads still reading it (see the module
         // rules: never freed).
@@ -246,9 +439,9 @@ mod imp {
         s
     }
 
-    /// This slot's rule cache, allocated on first use.
+    /// This slot's rule caches, allocated on first use.
     #[inline]
-    fn cache_for(slot: usize) -> Option<&'static mut Cache> {
+    fn cache_for(slot: usize) -> Option<&'static mut Caches> {
         let cell = CACHES.get(slot)?;
         let mut p = cell.load(Relaxed);
         if p.is_null() {
@@ -261,8 +454,11 @@ mod imp {
 
     #[cold]
     #[inline(never)]
-    fn new_cache(cell: &AtomicPtr<Cache>) -> *mut Cache {
-        let p = Box::into_raw(Box::new(Cache::new_in()));
+    fn new_cache(cell: &AtomicPtr<Caches>) -> *mut Caches {
+        let p = Box::into_raw(Box::new(Caches {
+            fast: vec![FAST_NONE; FAST_ENTRIES].into_boxed_slice(),
+            framehop: Cache::new(),
+        }));
         cell.store(p, Relaxed);
         p
     }
@@ -308,6 +504,7 @@ mod imp {
             ));
         }
         Snapshot {
+            gen: 0,
             unwinder,
             ranges: modules.iter().map(|m| m.code).collect(),
             modules,
