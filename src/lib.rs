@@ -67,11 +67,13 @@
 //! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
 //! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
 //!
-//! Guides beside the code: `README.md` (usage, semantics, CLI), `RELIABILITY.md` (what is
-//! tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
+//! Guides beside the code: `README.md` (usage, semantics, CLI), `ARCHITECTURE.md` (layers, the
+//! life of one allocation, where changes go), `RELIABILITY.md` (what is tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
 
 #![warn(
     missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks
 )]
@@ -95,7 +97,7 @@ pub use callsite::{
     set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
     StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
 };
-pub use error::Error;
+pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{grouped, human_bytes, TextOptions};

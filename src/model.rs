@@ -66,6 +66,17 @@ pub struct RunReport {
     pub retained_at_finish: Usage,
     /// Whether the run ended by a panic (or its future was dropped during one).
     pub panicked: bool,
+    /// `true` when the run could not be measured: every run slot was in use when it started
+    /// (65,535 runs active at once — typically `.track_scope()` futures that were never
+    /// finished or were forgotten with `std::mem::forget`, which keep their slots). The run
+    /// is still counted in its job's figures, but `allocated`, `peak_bytes` and
+    /// `retained_at_finish` are 0 and mean nothing. Absent from JSON when `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unmeasured: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl RunReport {
@@ -134,8 +145,10 @@ pub enum StackMode {
     /// `p = 1 - exp(-s / mean_bytes)`. Each sampled block stands for `1/p` blocks in callsite
     /// figures, which are then unbiased **estimates** (marked as such in reports).
     Sampled {
-        /// Mean number of bytes between samples (default 512 KiB). Values of 0 or 1 behave
-        /// like [`StackMode::Every`].
+        /// Mean number of bytes between samples (default 512 KiB). One rule for every way of
+        /// setting it, as Go's `MemProfileRate`: **0 means no stacks** (like
+        /// [`StackMode::Off`]) and **1 means every allocation** (like [`StackMode::Every`]);
+        /// [`stack_mode`](crate::stack_mode) then reports `Off` or `Every`.
         mean_bytes: u64,
     },
     /// A stack for every allocation: callsite figures are exact.
@@ -160,7 +173,8 @@ impl StackMode {
         match self {
             StackMode::Off => 0,
             StackMode::Every => 1,
-            StackMode::Sampled { mean_bytes } => mean_bytes.max(1),
+            // The rule of `mean_bytes`: 0 is off, 1 is every allocation.
+            StackMode::Sampled { mean_bytes } => mean_bytes,
         }
     }
 
@@ -197,6 +211,18 @@ mod tests {
         });
         assert_eq!(c.allocated(), Usage::new(2, 10));
         assert_eq!(c.retained(), Usage::new(0, 6));
+    }
+
+    #[test]
+    fn a_mean_of_zero_is_off_and_one_is_every() {
+        assert_eq!(
+            StackMode::decode(StackMode::Sampled { mean_bytes: 0 }.encode()),
+            StackMode::Off
+        );
+        assert_eq!(
+            StackMode::decode(StackMode::Sampled { mean_bytes: 1 }.encode()),
+            StackMode::Every
+        );
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl PathEntry {
     }
 
     /// The path's shared counters now (without what threads have not flushed yet).
-    pub fn load(&self) -> Counters {
+    pub(crate) fn load(&self) -> Counters {
         Counters {
             alloc_objects: self.alloc_objects.load(Relaxed),
             alloc_bytes: self.alloc_bytes.load(Relaxed),
@@ -90,7 +90,7 @@ impl PathEntry {
 
     /// Adds allocations and frees (used on flush and on the shared slow path).
     #[inline]
-    pub fn add(&self, ao: u64, ab: u64, fo: u64, fb: u64) {
+    pub(crate) fn add(&self, ao: u64, ab: u64, fo: u64, fb: u64) {
         if ao | ab != 0 {
             self.alloc_objects.fetch_add(ao, Relaxed);
             self.alloc_bytes.fetch_add(ab, Relaxed);
@@ -140,6 +140,9 @@ pub(crate) static JOBS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PATHS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
 /// Runs that found every run slot busy.
 pub(crate) static RUNS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
+/// Highest live bytes of the tracker's own path (`PATH_TRACKER`), kept by the allocator's
+/// tracker path.
+pub(crate) static TRACKER_PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
 /// `on_run_finished` hooks that panicked (the panic is caught; the tracker carries on).
 pub(crate) static HOOK_PANICS: AtomicU64 = AtomicU64::new(0);
 

@@ -1,4 +1,8 @@
-//! Building a [`Report`] from the live tables, without stopping other threads.
+//! Building a [`Report`] from a [`Snapshot`] (the one read of the live tables): job figures
+//! from its roll-up, callsites from the site table, symbolized once per distinct stack.
+//!
+//! Rules: nothing here reads path or thread counters directly (the snapshot does, with its
+//! consistency protocol); everything runs untracked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +16,19 @@ use super::{
     VERSION,
 };
 use crate::callsite::{self, intern};
+use crate::model::Counters;
 use crate::registry;
 use crate::thread::{self, untracked};
 
 /// Takes a snapshot of every job's figures.
 ///
 /// Other threads keep running: figures they accumulate while the snapshot is taken may or may
-/// not be in it, but nothing is counted twice. Taken with tracking suspended, so the report's
-/// own memory is tracker overhead, not any job's.
+/// not be in it, but nothing is counted twice, and a job's figures include every allocation of
+/// every run the report counts as finished (RELIABILITY.md states the guarantee). Taken with
+/// tracking suspended, so the report's own memory is tracker overhead, not any job's.
+///
+/// Not async-signal-safe: it allocates and symbolizes. From a signal handler, set a flag and
+/// report from a thread instead.
 pub fn report() -> Report {
     callsite::init_from_env();
     untracked(|| {
@@ -156,7 +165,7 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     }
     sort_jobs(&mut jobs);
 
-    let (stacks, sites, _) = intern::usage();
+    let (stacks, sites, frames) = intern::usage();
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -168,6 +177,10 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         tracker: TrackerStats {
             installed: thread::INSTALLED.load(Relaxed),
             overhead: r.tracker.retained(),
+            overhead_allocated: r.tracker.allocated(),
+            overhead_peak_bytes: registry::TRACKER_PEAK_BYTES
+                .load(Relaxed)
+                .max(r.tracker.retained().bytes),
             jobs: snap.jobs.len().saturating_sub(1) as u64,
             paths: snap.paths.len().saturating_sub(3) as u64,
             stacks: stacks as u64,
@@ -178,6 +191,8 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             stacks_dropped: intern::DROPPED.load(Relaxed),
             unwinder_fallbacks: crate::callsite::capture::FALLBACKS.load(Relaxed),
             hook_panics: registry::HOOK_PANICS.load(Relaxed),
+            threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
+            frames_stored: frames as u64,
         },
     }
 }
@@ -207,6 +222,13 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
             .then_with(|| a.scope.cmp(&b.scope))
             .then_with(|| a.frames.cmp(&b.frames))
     });
+}
+
+/// Job `name`'s inclusive counters now (pending thread figures included), without callsites;
+/// `None` if no job has that name. Must run untracked.
+pub(crate) fn job_counters_now(name: &str) -> Option<Counters> {
+    let snap = Snapshot::take();
+    snap.job_id(name).map(|j| snap.rollup.inclusive[j as usize])
 }
 
 /// One job's figures now, for `testing`: what it still holds (inclusive of nested jobs, with

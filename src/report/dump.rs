@@ -67,7 +67,7 @@ impl Report {
         let path = path.as_ref();
         untracked(|| {
             let name = path.display().to_string();
-            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}"));
+            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}").into());
             let bytes = read_limited(path).map_err(|e| match e {
                 ReadError::Io(source) => Error::Io {
                     path: name.clone(),
@@ -94,7 +94,7 @@ impl Report {
                 ))
             })?;
             Report::from_json(text).map_err(|e| match e {
-                Error::InvalidReport(m) => invalid(m),
+                Error::InvalidReport(m) => Error::InvalidReport(m.prefixed(&format!("{name}: "))),
                 Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{name}: {m}")),
                 other => other,
             })
@@ -313,7 +313,14 @@ fn dump_run(run: &RunReport) {
         let Some(config) = CONFIG.read().clone() else {
             return;
         };
-        if run.retained_at_finish.bytes < config.threshold_bytes {
+        // An unmeasured run (no run slot) has no figures of its own: judge it by what its job
+        // holds now, rather than by zeros that would never reach the threshold.
+        let retained = if run.unmeasured {
+            super::build::job_counters_now(&run.job).map_or(0, |c| c.retained().bytes)
+        } else {
+            run.retained_at_finish.bytes
+        };
+        if retained < config.threshold_bytes {
             return;
         }
         if let Err(e) = write_dump(&config, Some(run)) {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{CallsiteReport, Frame, Report};
+use crate::error::Detail;
 use crate::Error;
 
 /// What a flamegraph's widths measure.
@@ -194,13 +195,22 @@ impl Report {
                 inferno::flamegraph::color::BasicPalette::Mem,
             );
             options.deterministic = true;
-            if self.callsites.iter().any(|c| c.estimated) {
+            // Per callsite, not per mode: the mode can change while the program runs.
+            let estimated = self.callsites.iter().filter(|c| c.estimated).count();
+            if estimated == self.callsites.len() && estimated > 0 {
                 options.subtitle = Some("sampled stacks: widths are estimates".to_string());
+            } else if estimated > 0 {
+                options.subtitle = Some(format!(
+                    "{estimated} of {} callsites from sampled stacks: their widths are \
+                     estimates, the others exact",
+                    self.callsites.len()
+                ));
             }
             let mut svg = Vec::new();
             inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
-                .map_err(|e| Error::Render(format!("flamegraph: {e}")))?;
-            String::from_utf8(svg).map_err(|e| Error::Render(format!("flamegraph: {e}")))
+                .map_err(|e| Error::Render(Detail::with_source(format!("flamegraph: {e}"), e)))?;
+            String::from_utf8(svg)
+                .map_err(|e| Error::Render(Detail::with_source(format!("flamegraph: {e}"), e)))
         })
     }
 }

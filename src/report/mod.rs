@@ -14,8 +14,8 @@ mod snapshot;
 pub(crate) mod symbolize;
 pub(crate) mod text;
 
-pub(crate) use build::job_snapshot;
 pub use build::report;
+pub(crate) use build::{job_counters_now, job_snapshot};
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
@@ -26,7 +26,9 @@ pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::{Frame, RunReport, StackMode, Usage};
+use crate::error::Detail;
+use crate::model::StackMode;
+pub use crate::model::{Frame, RunReport, Usage};
 use crate::Error;
 
 /// The value of the top-level `"format"` field of every report.
@@ -111,6 +113,14 @@ pub struct TrackerStats {
     pub installed: bool,
     /// Live blocks the tracker allocated for itself (reports, tables, symbol caches).
     pub overhead: Usage,
+    /// Every block the tracker allocated for itself so far, freed or not (building reports
+    /// allocates much more than it keeps).
+    #[serde(default)]
+    pub overhead_allocated: Usage,
+    /// The most bytes the tracker's own blocks ever held at once (e.g. while a large report
+    /// was built).
+    #[serde(default)]
+    pub overhead_peak_bytes: u64,
     /// Distinct job names.
     pub jobs: u64,
     /// Distinct scope paths (nestings of jobs).
@@ -130,6 +140,14 @@ pub struct TrackerStats {
     pub stacks_dropped: u64,
     /// Hooks that panicked.
     pub hook_panics: u64,
+    /// Threads that found every per-thread counter slot taken (1,024 live threads): they
+    /// count through shared atomics — exact, slower. Each such thread counts once.
+    #[serde(default)]
+    pub threads_without_slot: u64,
+    /// Instruction pointers stored in the stack tables' frame arena (capacity 8,388,608);
+    /// when it is full, new stacks are dropped (`stacks_dropped`).
+    #[serde(default)]
+    pub frames_stored: u64,
     /// Stacks that the chosen unwinder (frame pointers or the caching unwinder) could not
     /// take and libgcc's DWARF unwinder took instead: a signal's alternate stack, a thread
     /// without a counter slot, an unsupported target.
@@ -184,9 +202,9 @@ impl Report {
             }
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 if e.is_eof() {
-                    Error::InvalidReport(format!("truncated JSON ({e})"))
+                    Error::InvalidReport(Detail::with_source(format!("truncated JSON ({e})"), e))
                 } else {
-                    Error::InvalidReport(format!("not JSON ({e})"))
+                    Error::InvalidReport(Detail::with_source(format!("not JSON ({e})"), e))
                 }
             })?;
             let obj = value
@@ -228,7 +246,8 @@ impl Report {
             drop(value);
             // Parsed again from the text (not the value) so that errors say where: a wrong
             // type or missing field comes with its line and column.
-            serde_json::from_str(text).map_err(|e| Error::InvalidReport(e.to_string()))
+            serde_json::from_str(text)
+                .map_err(|e| Error::InvalidReport(Detail::with_source(e.to_string(), e)))
         })
     }
 }
