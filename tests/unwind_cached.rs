@@ -449,64 +449,102 @@ fn forked_child_unwinds() {
     );
 }
 
-/// A C function compiled without unwind information (and without frame pointers), in a
-/// library loaded with `dlopen` after the unwinder first ran: the stack through it ends there
-/// with both unwinders, and the figures stay exact.
-#[test]
-fn c_frame_without_unwind_info_ends_the_stack() {
-    let _g = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let src = dir.path().join("nounwind.c");
-    let lib = dir.path().join("libnounwind.so");
+/// Builds `libNAME.so` from a C function compiled without unwind information and without
+/// frame pointers; with `with_fdes`, the library also gets a function that has unwind
+/// information, so it has an `.eh_frame_hdr` in which `call_back` has no entry. `None` when
+/// there is no C compiler.
+fn c_library(dir: &std::path::Path, name: &str, with_fdes: bool) -> Option<std::path::PathBuf> {
+    let cc = |args: &[&str]| -> Option<()> {
+        match std::process::Command::new("cc").args(args).status() {
+            Ok(s) if s.success() => Some(()),
+            Ok(s) => panic!("cc {args:?} failed: {s}"),
+            Err(e) => {
+                eprintln!("skipped: no C compiler (`cc`): {e}");
+                None
+            }
+        }
+    };
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
     std::fs::write(
-        &src,
+        p("nounwind.c"),
         "void call_back(void (*f)(void)) { volatile int x = 1; f(); x += 1; }\n",
     )
     .unwrap();
-    let cc = std::process::Command::new("cc")
-        .args([
+    std::fs::write(p("helper.c"), "int helper(int x) { return x * 3 + 1; }\n").unwrap();
+    let nounwind_o = p(&format!("{name}_nounwind.o"));
+    cc(&[
+        "-O1",
+        "-c",
+        "-fPIC",
+        "-fno-asynchronous-unwind-tables",
+        "-fno-unwind-tables",
+        "-fomit-frame-pointer",
+        "-fno-optimize-sibling-calls",
+        "-o",
+        &nounwind_o,
+        &p("nounwind.c"),
+    ])?;
+    let lib = p(&format!("lib{name}.so"));
+    let mut link = vec!["-shared", "-o", &lib, &nounwind_o];
+    let helper_o = p(&format!("{name}_helper.o"));
+    if with_fdes {
+        cc(&[
             "-O1",
-            "-shared",
+            "-c",
             "-fPIC",
-            "-fno-asynchronous-unwind-tables",
-            "-fno-unwind-tables",
-            "-fomit-frame-pointer",
-            "-fno-optimize-sibling-calls",
+            "-fasynchronous-unwind-tables",
             "-o",
-        ])
-        .arg(&lib)
-        .arg(&src)
-        .status();
-    match cc {
-        Ok(s) if s.success() => {}
-        Ok(s) => panic!("cc failed: {s}"),
-        Err(e) => {
-            eprintln!("skipped: no C compiler (`cc`): {e}");
-            return;
-        }
+            &helper_o,
+            &p("helper.c"),
+        ])?;
+        link.push(&helper_o);
     }
-    // Let the caching unwinder build its module list before the library exists.
-    allocscope::set_unwinder(Unwinder::Cached);
-    track_scope("before_dlopen", leaf);
+    cc(&link)?;
+    Some(lib.into())
+}
+
+/// `call_back` from a library built by `c_library`, loaded with `dlopen`.
+fn load_call_back(lib: &std::path::Path) -> extern "C" fn(extern "C" fn()) {
     let path = std::ffi::CString::new(lib.to_str().unwrap()).unwrap();
-    // SAFETY: loads a library we just built, whose only symbol has the signature we cast to.
-    let call_back: extern "C" fn(extern "C" fn()) = unsafe {
+    // SAFETY: loads a library we just built, whose `call_back` has the signature we cast to.
+    unsafe {
         let h = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
         assert!(!h.is_null(), "dlopen failed");
         let sym = libc::dlsym(h, c"call_back".as_ptr());
         assert!(!sym.is_null());
         std::mem::transmute::<*mut libc::c_void, extern "C" fn(extern "C" fn())>(sym)
-    };
+    }
+}
+
+/// A C function compiled without unwind information (and without frame pointers), in a
+/// library loaded with `dlopen` after the unwinder first ran: the stack through it ends there
+/// with both unwinders, and the figures stay exact. Both kinds: a library with no unwind
+/// tables at all, and one whose tables lack only that function.
+#[test]
+fn c_frame_without_unwind_info_ends_the_stack() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    // Let the caching unwinder build its module list before the libraries exist.
+    allocscope::set_unwinder(Unwinder::Cached);
+    track_scope("before_dlopen", leaf);
     allocscope::set_unwinder(Unwinder::Auto);
-    same_stacks("c_no_unwind_info", "c_abi_callback", &|| {
-        call_back(c_abi_callback)
-    });
-    let r = report();
-    let job = r.job("c_no_unwind_info_cached").unwrap();
-    assert_eq!(job.allocated, Usage::new(1, 48));
-    // The stack ends at the C frame: nothing of the caller below it.
-    assert!(job
-        .callsites
-        .iter()
-        .all(|c| !c.frames.iter().any(|f| f.function.contains("same_stacks"))));
+    for (name, with_fdes) in [("no_tables", false), ("no_fde", true)] {
+        let Some(lib) = c_library(dir.path(), name, with_fdes) else {
+            return;
+        };
+        let call_back = load_call_back(&lib);
+        let job = format!("c_{name}");
+        same_stacks(&job, "c_abi_callback", &|| call_back(c_abi_callback));
+        let r = report();
+        let j = r.job(&format!("{job}_cached")).unwrap();
+        assert_eq!(j.allocated, Usage::new(1, 48), "{name}");
+        // The stack ends at the C frame: nothing of the caller below it.
+        assert!(
+            j.callsites
+                .iter()
+                .all(|c| !c.frames.iter().any(|f| f.function.contains("same_stacks"))),
+            "{name}: {:#?}",
+            j.callsites
+        );
+    }
 }

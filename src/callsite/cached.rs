@@ -43,8 +43,9 @@
 //!   may allocate (gimli's heap storage): the thread is busy, so that is tracker overhead.
 //! * **Never a crash**: the only memory read during an unwind outside our own copies is the
 //!   stack, through `read_stack`, which accepts only 8-aligned addresses between the current
-//!   frame and the top of this thread's stack. A frame with no unwind information, an unknown
-//!   module, or a failed read ends the stack. When running on another stack than the thread's
+//!   frame and the top of this thread's stack. A frame with no unwind information (a module
+//!   without `.eh_frame_hdr`, or a function without a frame description entry in a module that
+//!   has one), an unknown module, or a failed read ends the stack. When running on another stack than the thread's
 //!   own (a signal's alternate stack) the caller falls back to libgcc.
 //! * Supported on Linux x86_64; elsewhere [`walk`] returns `None` and libgcc is used.
 
@@ -187,6 +188,15 @@ mod imp {
                 None => return slow,
             }
         }
+        if kind == FAST_BP
+            && cfa_off == 16
+            && out.bp_saved
+            && out.bp_off == -16
+            && !snap.has_fde(key)
+        {
+            out.kind = FAST_END;
+            return out;
+        }
         // The second probe: other registers, the same rule must predict the result.
         let (s2, b2) = (0x1800_0000_0000u64, 0x2800_0000_0000u64);
         let (r2, sp2, bp2) = run(s2, b2, cache, &mut read);
@@ -236,6 +246,35 @@ mod imp {
             let i = self.ranges.partition_point(|r| r.0 <= addr);
             let r = *self.ranges.get(i.checked_sub(1)?)?;
             (addr < r.1).then_some(r)
+        }
+
+        /// Whether the module holding `addr` has a frame description entry covering it.
+        /// framehop unwinds a frame without one with the frame-pointer rule; without frame
+        /// pointers that rule reads whatever `bp` holds, so such a frame ends the stack here
+        /// instead (as libgcc's unwinder ends it).
+        fn has_fde(&self, addr: u64) -> bool {
+            use gimli::{BaseAddresses, EhFrame, EhFrameHdr, LittleEndian, UnwindSection};
+            let i = self.ranges.partition_point(|r| r.0 <= addr);
+            let Some(m) = i.checked_sub(1).and_then(|i| self.modules.get(i)) else {
+                return false;
+            };
+            if addr >= m.code.1 {
+                return false;
+            }
+            let bases = BaseAddresses::default()
+                .set_eh_frame_hdr(m.hdr_svma)
+                .set_eh_frame(m.eh_frame_svma);
+            let Ok(hdr) = EhFrameHdr::new(&m.hdr, LittleEndian).parse(&bases, 8) else {
+                return false;
+            };
+            let Some(table) = hdr.table() else {
+                return false;
+            };
+            let eh = EhFrame::new(&m.eh_frame, LittleEndian);
+            let svma = addr.wrapping_sub(m.bias);
+            table
+                .fde_for_address(&eh, &bases, svma, EhFrame::cie_from_offset)
+                .is_ok()
         }
     }
 
