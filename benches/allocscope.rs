@@ -21,6 +21,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[path = "workloads/mod.rs"]
 mod workloads;
 
+#[path = "workloads/criterion_glue.rs"]
+mod criterion_glue;
+
 #[global_allocator]
 static GLOBAL: TrackingAllocator = TrackingAllocator::system();
 
@@ -28,8 +31,9 @@ fn scoped_spawn(f: Box<dyn FnOnce() -> u64 + Send>) -> JoinHandle<u64> {
     allocscope::spawn(f)
 }
 
-fn allocscope_configs(c: &mut Criterion<workloads::Clock>) {
-    use workloads::{bench_cases, std_spawn, FULL, REDUCED};
+fn allocscope_configs(c: &mut Criterion<criterion_glue::Clock>) {
+    use criterion_glue::bench_cases;
+    use workloads::{std_spawn, FULL, REDUCED};
     let plain = |f: &dyn Fn() -> u64| f();
     let scoped = |f: &dyn Fn() -> u64| allocscope::track_scope("bench", f);
 
@@ -60,7 +64,7 @@ fn allocscope_configs(c: &mut Criterion<workloads::Clock>) {
 
 criterion_group! {
     name = benches;
-    config = workloads::criterion();
+    config = criterion_glue::criterion();
     targets = allocscope_configs
 }
 criterion_main!(benches);

@@ -8,13 +8,16 @@ use criterion::{criterion_group, criterion_main, Criterion};
 #[path = "workloads/mod.rs"]
 mod workloads;
 
+#[path = "workloads/criterion_glue.rs"]
+mod criterion_glue;
+
 #[global_allocator]
 static GLOBAL: System = System;
 
-fn system(c: &mut Criterion<workloads::Clock>) {
+fn system(c: &mut Criterion<criterion_glue::Clock>) {
     let plain = |f: &dyn Fn() -> u64| f();
-    workloads::bench_cases(c, "system", workloads::FULL, &plain, workloads::std_spawn);
-    workloads::bench_cases(
+    criterion_glue::bench_cases(c, "system", workloads::FULL, &plain, workloads::std_spawn);
+    criterion_glue::bench_cases(
         c,
         "system",
         workloads::REDUCED,
@@ -25,7 +28,7 @@ fn system(c: &mut Criterion<workloads::Clock>) {
 
 criterion_group! {
     name = benches;
-    config = workloads::criterion();
+    config = criterion_glue::criterion();
     targets = system
 }
 criterion_main!(benches);

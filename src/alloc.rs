@@ -19,8 +19,10 @@
 //!   claims a counter slot and registers its exit destructor (glibc's
 //!   `__cxa_thread_atexit_impl`, which uses C `malloc`, never this allocator); the first stack
 //!   captured on a thread asks pthread for the stack bounds (also C `malloc` for the main
-//!   thread); the DWARF unwinder (`Unwinder::Dwarf`, or no frame pointers) goes through
-//!   libgcc, which takes the dynamic loader's recursive lock in `dl_iterate_phdr` — the
+//!   thread); libgcc's DWARF unwinder (`Unwinder::Dwarf`, and the fallback of the others)
+//!   takes the dynamic loader's recursive lock in `dl_iterate_phdr`; the caching unwinder
+//!   (`Unwinder::Cached`, the default without frame pointers) takes a lock only when it meets a
+//!   module it does not know yet (`try_lock`, never waiting; see `callsite::cached`) — the
 //!   frame-pointer walk takes none;
 //! * **forwards to the inner allocator's own entry points** (`alloc_zeroed` and `realloc` are
 //!   not emulated), asking for `size + offset` bytes as described in `header`.

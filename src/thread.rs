@@ -120,6 +120,16 @@ fn bump(a: &AtomicU64, v: u64) {
     a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
 }
 
+/// Index of the counter slot `t` holds, if it holds one. A slot has one owner thread at a time,
+/// so per-slot scratch state (the caching unwinder's rule cache) needs no lock.
+#[inline]
+pub(crate) fn slot_index(t: &ThreadState) -> Option<usize> {
+    match t.slot.get() {
+        SLOT_UNCLAIMED | SLOT_NONE => None,
+        s => Some(s as usize - 1),
+    }
+}
+
 /// The slot of the current thread, claiming one on first use. `None`: use shared atomics.
 #[inline(always)]
 fn my_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {

@@ -4,14 +4,20 @@
 //! * the frame-pointer walk reads only addresses between the current stack pointer and the top
 //!   of the current thread's stack (both mapped), 8-byte aligned, strictly increasing, so any
 //!   garbage in a frame-pointer register ends the walk instead of faulting;
+//! * the caching unwinder (`cached`) reads the stack under the same bounds, and its own copies
+//!   of the modules' unwind tables;
 //! * the DWARF path uses `backtrace::trace_unsynchronized`, which on Linux calls libgcc's
 //!   `_Unwind_Backtrace` (thread-safe, no Rust allocation).
 
 use core::mem::MaybeUninit;
-use core::sync::atomic::Ordering::Relaxed;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::intern;
 use crate::thread::ThreadState;
+
+/// Stacks the chosen unwinder could not take, taken by libgcc instead (see
+/// `TrackerStats::unwinder_fallbacks`).
+pub(crate) static FALLBACKS: AtomicU64 = AtomicU64::new(0);
 
 /// Hard upper bound on recorded frames (the buffer lives on the stack).
 pub(crate) const MAX_FRAMES_LIMIT: usize = 128;
@@ -34,13 +40,19 @@ pub(crate) fn capture<'a>(
 ) -> (&'a [usize], u64) {
     let depth = (super::MAX_FRAMES.load(Relaxed) as usize).min(buf.len());
     let buf = &mut buf[..depth];
-    let mut walked = None;
-    if super::unwinder() == super::Unwinder::FramePointers {
-        walked = frame_pointer_walk(t, buf);
-    }
+    let (walked, chosen) = match super::unwinder() {
+        super::Unwinder::FramePointers => (frame_pointer_walk(t, buf), true),
+        super::Unwinder::Cached => (super::cached::walk(t, buf), true),
+        _ => (None, false),
+    };
     let (n, hash) = match walked {
         Some((n, h)) => (n.min(buf.len()), Some(h)),
-        None => (dwarf(buf).min(buf.len()), None),
+        None => {
+            if chosen {
+                FALLBACKS.fetch_add(1, Relaxed);
+            }
+            (dwarf(buf).min(buf.len()), None)
+        }
     };
     // SAFETY: both walkers write `buf[0..n]` in order before counting an element, so the first
     // `n` elements are initialised `usize`s (`MaybeUninit<usize>` has `usize`'s layout).
@@ -74,15 +86,7 @@ fn dwarf(buf: &mut [MaybeUninit<usize>]) -> usize {
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
 fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
-    let (stack_lo, hi) = match t.stack_hi.get() {
-        0 => {
-            let (lo, hi) = stack_bounds()?;
-            t.stack_lo.set(lo);
-            t.stack_hi.set(hi);
-            (lo, hi)
-        }
-        hi => (t.stack_lo.get(), hi),
-    };
+    let (stack_lo, hi) = thread_stack(t)?;
     let marker = 0u8;
     let lo = core::ptr::addr_of!(marker) as usize;
     // Running on another stack than the thread's own (a signal's alternate stack, a coroutine):
@@ -127,6 +131,24 @@ fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option
         fp = next;
     }
     Some((n, h))
+}
+
+/// Lowest and highest address of this thread's stack, looked up once per thread.
+#[cfg(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+))]
+#[inline]
+pub(crate) fn thread_stack(t: &ThreadState) -> Option<(usize, usize)> {
+    match t.stack_hi.get() {
+        0 => {
+            let (lo, hi) = stack_bounds()?;
+            t.stack_lo.set(lo);
+            t.stack_hi.set(hi);
+            Some((lo, hi))
+        }
+        hi => Some((t.stack_lo.get(), hi)),
+    }
 }
 
 #[cfg(not(all(

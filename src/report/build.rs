@@ -199,6 +199,7 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             paths_overflowed: registry::PATHS_OVERFLOWED.load(Relaxed),
             runs_overflowed: registry::RUNS_OVERFLOWED.load(Relaxed),
             stacks_dropped: intern::DROPPED.load(Relaxed),
+            unwinder_fallbacks: crate::callsite::capture::FALLBACKS.load(Relaxed),
             hook_panics: registry::HOOK_PANICS.load(Relaxed),
             threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
             frames_stored: frames as u64,

@@ -160,6 +160,11 @@ pub struct TrackerStats {
     /// when it is full, new stacks are dropped (`stacks_dropped`).
     #[serde(default)]
     pub frames_stored: u64,
+    /// Stacks that the chosen unwinder (frame pointers or the caching unwinder) could not
+    /// take and libgcc's DWARF unwinder took instead: a signal's alternate stack, a thread
+    /// without a counter slot, an unsupported target.
+    #[serde(default)]
+    pub unwinder_fallbacks: u64,
 }
 
 /// A snapshot of what every job allocated and still holds.
