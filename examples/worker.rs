@@ -17,10 +17,10 @@
 //! The timeline sampler runs every 20 ms, so the report has RSS and the live heap over time
 //! with every run marked, and each job's trend (`growing`, `saturating`, `steady`).
 //!
-//! Run with `cargo run --release --example worker --features chart`. It prints a log line per
+//! Run with `cargo run --release --example worker`. It prints a log line per
 //! run, the job table, what `release_free_memory()` gave back, and writes under
 //! `target/allocscope/`: `report.json`, `report.txt`, `retained.svg` and `allocated.svg`,
-//! `memory.svg` (the timeline; needs the `chart` feature), and under `target/allocscope/runs/`
+//! `memory.svg` (the timeline), and under `target/allocscope/runs/`
 //! a report after each run that retained 256 KiB or more. Set `ALLOCSCOPE_STACKS` (`off`,
 //! `every`, `sampled`, or a byte count) to try other stack modes; the demo defaults to `every`.
 
