@@ -90,11 +90,12 @@ pub use callsite::{
 pub use error::Error;
 pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
-pub use report::text::{grouped, human_bytes, TextOptions};
+pub use report::text::{grouped, human_bytes, CallsiteOrder, TextOptions};
 pub use report::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
+pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,

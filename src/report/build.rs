@@ -82,6 +82,7 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
         frames: Arc<[Frame]>,
         allocated: Usage,
         retained: Usage,
+        peak_bytes: u64,
         estimated: bool,
     }
     let mut scopes: HashMap<u32, Option<Vec<String>>> = HashMap::new();
@@ -124,10 +125,14 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
             frames: frame_table[fid].clone(),
             allocated: Usage::default(),
             retained: Usage::default(),
+            peak_bytes: 0,
             estimated: false,
         });
         acc.allocated += allocated;
         acc.retained += retained;
+        acc.peak_bytes = acc
+            .peak_bytes
+            .saturating_add(s.peak_bytes.load(Relaxed).max(retained.bytes));
         acc.estimated |= s.estimated.load(Relaxed);
     }
     groups
@@ -139,6 +144,7 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
                 frames: acc.frames.to_vec(),
                 allocated: acc.allocated,
                 retained: acc.retained,
+                peak_bytes: acc.peak_bytes,
                 estimated: acc.estimated,
             };
             (path, c)

@@ -1,8 +1,9 @@
 //! Reports on disk: atomic writes, careful reads, and opt-in automatic dumps.
 //!
-//! * [`Report::write_json`] writes a temporary file in the destination's folder, fsyncs it,
-//!   renames it over the destination and fsyncs the folder, so a crash or a kill at any point
-//!   leaves either the previous file or the new one, never a torn one.
+//! * [`Report::write_json`] writes through the crate's one atomic writer (`atomic.rs`): a
+//!   temporary file in the destination's folder, fsynced, renamed over the destination, the
+//!   folder fsynced, so a crash or a kill at any point leaves either the previous file or the
+//!   new one, never a torn one; only a regular file (or nothing) is ever replaced.
 //! * [`Report::read_json`] reads a report back, and every way a file can be wrong (missing,
 //!   empty, binary, truncated, not a report, a newer version, wrong types) is an
 //!   [`Error`] naming the file and the problem, never a panic.
@@ -14,13 +15,13 @@
 //! charged to a job.
 
 use std::fs;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Once;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::atomic::write_atomic_with;
 use super::text::parse_bytes;
 use super::{Report, RunReport};
 use crate::thread::untracked;
@@ -40,12 +41,17 @@ const DUMP_PREFIX: &str = "allocscope-";
 impl Report {
     /// Writes the report as JSON to `path`, atomically.
     ///
-    /// The JSON goes to a temporary file in the same folder (named `.allocscope-*.tmp`), which
-    /// is flushed to disk (`fsync`) and renamed over `path`; the folder is then synced too, so
-    /// the rename itself survives a power loss. A reader, a crash or a `kill -9` at any moment
-    /// sees either the previous file or the complete new one. An existing file's permissions
-    /// are kept; a new file is readable by its owner only (reports name the program's
-    /// functions and files).
+    /// The JSON is streamed to a temporary file in the same folder (named
+    /// `.allocscope-*.tmp`), which is flushed to disk (`fsync`) and renamed over `path`; the
+    /// folder is then synced too, so the rename itself survives a power loss. A reader, a
+    /// crash or a `kill -9` at any moment sees either the previous file or the complete new
+    /// one. An existing file's permissions are kept; a new file is readable by its owner only
+    /// (reports name the program's functions and files).
+    ///
+    /// Only a regular file (or nothing) is replaced: a directory, FIFO, socket or device
+    /// node at `path` is an [`Error::Io`] and is left untouched. A symbolic link is written
+    /// through: the link stays and its target is replaced atomically (a dangling link is
+    /// refused). The same writer is public as [`write_file_atomic`](crate::write_file_atomic).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -56,7 +62,11 @@ impl Report {
     /// ```
     pub fn write_json(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        untracked(|| write_atomic(path, self.to_json().as_bytes()))
+        untracked(|| {
+            write_atomic_with(path, |w| {
+                serde_json::to_writer_pretty(&mut *w, self).map_err(std::io::Error::from)
+            })
+        })
     }
 
     /// Reads a report written by [`write_json`](Self::write_json) (or
@@ -139,44 +149,6 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
         return Err(ReadError::TooLarge);
     }
     Ok(bytes)
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename,
-/// fsync of the folder). Must run untracked.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let io = |source: std::io::Error| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".allocscope-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    if let Ok(meta) = fs::metadata(path) {
-        // Keep the mode of the file we replace (best effort: a failure leaves owner-only).
-        let _ = tmp.as_file().set_permissions(meta.permissions());
-    }
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    // On failure the temporary file is removed when the returned handle drops.
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    sync_dir(dir).map_err(io)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    // Folders cannot be opened for syncing here; the rename is as durable as the OS makes it.
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

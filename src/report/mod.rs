@@ -4,14 +4,17 @@
 //! threads. Everything in it is plain data: it can be saved as JSON, read back on another
 //! machine, and rendered there as text, folded stacks or a flamegraph.
 
+mod atomic;
 mod build;
 mod diff;
 pub(crate) mod dump;
+pub(crate) mod escape;
 mod export;
 mod flame;
 mod since;
 pub(crate) mod text;
 
+pub use atomic::write_file_atomic;
 pub(crate) use build::job_snapshot;
 pub use build::report;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
@@ -19,6 +22,7 @@ pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
+pub use escape::{job_display_name, job_name_from_display};
 pub use flame::{FlameMetric, FlameOptions};
 pub use since::{mark, report_since, Marker};
 
@@ -119,6 +123,11 @@ pub struct CallsiteReport {
     pub allocated: Usage,
     /// What this callsite allocated that is still live.
     pub retained: Usage,
+    /// Highest live bytes of this callsite since the process started, seen at its
+    /// allocations (an estimate when sampled; when several stacks fold into one callsite,
+    /// the sum of their peaks, an upper bound). 0 in reports written before it was recorded.
+    #[serde(default)]
+    pub peak_bytes: u64,
     /// `true` when the figures are estimates from sampled stacks, `false` when exact.
     pub estimated: bool,
 }

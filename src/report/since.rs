@@ -298,6 +298,7 @@ fn subtract_sites(
             Some(e) => {
                 e.allocated += c.allocated;
                 e.retained += c.retained;
+                e.peak_bytes = e.peak_bytes.saturating_add(c.peak_bytes);
                 e.estimated |= c.estimated;
             }
             None => {

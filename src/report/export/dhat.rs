@@ -81,7 +81,7 @@ fn frame_string(f: &Frame) -> String {
     )
 }
 
-/// The pseudo-frame standing for one job of a scope.
+/// The pseudo-frame standing for one job of a scope (`name` already as displayed).
 fn job_frame(name: &str) -> String {
     format!("[job] {name}")
 }
@@ -210,9 +210,13 @@ impl Report {
 fn frames_of(e: &Entry<'_>, intern: &mut impl FnMut(String) -> usize) -> Vec<usize> {
     let mut fs = Vec::with_capacity(e.scope.len().max(1) + e.frames.len());
     if e.scope.is_empty() {
-        fs.push(intern(job_frame(e.job())));
+        fs.push(intern(job_frame(&e.job())));
     } else {
-        fs.extend(e.scope.iter().map(|s| intern(job_frame(s))));
+        fs.extend(
+            e.scope
+                .iter()
+                .map(|s| intern(job_frame(&super::job_display_name(s)))),
+        );
     }
     fs.extend(e.frames.iter().map(|f| intern(frame_string(f))));
     fs
