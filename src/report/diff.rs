@@ -209,7 +209,8 @@ impl Report {
 
 type SiteKey<'a> = (&'a [String], &'a [Frame]);
 
-/// Matches callsites by (scope, frames); entries with the same key on one side are summed.
+/// Matches callsites by (scope, frames); entries with the same key on one side (rare: a
+/// report already merges them) are summed, saturating at `u64::MAX` like every [`Usage`] sum.
 fn diff_sites(older: &[CallsiteReport], newer: &[CallsiteReport]) -> Vec<CallsiteDiff> {
     #[derive(Default)]
     struct Sides {
