@@ -34,6 +34,18 @@ impl PathFigures {
 /// Other threads keep running: figures they accumulate while the snapshot is taken may or may
 /// not be in it, but nothing is counted twice. Taken with tracking suspended, so the report's
 /// own memory is tracker overhead, not any job's.
+///
+/// # Not from a signal handler
+///
+/// Building a report is **not async-signal-safe**: it allocates, takes locks and symbolizes
+/// stacks (which reads debug info through the C library). Called from a signal handler that
+/// interrupted a thread inside `malloc` or the symbolizer, it can deadlock (seen: glibc's
+/// malloc lock, `__lll_lock_wait_private`). To report on a signal (`SIGUSR1`, `SIGTERM`),
+/// let the handler only set an atomic flag (or write to a pipe), and call `report()` or
+/// [`Report::write_json`] from an ordinary thread that waits for it (crates such as
+/// `signal-hook` do exactly this); or let automatic dumps
+/// ([`AutoDump`](crate::AutoDump), `ALLOCSCOPE_DIR`) write reports after leaking runs and at
+/// [`finish`](crate::finish) without any handler.
 pub fn report() -> Report {
     callsite::init_from_env();
     untracked(|| {

@@ -114,7 +114,9 @@ impl CallsiteOrder {
         match self {
             CallsiteOrder::Retained => c.retained.bytes,
             CallsiteOrder::Allocated => c.allocated.bytes,
-            CallsiteOrder::Peak => c.peak_bytes,
+            // Never below what it holds now (reports written before peaks were recorded
+            // have 0).
+            CallsiteOrder::Peak => c.peak_bytes.max(c.retained.bytes),
         }
     }
 
@@ -346,7 +348,7 @@ fn write_callsites(
             let _ = writeln!(
                 out,
                 "  {:>10}  {:>10}  {:>10}  {site}",
-                format!("{est}{}", human_bytes(c.peak_bytes)),
+                format!("{est}{}", human_bytes(order.key(c))),
                 format!("{est}{}", human_bytes(c.retained.bytes)),
                 format!("{est}{}", human_bytes(c.allocated.bytes)),
             );
