@@ -74,6 +74,15 @@ impl<A: GlobalAlloc> TrackingAllocator<A> {
     }
 }
 
+impl<A: GlobalAlloc> core::fmt::Debug for TrackingAllocator<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The inner allocator need not be `Debug` (`System` is, most others are not).
+        f.debug_struct("TrackingAllocator")
+            .field("inner", &core::any::type_name::<A>())
+            .finish()
+    }
+}
+
 impl Default for TrackingAllocator<System> {
     fn default() -> Self {
         Self::system()
@@ -84,7 +93,16 @@ impl Default for TrackingAllocator<System> {
 #[cold]
 #[inline(never)]
 fn tracker_alloc(bytes: u64) -> Header {
-    registry::path(PATH_TRACKER).add(1, bytes, 0, 0);
+    let p = registry::path(PATH_TRACKER);
+    p.add(1, bytes, 0, 0);
+    // The tracker's peak (a report's transient memory): two more atomic reads and a max, on
+    // the tracker's own path only. `free_bytes` is read after `alloc_bytes`, so the value is
+    // never above the true live bytes (a racing free can only make it lower).
+    let live = p
+        .alloc_bytes
+        .load(Relaxed)
+        .saturating_sub(p.free_bytes.load(Relaxed));
+    registry::TRACKER_PEAK_BYTES.fetch_max(live, Relaxed);
     Header {
         path: PATH_TRACKER,
         site: 0,

@@ -53,6 +53,15 @@ pub struct Tracked<F> {
     inner: ManuallyDrop<F>,
 }
 
+impl<F> core::fmt::Debug for Tracked<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tracked")
+            .field("scope", &self.scope)
+            .field("finished", &self.run.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F> Tracked<F> {
     /// The scope of this future's run.
     pub fn scope(&self) -> ScopeHandle {
@@ -99,6 +108,14 @@ impl<F> Drop for Tracked<F> {
 pub struct InScope<F> {
     scope: ScopeHandle,
     inner: ManuallyDrop<F>,
+}
+
+impl<F> core::fmt::Debug for InScope<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InScope")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<F: Future> Future for InScope<F> {

@@ -6,87 +6,20 @@
 //!   when the build has frame pointers, the DWARF unwinder otherwise.
 //! * [`intern`] stores each distinct stack once, and each (path, stack) pair as a **site** with
 //!   its own counters, in lock-free fixed-capacity tables, so the hot path takes no lock.
-//! * [`symbolize`] turns instruction pointers into function/file/line when a report is built.
+//! * Symbolization (instruction pointers to function/file/line) happens at report time, in
+//!   `report::symbolize`: nothing here resolves symbols.
 
 pub(crate) mod capture;
 pub(crate) mod intern;
-pub(crate) mod symbolize;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Once;
 
 use serde::{Deserialize, Serialize};
 
-/// Which allocations record a stack (a callsite).
-///
-/// Per-job counts (objects, bytes, peak, retained) are exact in every mode; the mode only
-/// decides how callsites are attributed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum StackMode {
-    /// No stacks: per-job counts only. The cheapest mode.
-    Off,
-    /// Sample allocations by bytes: the gap between samples is exponentially distributed with
-    /// mean `mean_bytes`, so an allocation of `s` bytes is sampled with probability
-    /// `p = 1 - exp(-s / mean_bytes)`. Each sampled block stands for `1/p` blocks in callsite
-    /// figures, which are then unbiased **estimates** (marked as such in reports).
-    Sampled {
-        /// Mean number of bytes between samples (default 512 KiB). Values of 0 or 1 behave
-        /// like [`StackMode::Every`].
-        mean_bytes: u64,
-    },
-    /// A stack for every allocation: callsite figures are exact.
-    Every,
-}
+use crate::config;
 
-/// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
-pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
-
-impl Default for StackMode {
-    /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.
-    fn default() -> Self {
-        StackMode::Sampled {
-            mean_bytes: DEFAULT_SAMPLE_BYTES,
-        }
-    }
-}
-
-impl StackMode {
-    /// Parses the `ALLOCSCOPE_STACKS` syntax: `off`, `every`, `sampled` (default mean), or a
-    /// byte count (sampled with that mean; `k`/`m`/`kib`/`mib` suffixes allowed).
-    pub fn parse(text: &str) -> Result<StackMode, crate::Error> {
-        let s = text.trim().to_ascii_lowercase();
-        match s.as_str() {
-            "off" | "none" | "0" => return Ok(StackMode::Off),
-            "every" | "all" | "exact" => return Ok(StackMode::Every),
-            "sampled" | "sample" | "default" => return Ok(StackMode::default()),
-            _ => {}
-        }
-        match crate::report::text::parse_bytes(&s) {
-            Some(mean_bytes) if mean_bytes > 0 => Ok(StackMode::Sampled { mean_bytes }),
-            _ => Err(crate::Error::InvalidConfig(format!(
-                "ALLOCSCOPE_STACKS={text:?} is not one of off, every, sampled, or a byte count \
-                 such as 524288 or 512k"
-            ))),
-        }
-    }
-
-    fn encode(self) -> u64 {
-        match self {
-            StackMode::Off => 0,
-            StackMode::Every => 1,
-            StackMode::Sampled { mean_bytes } => mean_bytes.max(1),
-        }
-    }
-
-    fn decode(v: u64) -> StackMode {
-        match v {
-            0 => StackMode::Off,
-            1 => StackMode::Every,
-            mean_bytes => StackMode::Sampled { mean_bytes },
-        }
-    }
-}
+pub use crate::model::{StackMode, DEFAULT_SAMPLE_BYTES};
 
 /// 0 = off, 1 = every, n ≥ 2 = sampled with mean n. Read on every allocation.
 pub(crate) static MODE: AtomicU64 = AtomicU64::new(DEFAULT_SAMPLE_BYTES);
@@ -164,23 +97,17 @@ pub fn unwinder() -> Unwinder {
 
 static ENV_INIT: Once = Once::new();
 
-/// Reads `ALLOCSCOPE_STACKS` once, at the first call into allocscope's API (never from inside
-/// the allocator, where reading the environment could allocate or take its lock). An invalid
-/// value is reported once on stderr and the default is used.
+/// Applies `ALLOCSCOPE_STACKS` (parsed by [`config::stacks`]) once, at the first call into
+/// allocscope's API (never from inside the allocator, where reading the environment could
+/// allocate or take its lock).
 pub(crate) fn init_from_env() {
     if ENV_INIT.is_completed() {
         return;
     }
     crate::thread::untracked(|| {
         ENV_INIT.call_once(|| {
-            if let Some(raw) = std::env::var_os("ALLOCSCOPE_STACKS") {
-                let v = raw.to_string_lossy();
-                match StackMode::parse(&v) {
-                    Ok(mode) => {
-                        MODE.store(mode.encode(), Relaxed);
-                    }
-                    Err(e) => eprintln!("allocscope: {e}; using the default (sampled, 512 KiB)"),
-                }
+            if let Some(mode) = config::stacks() {
+                MODE.store(mode.encode(), Relaxed);
             }
         });
     });
@@ -215,37 +142,6 @@ pub(crate) fn sample_weight(size: u64, mean: u64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_accepts_documented_values() {
-        assert_eq!(StackMode::parse("off").unwrap(), StackMode::Off);
-        assert_eq!(StackMode::parse("EVERY").unwrap(), StackMode::Every);
-        assert_eq!(StackMode::parse("sampled").unwrap(), StackMode::default());
-        assert_eq!(
-            StackMode::parse("4096").unwrap(),
-            StackMode::Sampled { mean_bytes: 4096 }
-        );
-        assert_eq!(
-            StackMode::parse("512k").unwrap(),
-            StackMode::Sampled {
-                mean_bytes: 512 * 1024
-            }
-        );
-        assert_eq!(
-            StackMode::parse("2MiB").unwrap(),
-            StackMode::Sampled {
-                mean_bytes: 2 << 20
-            }
-        );
-    }
-
-    #[test]
-    fn parse_rejects_garbage_with_a_message() {
-        for bad in ["", "fast", "-5", "12q", "99999999999999999999999", "1.5"] {
-            let err = StackMode::parse(bad).unwrap_err().to_string();
-            assert!(err.contains("ALLOCSCOPE_STACKS"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn gaps_have_the_requested_mean() {

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::escape::{frame_text, job_display_name, xml_escape, xml_safe, NO_FRAMES, UNSCOPED};
 use super::{CallsiteReport, Frame, Report};
+use crate::error::Detail;
 use crate::Error;
 
 /// What a flamegraph's widths measure.
@@ -212,8 +213,9 @@ pub(crate) fn render(
     options.title = xml_safe(&options.title).into_owned();
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
-        .map_err(|e| Error::Render(format!("{what}: {e}")))?;
-    String::from_utf8(svg).map_err(|e| Error::Render(format!("{what}: {e}")))
+        .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))?;
+    String::from_utf8(svg)
+        .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))
 }
 
 impl Report {

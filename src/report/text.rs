@@ -45,24 +45,6 @@ pub(crate) fn grouped_wide(n: u128) -> String {
     out
 }
 
-/// A byte count with an optional `k`/`m`/`g` (or `kib`/`mib`/`gib`) suffix.
-pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
-    let s = text.trim().to_ascii_lowercase();
-    let (digits, shift) = [
-        ("kib", 10),
-        ("mib", 20),
-        ("gib", 30),
-        ("k", 10),
-        ("m", 20),
-        ("g", 30),
-    ]
-    .iter()
-    .find_map(|&(suffix, shift)| s.strip_suffix(suffix).map(|d| (d, shift)))
-    .unwrap_or((s.as_str(), 0));
-    let n: u64 = digits.trim().parse().ok()?;
-    n.checked_mul(1u64 << shift)
-}
-
 fn mode_text(mode: StackMode) -> String {
     match mode {
         StackMode::Off => "off".into(),
