@@ -1,15 +1,13 @@
 //! Building a [`Report`] from the live tables, without stopping other threads.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use core::sync::atomic::Ordering::*;
 
 use super::snapshot::Snapshot;
-use super::symbolize;
+use super::{stacks, symbolize};
 use super::{
-    CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, TrackerStats, Usage, FORMAT,
-    VERSION,
+    CallsiteReport, Exclusive, JobReport, Report, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 use crate::callsite::{self, intern};
 use crate::registry;
@@ -42,22 +40,23 @@ pub fn report() -> Report {
 }
 
 /// Callsites of the paths `scope_of` names (it returns the path's job names, outermost first),
-/// grouped by path and symbolized frames (distinct stacks can trim to the same frames). Each
-/// distinct stack is symbolized once and its frames are shared until the final entries are
-/// built, so a report with many callsites holds one copy of each stack's frames per entry.
+/// grouped by path and trimmed stack (distinct stacks can trim to the same frames), **in
+/// report order** ([`sort_callsites`]). Stacks are looked up in the stack table
+/// (`stacks.rs`), which symbolizes each stack once in the process's life: a repeated report
+/// with nothing new to symbolize only reads counters, sorts integers and copies frames.
 fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, CallsiteReport)> {
     struct Acc {
-        frames: Arc<[Frame]>,
+        path: u32,
+        stack: u32,
         allocated: Usage,
         retained: Usage,
         peak_bytes: u64,
         estimated: bool,
     }
+    let mut table = stacks::table();
     let mut scopes: HashMap<u32, Option<Vec<String>>> = HashMap::new();
-    let mut frames_of_stack: HashMap<u32, usize> = HashMap::new();
-    let mut frame_ids: HashMap<Arc<[Frame]>, usize> = HashMap::new();
-    let mut frame_table: Vec<Arc<[Frame]>> = Vec::new();
-    let mut groups: HashMap<(u32, usize), Acc> = HashMap::new();
+    let mut groups: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut accs: Vec<Acc> = Vec::new();
     for id in intern::site_ids() {
         let s = intern::site(id);
         if !s.ready.load(Acquire) {
@@ -81,21 +80,19 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
             fixed_to_objects(ao.saturating_sub(fo)),
             ab.saturating_sub(fb),
         );
-        let stack = s.stack.load(Relaxed);
-        let fid = *frames_of_stack.entry(stack).or_insert_with(|| {
-            let frames: Arc<[Frame]> = symbolize::symbolize(&intern::stack_frames(stack)).into();
-            *frame_ids.entry(frames.clone()).or_insert_with(|| {
-                frame_table.push(frames);
-                frame_table.len() - 1
-            })
+        let stack = table.stack_of(s.stack.load(Relaxed));
+        let i = *groups.entry((path, stack)).or_insert_with(|| {
+            accs.push(Acc {
+                path,
+                stack,
+                allocated: Usage::default(),
+                retained: Usage::default(),
+                peak_bytes: 0,
+                estimated: false,
+            });
+            accs.len() - 1
         });
-        let acc = groups.entry((path, fid)).or_insert_with(|| Acc {
-            frames: frame_table[fid].clone(),
-            allocated: Usage::default(),
-            retained: Usage::default(),
-            peak_bytes: 0,
-            estimated: false,
-        });
+        let acc = &mut accs[i];
         acc.allocated += allocated;
         acc.retained += retained;
         acc.peak_bytes = acc
@@ -103,19 +100,39 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
             .saturating_add(s.peak_bytes.load(Relaxed).max(retained.bytes));
         acc.estimated |= s.estimated.load(Relaxed);
     }
-    groups
-        .into_iter()
-        .map(|((path, _), acc)| {
-            let scope = scopes.get(&path).cloned().flatten().unwrap_or_default();
+    // The order of `sort_callsites`, on integers: scopes ranked by their names, stacks by
+    // their frames (the table's ranks).
+    let mut paths: Vec<(&Vec<String>, u32)> = scopes
+        .iter()
+        .filter_map(|(&p, names)| Some((names.as_ref()?, p)))
+        .collect();
+    paths.sort_unstable();
+    let scope_rank: HashMap<u32, usize> = paths
+        .iter()
+        .enumerate()
+        .map(|(rank, &(_, p))| (p, rank))
+        .collect();
+    let stack_rank = table.ranks();
+    accs.sort_unstable_by(|a, b| {
+        b.retained
+            .bytes
+            .cmp(&a.retained.bytes)
+            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+            .then_with(|| scope_rank[&a.path].cmp(&scope_rank[&b.path]))
+            .then_with(|| stack_rank[a.stack as usize].cmp(&stack_rank[b.stack as usize]))
+    });
+    accs.into_iter()
+        .map(|acc| {
+            let scope = scopes.get(&acc.path).cloned().flatten().unwrap_or_default();
             let c = CallsiteReport {
                 scope,
-                frames: acc.frames.to_vec(),
+                frames: table.frames(acc.stack),
                 allocated: acc.allocated,
                 retained: acc.retained,
                 peak_bytes: acc.peak_bytes,
                 estimated: acc.estimated,
             };
-            (path, c)
+            (acc.path, c)
         })
         .collect()
 }
@@ -145,7 +162,6 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         }
         callsites.push(c);
     }
-    sort_callsites(&mut callsites);
 
     let mut jobs: Vec<JobReport> = Vec::new();
     for (j, entry) in snap.jobs.iter().enumerate() {
@@ -154,8 +170,8 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         if runs.finished == 0 && runs.active == 0 && inc.allocated().is_zero() {
             continue;
         }
-        let mut job_sites = std::mem::take(&mut by_job[j]);
-        sort_callsites(&mut job_sites);
+        // In report order already: a filter of the sorted list.
+        let job_sites = std::mem::take(&mut by_job[j]);
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -175,6 +191,7 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     sort_jobs(&mut jobs);
 
     let (stacks, sites, frames) = intern::usage();
+    let symbolized = stacks::table().counts();
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -201,6 +218,8 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             hook_panics: registry::HOOK_PANICS.load(Relaxed),
             threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
             frames_stored: frames as u64,
+            stacks_symbolized: symbolized.0,
+            frames_symbolized: symbolized.1,
         },
     }
 }
@@ -241,7 +260,7 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
     untracked(|| {
         let snap = Snapshot::take();
         let job = snap.job_id(name)?;
-        let mut callsites: Vec<CallsiteReport> = grouped_sites(|path| {
+        let callsites: Vec<CallsiteReport> = grouped_sites(|path| {
             let chain = snap.chains.get(path as usize)?;
             chain
                 .contains(&job)
@@ -251,7 +270,6 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
         .into_iter()
         .map(|(_, c)| c)
         .collect();
-        sort_callsites(&mut callsites);
         Some((snap.rollup.inclusive[job as usize].retained(), callsites))
     })
 }

@@ -13,6 +13,7 @@ mod export;
 mod flame;
 mod since;
 mod snapshot;
+mod stacks;
 pub(crate) mod symbolize;
 pub(crate) mod text;
 
@@ -157,6 +158,13 @@ pub struct TrackerStats {
     /// when it is full, new stacks are dropped (`stacks_dropped`).
     #[serde(default)]
     pub frames_stored: u64,
+    /// Stacks symbolized so far, each once in the process's life: reports look known stacks
+    /// up in the stack table instead of resolving and trimming them again.
+    #[serde(default)]
+    pub stacks_symbolized: u64,
+    /// Distinct frames (function, file, line) in the stack table, shared by all its stacks.
+    #[serde(default)]
+    pub frames_symbolized: u64,
 }
 
 /// A snapshot of what every job allocated and still holds.
