@@ -50,6 +50,7 @@ fn report(runs: u64, figure: u64, ts: u64) -> Report {
         exclusive: Default::default(),
         recent_runs: vec![],
         callsites: sites.clone(),
+        trend: Default::default(),
     };
     let mut r = Report::from_json(&allocscope::report().to_json()).unwrap();
     r.timestamp_unix_ms = ts;

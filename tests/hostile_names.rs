@@ -84,6 +84,7 @@ fn fixture(scale: u64) -> Report {
             },
             recent_runs: vec![],
             callsites: vec![site],
+            trend: Default::default(),
         });
     }
     all.push(CallsiteReport {

@@ -10,7 +10,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use allocscope::{CallsiteOrder, DiffTextOptions, FlameMetric, FlameOptions, Report, TextOptions};
+use allocscope::timeline::TimelineOptions;
+use allocscope::{
+    CallsiteOrder, DiffTextOptions, FlameMetric, FlameOptions, Report, SortBy, TextOptions,
+    DEFAULT_FLAG_OBJECTS_PER_RUN,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -49,6 +53,29 @@ enum Command {
         /// total) or peak (each callsite's highest live bytes).
         #[arg(long, value_enum, value_name = "FIGURE", default_value_t = Order::Retained)]
         callsites_by: Order,
+        /// The order of the job table.
+        #[arg(long, value_enum, default_value_t = Sort::Retained)]
+        sort: Sort,
+        /// Flag jobs whose runs allocate more than N objects per run on average.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_FLAG_OBJECTS_PER_RUN)]
+        flag_objects_per_run: u64,
+    },
+    /// Draw the memory-over-time chart (RSS, live heap, top jobs, run markers) as SVG.
+    Timeline {
+        /// The report file (taken with the timeline sampler running).
+        report: PathBuf,
+        /// Output file (`-`: standard output).
+        #[arg(short, long, value_name = "OUT.svg")]
+        output: PathBuf,
+        /// The chart's title.
+        #[arg(long)]
+        title: Option<String>,
+        /// Width in pixels.
+        #[arg(long, default_value_t = 1200)]
+        width: u32,
+        /// Height in pixels.
+        #[arg(long, default_value_t = 400)]
+        height: u32,
     },
     /// Render a flamegraph SVG of retained or allocated memory.
     Flamegraph {
@@ -142,6 +169,29 @@ impl From<Order> for CallsiteOrder {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Sort {
+    /// Retained bytes, largest first.
+    Retained,
+    /// Allocated objects, most first.
+    AllocatedObjects,
+    /// Highest run peak first.
+    Peak,
+    /// Growing jobs first (fastest first), then saturating, steady.
+    Trend,
+}
+
+impl From<Sort> for SortBy {
+    fn from(s: Sort) -> SortBy {
+        match s {
+            Sort::Retained => SortBy::Retained,
+            Sort::AllocatedObjects => SortBy::AllocatedObjects,
+            Sort::Peak => SortBy::Peak,
+            Sort::Trend => SortBy::Trend,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Metric {
     RetainedBytes,
     RetainedObjects,
@@ -190,6 +240,8 @@ fn run(command: Command) -> Result<(), String> {
             top,
             callsites,
             callsites_by,
+            sort,
+            flag_objects_per_run,
         } => {
             let r = read(&report)?;
             check_job(&report, &r, job.as_deref())?;
@@ -198,8 +250,29 @@ fn run(command: Command) -> Result<(), String> {
                 top_callsites: callsites,
                 max_jobs: top,
                 callsites_by: callsites_by.into(),
+                sort: sort.into(),
+                flag_objects_per_run,
             });
             write_out(Path::new("-"), text.as_bytes())
+        }
+        Command::Timeline {
+            report,
+            output,
+            title,
+            width,
+            height,
+        } => {
+            let r = read(&report)?;
+            let opts = TimelineOptions {
+                title,
+                width,
+                height,
+                ..TimelineOptions::default()
+            };
+            let svg = r
+                .timeline_svg(&opts)
+                .map_err(|e| format!("{}: {e}", report.display()))?;
+            write_out(&output, svg.as_bytes())
         }
         Command::Flamegraph {
             report,

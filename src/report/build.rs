@@ -172,6 +172,10 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         }
         // In report order already: a filter of the sorted list.
         let job_sites = std::mem::take(&mut by_job[j]);
+        let (recent_runs, trend) = {
+            let h = entry.recent.lock();
+            (h.runs.iter().cloned().collect(), h.trend.trend())
+        };
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -184,14 +188,19 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
                 allocated: r.exclusive[j].allocated(),
                 retained: r.exclusive[j].retained(),
             },
-            recent_runs: entry.recent.lock().iter().cloned().collect(),
+            recent_runs,
             callsites: job_sites,
+            trend,
         });
     }
     sort_jobs(&mut jobs);
 
     let (stacks, sites, frames) = intern::usage();
     let symbolized = stacks::table().counts();
+    let tracker_live = r.tracker.retained().bytes;
+    let heap_live = totals.live.bytes.saturating_add(tracker_live);
+    let process = crate::timeline::process_memory(heap_live, tracker_live);
+    let history = crate::timeline::history(&snap.jobs);
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -221,6 +230,10 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             stacks_symbolized: symbolized.0,
             frames_symbolized: symbolized.1,
         },
+        process,
+        timeline: history.timeline,
+        run_events: history.run_events,
+        timeline_stats: history.stats,
     }
 }
 
