@@ -17,6 +17,7 @@ pub(crate) mod snapshot;
 mod stacks;
 pub(crate) mod symbolize;
 pub(crate) mod text;
+mod wire;
 
 pub use atomic::write_file_atomic;
 pub(crate) use build::job_snapshot;
@@ -35,7 +36,6 @@ pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Detail;
 use crate::model::StackMode;
 pub use crate::model::{Frame, RunReport, Usage};
 use crate::Error;
@@ -54,7 +54,12 @@ pub const OLDEST_VERSION: u32 = 1;
 pub struct CallsiteReport {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
     pub scope: Vec<String>,
-    /// The stack, innermost (the code that asked for memory) first.
+    /// The stack, innermost (the code that asked for memory) first. In the JSON of
+    /// [`Report::to_json`] / [`Report::write_json`], an index into the report's stack table.
+    #[serde(
+        serialize_with = "wire::serialize_frames",
+        deserialize_with = "wire::deserialize_frames"
+    )]
     pub frames: Vec<Frame>,
     /// What this callsite allocated.
     pub allocated: Usage,
@@ -183,8 +188,10 @@ pub struct TrackerStats {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Always `"allocscope"`.
+    #[serde(skip_serializing_if = "wire::writing")]
     pub format: String,
     /// Format version ([`VERSION`]).
+    #[serde(skip_serializing_if = "wire::writing")]
     pub version: u32,
     /// When the report was taken, in milliseconds since the Unix epoch.
     pub timestamp_unix_ms: u64,
@@ -226,68 +233,30 @@ impl Report {
         &self.jobs
     }
 
-    /// The report as pretty-printed JSON.
+    /// The report as pretty-printed JSON, in the wire format of version 2 (see
+    /// [`write_json`](Self::write_json)): a stack table first, each callsite naming its
+    /// stack by index.
     pub fn to_json(&self) -> String {
         crate::thread::untracked(|| {
-            serde_json::to_string_pretty(self).expect("allocscope: a report always serializes")
+            let mut out = Vec::new();
+            wire::write(self, &mut out, true).expect("allocscope: a report always serializes");
+            String::from_utf8(out).expect("allocscope: serde_json writes UTF-8")
         })
     }
 
-    /// Reads a report written by [`to_json`](Self::to_json), checking its format and version.
+    /// Reads a report written by [`to_json`](Self::to_json) or
+    /// [`write_json`](Self::write_json) (version 2, or version 1), checking its format and
+    /// version.
+    ///
+    /// Streaming: the text is parsed straight into the report, without an intermediate JSON
+    /// tree. `"format"` and `"version"` must come before the other fields (as allocscope
+    /// writes them); nesting deeper than 128 levels is an error.
     pub fn from_json(text: &str) -> Result<Report, Error> {
         crate::thread::untracked(|| {
             if text.trim().is_empty() {
                 return Err(Error::InvalidReport("empty input, no JSON at all".into()));
             }
-            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-                if e.is_eof() {
-                    Error::InvalidReport(Detail::with_source(format!("truncated JSON ({e})"), e))
-                } else {
-                    Error::InvalidReport(Detail::with_source(format!("not JSON ({e})"), e))
-                }
-            })?;
-            let obj = value
-                .as_object()
-                .ok_or_else(|| Error::InvalidReport("the top level is not a JSON object".into()))?;
-            match obj.get("format").and_then(|f| f.as_str()) {
-                Some(FORMAT) => {}
-                Some(other) => {
-                    return Err(Error::UnsupportedVersion(format!(
-                        "format is {other:?}, expected {FORMAT:?}"
-                    )))
-                }
-                None => {
-                    return Err(Error::InvalidReport(
-                        "no \"format\": \"allocscope\" field; this is not an allocscope report"
-                            .into(),
-                    ))
-                }
-            }
-            match obj.get("version").and_then(|v| v.as_u64()) {
-                Some(v) if (OLDEST_VERSION as u64..=VERSION as u64).contains(&v) => {}
-                Some(v) if v > VERSION as u64 => {
-                    return Err(Error::UnsupportedVersion(format!(
-                        "report version {v} is newer than this allocscope reads ({VERSION}); \
-                         upgrade allocscope"
-                    )))
-                }
-                Some(v) => {
-                    return Err(Error::UnsupportedVersion(format!(
-                        "report version {v} is not supported (this allocscope reads \
-                         {OLDEST_VERSION} to {VERSION})"
-                    )))
-                }
-                None => {
-                    return Err(Error::InvalidReport(
-                        "missing or non-integer \"version\" field".into(),
-                    ))
-                }
-            }
-            drop(value);
-            // Parsed again from the text (not the value) so that errors say where: a wrong
-            // type or missing field comes with its line and column.
-            serde_json::from_str(text)
-                .map_err(|e| Error::InvalidReport(Detail::with_source(e.to_string(), e)))
+            wire::read(serde_json::Deserializer::from_str(text))
         })
     }
 }
