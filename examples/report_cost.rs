@@ -67,6 +67,16 @@ fn peak_rss_mib() -> u64 {
         .map_or(0, |kib| kib / 1024)
 }
 
+/// The report once more (for the inline comparison, after the measured read).
+fn back_again(path: &std::path::Path) -> Report {
+    Report::read_json(path).unwrap()
+}
+
+/// Resets the peak-RSS mark (Linux `clear_refs`), so each phase reports its own peak.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
 fn main() {
     let n: u32 = std::env::args()
         .nth(1)
@@ -86,6 +96,7 @@ fn main() {
     );
     let mut last = None;
     for i in 1..=4 {
+        reset_peak();
         let t = Instant::now();
         let r = report();
         let s = t.elapsed().as_secs_f64();
@@ -106,6 +117,7 @@ fn main() {
     let dir = std::env::temp_dir().join(format!("allocscope-report-cost-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("report.json");
+    reset_peak();
     let t = Instant::now();
     r.write_json(&path).unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
@@ -116,10 +128,39 @@ fn main() {
         peak_rss_mib()
     );
     drop(r);
+    reset_peak();
     let t = Instant::now();
     let back = Report::read_json(&path).unwrap();
     println!(
         "read_json: {:.3} s ({} callsites), peak RSS {} MiB",
+        t.elapsed().as_secs_f64(),
+        back.callsites.len(),
+        peak_rss_mib()
+    );
+    drop(back);
+    let r = back_again(&path);
+    // The same report with every callsite's frames inline (the version-1 layout), as plain
+    // serde writes it, for comparison.
+    let inline = dir.join("inline.json");
+    let t = Instant::now();
+    serde_json::to_writer_pretty(
+        std::io::BufWriter::new(std::fs::File::create(&inline).unwrap()),
+        &r,
+    )
+    .unwrap();
+    let inline_size = std::fs::metadata(&inline).unwrap().len();
+    println!(
+        "inline frames (version-1 layout, pretty): {:.3} s, {:.1} MB ({:.0}x the table format)",
+        t.elapsed().as_secs_f64(),
+        inline_size as f64 / 1e6,
+        inline_size as f64 / size as f64
+    );
+    drop(r);
+    reset_peak();
+    let t = Instant::now();
+    let back = Report::read_json(&inline).unwrap();
+    println!(
+        "read_json of the inline file: {:.3} s ({} callsites), peak RSS {} MiB",
         t.elapsed().as_secs_f64(),
         back.callsites.len(),
         peak_rss_mib()

@@ -47,8 +47,9 @@ pub const MAX_DUMPS_LIMIT: usize = 10_000;
 
 /// A byte count with an optional `k`/`m`/`g` (or `kib`/`mib`/`gib`) suffix, any case, binary
 /// units (`1k` = 1024). `None` for anything else, negative numbers and overflow.
+/// Does not allocate (the allocator's first call parses `ALLOCSCOPE_STACKS` with it).
 pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
-    let s = text.trim().to_ascii_lowercase();
+    let s = text.trim();
     let (digits, shift) = [
         ("kib", 10),
         ("mib", 20),
@@ -58,10 +59,55 @@ pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
         ("g", 30),
     ]
     .iter()
-    .find_map(|&(suffix, shift)| s.strip_suffix(suffix).map(|d| (d, shift)))
-    .unwrap_or((s.as_str(), 0));
+    .find_map(|&(suffix, shift)| strip_suffix_ignore_case(s, suffix).map(|d| (d, shift)))
+    .unwrap_or((s, 0));
     let n: u64 = digits.trim().parse().ok()?;
     n.checked_mul(1u64 << shift)
+}
+
+/// `s` without `suffix` (ASCII, any case), if it ends with it.
+fn strip_suffix_ignore_case<'a>(s: &'a str, suffix: &str) -> Option<&'a str> {
+    let cut = s.len().checked_sub(suffix.len())?;
+    (s.is_char_boundary(cut) && s[cut..].eq_ignore_ascii_case(suffix)).then(|| &s[..cut])
+}
+
+/// The `ALLOCSCOPE_STACKS` syntax without allocating: `None` when invalid.
+fn parse_stacks(text: &str) -> Option<StackMode> {
+    let s = text.trim();
+    let is = |names: &[&str]| names.iter().any(|n| s.eq_ignore_ascii_case(n));
+    if is(&["off", "none"]) {
+        return Some(StackMode::Off);
+    }
+    if is(&["every", "all", "exact"]) {
+        return Some(StackMode::Every);
+    }
+    if is(&["sampled", "sample", "default"]) {
+        return Some(StackMode::default());
+    }
+    match parse_bytes(s)? {
+        0 => Some(StackMode::Off),
+        1 => Some(StackMode::Every),
+        mean_bytes => Some(StackMode::Sampled { mean_bytes }),
+    }
+}
+
+/// `ALLOCSCOPE_STACKS` read **without allocating and without any lock**, for the allocator's
+/// very first allocation (before `main`, before any call into allocscope): `libc::getenv`
+/// returns a pointer into the environment block. `None` when unset, not UTF-8 or invalid
+/// (the invalid value is reported on stderr later, by [`stacks`], at the first API call).
+pub(crate) fn stacks_early() -> Option<StackMode> {
+    // SAFETY: the name is a NUL-terminated literal; getenv returns null or a pointer to a
+    // NUL-terminated string in the environment block, read at once. (A concurrent `setenv`
+    // could invalidate it, as for any getenv caller; programs set this variable before
+    // starting, not while allocating on other threads.)
+    let bytes = unsafe {
+        let p = libc::getenv(c"ALLOCSCOPE_STACKS".as_ptr());
+        if p.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(p).to_bytes()
+    };
+    parse_stacks(std::str::from_utf8(bytes).ok()?)
 }
 
 impl StackMode {
@@ -71,22 +117,12 @@ impl StackMode {
     /// [`StackMode::Sampled::mean_bytes`](StackMode::Sampled) holds here too: a mean of `0`
     /// (in any spelling, e.g. `0k`) is off, `1` is every allocation.
     pub fn parse(text: &str) -> Result<StackMode, Error> {
-        let s = text.trim().to_ascii_lowercase();
-        match s.as_str() {
-            "off" | "none" => return Ok(StackMode::Off),
-            "every" | "all" | "exact" => return Ok(StackMode::Every),
-            "sampled" | "sample" | "default" => return Ok(StackMode::default()),
-            _ => {}
-        }
-        match parse_bytes(&s) {
-            Some(0) => Ok(StackMode::Off),
-            Some(1) => Ok(StackMode::Every),
-            Some(mean_bytes) => Ok(StackMode::Sampled { mean_bytes }),
-            _ => Err(Error::InvalidConfig(format!(
+        parse_stacks(text).ok_or_else(|| {
+            Error::InvalidConfig(format!(
                 "ALLOCSCOPE_STACKS={text:?} is not one of off, every, sampled, or a byte count \
                  such as 524288 or 512k"
-            ))),
-        }
+            ))
+        })
     }
 }
 

@@ -66,6 +66,17 @@ pub struct RunReport {
     pub retained_at_finish: Usage,
     /// Whether the run ended by a panic (or its future was dropped during one).
     pub panicked: bool,
+    /// `true` when the run could not be measured: every run slot was in use when it started
+    /// (65,535 runs active at once — typically `.track_scope()` futures that were never
+    /// finished or were forgotten with `std::mem::forget`, which keep their slots). The run
+    /// is still counted in its job's figures, but `allocated`, `peak_bytes` and
+    /// `retained_at_finish` are 0 and mean nothing. Absent from JSON when `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unmeasured: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl RunReport {

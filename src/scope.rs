@@ -96,6 +96,7 @@ impl ActiveRun {
             if panicked {
                 entry.panicked_runs.fetch_add(1, Relaxed);
             }
+            let unmeasured = totals.is_none();
             let (allocated, retained, peak) = match totals {
                 Some(t) => (t.counters.allocated(), t.counters.retained(), t.peak_bytes),
                 None => (Usage::default(), Usage::default(), 0),
@@ -110,6 +111,8 @@ impl ActiveRun {
                 peak_bytes: peak,
                 retained_at_finish: retained,
                 panicked,
+                // No run slot: nothing was measured (the figures above are zeros).
+                unmeasured,
             };
             {
                 let mut h = entry.recent.lock();

@@ -22,11 +22,21 @@ use crate::config;
 pub use crate::model::{StackMode, DEFAULT_SAMPLE_BYTES};
 
 /// 0 = off, 1 = every, n ≥ 2 = sampled with mean n. Read on every allocation.
-pub(crate) static MODE: AtomicU64 = AtomicU64::new(DEFAULT_SAMPLE_BYTES);
+///
+/// Starts as [`MODE_UNSET`], which the allocator treats as "sampled": every thread's first
+/// allocation takes the cold sampling path (its countdown starts at 0), and the first one in
+/// the process reads `ALLOCSCOPE_STACKS` there ([`init_early`]), so the environment decides the
+/// mode before the first tracked allocation is recorded — also before `main`.
+pub(crate) static MODE: AtomicU64 = AtomicU64::new(MODE_UNSET);
+/// `MODE` before the environment was read.
+pub(crate) const MODE_UNSET: u64 = u64::MAX;
 /// Deepest stack recorded.
 pub(crate) static MAX_FRAMES: AtomicU32 = AtomicU32::new(64);
 /// Seed for the per-thread sampling random generators.
 pub(crate) static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+/// Threads that seeded their generator since the last [`set_sampling_seed`]: the next one's
+/// index.
+static THREADS_SEEDED: AtomicU64 = AtomicU64::new(0);
 
 /// Selects which allocations record a stack. Takes effect immediately on every thread; blocks
 /// already allocated keep the weight they were recorded with, so their frees stay exact.
@@ -50,12 +60,41 @@ pub fn set_max_frames(frames: usize) {
 
 /// Seeds the random generator that chooses sampled allocations, for reproducible runs. Applies
 /// to threads that have not sampled yet and to the calling thread.
+///
+/// Each thread's generator starts from the seed and the thread's index: the order in which
+/// threads make their first sampling decision after this call (the calling thread's next
+/// allocation comes first). So the same seed, the same program and the same order of threads
+/// (e.g. threads started one after another) give the same samples in every process — no
+/// address goes into it, so ASLR does not change them — and distinct seeds give distinct
+/// streams.
 pub fn set_sampling_seed(seed: u64) {
-    SEED.store(seed | 1, Relaxed);
+    SEED.store(seed, Relaxed);
+    THREADS_SEEDED.store(0, Relaxed);
     let _ = crate::thread::TLS.try_with(|t| {
         t.rng.set(0);
         t.countdown.set(0);
     });
+}
+
+/// The first generator state of the next thread to sample (never 0, which means "unseeded").
+/// Lock-free and allocation-free: called from the allocator's cold sampling path.
+pub(crate) fn thread_rng_seed() -> u64 {
+    let index = THREADS_SEEDED.fetch_add(1, Relaxed);
+    // splitmix64 is a bijection: distinct seeds give distinct states for the same index.
+    let state = splitmix64(SEED.load(Relaxed) ^ splitmix64(index.wrapping_add(1)));
+    if state == 0 {
+        0x9E37_79B9_7F4A_7C15
+    } else {
+        state
+    }
+}
+
+/// The splitmix64 finalizer.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Which unwinder records stacks.
@@ -97,20 +136,31 @@ pub fn unwinder() -> Unwinder {
 
 static ENV_INIT: Once = Once::new();
 
-/// Applies `ALLOCSCOPE_STACKS` (parsed by [`config::stacks`]) once, at the first call into
-/// allocscope's API (never from inside the allocator, where reading the environment could
-/// allocate or take its lock).
+/// Applies `ALLOCSCOPE_STACKS` (parsed by [`config::stacks`], which reports an invalid value
+/// on stderr) once, at the first call into allocscope's API. Usually [`init_early`] already
+/// applied it at the first allocation; this is where an invalid value is reported, and where
+/// the mode is settled if no allocation went through the tracking allocator.
 pub(crate) fn init_from_env() {
     if ENV_INIT.is_completed() {
         return;
     }
     crate::thread::untracked(|| {
         ENV_INIT.call_once(|| {
-            if let Some(mode) = config::stacks() {
-                MODE.store(mode.encode(), Relaxed);
-            }
+            let mode = config::stacks().unwrap_or_default().encode();
+            // Only if nothing set the mode yet (the early read sets the same value).
+            let _ = MODE.compare_exchange(MODE_UNSET, mode, Relaxed, Relaxed);
         });
     });
+}
+
+/// Applies `ALLOCSCOPE_STACKS` from inside the allocator, at the first allocation of the
+/// process, without allocating or locking ([`config::stacks_early`]). An invalid value leaves
+/// the default; [`init_from_env`] reports it later.
+#[cold]
+#[inline(never)]
+pub(crate) fn init_early() {
+    let mode = config::stacks_early().unwrap_or_default().encode();
+    let _ = MODE.compare_exchange(MODE_UNSET, mode, Relaxed, Relaxed);
 }
 
 /// Draws the next gap (in bytes) before a sample: exponential with mean `mean`.

@@ -326,7 +326,14 @@ fn dump_run(run: &RunReport) {
         let Some(config) = CONFIG.read().clone() else {
             return;
         };
-        if run.retained_at_finish.bytes < config.threshold_bytes {
+        // An unmeasured run (no run slot) has no figures of its own: judge it by what its job
+        // holds now, rather than by zeros that would never reach the threshold.
+        let retained = if run.unmeasured {
+            super::build::job_retained_now(&run.job).bytes
+        } else {
+            run.retained_at_finish.bytes
+        };
+        if retained < config.threshold_bytes {
             return;
         }
         if let Err(e) = write_dump(&config, Some(run)) {

@@ -343,6 +343,26 @@ impl Report {
                  install it with #[global_allocator] to see figures"
             );
         }
+        // Labels say what happened per callsite: the mode may have changed while the program ran.
+        let estimated = self.callsites.iter().filter(|c| c.estimated).count();
+        if estimated > 0 && !matches!(self.stack_mode, StackMode::Sampled { .. }) {
+            let _ = writeln!(
+                out,
+                "note: {} of {} callsites were recorded while stacks were sampled: their \
+                 figures are estimates (marked ~), the others exact",
+                grouped(estimated as u64),
+                grouped(self.callsites.len() as u64)
+            );
+        }
+        if self.tracker.runs_overflowed > 0 {
+            let _ = writeln!(
+                out,
+                "warning: {} runs found every run slot in use and were not measured: they are \
+                 counted per job, but have no per-run figures (PEAK misses them); \
+                 `.track_scope()` futures never finished or forgotten keep their slots",
+                grouped(self.tracker.runs_overflowed)
+            );
+        }
         let mut jobs: Vec<&JobReport> = self
             .jobs
             .iter()

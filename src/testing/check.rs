@@ -268,8 +268,16 @@ impl MemoryCheck {
             wait_ms *= 2;
             held = untracked(|| self.held(&lease, mode, &run, &caller));
         }
-        lease.clean = held.retained.is_zero();
+        lease.clean = held.retained.is_zero() && !run.unmeasured;
         drop(lease);
+        if run.unmeasured {
+            // Zeros here would pass any limit: say so instead.
+            return Err(untracked(|| CheckFailure::Unmeasured {
+                check: self.name.clone(),
+                test,
+                job: run.job.clone(),
+            }));
+        }
 
         untracked(|| {
             let figures = Figures {
@@ -570,6 +578,7 @@ mod tests {
             peak_bytes: peak,
             retained_at_finish: retained,
             panicked: false,
+            unmeasured: false,
         };
         Figures {
             check: "x".into(),

@@ -116,6 +116,17 @@ pub enum CheckFailure {
         /// The filters set.
         filters: Vec<String>,
     },
+    /// The measured run could not be measured: every one of allocscope's run slots was in use
+    /// when it started (see [`RunReport::unmeasured`](crate::RunReport::unmeasured)). The job
+    /// ran, but nothing is known about it, so the check fails rather than pass on zeros.
+    Unmeasured {
+        /// The check's name.
+        check: String,
+        /// The test (thread) name.
+        test: String,
+        /// The job the run ran as.
+        job: String,
+    },
 }
 
 impl CheckFailure {
@@ -169,6 +180,16 @@ impl fmt::Display for CheckFailure {
                  switch it between tests of one binary), or run the tests with \
                  ALLOCSCOPE_STACKS=every.\n",
                 filters.join(", ")
+            ),
+            CheckFailure::Unmeasured { check, test, job } => format!(
+                "allocscope: memory check {check:?} in test `{test}` could not measure its run \
+                 (job {job:?}): all 65,535 of allocscope's run slots were in use when it \
+                 started, so the run has no figures and the check cannot pass.\n\
+                 A run's slot is given back when its closure returns or panics, or when its \
+                 tracked future completes or is dropped; a `.track_scope()` future that is \
+                 never finished, or is forgotten (std::mem::forget), keeps its slot for good. \
+                 To fix it, drop or finish those futures (`report().tracker.runs_overflowed` \
+                 counts the runs that found no slot).\n"
             ),
         });
         f.write_str(&text)
