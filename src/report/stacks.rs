@@ -15,7 +15,9 @@
 //!   distinct trimmed stack; frames are stored once per distinct (function, file, line), a
 //!   number bounded by the program's code. Four bytes per frame of each trimmed stack.
 //! * One lock, held for a whole report build (reports are built one at a time); a fork
-//!   participant (see `fork`). Runs untracked: its memory is the tracker's.
+//!   participant (see `fork`), registered before the symbol cache, which is used while the
+//!   table is held: the fork handlers take them in that order too. Runs untracked: its
+//!   memory is the tracker's.
 
 use std::collections::HashMap;
 use std::sync::Once;
@@ -50,10 +52,16 @@ static TABLE: Mutex<Option<StackTable>> = Mutex::new(None);
 
 /// The table, locked (for a whole report build). Must run untracked.
 pub(crate) fn table() -> MappedMutexGuard<'static, StackTable> {
-    static REGISTERED: Once = Once::new();
-    // Registered before the lock is first taken (the `fork` rules).
-    REGISTERED.call_once(|| fork::register(&TABLE));
+    register_for_fork();
     MutexGuard::map(TABLE.lock(), |t| t.get_or_insert_with(StackTable::default))
+}
+
+/// Registers the table's lock with `fork`, once, before it is first taken. The symbol cache
+/// calls this before registering itself: the table is held while the symbol cache is used,
+/// so the fork handlers must take the table first (the same order as every report).
+pub(crate) fn register_for_fork() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| fork::register(&TABLE));
 }
 
 impl StackTable {
