@@ -136,6 +136,25 @@ fn callsites_by_allocated_retained_and_peak() {
     assert!(first_site(&t).contains("churn"), "{t}");
     assert!(first_site(&t).contains("100.0%"), "{t}");
 
+    // DHAT's "Max" is the callsite's peak.
+    let v: serde_json::Value = serde_json::from_str(&r.to_dhat_json().unwrap()).unwrap();
+    let ftbl = v["ftbl"].as_array().unwrap();
+    let mb = v["pps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|pp| {
+            pp["fs"].as_array().unwrap().iter().any(|f| {
+                ftbl[f.as_u64().unwrap() as usize]
+                    .as_str()
+                    .unwrap()
+                    .contains("big_temporary")
+            })
+        })
+        .map(|pp| pp["mb"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert_eq!(mb, 4 << 20);
     // The JSON keeps peaks.
     let back = Report::from_json(&r.to_json()).unwrap();
     assert_eq!(back.job("spiky").unwrap().callsites, spiky.callsites);

@@ -39,6 +39,9 @@ struct Entry<'a> {
     frames: &'a [Frame],
     allocated: Usage,
     retained: Usage,
+    /// The callsite's highest live bytes (at least `retained`; just `retained` for the
+    /// per-job fallback, which has no peak of its own).
+    peak_bytes: u64,
 }
 
 impl Entry<'_> {
@@ -76,6 +79,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
                 frames: &c.frames,
                 allocated: c.allocated,
                 retained: c.retained,
+                peak_bytes: c.peak_bytes.max(c.retained.bytes),
             })
             .collect();
     }
@@ -88,6 +92,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
             frames: &[],
             allocated: j.exclusive.allocated,
             retained: j.exclusive.retained,
+            peak_bytes: j.exclusive.retained.bytes,
         })
         .collect();
     if !report.totals.unscoped_allocated.is_zero() {
@@ -96,6 +101,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
             frames: &[],
             allocated: report.totals.unscoped_allocated,
             retained: report.totals.unscoped_live,
+            peak_bytes: report.totals.unscoped_live.bytes,
         });
     }
     out
