@@ -37,6 +37,7 @@ use crate::thread::{self, untracked};
 /// [`finish`](crate::finish) without any handler.
 pub fn report() -> Report {
     callsite::init_from_env();
+    crate::timeline::init_from_env();
     untracked(|| {
         let report = build_from(&Snapshot::take());
         symbolize::release_debug_info();
