@@ -61,9 +61,12 @@
 //!   `header` — the per-block metadata in front of each block; `thread` — per-thread state and
 //!   counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
 //! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
-//! * `report` — the one snapshot path (`snapshot`), symbolization, text, JSON, folded stacks
-//!   and flamegraphs; files and automatic dumps (`dump`), snapshot differences and marks
-//!   (`diff`, `since`), pprof and DHAT exports (`export`);
+//! * `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
+//!   keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
+//!   folded stacks and flamegraphs; the one encoding of job names and XML text for every
+//!   output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
+//!   (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!   (`export`);
 //! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
 //! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
 //!
