@@ -14,6 +14,7 @@ use super::{
     CallsiteReport, Exclusive, JobReport, Report, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 use crate::callsite::{self, intern};
+use crate::model::Counters;
 use crate::registry;
 use crate::thread::{self, untracked};
 
@@ -270,13 +271,11 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
     });
 }
 
-/// What job `name` holds now (inclusive, pending thread figures included), without callsites;
-/// zero if no job has that name. Must run untracked.
-pub(crate) fn job_retained_now(name: &str) -> Usage {
+/// Job `name`'s inclusive counters now (pending thread figures included), without callsites;
+/// `None` if no job has that name. Must run untracked.
+pub(crate) fn job_counters_now(name: &str) -> Option<Counters> {
     let snap = Snapshot::take();
-    snap.job_id(name).map_or_else(Usage::default, |j| {
-        snap.rollup.inclusive[j as usize].retained()
-    })
+    snap.job_id(name).map(|j| snap.rollup.inclusive[j as usize])
 }
 
 /// One job's figures now, for `testing`: what it still holds (inclusive of nested jobs, with

@@ -20,8 +20,8 @@ pub(crate) mod text;
 mod wire;
 
 pub use atomic::write_file_atomic;
-pub(crate) use build::job_snapshot;
 pub use build::report;
+pub(crate) use build::{job_counters_now, job_snapshot};
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
