@@ -17,13 +17,16 @@
 //!     the job-name and path indexes ([`ShardedMap`], every shard);
 //!   - `scope`: the `on_run_finished` hook table;
 //!   - `report::dump`: the automatic dump settings and the dump write lock;
+//!   - `report::stacks`: the stack table, held while the symbol cache below is used, so
+//!     it is always registered (and taken) before it;
 //!   - `report::symbolize`: the symbol cache ([`ShardedMap`], every shard);
 //!   - `testing`: the check-slot table;
 //!   - `series`: the run-event and timeline-sample stores;
 //!   - `timeline`: the sampler handle.
 //! * No participant's lock is held while another participant's lock is acquired (each module
 //!   keeps its locks to itself), so the prepare handler may take them in registration order
-//!   without deadlocking.
+//!   without deadlocking — except the stack table, held while the symbol cache is used,
+//!   which is registered before it (the same order).
 //! * The registration list is itself locked from prepare to release, so a participant cannot
 //!   be registered half-way through a fork.
 //! * This module is a leaf: it knows lock types, not the modules that own them.
@@ -89,8 +92,8 @@ impl<T: Send + Sync> AtFork for RwLock<T> {
     }
 }
 
-/// Most participants; `register` beyond it is a bug caught by a debug assertion (there are
-/// six today).
+/// Most participants; `register` beyond it is a bug caught by a debug assertion (each
+/// participant listed in the module docs registers once).
 const MAX_PARTICIPANTS: usize = 16;
 
 struct List {

@@ -64,9 +64,12 @@
 //! * `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
 //!   requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
 //!   [`ScopeHandle::wrap`] needs no feature), on top of `scope` and `future`;
-//! * `report` — the one snapshot path (`snapshot`), symbolization, text, JSON, folded stacks
-//!   and flamegraphs; files and automatic dumps (`dump`), snapshot differences and marks
-//!   (`diff`, `since`), pprof and DHAT exports (`export`);
+//! * `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
+//!   keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
+//!   folded stacks and flamegraphs; the one encoding of job names and XML text for every
+//!   output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
+//!   (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!   (`export`);
 //! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
 //! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
 //!
@@ -112,11 +115,14 @@ pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
-pub use report::text::{grouped, human_bytes, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN};
+pub use report::text::{
+    grouped, human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
+};
 pub use report::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
+pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,

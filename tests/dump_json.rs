@@ -246,12 +246,35 @@ fn huge_and_negative_numbers() {
 #[test]
 fn deep_nesting_is_an_error_not_a_stack_overflow() {
     for depth in [200, 100_000] {
+        // Where the model expects a job, the first nested list is already wrong.
         let nested = format!(
             r#"{{"format": "allocscope", "version": 1, "jobs": {}{}}}"#,
             "[".repeat(depth),
             "]".repeat(depth)
         );
+        assert_invalid(read_err(nested), "invalid type: sequence");
+        // In a header field, serde_json's nesting limit (128).
+        let nested = format!(
+            r#"{{"format": {}{}, "version": 1}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
         assert_invalid(read_err(nested), "recursion limit exceeded");
+        // A field this version does not know is skipped without recursion, however deep.
+        let text = fixture("worker_old.json");
+        let deep = text.replacen(
+            r#""jobs":"#,
+            &format!(
+                r#""future_field": {}{}, "jobs":"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ),
+            1,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deep.json");
+        std::fs::write(&path, deep).unwrap();
+        Report::read_json(&path).expect("unknown deep field skipped");
     }
 }
 

@@ -43,6 +43,7 @@ fn site(
             .collect(),
         allocated: Usage::new(allocated.0, allocated.1),
         retained: Usage::new(retained.0, retained.1),
+        peak_bytes: retained.1,
         estimated: false,
     }
 }
@@ -178,8 +179,17 @@ fn folded_lines_have_the_expected_shape() {
     // Retained bytes only: the render job and the temporary callsite hold nothing.
     assert!(!folded.contains("render_report"));
     assert!(!folded.contains("format_record"));
-    // A `;` inside a job name must not split it into two frames.
-    assert!(folded.contains("parse: \"quoted\" <job>"));
+    // A `;` inside a job name must not split it into two frames: the name is quoted and
+    // escaped (`job_display_name`), and decodes back.
+    let shown = allocscope::job_display_name("parse; \"quoted\" <job>");
+    assert!(
+        folded.contains(&format!("sync_customers;{shown};")),
+        "{folded}"
+    );
+    assert_eq!(
+        allocscope::job_name_from_display(&shown).as_deref(),
+        Some("parse; \"quoted\" <job>")
+    );
     assert!(folded.contains("(unscoped);worker::main;worker::init_config 2000"));
 }
 
@@ -261,7 +271,7 @@ fn svg_has_one_frame_per_stack_element_with_counts_in_titles() {
     assert!(
         titles
             .iter()
-            .any(|t| t.starts_with("parse: \"quoted\" <job> (1,000 bytes, ")),
+            .any(|t| t.starts_with(r#""parse\u{3b} \"quoted\" <job\u{3e}" (1,000 bytes, "#)),
         "{titles:#?}"
     );
     // Memory palette and the title we asked for.

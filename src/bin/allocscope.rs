@@ -2,7 +2,8 @@
 //!
 //! A thin layer over the library: every command reads report files written by
 //! [`Report::write_json`](allocscope::Report::write_json) (or automatic dumps) and calls the
-//! library's renderers. Exit codes: 0 success, 2 usage error (from clap), 1 bad input or
+//! library's renderers; every `-o FILE` goes through the library's atomic writer
+//! ([`write_file_atomic`](allocscope::write_file_atomic)). Exit codes: 0 success, 2 usage error (from clap), 1 bad input or
 //! output, with one line on stderr naming the file and the problem.
 
 use std::io::Write as _;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 
 use allocscope::timeline::TimelineOptions;
 use allocscope::{
-    DiffTextOptions, FlameMetric, FlameOptions, Report, SortBy, TextOptions,
+    CallsiteOrder, DiffTextOptions, FlameMetric, FlameOptions, Report, SortBy, TextOptions,
     DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
 use clap::{Parser, Subcommand, ValueEnum};
@@ -30,9 +31,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the job table and each job's top callsites by retained bytes.
+    /// Print the job table and each job's top callsites (by retained bytes, or as
+    /// --callsites-by says).
+    ///
+    /// REPORT is read to its end before anything is printed. A FIFO (named pipe) or a
+    /// device is read like any file: with no writer on the other end, `show` waits, as `cat`
+    /// does (interrupt it with Ctrl-C).
     Show {
-        /// The report file.
+        /// The report file (a FIFO waits for its writer, as with `cat`).
         report: PathBuf,
         /// Show only this job.
         #[arg(long, value_name = "NAME")]
@@ -43,6 +49,10 @@ enum Command {
         /// Callsites listed under each job.
         #[arg(long, value_name = "N", default_value_t = 5)]
         callsites: usize,
+        /// Which callsites to list, largest first: retained (still live), allocated (in
+        /// total) or peak (each callsite's highest live bytes).
+        #[arg(long, value_enum, value_name = "FIGURE", default_value_t = Order::Retained)]
+        callsites_by: Order,
         /// The order of the job table.
         #[arg(long, value_enum, default_value_t = Sort::Retained)]
         sort: Sort,
@@ -80,7 +90,12 @@ enum Command {
         /// The SVG title (default: the job and metric).
         #[arg(long)]
         title: Option<String>,
-        /// Output file (`-`: standard output).
+        /// Leave memory allocated outside any job out of the graph, so that the jobs fill it
+        /// (use it when start-up data or caches outside jobs dwarf them).
+        #[arg(long)]
+        no_unscoped: bool,
+        /// Output file (`-`: standard output), replaced atomically; only a regular file is
+        /// ever replaced.
         #[arg(short, long, value_name = "OUT.svg")]
         output: PathBuf,
     },
@@ -105,6 +120,9 @@ enum Command {
         /// What the differential flamegraph measures.
         #[arg(long, value_enum, default_value_t = Metric::RetainedBytes)]
         metric: Metric,
+        /// Leave unscoped memory out of the differential flamegraph.
+        #[arg(long)]
+        no_unscoped: bool,
         /// Print the diff as JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -117,7 +135,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum)]
         format: Format,
-        /// Output file (`-`: standard output).
+        /// Output file (`-`: standard output), replaced atomically; only a regular file is
+        /// ever replaced.
         #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
         /// Folded only: only this job's callsites.
@@ -126,7 +145,27 @@ enum Command {
         /// Folded only: what the counts measure.
         #[arg(long, value_enum, default_value_t = Metric::RetainedBytes)]
         metric: Metric,
+        /// Folded only: leave unscoped memory out.
+        #[arg(long)]
+        no_unscoped: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Order {
+    Retained,
+    Allocated,
+    Peak,
+}
+
+impl From<Order> for CallsiteOrder {
+    fn from(o: Order) -> CallsiteOrder {
+        match o {
+            Order::Retained => CallsiteOrder::Retained,
+            Order::Allocated => CallsiteOrder::Allocated,
+            Order::Peak => CallsiteOrder::Peak,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -200,6 +239,7 @@ fn run(command: Command) -> Result<(), String> {
             job,
             top,
             callsites,
+            callsites_by,
             sort,
             flag_objects_per_run,
         } => {
@@ -209,6 +249,7 @@ fn run(command: Command) -> Result<(), String> {
                 job,
                 top_callsites: callsites,
                 max_jobs: top,
+                callsites_by: callsites_by.into(),
                 sort: sort.into(),
                 flag_objects_per_run,
             });
@@ -238,6 +279,7 @@ fn run(command: Command) -> Result<(), String> {
             job,
             metric,
             title,
+            no_unscoped,
             output,
         } => {
             let r = read(&report)?;
@@ -246,6 +288,7 @@ fn run(command: Command) -> Result<(), String> {
                 job,
                 metric: metric.into(),
                 title,
+                include_unscoped: !no_unscoped,
                 ..FlameOptions::default()
             };
             let svg = r.flamegraph_svg(&opts).map_err(|e| e.to_string())?;
@@ -259,6 +302,7 @@ fn run(command: Command) -> Result<(), String> {
             callsites,
             flamegraph,
             metric,
+            no_unscoped,
             json,
         } => {
             let older = read(&old)?;
@@ -277,6 +321,7 @@ fn run(command: Command) -> Result<(), String> {
                 let opts = FlameOptions {
                     job: job.clone(),
                     metric: metric.into(),
+                    include_unscoped: !no_unscoped,
                     ..FlameOptions::default()
                 };
                 let svg = diff.flamegraph_svg(&opts).map_err(|e| e.to_string())?;
@@ -299,6 +344,7 @@ fn run(command: Command) -> Result<(), String> {
             output,
             job,
             metric,
+            no_unscoped,
         } => {
             let r = read(&report)?;
             let bytes = match format {
@@ -309,6 +355,7 @@ fn run(command: Command) -> Result<(), String> {
                     let opts = FlameOptions {
                         job,
                         metric: metric.into(),
+                        include_unscoped: !no_unscoped,
                         ..FlameOptions::default()
                     };
                     r.folded(&opts).into_bytes()
@@ -346,7 +393,9 @@ fn check_job(path: &Path, report: &Report, job: Option<&str>) -> Result<(), Stri
     ))
 }
 
-/// Writes to a file, or to standard output for `-`.
+/// Writes to standard output for `-`, else through the library's atomic writer (a temporary
+/// file renamed over the destination; only a regular file or nothing is replaced, a symbolic
+/// link is written through to its target).
 fn write_out(path: &Path, bytes: &[u8]) -> Result<(), String> {
     if path == Path::new("-") {
         let mut out = std::io::stdout().lock();
@@ -357,5 +406,12 @@ fn write_out(path: &Path, bytes: &[u8]) -> Result<(), String> {
             Err(e) => Err(format!("standard output: {e}")),
         };
     }
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    allocscope::write_file_atomic(path, bytes).map_err(|e| match e {
+        allocscope::Error::Io { ref source, .. }
+            if source.kind() == std::io::ErrorKind::InvalidInput =>
+        {
+            format!("{e} (for standard output, use `-o -`)")
+        }
+        e => e.to_string(),
+    })
 }

@@ -55,6 +55,10 @@ pub(crate) struct SiteEntry {
     pub alloc_bytes: AtomicU64,
     pub free_objects: AtomicU64,
     pub free_bytes: AtomicU64,
+    /// Highest live bytes (`alloc_bytes - free_bytes`) seen right after one of the site's
+    /// allocations. Exact on one thread; with frees racing on other threads it may be off by
+    /// the frees in flight (a Relaxed read of `free_bytes`).
+    pub peak_bytes: AtomicU64,
 }
 
 /// Fixed-point unit of one object in site counters.
@@ -71,6 +75,7 @@ static SITES: [SiteEntry; SITE_CAP] = [const {
         alloc_bytes: AtomicU64::new(0),
         free_objects: AtomicU64::new(0),
         free_bytes: AtomicU64::new(0),
+        peak_bytes: AtomicU64::new(0),
     }
 }; SITE_CAP];
 /// Indices of claimed sites, in claim order (so reports need not scan the whole table).
@@ -209,7 +214,15 @@ pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
     s.alloc_objects.fetch_add(o, Relaxed);
-    s.alloc_bytes.fetch_add(b, Relaxed);
+    let live = s
+        .alloc_bytes
+        .fetch_add(b, Relaxed)
+        .wrapping_add(b)
+        .saturating_sub(s.free_bytes.load(Relaxed));
+    // Same cache line as the counters just written; the read-modify-write only when higher.
+    if live > s.peak_bytes.load(Relaxed) {
+        s.peak_bytes.fetch_max(live, Relaxed);
+    }
     if weight != 1.0 && !s.estimated.load(Relaxed) {
         s.estimated.store(true, Relaxed);
     }

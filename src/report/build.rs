@@ -5,15 +5,13 @@
 //! consistency protocol); everything runs untracked.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use core::sync::atomic::Ordering::*;
 
 use super::snapshot::Snapshot;
-use super::symbolize;
+use super::{stacks, symbolize};
 use super::{
-    CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, TrackerStats, Usage, FORMAT,
-    VERSION,
+    CallsiteReport, Exclusive, JobReport, Report, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 use crate::callsite::{self, intern};
 use crate::model::Counters;
@@ -27,8 +25,17 @@ use crate::thread::{self, untracked};
 /// every run the report counts as finished (RELIABILITY.md states the guarantee). Taken with
 /// tracking suspended, so the report's own memory is tracker overhead, not any job's.
 ///
-/// Not async-signal-safe: it allocates and symbolizes. From a signal handler, set a flag and
-/// report from a thread instead.
+/// # Not from a signal handler
+///
+/// Building a report is **not async-signal-safe**: it allocates, takes locks and symbolizes
+/// stacks (which reads debug info through the C library). Called from a signal handler that
+/// interrupted a thread inside `malloc` or the symbolizer, it can deadlock (seen: glibc's
+/// malloc lock, `__lll_lock_wait_private`). To report on a signal (`SIGUSR1`, `SIGTERM`),
+/// let the handler only set an atomic flag (or write to a pipe), and call `report()` or
+/// [`Report::write_json`] from an ordinary thread that waits for it (crates such as
+/// `signal-hook` do exactly this); or let automatic dumps
+/// ([`AutoDump`](crate::AutoDump), `ALLOCSCOPE_DIR`) write reports after leaking runs and at
+/// [`finish`](crate::finish) without any handler.
 pub fn report() -> Report {
     callsite::init_from_env();
     crate::timeline::init_from_env();
@@ -40,21 +47,23 @@ pub fn report() -> Report {
 }
 
 /// Callsites of the paths `scope_of` names (it returns the path's job names, outermost first),
-/// grouped by path and symbolized frames (distinct stacks can trim to the same frames). Each
-/// distinct stack is symbolized once and its frames are shared until the final entries are
-/// built, so a report with many callsites holds one copy of each stack's frames per entry.
+/// grouped by path and trimmed stack (distinct stacks can trim to the same frames), **in
+/// report order** ([`sort_callsites`]). Stacks are looked up in the stack table
+/// (`stacks.rs`), which symbolizes each stack once in the process's life: a repeated report
+/// with nothing new to symbolize only reads counters, sorts integers and copies frames.
 fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, CallsiteReport)> {
     struct Acc {
-        frames: Arc<[Frame]>,
+        path: u32,
+        stack: u32,
         allocated: Usage,
         retained: Usage,
+        peak_bytes: u64,
         estimated: bool,
     }
+    let mut table = stacks::table();
     let mut scopes: HashMap<u32, Option<Vec<String>>> = HashMap::new();
-    let mut frames_of_stack: HashMap<u32, usize> = HashMap::new();
-    let mut frame_ids: HashMap<Arc<[Frame]>, usize> = HashMap::new();
-    let mut frame_table: Vec<Arc<[Frame]>> = Vec::new();
-    let mut groups: HashMap<(u32, usize), Acc> = HashMap::new();
+    let mut groups: HashMap<(u32, u32), usize> = HashMap::new();
+    let mut accs: Vec<Acc> = Vec::new();
     for id in intern::site_ids() {
         let s = intern::site(id);
         if !s.ready.load(Acquire) {
@@ -78,36 +87,59 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
             fixed_to_objects(ao.saturating_sub(fo)),
             ab.saturating_sub(fb),
         );
-        let stack = s.stack.load(Relaxed);
-        let fid = *frames_of_stack.entry(stack).or_insert_with(|| {
-            let frames: Arc<[Frame]> = symbolize::symbolize(&intern::stack_frames(stack)).into();
-            *frame_ids.entry(frames.clone()).or_insert_with(|| {
-                frame_table.push(frames);
-                frame_table.len() - 1
-            })
+        let stack = table.stack_of(s.stack.load(Relaxed));
+        let i = *groups.entry((path, stack)).or_insert_with(|| {
+            accs.push(Acc {
+                path,
+                stack,
+                allocated: Usage::default(),
+                retained: Usage::default(),
+                peak_bytes: 0,
+                estimated: false,
+            });
+            accs.len() - 1
         });
-        let acc = groups.entry((path, fid)).or_insert_with(|| Acc {
-            frames: frame_table[fid].clone(),
-            allocated: Usage::default(),
-            retained: Usage::default(),
-            estimated: false,
-        });
+        let acc = &mut accs[i];
         acc.allocated += allocated;
         acc.retained += retained;
+        acc.peak_bytes = acc
+            .peak_bytes
+            .saturating_add(s.peak_bytes.load(Relaxed).max(retained.bytes));
         acc.estimated |= s.estimated.load(Relaxed);
     }
-    groups
-        .into_iter()
-        .map(|((path, _), acc)| {
-            let scope = scopes.get(&path).cloned().flatten().unwrap_or_default();
+    // The order of `sort_callsites`, on integers: scopes ranked by their names, stacks by
+    // their frames (the table's ranks).
+    let mut paths: Vec<(&Vec<String>, u32)> = scopes
+        .iter()
+        .filter_map(|(&p, names)| Some((names.as_ref()?, p)))
+        .collect();
+    paths.sort_unstable();
+    let scope_rank: HashMap<u32, usize> = paths
+        .iter()
+        .enumerate()
+        .map(|(rank, &(_, p))| (p, rank))
+        .collect();
+    let stack_rank = table.ranks();
+    accs.sort_unstable_by(|a, b| {
+        b.retained
+            .bytes
+            .cmp(&a.retained.bytes)
+            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+            .then_with(|| scope_rank[&a.path].cmp(&scope_rank[&b.path]))
+            .then_with(|| stack_rank[a.stack as usize].cmp(&stack_rank[b.stack as usize]))
+    });
+    accs.into_iter()
+        .map(|acc| {
+            let scope = scopes.get(&acc.path).cloned().flatten().unwrap_or_default();
             let c = CallsiteReport {
                 scope,
-                frames: acc.frames.to_vec(),
+                frames: table.frames(acc.stack),
                 allocated: acc.allocated,
                 retained: acc.retained,
+                peak_bytes: acc.peak_bytes,
                 estimated: acc.estimated,
             };
-            (path, c)
+            (acc.path, c)
         })
         .collect()
 }
@@ -137,7 +169,6 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         }
         callsites.push(c);
     }
-    sort_callsites(&mut callsites);
 
     let mut jobs: Vec<JobReport> = Vec::new();
     for (j, entry) in snap.jobs.iter().enumerate() {
@@ -146,8 +177,8 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
         if runs.finished == 0 && runs.active == 0 && inc.allocated().is_zero() {
             continue;
         }
-        let mut job_sites = std::mem::take(&mut by_job[j]);
-        sort_callsites(&mut job_sites);
+        // In report order already: a filter of the sorted list.
+        let job_sites = std::mem::take(&mut by_job[j]);
         let (recent_runs, trend) = {
             let h = entry.recent.lock();
             (h.runs.iter().cloned().collect(), h.trend.trend())
@@ -172,6 +203,7 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     sort_jobs(&mut jobs);
 
     let (stacks, sites, frames) = intern::usage();
+    let symbolized = stacks::table().counts();
     let tracker_live = r.tracker.retained().bytes;
     let heap_live = totals.live.bytes.saturating_add(tracker_live);
     let process = crate::timeline::process_memory(heap_live, tracker_live);
@@ -203,6 +235,8 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
             hook_panics: registry::HOOK_PANICS.load(Relaxed),
             threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
             frames_stored: frames as u64,
+            stacks_symbolized: symbolized.0,
+            frames_symbolized: symbolized.1,
         },
         process,
         timeline: history.timeline,
@@ -254,7 +288,7 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
     untracked(|| {
         let snap = Snapshot::take();
         let job = snap.job_id(name)?;
-        let mut callsites: Vec<CallsiteReport> = grouped_sites(|path| {
+        let callsites: Vec<CallsiteReport> = grouped_sites(|path| {
             let chain = snap.chains.get(path as usize)?;
             chain
                 .contains(&job)
@@ -264,7 +298,6 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
         .into_iter()
         .map(|(_, c)| c)
         .collect();
-        sort_callsites(&mut callsites);
         Some((snap.rollup.inclusive[job as usize].retained(), callsites))
     })
 }

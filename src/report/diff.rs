@@ -9,32 +9,37 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::flame::stack_line;
-use super::text::{grouped, human_bytes, short_file};
+use super::escape::{frame_text, job_display_name};
+use super::flame::{render, scale_shift, stack_line};
+use super::text::{grouped_wide, human_bytes, short_file};
 use super::{
     CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, ProcessMemory, Report, Usage,
 };
-use crate::error::Detail;
 use crate::Error;
 
 /// A signed change of objects and bytes (newer minus older).
+///
+/// The fields are `i128` so that the difference of any two `u64` figures is exact: from
+/// `-(2^64 - 1)` to `2^64 - 1`, never clamped or wrapped. In JSON they are plain integers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Change {
     /// Change in the number of objects.
-    pub objects: i64,
+    pub objects: i128,
     /// Change in bytes.
-    pub bytes: i64,
+    pub bytes: i128,
+}
+
+/// `newer - older` of two `u64` figures, exactly.
+pub(crate) fn difference(older: u64, newer: u64) -> i128 {
+    i128::from(newer) - i128::from(older)
 }
 
 impl Change {
-    /// `newer - older`, field by field (clamped to the `i64` range).
+    /// `newer - older`, field by field, exact for any `u64` figures.
     pub fn between(older: Usage, newer: Usage) -> Change {
-        let d = |a: u64, b: u64| {
-            (i128::from(b) - i128::from(a)).clamp(i64::MIN.into(), i64::MAX.into()) as i64
-        };
         Change {
-            objects: d(older.objects, newer.objects),
-            bytes: d(older.bytes, newer.bytes),
+            objects: difference(older.objects, newer.objects),
+            bytes: difference(older.bytes, newer.bytes),
         }
     }
 
@@ -88,6 +93,9 @@ pub struct JobDiff {
     pub older_runs: u64,
     /// Finished runs at the newer report.
     pub newer_runs: u64,
+    /// `newer_runs - older_runs`, exact for any run counts.
+    #[serde(default)]
+    pub runs_change: i128,
     /// What the job held at the older report (inclusive of nested jobs).
     pub older_retained: Usage,
     /// What the job holds at the newer report.
@@ -175,6 +183,7 @@ impl Report {
                         in_newer: n.is_some(),
                         older_runs: o.map_or(0, |j| j.runs),
                         newer_runs: n.map_or(0, |j| j.runs),
+                        runs_change: difference(o.map_or(0, |j| j.runs), n.map_or(0, |j| j.runs)),
                         older_retained: retained(o),
                         newer_retained: retained(n),
                         retained_change: Change::between(retained(o), retained(n)),
@@ -211,7 +220,8 @@ impl Report {
 
 type SiteKey<'a> = (&'a [String], &'a [Frame]);
 
-/// Matches callsites by (scope, frames); entries with the same key on one side are summed.
+/// Matches callsites by (scope, frames); entries with the same key on one side (rare: a
+/// report already merges them) are summed, saturating at `u64::MAX` like every [`Usage`] sum.
 fn diff_sites(older: &[CallsiteReport], newer: &[CallsiteReport]) -> Vec<CallsiteDiff> {
     #[derive(Default)]
     struct Sides {
@@ -280,22 +290,39 @@ impl Default for DiffTextOptions {
     }
 }
 
-/// Bytes with a sign, in human units: `+1.5 MiB`, `-200 B`, `0 B`.
-fn signed_bytes(v: i64) -> String {
+/// Bytes with a sign, in human units: `+1.5 MiB`, `-200 B`, `0 B`. The magnitude of a
+/// difference of two `u64` figures fits a `u64`; anything larger (impossible from
+/// [`Report::diff`]) is shown saturated rather than wrapped.
+fn signed_bytes(v: i128) -> String {
+    let mag = |v: i128| human_bytes(u64::try_from(v.unsigned_abs()).unwrap_or(u64::MAX));
     match v {
         0 => "0 B".to_string(),
-        v if v > 0 => format!("+{}", human_bytes(v.unsigned_abs())),
-        v => format!("-{}", human_bytes(v.unsigned_abs())),
+        v if v > 0 => format!("+{}", mag(v)),
+        v => format!("-{}", mag(v)),
     }
 }
 
-/// A count with a sign and thousands separators: `+1,000`, `-3`, `0`.
-fn signed_count(v: i64) -> String {
+/// A count with a sign and thousands separators: `+1,000`, `-3`, `0` (exact for any `i128`).
+fn signed_count(v: i128) -> String {
     match v {
         0 => "0".to_string(),
-        v if v > 0 => format!("+{}", grouped(v.unsigned_abs())),
-        v => format!("-{}", grouped(v.unsigned_abs())),
+        v if v > 0 => format!("+{}", grouped_wide(v.unsigned_abs())),
+        v => format!("-{}", grouped_wide(v.unsigned_abs())),
     }
+}
+
+/// ` (file:line)` of a stack's first frame, escaped like its function name.
+fn location(frames: &[Frame]) -> String {
+    frames
+        .first()
+        .and_then(|f| {
+            Some(format!(
+                " ({}:{})",
+                frame_text(short_file(f.file.as_deref()?)),
+                f.line?
+            ))
+        })
+        .unwrap_or_default()
 }
 
 fn span(ms: u64) -> String {
@@ -314,11 +341,7 @@ impl ReportDiff {
         if o.allocator.is_empty() && n.allocator.is_empty() {
             return "memory: RSS not recorded (version-1 reports)".into();
         }
-        let d = |a: u64, b: u64| {
-            signed_bytes(
-                (i128::from(b) - i128::from(a)).clamp(i64::MIN.into(), i64::MAX.into()) as i64,
-            )
-        };
+        let d = |a: u64, b: u64| signed_bytes(difference(a, b));
         let rss = if o.rss_bytes == 0 || n.rss_bytes == 0 {
             "RSS unavailable in one report".to_string()
         } else {
@@ -389,14 +412,21 @@ impl ReportDiff {
             .collect();
         if shown.is_empty() {
             let _ = match &opts.job {
-                Some(name) => writeln!(out, "\n(no job named {name:?} in either report)"),
+                Some(name) => writeln!(
+                    out,
+                    "\n(no job named {} in either report)",
+                    job_display_name(name)
+                ),
                 None => writeln!(out, "\n(no job changed)"),
             };
             return out;
         }
-        let width = shown
+        // Names as every output shows them (quoted and escaped when not plain), never
+        // truncated: two jobs must not look alike. Longer names push their row to the right.
+        let names: Vec<_> = shown.iter().map(|j| job_display_name(&j.name)).collect();
+        let width = names
             .iter()
-            .map(|j| j.name.chars().count())
+            .map(|n| n.chars().count())
             .max()
             .unwrap_or(3)
             .clamp(3, 40);
@@ -405,11 +435,7 @@ impl ReportDiff {
             "\n{:<width$}  {:>7}  {:>12}  {:>12}  {:>11}  {:>12}  {:>12}",
             "JOB", "RUNS", "OLD RETAINED", "NEW RETAINED", "CHANGE", "OBJS CHANGE", "ALLOC CHANGE",
         );
-        for j in &shown {
-            let mut name = j.name.clone();
-            if name.chars().count() > width {
-                name = name.chars().take(width - 1).collect::<String>() + "…";
-            }
+        for (j, name) in shown.iter().zip(&names) {
             let status = match (j.in_older, j.in_newer) {
                 (false, _) => " (new)",
                 (_, false) => " (gone)",
@@ -419,7 +445,7 @@ impl ReportDiff {
                 out,
                 "{:<width$}  {:>7}  {:>12}  {:>12}  {:>11}  {:>12}  {:>12}{status}",
                 name,
-                signed_count(j.newer_runs as i64 - j.older_runs as i64),
+                signed_count(difference(j.older_runs, j.newer_runs)),
                 human_bytes(j.older_retained.bytes),
                 human_bytes(j.newer_retained.bytes),
                 signed_bytes(j.retained_change.bytes),
@@ -442,7 +468,11 @@ impl ReportDiff {
                 if growing.is_empty() {
                     continue;
                 }
-                let _ = writeln!(out, "\n{} — fastest-growing callsites (retained)", j.name);
+                let _ = writeln!(
+                    out,
+                    "\n{} — fastest-growing callsites (retained)",
+                    job_display_name(&j.name)
+                );
                 let _ = writeln!(
                     out,
                     "  {:>11}  {:>12}  {:>10}  CALLSITE",
@@ -450,21 +480,14 @@ impl ReportDiff {
                 );
                 for c in &growing {
                     let est = if c.estimated { "~" } else { "" };
-                    let loc = c
-                        .frames
-                        .first()
-                        .and_then(|f| {
-                            Some(format!(" ({}:{})", short_file(f.file.as_deref()?), f.line?))
-                        })
-                        .unwrap_or_default();
                     let _ = writeln!(
                         out,
                         "  {:>11}  {:>12}  {:>10}  {}{}",
                         format!("{est}{}", signed_bytes(c.retained_change.bytes)),
                         format!("{est}{}", signed_count(c.retained_change.objects)),
                         format!("{est}{}", human_bytes(c.newer_retained.bytes)),
-                        c.top_function(),
-                        loc,
+                        frame_text(c.top_function()),
+                        location(&c.frames),
                     );
                 }
                 if growing.iter().any(|c| c.estimated) {
@@ -484,9 +507,18 @@ impl ReportDiff {
 
     /// Differential folded stacks: `root;caller;callee OLDER NEWER` per stack, sorted — the
     /// input format of differential flamegraphs (inferno's `flamegraph` and Brendan Gregg's
-    /// `difffolded.pl` output). Stacks are built as in [`Report::folded`]; stacks that are zero
-    /// on both sides are left out.
+    /// `difffolded.pl` output). Stacks are built as in [`Report::folded`] (and leave unscoped
+    /// memory out when [`FlameOptions::include_unscoped`] is off); stacks that are zero on
+    /// both sides are left out. Figures of stacks that fold alike are summed exactly.
     pub fn folded(&self, opts: &FlameOptions) -> String {
+        let mut out = String::new();
+        for (stack, (older, newer)) in self.folded_lines(opts) {
+            let _ = writeln!(out, "{stack} {older} {newer}");
+        }
+        out
+    }
+
+    fn folded_lines(&self, opts: &FlameOptions) -> BTreeMap<String, (u128, u128)> {
         let sites: &[CallsiteDiff] = match &opts.job {
             Some(name) => self
                 .jobs
@@ -495,8 +527,8 @@ impl ReportDiff {
                 .map_or(&[], |j| j.callsites.as_slice()),
             None => &self.callsites,
         };
-        let mut lines: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-        for c in sites {
+        let mut lines: BTreeMap<String, (u128, u128)> = BTreeMap::new();
+        for c in sites.iter().filter(|c| opts.keeps(&c.scope)) {
             let (older, newer) = match opts.metric {
                 FlameMetric::RetainedBytes => (c.older_retained.bytes, c.newer_retained.bytes),
                 FlameMetric::RetainedObjects => {
@@ -512,66 +544,44 @@ impl ReportDiff {
             }
             let stack = stack_line(&c.scope, &c.frames, opts);
             let e = lines.entry(stack).or_insert((0, 0));
-            e.0 = e.0.saturating_add(older);
-            e.1 = e.1.saturating_add(newer);
+            e.0 += u128::from(older);
+            e.1 += u128::from(newer);
         }
-        let mut out = String::new();
-        for (stack, (older, newer)) in lines {
-            let _ = writeln!(out, "{stack} {older} {newer}");
-        }
-        out
+        lines
     }
 
     /// A differential flamegraph of growth, rendered by inferno: frame widths are the newer
     /// report's figures; red frames grew since the older report, blue ones shrank, with
     /// stronger colours for larger changes. (A callsite that dropped to zero has no width;
     /// [`folded`](Self::folded) still lists it.) An empty diff gives a valid SVG saying so.
+    /// Any figures render (very large ones scaled, as the subtitle then says), and the SVG is
+    /// well-formed XML whatever the names.
     pub fn flamegraph_svg(&self, opts: &FlameOptions) -> Result<String, Error> {
         crate::thread::untracked(|| {
-            let folded = self.folded(opts);
-            let what = match opts.metric {
-                FlameMetric::RetainedBytes => "retained bytes",
-                FlameMetric::RetainedObjects => "retained objects",
-                FlameMetric::AllocatedBytes => "allocated bytes",
-                FlameMetric::AllocatedObjects => "allocated objects",
-            };
-            let title = opts.title.clone().unwrap_or_else(|| match &opts.job {
-                Some(job) => format!("{job}: change in {what}"),
-                None => format!("All jobs: change in {what}"),
-            });
-            if folded.lines().all(|l| l.ends_with(" 0")) {
+            let lines = self.folded_lines(opts);
+            let title = opts.title_or("change in ");
+            if lines.values().all(|&(_, newer)| newer == 0) {
                 return Ok(empty_svg(&title));
+            }
+            let older_total: u128 = lines.values().map(|v| v.0).sum();
+            let newer_total: u128 = lines.values().map(|v| v.1).sum();
+            let shift = scale_shift(older_total.max(newer_total));
+            let mut folded = String::new();
+            for (stack, (older, newer)) in &lines {
+                let _ = writeln!(folded, "{stack} {} {}", older >> shift, newer >> shift);
             }
             let mut options = inferno::flamegraph::Options::default();
             options.title = title;
             options.subtitle = Some("widths: newer report; red: grew, blue: shrank".to_string());
-            options.count_name = match opts.metric {
-                FlameMetric::RetainedBytes | FlameMetric::AllocatedBytes => "bytes",
-                _ => "objects",
-            }
-            .to_string();
+            options.count_name = opts.metric.unit().to_string();
             options.deterministic = true;
-            let mut svg = Vec::new();
-            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg).map_err(
-                |e| {
-                    Error::Render(Detail::with_source(
-                        format!("differential flamegraph: {e}"),
-                        e,
-                    ))
-                },
-            )?;
-            String::from_utf8(svg).map_err(|e| {
-                Error::Render(Detail::with_source(
-                    format!("differential flamegraph: {e}"),
-                    e,
-                ))
-            })
+            render(options, &folded, shift, "differential flamegraph")
         })
     }
 }
 
 fn empty_svg(title: &str) -> String {
-    let esc = super::flame::xml_escape;
+    let esc = super::escape::xml_escape;
     format!(
         r#"<?xml version="1.0" standalone="no"?>
 <svg version="1.1" width="1200" height="100" xmlns="http://www.w3.org/2000/svg">
@@ -599,19 +609,28 @@ mod tests {
         assert_eq!(signed_bytes(0), "0 B");
         assert_eq!(signed_bytes(1536), "+1.5 KiB");
         assert_eq!(signed_bytes(-200), "-200 B");
-        // The most negative change has no positive counterpart in i64: no overflow.
-        assert_eq!(signed_bytes(i64::MIN), format!("-{}", human_bytes(1 << 63)));
+        // The extremes of a difference of two u64 figures.
+        assert_eq!(signed_bytes(-i128::from(u64::MAX)), "-16.0 EiB");
+        assert_eq!(signed_bytes(i128::from(u64::MAX)), "+16.0 EiB");
         assert_eq!(signed_count(1000), "+1,000");
         assert_eq!(signed_count(-3), "-3");
+        assert_eq!(
+            signed_count(difference(1, u64::MAX)),
+            "+18,446,744,073,709,551,614"
+        );
+        assert_eq!(
+            signed_count(difference(u64::MAX, 0)),
+            "-18,446,744,073,709,551,615"
+        );
     }
 
     #[test]
-    fn changes_clamp_to_i64() {
+    fn changes_are_exact_for_any_u64() {
         let c = Change::between(Usage::new(0, 0), Usage::new(u64::MAX, 5));
         assert_eq!(
             c,
             Change {
-                objects: i64::MAX,
+                objects: u64::MAX.into(),
                 bytes: 5
             }
         );
@@ -619,7 +638,7 @@ mod tests {
         assert_eq!(
             c,
             Change {
-                objects: i64::MIN,
+                objects: -i128::from(u64::MAX),
                 bytes: -5
             }
         );

@@ -1,8 +1,9 @@
 //! Reports on disk: atomic writes, careful reads, and opt-in automatic dumps.
 //!
-//! * [`Report::write_json`] writes a temporary file in the destination's folder, fsyncs it,
-//!   renames it over the destination and fsyncs the folder, so a crash or a kill at any point
-//!   leaves either the previous file or the new one, never a torn one.
+//! * [`Report::write_json`] writes through the crate's one atomic writer (`atomic.rs`): a
+//!   temporary file in the destination's folder, fsynced, renamed over the destination, the
+//!   folder fsynced, so a crash or a kill at any point leaves either the previous file or the
+//!   new one, never a torn one; only a regular file (or nothing) is ever replaced.
 //! * [`Report::read_json`] reads a report back, and every way a file can be wrong (missing,
 //!   empty, binary, truncated, not a report, a newer version, wrong types) is an
 //!   [`Error`] naming the file and the problem, never a panic.
@@ -14,13 +15,15 @@
 //! charged to a job.
 
 use std::fs;
-use std::io::Write as _;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Once;
 
 use parking_lot::{Mutex, RwLock};
 
+use super::atomic::write_atomic_with;
+use super::wire;
 use super::{Report, RunReport};
 use crate::config;
 use crate::thread::untracked;
@@ -35,12 +38,22 @@ const DUMP_PREFIX: &str = "allocscope-";
 impl Report {
     /// Writes the report as JSON to `path`, atomically.
     ///
-    /// The JSON goes to a temporary file in the same folder (named `.allocscope-*.tmp`), which
-    /// is flushed to disk (`fsync`) and renamed over `path`; the folder is then synced too, so
-    /// the rename itself survives a power loss. A reader, a crash or a `kill -9` at any moment
-    /// sees either the previous file or the complete new one. An existing file's permissions
-    /// are kept; a new file is readable by its owner only (reports name the program's
-    /// functions and files).
+    /// The format is version 2's compact JSON: every distinct frame and stack is written
+    /// once, in a table at the start, and each callsite names its stack by index (a report
+    /// of 100,000 deep callsites is tens of times smaller than with frames inline; figures
+    /// in BENCHMARKS.md). [`to_json`](Self::to_json) is the same, pretty-printed.
+    ///
+    /// The JSON is streamed to a temporary file in the same folder (named
+    /// `.allocscope-*.tmp`), which is flushed to disk (`fsync`) and renamed over `path`; the
+    /// folder is then synced too, so the rename itself survives a power loss. A reader, a
+    /// crash or a `kill -9` at any moment sees either the previous file or the complete new
+    /// one. An existing file's permissions are kept; a new file is readable by its owner only
+    /// (reports name the program's functions and files).
+    ///
+    /// Only a regular file (or nothing) is replaced: a directory, FIFO, socket or device
+    /// node at `path` is an [`Error::Io`] and is left untouched. A symbolic link is written
+    /// through: the link stays and its target is replaced atomically (a dangling link is
+    /// refused). The same writer is public as [`write_file_atomic`](crate::write_file_atomic).
     ///
     /// ```
     /// # let dir = tempfile::tempdir().unwrap();
@@ -51,7 +64,11 @@ impl Report {
     /// ```
     pub fn write_json(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        untracked(|| write_atomic(path, self.to_json().as_bytes()))
+        untracked(|| {
+            write_atomic_with(path, |w| {
+                wire::write(self, &mut *w, false).map_err(std::io::Error::from)
+            })
+        })
     }
 
     /// Reads a report written by [`write_json`](Self::write_json) (or
@@ -62,38 +79,76 @@ impl Report {
     /// is empty, binary, truncated, not JSON, or has missing fields or wrong types (with the
     /// line and column), `Error::UnsupportedVersion` for another format or a newer version.
     /// Reading stops early on what cannot be a report: NUL bytes in the first 64 KiB
-    /// (`/dev/zero`, a core dump), gzip data, or more than 4 GiB.
+    /// (`/dev/zero`, a core dump), gzip data, a first token that cannot start a report.
+    ///
+    /// Bounded: the file is parsed as it is read, through a 64 KiB buffer, straight into the
+    /// report (no JSON tree, no copy of the text), so memory follows the report's content.
+    /// Limits: a regular file over **4 GiB** is refused before reading (a pipe or device
+    /// when it passes 4 GiB); nesting is bounded by the model (see `src/report/wire.rs`).
+    /// Version-1 files (frames inline) and version 2 (stack table) are both read. A FIFO
+    /// with no writer blocks, as `cat` does.
     pub fn read_json(path: impl AsRef<Path>) -> Result<Report, Error> {
         let path = path.as_ref();
         untracked(|| {
             let name = path.display().to_string();
             let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}").into());
-            let bytes = read_limited(path).map_err(|e| match e {
-                ReadError::Io(source) => Error::Io {
-                    path: name.clone(),
-                    source,
-                },
-                ReadError::Binary => {
-                    invalid("binary data, not a JSON report (NUL bytes at the start)".into())
-                }
-                ReadError::Gzip => {
-                    invalid("gzip-compressed data (a pprof profile?), not a JSON report".into())
-                }
-                ReadError::TooLarge => invalid(format!(
+            let too_large = || {
+                invalid(format!(
                     "larger than {} GiB, too large to be a report",
                     MAX_REPORT_BYTES >> 30
-                )),
-            })?;
-            if bytes.iter().all(u8::is_ascii_whitespace) {
+                ))
+            };
+            let io = |source: std::io::Error| Error::Io {
+                path: name.clone(),
+                source,
+            };
+            let file = fs::File::open(path).map_err(io)?;
+            // A regular file's size is known: refuse before reading anything.
+            if let Ok(meta) = file.metadata() {
+                if meta.is_file() && meta.len() > MAX_REPORT_BYTES {
+                    return Err(too_large());
+                }
+            }
+            let mut head = Vec::with_capacity(HEAD_BYTES as usize);
+            (&file)
+                .take(HEAD_BYTES)
+                .read_to_end(&mut head)
+                .map_err(io)?;
+            if head.starts_with(&[0x1f, 0x8b]) {
+                return Err(invalid(
+                    "gzip-compressed data (a pprof profile?), not a JSON report".into(),
+                ));
+            }
+            if head.contains(&0) {
+                return Err(invalid(
+                    "binary data, not a JSON report (NUL bytes at the start)".into(),
+                ));
+            }
+            if let Err(e) = std::str::from_utf8(&head) {
+                // A character cut at the end of the head is not an error.
+                if e.error_len().is_some() {
+                    return Err(invalid(format!(
+                        "binary data, not a JSON report (invalid UTF-8 at byte {})",
+                        e.valid_up_to()
+                    )));
+                }
+            }
+            if (head.len() as u64) < HEAD_BYTES && head.iter().all(u8::is_ascii_whitespace) {
                 return Err(invalid("the file is empty".into()));
             }
-            let text = std::str::from_utf8(&bytes).map_err(|e| {
-                invalid(format!(
-                    "binary data, not a JSON report (invalid UTF-8 at byte {})",
-                    e.valid_up_to()
-                ))
-            })?;
-            Report::from_json(text).map_err(|e| match e {
+            // The rest streams through a 64 KiB buffer into the parser, which builds the
+            // report as it reads (no JSON tree, no copy of the whole text).
+            let limited = Limited {
+                inner: std::io::Cursor::new(head).chain(&file),
+                left: MAX_REPORT_BYTES,
+                exceeded: false,
+            };
+            let mut reader = std::io::BufReader::with_capacity(HEAD_BYTES as usize, limited);
+            let result = wire::read(serde_json::Deserializer::from_reader(&mut reader));
+            if reader.get_ref().exceeded {
+                return Err(too_large());
+            }
+            result.map_err(|e| match e {
                 Error::InvalidReport(m) => Error::InvalidReport(m.prefixed(&format!("{name}: "))),
                 Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{name}: {m}")),
                 other => other,
@@ -102,77 +157,35 @@ impl Report {
     }
 }
 
+/// Bytes checked before parsing (gzip and NUL bytes, UTF-8, emptiness), and the read buffer.
+const HEAD_BYTES: u64 = 64 << 10;
+
+/// A reader that fails once more than `left` bytes were read (pipes and devices have no
+/// size to check first).
+struct Limited<R> {
+    inner: R,
+    left: u64,
+    exceeded: bool,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => {
+                self.exceeded = true;
+                Err(std::io::Error::other("the report is too large"))
+            }
+        }
+    }
+}
+
 /// Largest report file [`Report::read_json`] reads.
 const MAX_REPORT_BYTES: u64 = 4 << 30;
-
-enum ReadError {
-    Io(std::io::Error),
-    Binary,
-    Gzip,
-    TooLarge,
-}
-
-/// Reads a file, stopping early on what cannot be a report: NUL bytes in the first 64 KiB
-/// (`/dev/zero`, a core dump) or more than `MAX_REPORT_BYTES`. Pipes and devices work too.
-fn read_limited(path: &Path) -> Result<Vec<u8>, ReadError> {
-    use std::io::Read as _;
-    let file = fs::File::open(path).map_err(ReadError::Io)?;
-    let mut bytes = Vec::new();
-    let mut head = (&file).take(64 << 10);
-    head.read_to_end(&mut bytes).map_err(ReadError::Io)?;
-    if bytes.starts_with(&[0x1f, 0x8b]) {
-        return Err(ReadError::Gzip);
-    }
-    if bytes.contains(&0) {
-        return Err(ReadError::Binary);
-    }
-    (&file)
-        .take(MAX_REPORT_BYTES + 1 - bytes.len() as u64)
-        .read_to_end(&mut bytes)
-        .map_err(ReadError::Io)?;
-    if bytes.len() as u64 > MAX_REPORT_BYTES {
-        return Err(ReadError::TooLarge);
-    }
-    Ok(bytes)
-}
-
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, fsync, rename,
-/// fsync of the folder). Must run untracked.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let io = |source: std::io::Error| Error::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".allocscope-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(io)?;
-    if let Ok(meta) = fs::metadata(path) {
-        // Keep the mode of the file we replace (best effort: a failure leaves owner-only).
-        let _ = tmp.as_file().set_permissions(meta.permissions());
-    }
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    // On failure the temporary file is removed when the returned handle drops.
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    sync_dir(dir).map_err(io)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    // Folders cannot be opened for syncing here; the rename is as durable as the OS makes it.
-    Ok(())
-}
 
 // ---------------------------------------------------------------------------------------------
 // Automatic dumps

@@ -1,9 +1,12 @@
 //! Folded stacks and flamegraph SVGs (via inferno) of retained or allocated memory.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use super::escape::{frame_text, job_display_name, xml_escape, xml_safe, NO_FRAMES, UNSCOPED};
 use super::{CallsiteReport, Frame, Report};
 use crate::error::Detail;
 use crate::Error;
@@ -50,7 +53,7 @@ impl FlameMetric {
         })
     }
 
-    fn value(self, c: &CallsiteReport) -> u64 {
+    pub(crate) fn value(self, c: &CallsiteReport) -> u64 {
         match self {
             FlameMetric::RetainedBytes => c.retained.bytes,
             FlameMetric::RetainedObjects => c.retained.objects,
@@ -59,14 +62,14 @@ impl FlameMetric {
         }
     }
 
-    fn unit(self) -> &'static str {
+    pub(crate) fn unit(self) -> &'static str {
         match self {
             FlameMetric::RetainedBytes | FlameMetric::AllocatedBytes => "bytes",
             _ => "objects",
         }
     }
 
-    fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             FlameMetric::RetainedBytes => "retained bytes",
             FlameMetric::RetainedObjects => "retained objects",
@@ -87,16 +90,23 @@ pub struct FlameOptions {
     pub title: Option<String>,
     /// Whether scopes (job names) become the root frames, so one graph compares jobs.
     pub job_root: bool,
+    /// Whether memory allocated outside any scope is drawn (as the `(unscoped)` root) in the
+    /// all-jobs graph. Default `true`. Turn it off (CLI: `--no-unscoped`) when start-up data,
+    /// caches or libraries allocated outside any job dwarf the jobs, so that a job's leak is
+    /// a sliver beside an unscoped tower: the graph's 100% is then the jobs' memory only. A
+    /// one-job graph ([`job`](Self::job)) never has unscoped memory.
+    pub include_unscoped: bool,
 }
 
 impl Default for FlameOptions {
-    /// All jobs, retained bytes, job names as root frames.
+    /// All jobs and unscoped memory, retained bytes, job names as root frames.
     fn default() -> Self {
         FlameOptions {
             job: None,
             metric: FlameMetric::RetainedBytes,
             title: None,
             job_root: true,
+            include_unscoped: true,
         }
     }
 }
@@ -115,18 +125,39 @@ impl FlameOptions {
         self.metric = metric;
         self
     }
-}
 
-/// A frame name safe for the folded format (`;` separates frames, the last space the count).
-fn clean(name: &str) -> String {
-    name.replace(';', ":").replace(['\n', '\r'], " ")
+    /// The same options without unscoped memory (see
+    /// [`include_unscoped`](Self::include_unscoped)).
+    pub fn without_unscoped(mut self) -> Self {
+        self.include_unscoped = false;
+        self
+    }
+
+    /// Whether a callsite of `scope` belongs in the graph.
+    pub(crate) fn keeps(&self, scope: &[String]) -> bool {
+        self.include_unscoped || !scope.is_empty()
+    }
+
+    /// The title: the one given (made XML-safe by the renderer), or the job and what widths
+    /// measure (`prefix` before the metric: `"change in "` for diffs).
+    pub(crate) fn title_or(&self, prefix: &str) -> String {
+        let what = self.metric.describe();
+        self.title.clone().unwrap_or_else(|| match &self.job {
+            Some(job) => format!("{}: {prefix}{what}", job_display_name(job)),
+            None if !self.include_unscoped => {
+                format!("All jobs (unscoped left out): {prefix}{what}")
+            }
+            None => format!("All jobs: {prefix}{what}"),
+        })
+    }
 }
 
 /// One folded stack, `root;caller;callee`: the scope's job names first (from `opts.job` on,
 /// when set; enclosing jobs are not that graph's concern) if `opts.job_root`, then the frames
-/// outermost first.
+/// outermost first. Job names go through [`job_display_name`] (so a job named `(unscoped)` or
+/// `a;b` stays distinct), function names through [`frame_text`].
 pub(crate) fn stack_line(scope: &[String], frames: &[Frame], opts: &FlameOptions) -> String {
-    let mut parts: Vec<String> = Vec::with_capacity(frames.len() + 2);
+    let mut parts: Vec<Cow<'_, str>> = Vec::with_capacity(frames.len() + 2);
     if opts.job_root {
         let scope = match &opts.job {
             Some(name) => match scope.iter().position(|s| s == name) {
@@ -136,38 +167,66 @@ pub(crate) fn stack_line(scope: &[String], frames: &[Frame], opts: &FlameOptions
             None => scope,
         };
         if scope.is_empty() {
-            parts.push("(unscoped)".to_string());
+            parts.push(Cow::Borrowed(UNSCOPED));
         } else {
-            parts.extend(scope.iter().map(|s| clean(s)));
+            parts.extend(scope.iter().map(|s| job_display_name(s)));
         }
     }
-    parts.extend(frames.iter().rev().map(|f| clean(&f.function)));
+    parts.extend(frames.iter().rev().map(|f| frame_text(&f.function)));
     if parts.is_empty() {
-        parts.push("(no frames)".to_string());
+        parts.push(Cow::Borrowed(NO_FRAMES));
     }
     parts.join(";")
 }
 
+/// Largest figure handed to inferno: it sums line counts in a `u64`, subtracts them as
+/// `isize` in differential graphs and multiplies deltas by 150 for colours. 2^53 keeps all of
+/// that in range (and exact in the `f64` it draws with).
+const INFERNO_MAX: u128 = 1 << 53;
+
+/// The power of two to divide counts by so that `total` fits [`INFERNO_MAX`].
+pub(crate) fn scale_shift(total: u128) -> u32 {
+    let mut shift = 0;
+    while total >> shift > INFERNO_MAX {
+        shift += 1;
+    }
+    shift
+}
+
+/// Renders folded lines with inferno. Every count is divided by `2^shift` and inferno's
+/// `factor` multiplies them back for the labels (estimates then, stated in the subtitle); the
+/// title and frame names must already be XML-safe.
+pub(crate) fn render(
+    mut options: inferno::flamegraph::Options<'_>,
+    folded: &str,
+    shift: u32,
+    what: &str,
+) -> Result<String, Error> {
+    if shift > 0 {
+        options.factor = 2f64.powi(shift as i32);
+        let note = "figures beyond 2^53 scaled: labels are rounded";
+        options.subtitle = Some(match options.subtitle.take() {
+            Some(s) => format!("{s}; {note}"),
+            None => note.to_string(),
+        });
+    }
+    options.title = xml_safe(&options.title).into_owned();
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
+        .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))?;
+    String::from_utf8(svg)
+        .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))
+}
+
 impl Report {
     /// Folded stacks (`root;caller;callee weight`, one line per stack, sorted), the input
-    /// format of flamegraph tools. Lines with zero weight are left out.
+    /// format of flamegraph tools. Lines with zero weight are left out. Weights of stacks
+    /// that fold alike are summed exactly (a sum can exceed `u64`). Job names are written
+    /// as [`job_display_name`](crate::job_display_name) shows them; unscoped memory is the
+    /// root `(unscoped)` unless [`FlameOptions::include_unscoped`] is off.
     pub fn folded(&self, opts: &FlameOptions) -> String {
-        let sites: &[CallsiteReport] = match &opts.job {
-            Some(name) => self.job(name).map_or(&[], |j| j.callsites.as_slice()),
-            None => &self.callsites,
-        };
-        let mut lines: BTreeMap<String, u64> = BTreeMap::new();
-        for c in sites {
-            let weight = opts.metric.value(c);
-            if weight == 0 {
-                continue;
-            }
-            *lines
-                .entry(stack_line(&c.scope, &c.frames, opts))
-                .or_insert(0) += weight;
-        }
         let mut out = String::new();
-        for (stack, weight) in lines {
+        for (stack, weight) in self.folded_lines(opts) {
             out.push_str(&stack);
             out.push(' ');
             out.push_str(&weight.to_string());
@@ -176,17 +235,39 @@ impl Report {
         out
     }
 
+    fn folded_lines(&self, opts: &FlameOptions) -> BTreeMap<String, u128> {
+        let sites: &[CallsiteReport] = match &opts.job {
+            Some(name) => self.job(name).map_or(&[], |j| j.callsites.as_slice()),
+            None => &self.callsites,
+        };
+        let mut lines: BTreeMap<String, u128> = BTreeMap::new();
+        for c in sites.iter().filter(|c| opts.keeps(&c.scope)) {
+            let weight = opts.metric.value(c);
+            if weight == 0 {
+                continue;
+            }
+            *lines
+                .entry(stack_line(&c.scope, &c.frames, opts))
+                .or_insert(0) += u128::from(weight);
+        }
+        lines
+    }
+
     /// A flamegraph SVG of [`folded`](Self::folded), rendered by inferno with its memory
-    /// palette. An empty profile gives a valid SVG saying there is nothing to show.
+    /// palette. An empty profile gives a valid SVG saying there is nothing to show. The SVG
+    /// is well-formed XML whatever the job, frame and title text (see
+    /// [`job_display_name`](crate::job_display_name)).
     pub fn flamegraph_svg(&self, opts: &FlameOptions) -> Result<String, Error> {
         crate::thread::untracked(|| {
-            let folded = self.folded(opts);
-            let title = opts.title.clone().unwrap_or_else(|| match &opts.job {
-                Some(job) => format!("{job}: {}", opts.metric.describe()),
-                None => format!("All jobs: {}", opts.metric.describe()),
-            });
-            if folded.is_empty() {
+            let lines = self.folded_lines(opts);
+            let title = opts.title_or("");
+            if lines.is_empty() {
                 return Ok(empty_svg(&title, opts));
+            }
+            let shift = scale_shift(lines.values().sum());
+            let mut folded = String::new();
+            for (stack, weight) in &lines {
+                let _ = writeln!(folded, "{stack} {}", weight >> shift);
             }
             let mut options = inferno::flamegraph::Options::default();
             options.title = title;
@@ -206,25 +287,21 @@ impl Report {
                     self.callsites.len()
                 ));
             }
-            let mut svg = Vec::new();
-            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
-                .map_err(|e| Error::Render(Detail::with_source(format!("flamegraph: {e}"), e)))?;
-            String::from_utf8(svg)
-                .map_err(|e| Error::Render(Detail::with_source(format!("flamegraph: {e}"), e)))
+            render(options, &folded, shift, "flamegraph")
         })
     }
 }
 
-pub(crate) fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn empty_svg(title: &str, opts: &FlameOptions) -> String {
     let what = match &opts.job {
-        Some(job) => format!("job {job:?} has no {}", opts.metric.describe()),
+        Some(job) => format!(
+            "job {} has no {}",
+            job_display_name(job),
+            opts.metric.describe()
+        ),
+        None if !opts.include_unscoped => {
+            format!("no {} recorded in any job", opts.metric.describe())
+        }
         None => format!("no {} recorded", opts.metric.describe()),
     };
     let hint = "callsites need stacks: StackMode::Every or Sampled (ALLOCSCOPE_STACKS)";

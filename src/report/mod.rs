@@ -4,17 +4,22 @@
 //! threads. Everything in it is plain data: it can be saved as JSON, read back on another
 //! machine, and rendered there as text, folded stacks or a flamegraph.
 
+mod atomic;
 mod build;
 mod diff;
 pub(crate) mod dump;
+pub(crate) mod escape;
 mod export;
 mod flame;
 mod memory;
 mod since;
 pub(crate) mod snapshot;
+mod stacks;
 pub(crate) mod symbolize;
 pub(crate) mod text;
+mod wire;
 
+pub use atomic::write_file_atomic;
 pub use build::report;
 pub(crate) use build::{job_counters_now, job_snapshot};
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
@@ -22,6 +27,7 @@ pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
+pub use escape::{job_display_name, job_name_from_display};
 pub use flame::{FlameMetric, FlameOptions};
 pub use memory::{
     JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
@@ -30,7 +36,6 @@ pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Detail;
 use crate::model::StackMode;
 pub use crate::model::{Frame, RunReport, Usage};
 use crate::Error;
@@ -49,12 +54,22 @@ pub const OLDEST_VERSION: u32 = 1;
 pub struct CallsiteReport {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
     pub scope: Vec<String>,
-    /// The stack, innermost (the code that asked for memory) first.
+    /// The stack, innermost (the code that asked for memory) first. In the JSON of
+    /// [`Report::to_json`] / [`Report::write_json`], an index into the report's stack table.
+    #[serde(
+        serialize_with = "wire::serialize_frames",
+        deserialize_with = "wire::deserialize_frames"
+    )]
     pub frames: Vec<Frame>,
     /// What this callsite allocated.
     pub allocated: Usage,
     /// What this callsite allocated that is still live.
     pub retained: Usage,
+    /// Highest live bytes of this callsite since the process started, seen at its
+    /// allocations (an estimate when sampled; when several stacks fold into one callsite,
+    /// the sum of their peaks, an upper bound). 0 in reports written before it was recorded.
+    #[serde(default)]
+    pub peak_bytes: u64,
     /// `true` when the figures are estimates from sampled stacks, `false` when exact.
     pub estimated: bool,
 }
@@ -165,14 +180,23 @@ pub struct TrackerStats {
     /// without a counter slot, an unsupported target.
     #[serde(default)]
     pub unwinder_fallbacks: u64,
+    /// Stacks symbolized so far, each once in the process's life: reports look known stacks
+    /// up in the stack table instead of resolving and trimming them again.
+    #[serde(default)]
+    pub stacks_symbolized: u64,
+    /// Distinct frames (function, file, line) in the stack table, shared by all its stacks.
+    #[serde(default)]
+    pub frames_symbolized: u64,
 }
 
 /// A snapshot of what every job allocated and still holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// Always `"allocscope"`.
+    #[serde(skip_serializing_if = "wire::writing")]
     pub format: String,
     /// Format version ([`VERSION`]).
+    #[serde(skip_serializing_if = "wire::writing")]
     pub version: u32,
     /// When the report was taken, in milliseconds since the Unix epoch.
     pub timestamp_unix_ms: u64,
@@ -214,68 +238,30 @@ impl Report {
         &self.jobs
     }
 
-    /// The report as pretty-printed JSON.
+    /// The report as pretty-printed JSON, in the wire format of version 2 (see
+    /// [`write_json`](Self::write_json)): a stack table first, each callsite naming its
+    /// stack by index.
     pub fn to_json(&self) -> String {
         crate::thread::untracked(|| {
-            serde_json::to_string_pretty(self).expect("allocscope: a report always serializes")
+            let mut out = Vec::new();
+            wire::write(self, &mut out, true).expect("allocscope: a report always serializes");
+            String::from_utf8(out).expect("allocscope: serde_json writes UTF-8")
         })
     }
 
-    /// Reads a report written by [`to_json`](Self::to_json), checking its format and version.
+    /// Reads a report written by [`to_json`](Self::to_json) or
+    /// [`write_json`](Self::write_json) (version 2, or version 1), checking its format and
+    /// version.
+    ///
+    /// Streaming: the text is parsed straight into the report, without an intermediate JSON
+    /// tree. `"format"` and `"version"` must come before the other fields (as allocscope
+    /// writes them); nesting deeper than 128 levels is an error.
     pub fn from_json(text: &str) -> Result<Report, Error> {
         crate::thread::untracked(|| {
             if text.trim().is_empty() {
                 return Err(Error::InvalidReport("empty input, no JSON at all".into()));
             }
-            let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-                if e.is_eof() {
-                    Error::InvalidReport(Detail::with_source(format!("truncated JSON ({e})"), e))
-                } else {
-                    Error::InvalidReport(Detail::with_source(format!("not JSON ({e})"), e))
-                }
-            })?;
-            let obj = value
-                .as_object()
-                .ok_or_else(|| Error::InvalidReport("the top level is not a JSON object".into()))?;
-            match obj.get("format").and_then(|f| f.as_str()) {
-                Some(FORMAT) => {}
-                Some(other) => {
-                    return Err(Error::UnsupportedVersion(format!(
-                        "format is {other:?}, expected {FORMAT:?}"
-                    )))
-                }
-                None => {
-                    return Err(Error::InvalidReport(
-                        "no \"format\": \"allocscope\" field; this is not an allocscope report"
-                            .into(),
-                    ))
-                }
-            }
-            match obj.get("version").and_then(|v| v.as_u64()) {
-                Some(v) if (OLDEST_VERSION as u64..=VERSION as u64).contains(&v) => {}
-                Some(v) if v > VERSION as u64 => {
-                    return Err(Error::UnsupportedVersion(format!(
-                        "report version {v} is newer than this allocscope reads ({VERSION}); \
-                         upgrade allocscope"
-                    )))
-                }
-                Some(v) => {
-                    return Err(Error::UnsupportedVersion(format!(
-                        "report version {v} is not supported (this allocscope reads \
-                         {OLDEST_VERSION} to {VERSION})"
-                    )))
-                }
-                None => {
-                    return Err(Error::InvalidReport(
-                        "missing or non-integer \"version\" field".into(),
-                    ))
-                }
-            }
-            drop(value);
-            // Parsed again from the text (not the value) so that errors say where: a wrong
-            // type or missing field comes with its line and column.
-            serde_json::from_str(text)
-                .map_err(|e| Error::InvalidReport(Detail::with_source(e.to_string(), e)))
+            wire::read(serde_json::Deserializer::from_str(text))
         })
     }
 }

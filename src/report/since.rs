@@ -131,13 +131,17 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
     // Callsites at the mark, keyed like the report's entries: (scope names, frames).
     let mut sites: HashMap<SiteKey, Counters> = HashMap::new();
     let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
+    let mut table = super::stacks::table();
     for &(id, c) in &m.sites {
         let s = intern::site(id);
         let path = s.path.load(Relaxed);
         let stack = s.stack.load(Relaxed);
         let frames = frames_of_stack
             .entry(stack)
-            .or_insert_with(|| symbolize::symbolize(&intern::stack_frames(stack)))
+            .or_insert_with(|| {
+                let trimmed = table.stack_of(stack);
+                table.frames(trimmed)
+            })
             .clone();
         let scope = snap.scope_names(path).unwrap_or_else(|| {
             registry::path_jobs(path, &mut chain);
@@ -145,6 +149,7 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
         });
         sites.entry((scope, frames)).or_default().add(c);
     }
+    drop(table);
 
     now.totals = Totals {
         live: sub(now.totals.live, all.retained()),
@@ -218,6 +223,7 @@ fn subtract_sites(
             Some(e) => {
                 e.allocated += c.allocated;
                 e.retained += c.retained;
+                e.peak_bytes = e.peak_bytes.saturating_add(c.peak_bytes);
                 e.estimated |= c.estimated;
             }
             None => {

@@ -42,7 +42,9 @@ static PARSED: AtomicBool = AtomicBool::new(false);
 fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     let cache = CACHE.get_or_init(|| {
         let map = ShardedMap::new();
-        // Registered here, before the cache is published: all its locks are covered.
+        // Registered here, before the cache is published: all its locks are covered. The
+        // stack table first: it is held while this cache is used (`stacks.rs`).
+        super::stacks::register_for_fork();
         fork::register(&CACHE_AT_FORK);
         map
     });

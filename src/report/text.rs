@@ -2,12 +2,15 @@
 
 use std::fmt::{self, Write as _};
 
+use serde::{Deserialize, Serialize};
+
+use super::escape::{frame_text, job_display_name};
 use super::{CallsiteReport, JobReport, ProcessMemory, Report, TrendKind};
 use crate::callsite::StackMode;
 
-/// Bytes in human units (B, KiB, MiB, GiB, TiB).
+/// Bytes in human units (B, KiB, MiB, GiB, TiB, PiB, EiB): any `u64` has a unit.
 pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
     }
@@ -26,6 +29,11 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// An integer with thousands separators.
 pub fn grouped(n: u64) -> String {
+    grouped_wide(n.into())
+}
+
+/// [`grouped`] for the wider integers of differences and sums.
+pub(crate) fn grouped_wide(n: u128) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -43,6 +51,63 @@ fn mode_text(mode: StackMode) -> String {
         StackMode::Every => "every allocation (exact)".into(),
         StackMode::Sampled { mean_bytes } => {
             format!("sampled, mean {} (estimates)", human_bytes(mean_bytes))
+        }
+    }
+}
+
+/// Which figure orders (and selects) the callsites listed under each job in text output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallsiteOrder {
+    /// Bytes still live (the default): where the job's retained memory was allocated.
+    #[default]
+    Retained,
+    /// Bytes allocated in total: where a job that retains nothing spends its allocations.
+    Allocated,
+    /// Each callsite's highest live bytes ([`CallsiteReport::peak_bytes`]): what made the
+    /// job's memory peak, even if it was freed since.
+    Peak,
+}
+
+impl CallsiteOrder {
+    /// The name used on the command line: `retained`, `allocated` or `peak`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallsiteOrder::Retained => "retained",
+            CallsiteOrder::Allocated => "allocated",
+            CallsiteOrder::Peak => "peak",
+        }
+    }
+
+    /// Parses a name as produced by [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::Error> {
+        match s {
+            "retained" => Ok(CallsiteOrder::Retained),
+            "allocated" => Ok(CallsiteOrder::Allocated),
+            "peak" => Ok(CallsiteOrder::Peak),
+            other => Err(crate::Error::InvalidConfig(format!(
+                "unknown callsite order {other:?}: expected retained, allocated or peak"
+            ))),
+        }
+    }
+
+    /// The callsite figure this order sorts by.
+    fn key(self, c: &CallsiteReport) -> u64 {
+        match self {
+            CallsiteOrder::Retained => c.retained.bytes,
+            CallsiteOrder::Allocated => c.allocated.bytes,
+            // Never below what it holds now (reports written before peaks were recorded
+            // have 0).
+            CallsiteOrder::Peak => c.peak_bytes.max(c.retained.bytes),
+        }
+    }
+
+    /// The job figure callsites of this order add up to (for peak: the job's peak).
+    fn job_total(self, j: &JobReport) -> u64 {
+        match self {
+            CallsiteOrder::Retained => j.retained.bytes,
+            CallsiteOrder::Allocated => j.allocated.bytes,
+            CallsiteOrder::Peak => j.peak_bytes.max(j.retained.bytes),
         }
     }
 }
@@ -93,6 +158,9 @@ pub struct TextOptions {
     pub top_callsites: usize,
     /// Show at most this many jobs (`None`: all), the first ones in [`sort`](Self::sort) order.
     pub max_jobs: Option<usize>,
+    /// Which callsites are listed, largest first: by retained (default), allocated or peak
+    /// bytes (CLI: `show --callsites-by`).
+    pub callsites_by: CallsiteOrder,
     /// The order of the job table.
     pub sort: SortBy,
     /// Flag jobs whose runs allocate more than this many objects per run on average
@@ -107,9 +175,64 @@ impl Default for TextOptions {
             job: None,
             top_callsites: 5,
             max_jobs: None,
+            callsites_by: CallsiteOrder::Retained,
             sort: SortBy::Retained,
             flag_objects_per_run: DEFAULT_FLAG_OBJECTS_PER_RUN,
         }
+    }
+}
+
+/// Why a job with memory (retained, allocated or at its peak, as `order` says) lists no
+/// callsite, and how to get callsites; `None` when it has callsites for that figure (or no
+/// such memory). The text report prints it under the job table; other renderings (HTML)
+/// reuse it.
+pub(crate) fn missing_callsites_hint(
+    mode: StackMode,
+    j: &JobReport,
+    order: CallsiteOrder,
+) -> Option<String> {
+    let total = order.job_total(j);
+    if total == 0 || j.callsites.iter().any(|c| order.key(c) > 0) {
+        return None;
+    }
+    let what = match order {
+        CallsiteOrder::Retained => "retains",
+        CallsiteOrder::Allocated => "allocated",
+        CallsiteOrder::Peak => "peaked at",
+    };
+    let name = job_display_name(&j.name);
+    let size = human_bytes(total);
+    Some(match mode {
+        StackMode::Sampled { mean_bytes } => {
+            // A mean at most an eighth of the figure samples it ~8 times on average.
+            let smaller = (total / 8).clamp(1, mean_bytes.saturating_sub(1).max(1));
+            let smaller = 1u64 << (63 - smaller.leading_zeros());
+            format!(
+                "{name} {what} {size} but no callsite of it was sampled (one sample per {} \
+                 on average); for callsites, run with ALLOCSCOPE_STACKS=every (exact) or a \
+                 smaller mean such as ALLOCSCOPE_STACKS={}",
+                human_bytes(mean_bytes),
+                short_bytes(smaller),
+            )
+        }
+        StackMode::Off => format!(
+            "{name} {what} {size}; stacks are off, so no callsite was recorded: run with \
+             ALLOCSCOPE_STACKS=every (exact) or ALLOCSCOPE_STACKS=sampled for callsites"
+        ),
+        StackMode::Every => format!(
+            "{name} {what} {size} but no callsite of it was recorded (stacks were turned on \
+             after it allocated, or the stack table was full); set ALLOCSCOPE_STACKS=every \
+             before the program starts"
+        ),
+    })
+}
+
+/// A byte count in the `ALLOCSCOPE_STACKS` syntax: `512`, `64k`, `2m`.
+fn short_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{}m", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{}k", n >> 10),
+        n => n.to_string(),
     }
 }
 
@@ -251,9 +374,12 @@ impl Report {
             let _ = writeln!(out, "\n(no jobs)");
             return out;
         }
-        let width = jobs
+        // Names as every output shows them (quoted and escaped when not plain), never
+        // truncated: two jobs must not look alike. Longer names push their row to the right.
+        let names: Vec<_> = jobs.iter().map(|j| job_display_name(&j.name)).collect();
+        let width = names
             .iter()
-            .map(|j| j.name.len())
+            .map(|n| n.chars().count())
             .max()
             .unwrap_or(3)
             .clamp(3, 40);
@@ -263,7 +389,7 @@ impl Report {
             "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED",
         );
         let flagged = |j: &JobReport| objects_per_run(j) > opts.flag_objects_per_run;
-        for j in &jobs {
+        for (j, name) in jobs.iter().zip(&names) {
             let objs = if flagged(j) {
                 format!("{}!", grouped(j.allocated.objects))
             } else {
@@ -272,7 +398,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {}",
-                truncate(&j.name, width),
+                name,
                 grouped(j.runs),
                 objs,
                 human_bytes(j.allocated.bytes),
@@ -287,70 +413,128 @@ impl Report {
                 out,
                 "! {}: {} objects allocated per run on average (flagged above {}): \
                  allocator churn costs CPU even when nothing is retained",
-                j.name,
+                job_display_name(&j.name),
                 grouped(objects_per_run(j)),
                 grouped(opts.flag_objects_per_run),
             );
         }
         if opts.top_callsites > 0 {
-            for j in &jobs {
-                if j.retained.bytes == 0 || j.callsites.iter().all(|c| c.retained.bytes == 0) {
+            let order = opts.callsites_by;
+            let mut hints = Vec::new();
+            for (j, name) in jobs.iter().zip(&names) {
+                if let Some(hint) = missing_callsites_hint(self.stack_mode, j, order) {
+                    if self.stack_mode != StackMode::Off {
+                        hints.push(hint);
+                    } else if hints.is_empty() {
+                        // Stacks off: one note for all jobs.
+                        hints.push(
+                            "no callsites: stacks are off; run with ALLOCSCOPE_STACKS=every \
+                             (exact) or ALLOCSCOPE_STACKS=sampled to see where jobs allocate"
+                                .to_string(),
+                        );
+                    }
                     continue;
                 }
-                let _ = writeln!(out, "\n{} — top callsites by retained bytes", j.name);
-                write_callsites(&mut out, &j.callsites, j.retained.bytes, opts.top_callsites);
+                if order.job_total(j) == 0 {
+                    continue;
+                }
+                let _ = writeln!(out, "\n{name} — top callsites by {} bytes", order.as_str());
+                write_callsites(
+                    &mut out,
+                    &j.callsites,
+                    order.job_total(j),
+                    opts.top_callsites,
+                    order,
+                );
+            }
+            for hint in hints {
+                let _ = writeln!(out, "\nnote: {hint}");
             }
         }
         out
     }
 }
 
-fn truncate(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
-        s.to_string()
+fn write_callsites(
+    out: &mut String,
+    sites: &[CallsiteReport],
+    total: u64,
+    top: usize,
+    order: CallsiteOrder,
+) {
+    let mut listed: Vec<&CallsiteReport> = sites.iter().filter(|c| order.key(c) > 0).collect();
+    // Stable: ties keep the report's order (retained, then allocated bytes).
+    listed.sort_by_key(|c| std::cmp::Reverse(order.key(c)));
+    listed.truncate(top);
+    let pct = |v: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            v as f64 * 100.0 / total as f64
+        }
+    };
+    if order == CallsiteOrder::Peak {
+        // Peaks of distinct callsites happen at different times: no cumulative column.
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>10}  {:>10}  CALLSITE",
+            "PEAK", "RETAINED", "ALLOC"
+        );
     } else {
-        let mut t: String = s.chars().take(width.saturating_sub(1)).collect();
-        t.push('…');
-        t
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>10}  {:>6}  {:>6}  CALLSITE",
+            "OBJECTS", "BYTES", "%", "CUM%"
+        );
+    }
+    let mut cum = 0u64;
+    for c in &listed {
+        let est = if c.estimated { "~" } else { "" };
+        let site = callsite_text(c);
+        if order == CallsiteOrder::Peak {
+            let _ = writeln!(
+                out,
+                "  {:>10}  {:>10}  {:>10}  {site}",
+                format!("{est}{}", human_bytes(order.key(c))),
+                format!("{est}{}", human_bytes(c.retained.bytes)),
+                format!("{est}{}", human_bytes(c.allocated.bytes)),
+            );
+            continue;
+        }
+        let u = match order {
+            CallsiteOrder::Allocated => c.allocated,
+            _ => c.retained,
+        };
+        cum = cum.saturating_add(u.bytes);
+        let _ = writeln!(
+            out,
+            "  {:>10}  {:>10}  {:>5.1}%  {:>5.1}%  {site}",
+            format!("{est}{}", grouped(u.objects)),
+            format!("{est}{}", human_bytes(u.bytes)),
+            pct(u.bytes),
+            pct(cum),
+        );
+    }
+    if listed.iter().any(|c| c.estimated) {
+        let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
     }
 }
 
-fn write_callsites(out: &mut String, sites: &[CallsiteReport], total: u64, top: usize) {
-    let _ = writeln!(
-        out,
-        "  {:>10}  {:>10}  {:>6}  {:>6}  CALLSITE",
-        "OBJECTS", "BYTES", "%", "CUM%"
-    );
-    let mut cum = 0u64;
-    for c in sites.iter().filter(|c| c.retained.bytes > 0).take(top) {
-        cum = cum.saturating_add(c.retained.bytes);
-        let pct = |v: u64| {
-            if total == 0 {
-                0.0
-            } else {
-                v as f64 * 100.0 / total as f64
-            }
-        };
-        let est = if c.estimated { "~" } else { "" };
-        let loc = c
-            .frames
-            .first()
-            .and_then(|f| Some(format!(" ({}:{})", short_file(f.file.as_deref()?), f.line?)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "  {:>10}  {:>10}  {:>5.1}%  {:>5.1}%  {}{}",
-            format!("{est}{}", grouped(c.retained.objects)),
-            format!("{est}{}", human_bytes(c.retained.bytes)),
-            pct(c.retained.bytes),
-            pct(cum),
-            c.top_function(),
-            loc,
-        );
-    }
-    if sites.iter().any(|c| c.estimated) {
-        let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
-    }
+/// A callsite as one line of text: its top function and `(file:line)`, control characters
+/// escaped.
+pub(crate) fn callsite_text(c: &CallsiteReport) -> String {
+    let loc = c
+        .frames
+        .first()
+        .and_then(|f| {
+            Some(format!(
+                " ({}:{})",
+                frame_text(short_file(f.file.as_deref()?)),
+                f.line?
+            ))
+        })
+        .unwrap_or_default();
+    format!("{}{loc}", frame_text(c.top_function()))
 }
 
 /// The last two components of a path: enough to find the file, short enough to read.
@@ -384,6 +568,8 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(300 << 20), "300 MiB");
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(human_bytes(3 << 50), "3.0 PiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
     }
 
     #[test]
@@ -392,6 +578,8 @@ mod tests {
         assert_eq!(grouped(999), "999");
         assert_eq!(grouped(1000), "1,000");
         assert_eq!(grouped(1234567), "1,234,567");
+        assert_eq!(grouped(u64::MAX), "18,446,744,073,709,551,615");
+        assert_eq!(grouped_wide(1 << 64), "18,446,744,073,709,551,616");
     }
 
     #[test]

@@ -45,7 +45,8 @@ struct ProgramPoint {
     tbk: u64,
     /// Total lifetime of its blocks, in `tu`: not recorded by allocscope, always 0.
     tl: u64,
-    /// The most bytes and blocks live at once (here: retained, a lower bound).
+    /// The most bytes live at once (the callsite's peak, `CallsiteReport::peak_bytes`) and
+    /// blocks (retained: a lower bound, block peaks are not recorded).
     mb: u64,
     mbk: u64,
     /// Bytes and blocks live at the global peak (here: retained).
@@ -59,10 +60,10 @@ struct ProgramPoint {
 }
 
 impl ProgramPoint {
-    fn add(&mut self, allocated: Usage, retained: Usage) {
+    fn add(&mut self, allocated: Usage, retained: Usage, peak_bytes: u64) {
         self.tb = self.tb.saturating_add(allocated.bytes);
         self.tbk = self.tbk.saturating_add(allocated.objects);
-        self.mb = self.mb.saturating_add(retained.bytes);
+        self.mb = self.mb.saturating_add(peak_bytes);
         self.mbk = self.mbk.saturating_add(retained.objects);
         self.gb = self.gb.saturating_add(retained.bytes);
         self.gbk = self.gbk.saturating_add(retained.objects);
@@ -82,7 +83,7 @@ fn frame_string(f: &Frame) -> String {
     )
 }
 
-/// The pseudo-frame standing for one job of a scope.
+/// The pseudo-frame standing for one job of a scope (`name` already as displayed).
 fn job_frame(name: &str) -> String {
     format!("[job] {name}")
 }
@@ -105,7 +106,7 @@ impl Report {
     /// | Total (`tb`, `tbk`) | allocated bytes, objects |
     /// | At t-end (`eb`, `ebk`) | retained (live when the report was taken) |
     /// | At t-gmax (`gb`, `gbk`) | retained too: allocscope does not record what each callsite held at the process-wide peak |
-    /// | Max (`mb`, `mbk`) | retained too: a lower bound of the callsite's own peak, which is not recorded |
+    /// | Max (`mb`, `mbk`) | the callsite's peak bytes ([`CallsiteReport::peak_bytes`](crate::CallsiteReport::peak_bytes); retained for reports without it); blocks: retained, a lower bound |
     /// | lifetimes (`tl`) | 0: block lifetimes are not recorded |
     /// | `te`, `tg` | the time span of the runs in the report (at least 1 µs), both |
     /// | `cmd`, `pid` | a description of the report; 0 |
@@ -158,7 +159,7 @@ impl Report {
                 });
                 pps.len() - 1
             });
-            pps[i].add(e.allocated, e.retained);
+            pps[i].add(e.allocated, e.retained, e.peak_bytes);
         }
         let te = self.span_us().max(1);
         let mut cmd = format!(
@@ -212,9 +213,13 @@ impl Report {
 fn frames_of(e: &Entry<'_>, intern: &mut impl FnMut(String) -> usize) -> Vec<usize> {
     let mut fs = Vec::with_capacity(e.scope.len().max(1) + e.frames.len());
     if e.scope.is_empty() {
-        fs.push(intern(job_frame(e.job())));
+        fs.push(intern(job_frame(&e.job())));
     } else {
-        fs.extend(e.scope.iter().map(|s| intern(job_frame(s))));
+        fs.extend(
+            e.scope
+                .iter()
+                .map(|s| intern(job_frame(&super::job_display_name(s)))),
+        );
     }
     fs.extend(e.frames.iter().map(|f| intern(frame_string(f))));
     fs

@@ -12,6 +12,10 @@
 //! off) is still exported, with one entry per job holding its exclusive figures and one for
 //! unscoped memory, each under a pseudo-frame naming the job instead of a stack.
 //!
+//! Job names are written as [`job_display_name`](crate::job_display_name) shows them (in
+//! pprof labels and pseudo-frames, DHAT job frames), so distinct jobs stay distinct and a
+//! job named `(unscoped)` or `""` is not taken for unscoped memory or a missing label.
+//!
 //! [`StackMode::Every`]: crate::StackMode::Every
 //! [`StackMode::Sampled`]: crate::StackMode::Sampled
 
@@ -21,11 +25,11 @@ mod pprof;
 #[cfg(feature = "pprof")]
 mod proto;
 
+use std::borrow::Cow;
+
+use super::escape::{job_display_name, UNSCOPED};
 use super::{Frame, Report, Usage};
 use crate::StackMode;
-
-/// The job name used for memory allocated outside any scope.
-const UNSCOPED: &str = "(unscoped)";
 
 /// One exported stack: a callsite, or a job's figures when the report has no callsites.
 struct Entry<'a> {
@@ -35,21 +39,29 @@ struct Entry<'a> {
     frames: &'a [Frame],
     allocated: Usage,
     retained: Usage,
+    /// The callsite's highest live bytes (at least `retained`; just `retained` for the
+    /// per-job fallback, which has no peak of its own).
+    peak_bytes: u64,
 }
 
 impl Entry<'_> {
-    /// The innermost job, or `(unscoped)`.
-    fn job(&self) -> &str {
-        self.scope.last().copied().unwrap_or(UNSCOPED)
+    /// The innermost job as outputs show it ([`job_display_name`]), or `(unscoped)`: a job
+    /// named `(unscoped)`, `""` or `a;b` keeps a label of its own.
+    fn job(&self) -> Cow<'_, str> {
+        self.scope
+            .last()
+            .map_or(Cow::Borrowed(UNSCOPED), |s| job_display_name(s))
     }
 
-    /// The whole scope path, `outer > inner`, or `(unscoped)`.
+    /// The whole scope path, `outer > inner` (display names, which never contain ` > `), or
+    /// `(unscoped)`.
     #[cfg(feature = "pprof")]
     fn scope_path(&self) -> String {
         if self.scope.is_empty() {
             UNSCOPED.to_string()
         } else {
-            self.scope.join(" > ")
+            let names: Vec<Cow<'_, str>> = self.scope.iter().map(|s| job_display_name(s)).collect();
+            names.join(" > ")
         }
     }
 }
@@ -67,6 +79,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
                 frames: &c.frames,
                 allocated: c.allocated,
                 retained: c.retained,
+                peak_bytes: c.peak_bytes.max(c.retained.bytes),
             })
             .collect();
     }
@@ -79,6 +92,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
             frames: &[],
             allocated: j.exclusive.allocated,
             retained: j.exclusive.retained,
+            peak_bytes: j.exclusive.retained.bytes,
         })
         .collect();
     if !report.totals.unscoped_allocated.is_zero() {
@@ -87,6 +101,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
             frames: &[],
             allocated: report.totals.unscoped_allocated,
             retained: report.totals.unscoped_live,
+            peak_bytes: report.totals.unscoped_live.bytes,
         });
     }
     out

@@ -186,7 +186,7 @@ impl Report {
         let mut sample = Vec::new();
         for e in entries(self) {
             let location_id = t.stack(&e);
-            let job = t.strings.id(e.job());
+            let job = t.strings.id(&e.job());
             let scope = t.strings.id(&e.scope_path());
             sample.push(Sample {
                 location_id,

@@ -1,0 +1,140 @@
+//! Issue 15, item 10: a repeated `report()` with nothing new to symbolize does not symbolize
+//! again (the stack table, `src/report/stacks.rs`), keeps the report's order, and the table
+//! stays bounded by distinct stacks and frames. Timings are in BENCHMARKS.md
+//! (`examples/report_cost.rs`), not here.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::cmp::Ordering;
+use std::hint::black_box;
+
+use allocscope::{report, track_scope, CallsiteReport, StackMode, TrackingAllocator};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+const LEVELS: u32 = 9;
+
+#[inline(never)]
+fn leaf(out: &mut Vec<usize>, size: usize) {
+    let layout = Layout::from_size_align(size, 8).unwrap();
+    // SAFETY: non-zero size; freed at the end with the same layout.
+    let p = unsafe { alloc(layout) };
+    assert!(!p.is_null());
+    out.push(p as usize);
+}
+
+#[inline(never)]
+fn rec_a(level: u32, bits: u32, out: &mut Vec<usize>) {
+    if level == 0 {
+        leaf(out, 8);
+    } else if bits & 1 == 0 {
+        rec_a(level - 1, bits >> 1, out);
+    } else {
+        rec_b(level - 1, bits >> 1, out);
+    }
+    black_box(level);
+}
+
+#[inline(never)]
+fn rec_b(level: u32, bits: u32, out: &mut Vec<usize>) {
+    if level == 0 {
+        leaf(out, 8);
+    } else if bits & 1 == 0 {
+        rec_a(level - 1, bits >> 1, out);
+    } else {
+        rec_b(level - 1, bits >> 1, out);
+    }
+    black_box(level + 1);
+}
+
+#[inline(never)]
+fn one_more(out: &mut Vec<usize>) {
+    leaf(out, 64);
+}
+
+/// The order every report's callsite lists are in.
+fn order(a: &CallsiteReport, b: &CallsiteReport) -> Ordering {
+    b.retained
+        .bytes
+        .cmp(&a.retained.bytes)
+        .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+        .then_with(|| a.scope.cmp(&b.scope))
+        .then_with(|| a.frames.cmp(&b.frames))
+}
+
+fn assert_sorted(list: &[CallsiteReport], what: &str) {
+    for w in list.windows(2) {
+        assert_ne!(
+            order(&w[0], &w[1]),
+            Ordering::Greater,
+            "{what} out of order:\n{:?}\n{:?}",
+            w[0],
+            w[1]
+        );
+    }
+}
+
+#[test]
+fn repeated_reports_do_not_symbolize_again() {
+    allocscope::set_stack_mode(StackMode::Every);
+    let mut blocks = Vec::new();
+    track_scope("cached", || {
+        for n in 0..(1u32 << LEVELS) {
+            rec_a(LEVELS, n, &mut blocks);
+        }
+    });
+    allocscope::set_stack_mode(StackMode::Off);
+    let first = report();
+    if !allocscope::is_installed() {
+        return;
+    }
+    let t1 = first.tracker;
+    let job = first.job("cached").unwrap();
+    assert!(
+        job.callsites.len() >= 1 << LEVELS,
+        "{}",
+        job.callsites.len()
+    );
+    assert!(t1.stacks_symbolized >= 1 << LEVELS, "{t1:?}");
+    // Distinct frames are shared by all stacks: a few dozen, not stacks × depth.
+    assert!(t1.frames_symbolized < 200, "{t1:?}");
+
+    let second = report();
+    let t2 = second.tracker;
+    assert_eq!(
+        t2.stacks_symbolized, t1.stacks_symbolized,
+        "a repeated report symbolized again"
+    );
+    let job2 = second.job("cached").unwrap();
+    assert_eq!(job2.callsites, job.callsites);
+    assert_sorted(&second.callsites, "report callsites");
+    assert_sorted(&job2.callsites, "job callsites");
+
+    // One new stack: symbolized once, and only it.
+    allocscope::set_stack_mode(StackMode::Every);
+    track_scope("cached", || one_more(&mut blocks));
+    allocscope::set_stack_mode(StackMode::Off);
+    let third = report();
+    let added = third.tracker.stacks_symbolized - t2.stacks_symbolized;
+    assert!(
+        (1..=8).contains(&added),
+        "{added} stacks symbolized for one new"
+    );
+    assert!(third
+        .job("cached")
+        .unwrap()
+        .callsites
+        .iter()
+        .any(|c| c.frames.iter().any(|f| f.function.contains("one_more"))));
+    assert_eq!(
+        report().tracker.stacks_symbolized,
+        third.tracker.stacks_symbolized
+    );
+
+    for (i, p) in blocks.into_iter().enumerate() {
+        let size = if i == 1 << LEVELS { 64 } else { 8 };
+        let layout = Layout::from_size_align(size, 8).unwrap();
+        // SAFETY: allocated in `leaf` with this layout (8 bytes, then 64 for `one_more`).
+        unsafe { dealloc(p as *mut u8, layout) };
+    }
+}

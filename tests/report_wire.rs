@@ -1,0 +1,166 @@
+//! Issue 15, item 9: the version-2 wire format (a stack table, callsites naming stacks by
+//! index) is at least 10× smaller than frames written inline, round-trips exactly, still
+//! reads version 1; reading streams (a gigabyte of `[` is refused after a few KiB, an
+//! oversized file before reading) and a corrupt table is an error, not a panic.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::hint::black_box;
+use std::io::Write;
+
+use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocator};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+const LEVELS: u32 = 11;
+
+#[inline(never)]
+fn leaf(out: &mut Vec<usize>) {
+    let layout = Layout::from_size_align(16, 8).unwrap();
+    // SAFETY: non-zero size; freed at the end with the same layout.
+    let p = unsafe { alloc(layout) };
+    assert!(!p.is_null());
+    out.push(p as usize);
+}
+
+#[inline(never)]
+fn rec_a(level: u32, bits: u32, out: &mut Vec<usize>) {
+    if level == 0 {
+        leaf(out);
+    } else if bits & 1 == 0 {
+        rec_a(level - 1, bits >> 1, out);
+    } else {
+        rec_b(level - 1, bits >> 1, out);
+    }
+    black_box(level);
+}
+
+#[inline(never)]
+fn rec_b(level: u32, bits: u32, out: &mut Vec<usize>) {
+    if level == 0 {
+        leaf(out);
+    } else if bits & 1 == 0 {
+        rec_a(level - 1, bits >> 1, out);
+    } else {
+        rec_b(level - 1, bits >> 1, out);
+    }
+    black_box(level + 1);
+}
+
+fn free(blocks: Vec<usize>) {
+    let layout = Layout::from_size_align(16, 8).unwrap();
+    for p in blocks {
+        // SAFETY: allocated in `leaf` with this layout.
+        unsafe { dealloc(p as *mut u8, layout) };
+    }
+}
+
+#[test]
+fn the_stack_table_makes_reports_ten_times_smaller_and_round_trips() {
+    allocscope::set_stack_mode(StackMode::Every);
+    let mut blocks = Vec::new();
+    track_scope("wide", || {
+        for n in 0..(1u32 << LEVELS) {
+            rec_a(LEVELS, n, &mut blocks);
+        }
+    });
+    allocscope::set_stack_mode(StackMode::Off);
+    let r = report();
+    if !allocscope::is_installed() {
+        return;
+    }
+    assert!(r.callsites.len() >= 1 << LEVELS);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.json");
+    r.write_json(&path).unwrap();
+    let compact = std::fs::metadata(&path).unwrap().len();
+    // The same report with every callsite's frames inline (the version-1 layout), as plain
+    // serde writes it.
+    let inline = serde_json::to_string_pretty(&r).unwrap().len() as u64;
+    assert!(
+        inline >= 10 * compact,
+        "inline {inline} bytes vs table {compact} bytes: only {:.1}×",
+        inline as f64 / compact as f64
+    );
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with(r#"{"format":"allocscope","version":2,"frames":["#));
+    assert_eq!(Report::read_json(&path).unwrap(), r);
+    assert_eq!(Report::from_json(&r.to_json()).unwrap(), r);
+    // Inline frames (plain serde, version 1) still read.
+    assert_eq!(
+        Report::from_json(&serde_json::to_string(&r).unwrap()).unwrap(),
+        r
+    );
+    free(blocks);
+}
+
+#[test]
+fn a_corrupt_stack_table_is_an_error() {
+    let base = r#"{"format":"allocscope","version":2,"frames":[{"function":"f","file":null,"line":null}],"stacks":STACKS,"timestamp_unix_ms":0,"stack_mode":{"mode":"every"},"totals":{"live":{"objects":0,"bytes":0},"allocated":{"objects":0,"bytes":0},"unscoped_live":{"objects":0,"bytes":0},"unscoped_allocated":{"objects":0,"bytes":0}},"jobs":[],"callsites":[{"scope":[],"frames":FRAMES,"allocated":{"objects":1,"bytes":1},"retained":{"objects":0,"bytes":0},"estimated":false}],"tracker":{"installed":true,"overhead":{"objects":0,"bytes":0},"jobs":0,"paths":0,"stacks":0,"sites":0,"jobs_overflowed":0,"paths_overflowed":0,"runs_overflowed":0,"stacks_dropped":0,"hook_panics":0}}"#;
+    let ok = base.replace("STACKS", "[[0]]").replace("FRAMES", "0");
+    let r = Report::from_json(&ok).unwrap();
+    assert_eq!(r.callsites[0].frames[0].function, "f");
+    for (stacks, frames, says) in [
+        ("[[0]]", "7", "outside the stack table"),
+        ("[[3]]", "0", "outside the frame table"),
+        ("[[0]]", "-1", "invalid"),
+    ] {
+        let bad = base.replace("STACKS", stacks).replace("FRAMES", frames);
+        match Report::from_json(&bad) {
+            Err(e @ Error::InvalidReport(_)) => {
+                assert!(e.to_string().contains(says), "{e}")
+            }
+            other => panic!("expected InvalidReport for {stacks} {frames}: {other:?}"),
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_gigabyte_of_brackets_is_refused_after_a_few_kib() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("brackets");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let writer_path = fifo.clone();
+    // Writes up to 1 GiB of `[` and counts what the reader took before closing the pipe.
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&writer_path)
+            .unwrap();
+        let chunk = vec![b'['; 64 << 10];
+        let mut written = 0u64;
+        while written < 1 << 30 {
+            match f.write(&chunk) {
+                Ok(n) => written += n as u64,
+                Err(_) => break, // EPIPE: the reader gave up
+            }
+        }
+        written
+    });
+    let err = Report::read_json(&fifo).unwrap_err();
+    let written = writer.join().unwrap();
+    assert!(
+        err.to_string()
+            .contains("the top level is not a JSON object"),
+        "{err}"
+    );
+    // The head (64 KiB), the read buffer and the pipe's own buffer: a few hundred KiB.
+    assert!(written < 4 << 20, "{written} bytes read before the error");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_oversized_file_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.json");
+    let mut f = std::fs::File::create(&path).unwrap();
+    // Blank text first (no NUL bytes for the head check to catch), then a sparse tail: 5 GiB
+    // that use no disk space. Reading it whole would need 4 GiB of memory.
+    f.write_all(&vec![b' '; 128 << 10]).unwrap();
+    f.set_len(5 << 30).unwrap();
+    let err = Report::read_json(&path).unwrap_err();
+    assert!(err.to_string().contains("larger than 4 GiB"), "{err}");
+}
