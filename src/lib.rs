@@ -76,6 +76,8 @@ mod callsite;
 mod error;
 mod future;
 mod header;
+#[cfg(feature = "http")]
+pub mod http;
 mod registry;
 mod report;
 mod scope;

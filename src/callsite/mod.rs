@@ -184,6 +184,10 @@ pub(crate) fn init_from_env() {
             }
         });
     });
+    // After the settings above are in force, and outside their `Once`: the server calls back
+    // into allocscope (which then returns early here).
+    #[cfg(feature = "http")]
+    crate::http::start_from_env();
 }
 
 /// Draws the next gap (in bytes) before a sample: exponential with mean `mean`.

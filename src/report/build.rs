@@ -37,10 +37,20 @@ impl PathFigures {
 pub fn report() -> Report {
     callsite::init_from_env();
     untracked(|| {
-        let report = build();
+        let report = build(true);
         symbolize::release_debug_info();
         report
     })
+}
+
+/// The same snapshot as [`report`] without callsites (`callsites` empty, in the report and in
+/// every job): no stack is read and nothing is symbolized, so its cost depends on the number
+/// of jobs and scope paths only, never on the number of stacks. For figures polled often
+/// (the live endpoint's `/metrics`).
+#[cfg(feature = "http")]
+pub(crate) fn report_figures() -> Report {
+    callsite::init_from_env();
+    untracked(|| build(false))
 }
 
 /// Every path's figures: the shared counters plus what threads have not flushed yet. Retried
@@ -146,7 +156,7 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
         .collect()
 }
 
-fn build() -> Report {
+fn build(with_callsites: bool) -> Report {
     let count = registry::PATH_COUNT.load(Acquire) as usize;
     let figs = path_figures(count);
     let jobs_entries = registry::all_jobs();
@@ -201,11 +211,15 @@ fn build() -> Report {
     // Callsites: every site, grouped by (path, symbolized frames); each job gets the ones of
     // the paths it is on.
     let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); jobs_entries.len()];
-    let grouped = grouped_sites(|path| {
-        scopes
-            .get(path as usize)
-            .map(|c| c.iter().map(|&j| name_of(j)).collect())
-    });
+    let grouped = if with_callsites {
+        grouped_sites(|path| {
+            scopes
+                .get(path as usize)
+                .map(|c| c.iter().map(|&j| name_of(j)).collect())
+        })
+    } else {
+        Vec::new()
+    };
     let mut callsites: Vec<CallsiteReport> = Vec::with_capacity(grouped.len());
     for (path, c) in grouped {
         if let Some(jobs) = scopes.get(path as usize) {

@@ -9,16 +9,21 @@ mod diff;
 pub(crate) mod dump;
 mod export;
 mod flame;
+mod html;
 mod since;
 pub(crate) mod text;
 
 pub(crate) use build::job_snapshot;
 pub use build::report;
+#[cfg(feature = "http")]
+pub(crate) use build::report_figures;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
+#[cfg(feature = "http")]
+pub(crate) use export::PprofDefault;
 pub use flame::{FlameMetric, FlameOptions};
 pub use since::{mark, report_since, Marker};
 
