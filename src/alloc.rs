@@ -74,6 +74,15 @@ impl<A: GlobalAlloc> TrackingAllocator<A> {
     }
 }
 
+impl<A: GlobalAlloc> core::fmt::Debug for TrackingAllocator<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // The inner allocator need not be `Debug` (`System` is, most others are not).
+        f.debug_struct("TrackingAllocator")
+            .field("inner", &core::any::type_name::<A>())
+            .finish()
+    }
+}
+
 impl Default for TrackingAllocator<System> {
     fn default() -> Self {
         Self::system()
@@ -84,7 +93,16 @@ impl Default for TrackingAllocator<System> {
 #[cold]
 #[inline(never)]
 fn tracker_alloc(bytes: u64) -> Header {
-    registry::path(PATH_TRACKER).add(1, bytes, 0, 0);
+    let p = registry::path(PATH_TRACKER);
+    p.add(1, bytes, 0, 0);
+    // The tracker's peak (a report's transient memory): two more atomic reads and a max, on
+    // the tracker's own path only. `free_bytes` is read after `alloc_bytes`, so the value is
+    // never above the true live bytes (a racing free can only make it lower).
+    let live = p
+        .alloc_bytes
+        .load(Relaxed)
+        .saturating_sub(p.free_bytes.load(Relaxed));
+    registry::TRACKER_PEAK_BYTES.fetch_max(live, Relaxed);
     Header {
         path: PATH_TRACKER,
         site: 0,
@@ -124,12 +142,26 @@ fn every(t: &ThreadState, path: u32, size: u64) -> (u32, f32) {
 
 #[cold]
 #[inline(never)]
-fn sample(t: &ThreadState, path: u32, size: u64, mean: u64) -> (u32, f32) {
+fn sample(t: &ThreadState, path: u32, size: u64, mut mean: u64) -> (u32, f32) {
+    if mean == callsite::MODE_UNSET {
+        // The first allocation of the process: the environment decides the mode now, before
+        // any block is recorded (every thread's countdown starts at 0, so the first
+        // allocation always comes here).
+        callsite::init_early();
+        mean = callsite::MODE.load(Relaxed);
+        match mean {
+            0 => return (0, 0.0),
+            1 => return every(t, path, size),
+            callsite::MODE_UNSET => mean = callsite::DEFAULT_SAMPLE_BYTES,
+            _ => {}
+        }
+    }
     let mut rng = t.rng.get();
     if rng == 0 {
-        // First sampling decision on this thread: seed and draw the first gap. The countdown
-        // was unset rather than crossed, so this block is not a sample.
-        rng = (callsite::SEED.load(Relaxed) ^ (core::ptr::addr_of!(*t) as u64).rotate_left(17)) | 1;
+        // First sampling decision on this thread: seed (from the seed and the thread's
+        // index, never an address: reproducible across processes) and draw the first gap.
+        // The countdown was unset rather than crossed, so this block is not a sample.
+        rng = callsite::thread_rng_seed();
         let gap = callsite::next_gap(&mut rng, mean);
         t.rng.set(rng);
         t.countdown.set(gap);

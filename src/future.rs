@@ -23,6 +23,11 @@ use crate::thread;
 pub trait FutureExt: Future + Sized {
     /// Runs this future as one run of job `name`, nested in the scope current where this is
     /// called. The run starts now and finishes when the future completes or is dropped.
+    ///
+    /// The run holds one of allocscope's 65,535 run slots until then: a future that is
+    /// forgotten (`std::mem::forget`) or never finished keeps it for good. When every slot is
+    /// taken, later runs are still counted per job but are not measured (their
+    /// [`RunReport::unmeasured`](crate::RunReport::unmeasured) is set).
     fn track_scope(self, name: &str) -> Tracked<Self> {
         let (path, run) = thread::current_context();
         let run = ActiveRun::begin(name, path, run);
@@ -51,6 +56,15 @@ pub struct Tracked<F> {
     scope: ScopeHandle,
     run: Option<ActiveRun>,
     inner: ManuallyDrop<F>,
+}
+
+impl<F> core::fmt::Debug for Tracked<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Tracked")
+            .field("scope", &self.scope)
+            .field("finished", &self.run.is_none())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<F> Tracked<F> {
@@ -99,6 +113,14 @@ impl<F> Drop for Tracked<F> {
 pub struct InScope<F> {
     scope: ScopeHandle,
     inner: ManuallyDrop<F>,
+}
+
+impl<F> core::fmt::Debug for InScope<F> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("InScope")
+            .field("scope", &self.scope)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<F: Future> Future for InScope<F> {

@@ -51,33 +51,43 @@
 //! [`is_installed`] tells (and [`TrackerStats::installed`] in a report).
 //!
 //! ## Module map
+//!
+//! Layers, bottom up; each imports only from layers below it (`ARCHITECTURE.md`, checked by
+//! `tests/layers.rs`):
+//! * leaves everyone may use: `model` (plain data: [`Usage`], [`RunReport`], [`Frame`],
+//!   [`StackMode`], the counters), `config` (every `ALLOCSCOPE_*` variable), `fork` (the
+//!   `pthread_atfork` handlers and every lock they cover), `error`;
 //! * `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
-//! * `header` — the per-block metadata in front of each block;
-//! * `thread` — per-thread state and counters; `registry` — paths, jobs, runs;
+//!   `header` — the per-block metadata in front of each block; `thread` — per-thread state and
+//!   counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
 //! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
-//! * `callsite` — stack modes, capture, interning, symbolization;
-//! * `report` — the model, text, JSON, folded stacks and flamegraphs; files and automatic
-//!   dumps (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
-//!   (`export`);
+//! * `report` — the one snapshot path (`snapshot`), symbolization, text, JSON, folded stacks
+//!   and flamegraphs; files and automatic dumps (`dump`), snapshot differences and marks
+//!   (`diff`, `since`), pprof and DHAT exports (`export`);
 //! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
 //! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
 //!
-//! Guides beside the code: `README.md` (usage, semantics, CLI), `RELIABILITY.md` (what is
-//! tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
+//! Guides beside the code: `README.md` (usage, semantics, CLI), `ARCHITECTURE.md` (layers, the
+//! life of one allocation, where changes go), `RELIABILITY.md` (what is tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
 
 #![warn(
     missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
     unsafe_op_in_unsafe_fn,
     clippy::undocumented_unsafe_blocks
 )]
 
 mod alloc;
 mod callsite;
+mod config;
 mod error;
+mod fork;
 mod future;
 mod header;
 #[cfg(feature = "http")]
 pub mod http;
+mod model;
 mod registry;
 mod report;
 mod scope;
@@ -89,7 +99,7 @@ pub use callsite::{
     set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
     StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
 };
-pub use error::Error;
+pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{grouped, human_bytes, TextOptions};
@@ -103,6 +113,14 @@ pub use report::{
     RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
+/// Applies the environment (`ALLOCSCOPE_*`, parsed by `config`) once: the stack mode and
+/// automatic dumps. Called at every entry into the API that needs them (scopes, reports,
+/// dumps); the root wires the layers, so `scope` needs no import of `report`.
+pub(crate) fn init_from_env() {
+    callsite::init_from_env();
+    report::dump::init_from_env();
+}
+
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,

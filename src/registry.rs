@@ -20,10 +20,10 @@ use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
-use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
-use crate::report::RunReport;
+use crate::fork::{self, AtFork, ShardedMap};
+use crate::model::{Counters, RunReport};
 
 /// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
 /// overflow path. 65,536 × 48 bytes = 3 MiB of address space, touched as used.
@@ -78,9 +78,19 @@ impl PathEntry {
         }
     }
 
+    /// The path's shared counters now (without what threads have not flushed yet).
+    pub(crate) fn load(&self) -> Counters {
+        Counters {
+            alloc_objects: self.alloc_objects.load(Relaxed),
+            alloc_bytes: self.alloc_bytes.load(Relaxed),
+            free_objects: self.free_objects.load(Relaxed),
+            free_bytes: self.free_bytes.load(Relaxed),
+        }
+    }
+
     /// Adds allocations and frees (used on flush and on the shared slow path).
     #[inline]
-    pub fn add(&self, ao: u64, ab: u64, fo: u64, fb: u64) {
+    pub(crate) fn add(&self, ao: u64, ab: u64, fo: u64, fb: u64) {
         if ao | ab != 0 {
             self.alloc_objects.fetch_add(ao, Relaxed);
             self.alloc_bytes.fetch_add(ab, Relaxed);
@@ -115,8 +125,8 @@ pub(crate) struct JobEntry {
 
 struct Tables {
     jobs: RwLock<Vec<Arc<JobEntry>>>,
-    job_ids: DashMap<Box<str>, u32>,
-    path_ids: DashMap<(u32, u32), u32>,
+    job_ids: ShardedMap<Box<str>, u32>,
+    path_ids: ShardedMap<(u32, u32), u32>,
     path_lock: Mutex<()>,
     free_runs: Mutex<VecDeque<u32>>,
     next_run: AtomicU32,
@@ -130,13 +140,36 @@ pub(crate) static JOBS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
 pub(crate) static PATHS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
 /// Runs that found every run slot busy.
 pub(crate) static RUNS_OVERFLOWED: AtomicU64 = AtomicU64::new(0);
+/// Highest live bytes of the tracker's own path (`PATH_TRACKER`), kept by the allocator's
+/// tracker path.
+pub(crate) static TRACKER_PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
+/// `on_run_finished` hooks that panicked (the panic is caught; the tracker carries on).
+pub(crate) static HOOK_PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// The internal after-run hook: called with every finished run, on its thread, after the
+/// public hooks. Set once by a higher layer (automatic dumps install theirs when they are
+/// configured), so finishing a run does not hard-wire any I/O.
+static AFTER_RUN: OnceLock<fn(&RunReport)> = OnceLock::new();
+
+/// Installs the internal after-run hook (once; later calls are ignored).
+pub(crate) fn set_after_run(hook: fn(&RunReport)) {
+    let _ = AFTER_RUN.set(hook);
+}
+
+/// Calls the internal after-run hook, if one is installed.
+#[inline]
+pub(crate) fn after_run(run: &RunReport) {
+    if let Some(hook) = AFTER_RUN.get() {
+        hook(run);
+    }
+}
 
 fn tables() -> &'static Tables {
     TABLES.get_or_init(|| {
         let t = Tables {
             jobs: RwLock::new(Vec::new()),
-            job_ids: DashMap::new(),
-            path_ids: DashMap::new(),
+            job_ids: ShardedMap::new(),
+            path_ids: ShardedMap::new(),
             path_lock: Mutex::new(()),
             free_runs: Mutex::new(VecDeque::new()),
             next_run: AtomicU32::new(1),
@@ -146,105 +179,52 @@ fn tables() -> &'static Tables {
             .push(Arc::new(JobEntry::new(OTHER_JOBS_NAME)));
         t.job_ids.insert(OTHER_JOBS_NAME.into(), JOB_OTHER);
         PATHS[PATH_OVERFLOW as usize].job.store(JOB_OTHER, Relaxed);
-        // SAFETY: registers three `extern "C"` functions that live for the whole program.
-        unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+        // Before the tables are published: no lock of theirs can be taken uncovered.
+        fork::register(&TABLES_AT_FORK);
         t
     })
 }
 
-// ---------------------------------------------------------------------------------------------
-// fork()
-// ---------------------------------------------------------------------------------------------
-//
-// A forked child has only the thread that called `fork()`. A lock another thread held at that
-// moment stays locked forever in the child, so a child entering a scope could hang (found by
-// tests/reliability_fork.rs, in `path_id`). Like glibc's malloc, we take our locks before the
-// fork and release them after it, in the parent and in the child, so no lock is mid-use in
-// the copy. None of these locks is held while another of them is acquired, so taking them in
-// this order cannot deadlock. (The hot path takes no lock and needs none of this.)
+/// The registry's locks around `fork()` (see `fork`): the job list, then each job's recent
+/// runs, the path lock, the run free list and both indexes. Registered before the tables
+/// exist, so no lock of theirs can be taken before it is covered.
+struct TablesAtFork;
 
-extern "C" fn fork_prepare() {
-    crate::scope::hooks_fork_prepare();
-    if let Some(t) = TABLES.get() {
-        let jobs = t.jobs.write();
-        for job in jobs.iter() {
-            core::mem::forget(job.recent.lock());
-        }
-        core::mem::forget(jobs);
-        core::mem::forget(t.path_lock.lock());
-        core::mem::forget(t.free_runs.lock());
-    }
-}
-
-extern "C" fn fork_parent() {
-    fork_release(false);
-}
-
-extern "C" fn fork_child() {
-    fork_release(true);
-}
-
-fn fork_release(child: bool) {
-    if let Some(t) = TABLES.get() {
-        // SAFETY: `fork_prepare` acquired exactly these locks on this thread and forgot the
-        // guards; they are released once, here, in reverse order. The job list cannot have
-        // changed: its write lock was held since the prepare.
-        unsafe {
-            release_mutex(&t.free_runs, child);
-            release_mutex(&t.path_lock, child);
-            for job in (*t.jobs.data_ptr()).iter() {
-                release_mutex(&job.recent, child);
+impl AtFork for TablesAtFork {
+    fn prepare(&self) {
+        if let Some(t) = TABLES.get() {
+            let jobs = t.jobs.write();
+            for job in jobs.iter() {
+                job.recent.prepare();
             }
-            if child {
-                reset_raw((t.jobs.raw() as *const parking_lot::RawRwLock).cast_mut());
-            } else {
-                t.jobs.force_unlock_write();
+            core::mem::forget(jobs);
+            t.path_lock.prepare();
+            t.free_runs.prepare();
+            t.job_ids.prepare();
+            t.path_ids.prepare();
+        }
+    }
+
+    unsafe fn release(&self, child: bool) {
+        if let Some(t) = TABLES.get() {
+            // SAFETY: `prepare` acquired exactly these locks on this thread and forgot the
+            // guards; they are released once, here, in reverse order. The job list cannot have
+            // changed: its write lock was held since the prepare.
+            unsafe {
+                t.path_ids.release(child);
+                t.job_ids.release(child);
+                t.free_runs.release(child);
+                t.path_lock.release(child);
+                for job in (*t.jobs.data_ptr()).iter() {
+                    job.recent.release(child);
+                }
+                t.jobs.release(child);
             }
         }
     }
-    crate::scope::hooks_fork_release(child);
 }
 
-/// Releases a mutex whose guard `fork_prepare` forgot.
-///
-/// # Safety
-/// `m` is locked by a forgotten guard of this thread, and nothing else uses it meanwhile.
-unsafe fn release_mutex<T>(m: &Mutex<T>, child: bool) {
-    // SAFETY: per the caller.
-    unsafe {
-        if child {
-            reset_raw((m.raw() as *const parking_lot::RawMutex).cast_mut());
-        } else {
-            m.force_unlock();
-        }
-    }
-}
-
-/// In a forked child, makes a lock new instead of unlocking it: the child has no other
-/// thread, and a normal unlock could hand the lock to a parent thread that was parked on it
-/// (parking_lot's fair hand-off), leaving it held forever by a thread that does not exist here.
-///
-/// # Safety
-/// `raw` points to a lock that no live thread holds or waits for (true in the child just
-/// after `fork()`); the lock's state is entirely atomics, so writing it through a pointer
-/// derived from a shared reference is a write into `UnsafeCell`s.
-pub(crate) unsafe fn reset_raw<R: ResetLock>(raw: *mut R) {
-    // SAFETY: per the caller.
-    unsafe { raw.write(R::NEW) };
-}
-
-/// A raw lock's unlocked state.
-pub(crate) trait ResetLock {
-    const NEW: Self;
-}
-
-impl ResetLock for parking_lot::RawMutex {
-    const NEW: Self = <parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT;
-}
-
-impl ResetLock for parking_lot::RawRwLock {
-    const NEW: Self = <parking_lot::RawRwLock as parking_lot::lock_api::RawRwLock>::INIT;
-}
+static TABLES_AT_FORK: TablesAtFork = TablesAtFork;
 
 impl JobEntry {
     fn new(name: &str) -> Self {
@@ -263,11 +243,11 @@ impl JobEntry {
 pub(crate) fn job_id(name: &str) -> u32 {
     let t = tables();
     if let Some(id) = t.job_ids.get(name) {
-        return *id;
+        return id;
     }
     let mut jobs = t.jobs.write();
     if let Some(id) = t.job_ids.get(name) {
-        return *id;
+        return id;
     }
     if jobs.len() >= MAX_JOBS {
         JOBS_OVERFLOWED.fetch_add(1, Relaxed);
@@ -306,11 +286,11 @@ pub(crate) fn path_id(parent: Option<u32>, job: u32) -> u32 {
     }
     let t = tables();
     if let Some(id) = t.path_ids.get(&(parent, job)) {
-        return *id;
+        return id;
     }
     let _g = t.path_lock.lock();
     if let Some(id) = t.path_ids.get(&(parent, job)) {
-        return *id;
+        return id;
     }
     let id = PATH_COUNT.load(Relaxed);
     if id as usize >= MAX_PATHS {
@@ -439,10 +419,7 @@ pub(crate) fn run_begin(parent: u32) -> u32 {
 
 /// Final figures of a run, read when it finishes.
 pub(crate) struct RunTotals {
-    pub alloc_objects: u64,
-    pub alloc_bytes: u64,
-    pub free_objects: u64,
-    pub free_bytes: u64,
+    pub counters: Counters,
     pub peak_bytes: u64,
 }
 
@@ -450,10 +427,12 @@ pub(crate) struct RunTotals {
 pub(crate) fn run_end(token: u32) -> Option<RunTotals> {
     let slot = token_slot(token)?;
     let totals = RunTotals {
-        alloc_objects: slot.alloc_objects.load(Relaxed),
-        alloc_bytes: slot.alloc_bytes.load(Relaxed),
-        free_objects: slot.free_objects.load(Relaxed),
-        free_bytes: slot.free_bytes.load(Relaxed),
+        counters: Counters {
+            alloc_objects: slot.alloc_objects.load(Relaxed),
+            alloc_bytes: slot.alloc_bytes.load(Relaxed),
+            free_objects: slot.free_objects.load(Relaxed),
+            free_bytes: slot.free_bytes.load(Relaxed),
+        },
         peak_bytes: slot.peak.load(Relaxed).max(0) as u64,
     };
     slot.gen.fetch_add(1, Release);

@@ -6,15 +6,16 @@
 //! suspended, so the tracker's allocations are never charged to a job.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use core::sync::atomic::{AtomicU64, Ordering::*};
 use parking_lot::RwLock;
 
+use crate::fork;
+use crate::model::{unix_ms, RunReport, Usage};
 use crate::registry::{self, RECENT_RUNS};
-use crate::report::{RunReport, Usage};
 use crate::thread::{self, untracked};
 
 /// Runs `f` as one run of the job `name` and returns its value.
@@ -67,7 +68,7 @@ pub(crate) struct ActiveRun {
 impl ActiveRun {
     /// Starts a run of `name` nested in the context (`parent_path`, `parent_run`).
     pub(crate) fn begin(name: &str, parent_path: u32, parent_run: u32) -> ActiveRun {
-        crate::callsite::init_from_env();
+        crate::init_from_env();
         untracked(|| {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);
@@ -88,20 +89,16 @@ impl ActiveRun {
         let report = untracked(|| {
             let totals = registry::run_end(self.token);
             let entry = registry::job(self.job);
-            let run = entry.runs.fetch_add(1, Relaxed) + 1;
+            // Release: the thread left the run's scope (its figures are flushed) before this, and a
+            // snapshot reads `runs` first with acquire (see `report::snapshot`).
+            let run = entry.runs.fetch_add(1, Release) + 1;
             entry.active_runs.fetch_sub(1, Relaxed);
             if panicked {
                 entry.panicked_runs.fetch_add(1, Relaxed);
             }
+            let unmeasured = totals.is_none();
             let (allocated, retained, peak) = match totals {
-                Some(t) => (
-                    Usage::new(t.alloc_objects, t.alloc_bytes),
-                    Usage::new(
-                        t.alloc_objects.saturating_sub(t.free_objects),
-                        t.alloc_bytes.saturating_sub(t.free_bytes),
-                    ),
-                    t.peak_bytes,
-                ),
+                Some(t) => (t.counters.allocated(), t.counters.retained(), t.peak_bytes),
                 None => (Usage::default(), Usage::default(), 0),
             };
             entry.peak_bytes.fetch_max(peak, Relaxed);
@@ -114,6 +111,8 @@ impl ActiveRun {
                 peak_bytes: peak,
                 retained_at_finish: retained,
                 panicked,
+                // No run slot: nothing was measured (the figures above are zeros).
+                unmeasured,
             };
             let mut recent = entry.recent.lock();
             if recent.len() >= RECENT_RUNS {
@@ -123,15 +122,9 @@ impl ActiveRun {
             report
         });
         run_hooks(&report);
-        crate::report::dump::after_run(&report);
+        registry::after_run(&report);
         report
     }
-}
-
-pub(crate) fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A scope that can be entered from anywhere: on another thread, in a future, later.
@@ -211,27 +204,14 @@ type Hook = Arc<dyn Fn(&RunReport) + Send + Sync + 'static>;
 
 static HOOKS: RwLock<Vec<(u64, Hook)>> = RwLock::new(Vec::new());
 
-/// Takes the hook table's lock before `fork()` (see `registry`'s fork handlers).
-pub(crate) fn hooks_fork_prepare() {
-    core::mem::forget(HOOKS.write());
+/// The hook table, registered with the fork handlers before its first use.
+fn hooks() -> &'static RwLock<Vec<(u64, Hook)>> {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| fork::register(&HOOKS));
+    &HOOKS
 }
 
-/// Releases the lock `hooks_fork_prepare` took, after `fork()`, in the parent or the child.
-pub(crate) fn hooks_fork_release(child: bool) {
-    // SAFETY: called once after each `hooks_fork_prepare` on the same thread, whose guard was
-    // forgotten; no other code holds the write lock meanwhile (in the child, no other thread
-    // exists).
-    unsafe {
-        if child {
-            registry::reset_raw((HOOKS.raw() as *const parking_lot::RawRwLock).cast_mut());
-        } else {
-            HOOKS.force_unlock_write();
-        }
-    }
-}
 static NEXT_HOOK: AtomicU64 = AtomicU64::new(1);
-/// Hooks that panicked (the panic is caught; the tracker carries on).
-pub(crate) static HOOK_PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// Identifies a hook registered with [`on_run_finished`], to remove it later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -252,14 +232,14 @@ pub struct HookId(u64);
 /// ```
 pub fn on_run_finished(hook: impl Fn(&RunReport) + Send + Sync + 'static) -> HookId {
     let id = NEXT_HOOK.fetch_add(1, Relaxed);
-    untracked(|| HOOKS.write().push((id, Arc::new(hook))));
+    untracked(|| hooks().write().push((id, Arc::new(hook))));
     HookId(id)
 }
 
 /// Removes a hook; returns whether it was registered.
 pub fn remove_hook(id: HookId) -> bool {
     untracked(|| {
-        let mut hooks = HOOKS.write();
+        let mut hooks = hooks().write();
         let before = hooks.len();
         hooks.retain(|(h, _)| *h != id.0);
         hooks.len() != before
@@ -267,10 +247,10 @@ pub fn remove_hook(id: HookId) -> bool {
 }
 
 fn run_hooks(report: &RunReport) {
-    let hooks: Vec<Hook> = untracked(|| HOOKS.read().iter().map(|(_, h)| h.clone()).collect());
+    let hooks: Vec<Hook> = untracked(|| hooks().read().iter().map(|(_, h)| h.clone()).collect());
     for hook in &hooks {
         if catch_unwind(AssertUnwindSafe(|| hook(report))).is_err() {
-            HOOK_PANICS.fetch_add(1, Relaxed);
+            registry::HOOK_PANICS.fetch_add(1, Relaxed);
         }
     }
     untracked(|| drop(hooks));

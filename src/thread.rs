@@ -18,6 +18,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
+use crate::model::Counters;
 use crate::registry::{self, PATH_UNSCOPED};
 
 /// Threads that can hold a counter slot at the same time; more threads fall back to shared
@@ -324,10 +325,7 @@ pub(crate) struct Pending {
     slot: &'static ThreadSlot,
     seq: u32,
     pub path: u32,
-    pub alloc_objects: u64,
-    pub alloc_bytes: u64,
-    pub free_objects: u64,
-    pub free_bytes: u64,
+    pub counters: Counters,
 }
 
 /// Reads every in-use slot's pending figures without stopping its owner. A slot whose owner is
@@ -349,10 +347,12 @@ pub(crate) fn pending_all(out: &mut Vec<Pending>) {
                 slot: s,
                 seq: s1,
                 path: s.path.load(Relaxed),
-                alloc_objects: s.alloc_objects.load(Relaxed),
-                alloc_bytes: s.alloc_bytes.load(Relaxed),
-                free_objects: s.free_objects.load(Relaxed),
-                free_bytes: s.free_bytes.load(Relaxed),
+                counters: Counters {
+                    alloc_objects: s.alloc_objects.load(Relaxed),
+                    alloc_bytes: s.alloc_bytes.load(Relaxed),
+                    free_objects: s.free_objects.load(Relaxed),
+                    free_bytes: s.free_bytes.load(Relaxed),
+                },
             };
             core::sync::atomic::fence(Acquire);
             if s.seq.load(Relaxed) == s1 {

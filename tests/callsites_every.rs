@@ -1,18 +1,14 @@
 //! Callsites in `StackMode::Every`: exact per-stack figures, trimmed to the user's code.
 
-use std::hint::black_box;
-use std::sync::Once;
+mod common;
 
-use allocscope::{report, track_scope, StackMode, TrackingAllocator, Unwinder, Usage};
+use common::every;
+use std::hint::black_box;
+
+use allocscope::{report, track_scope, TrackingAllocator, Unwinder, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
-
-fn every() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| allocscope::set_stack_mode(StackMode::Every));
-}
-
 // Individual boxes are the point: each is one allocation at this callsite.
 #[allow(clippy::vec_box)]
 #[inline(never)]

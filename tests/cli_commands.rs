@@ -5,18 +5,23 @@
 //! cli_commands` rewrites them after an intended change.
 #![cfg(feature = "cli")]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+/// A file of `tests/data/cli/`.
+fn data(name: &str) -> PathBuf {
+    common::data("cli", name)
+}
+
+/// Compares `actual` with the golden file `tests/data/cli/<name>` (see `common::golden`).
+fn golden(name: &str, actual: &str) {
+    common::golden("cli", name, actual)
+}
+
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 #[global_allocator]
 static ALLOC: allocscope::TrackingAllocator = allocscope::TrackingAllocator::system();
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/cli")
-        .join(name)
-}
-
 /// Runs the binary from the crate root, so fixture paths in outputs are relative and stable.
 fn cli(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_allocscope"))
@@ -35,36 +40,6 @@ fn ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// Compares `actual` with the golden file `name`, line by line; `ALLOCSCOPE_BLESS=1` rewrites.
-fn golden(name: &str, actual: &str) {
-    let path = data(name);
-    if std::env::var_os("ALLOCSCOPE_BLESS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with ALLOCSCOPE_BLESS=1 to create it",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let line = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(a, b)| a != b)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        panic!(
-            "{} differs from the output at line {}:\n  expected: {:?}\n  actual:   {:?}\n\
-             (if the change is intended, rerun with ALLOCSCOPE_BLESS=1)\n--- full output ---\n{actual}",
-            path.display(),
-            line + 1,
-            expected.lines().nth(line),
-            actual.lines().nth(line),
-        );
-    }
 }
 
 fn stdout(out: &Output) -> String {

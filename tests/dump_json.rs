@@ -1,6 +1,13 @@
 //! Reports on disk: JSON round trips, a clear error for every kind of bad file, and writes
 //! that a concurrent reader never sees half-done.
 
+mod common;
+
+/// A report fixture of `tests/data/cli/`, as text.
+fn fixture(name: &str) -> String {
+    common::read_data("cli", name)
+}
+
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,14 +36,6 @@ fn sample_report() -> Report {
     assert!(r.job("dump_json_sample").unwrap().retained.bytes >= 900);
     r
 }
-
-fn fixture(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/cli")
-        .join(name);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();

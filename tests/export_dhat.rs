@@ -2,6 +2,15 @@
 //! match the report, job pseudo-frames, a golden file for a fixture report, and (when Node
 //! and Valgrind's `dh_view.js` are installed) the real viewer building its tree from the file.
 
+mod common;
+
+use common::export_fixture as fixture;
+
+/// A file of `tests/data/export/`.
+fn data(name: &str) -> PathBuf {
+    common::data("export", name)
+}
+
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -12,18 +21,6 @@ use serde_json::Value;
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/export")
-        .join(name)
-}
-
-fn fixture() -> Report {
-    let text = std::fs::read_to_string(data("fixture.json")).expect("read fixture.json");
-    Report::from_json(&text).expect("fixture.json is a valid report")
-}
-
 fn u64_field(v: &Value, key: &str) -> u64 {
     v.get(key)
         .unwrap_or_else(|| panic!("missing field {key:?} in {v}"))
@@ -243,32 +240,7 @@ fn fixture_maps_figures_as_documented() {
 #[test]
 fn fixture_matches_golden_file() {
     let json = fixture().to_dhat_json().unwrap();
-    let golden = data("fixture.dhat.json");
-    if std::env::var_os("ALLOCSCOPE_BLESS").is_some() {
-        std::fs::write(&golden, &json).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&golden).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with ALLOCSCOPE_BLESS=1 to create it",
-            golden.display()
-        )
-    });
-    for (i, (got, want)) in json.lines().zip(expected.lines()).enumerate() {
-        assert_eq!(
-            got,
-            want,
-            "{} differs at line {}; rerun with ALLOCSCOPE_BLESS=1 if the change is intended",
-            golden.display(),
-            i + 1
-        );
-    }
-    assert_eq!(
-        json.lines().count(),
-        expected.lines().count(),
-        "{} differs in length; rerun with ALLOCSCOPE_BLESS=1 if intended",
-        golden.display()
-    );
+    common::golden("export", "fixture.dhat.json", &json);
 }
 
 #[test]

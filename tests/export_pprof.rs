@@ -4,13 +4,17 @@
 //! `go tool pprof`.
 #![cfg(feature = "pprof")]
 
+mod common;
+
+use common::export_fixture as fixture;
+
 use std::collections::{HashMap, HashSet};
 use std::hint::black_box;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use allocscope::{track_scope, Report, StackMode, TrackingAllocator, Usage};
+use allocscope::{track_scope, StackMode, TrackingAllocator, Usage};
 use prost::Message;
 
 #[global_allocator]
@@ -21,18 +25,6 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 mod proto;
 
 use proto::{Profile, Sample};
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/export")
-        .join(name)
-}
-
-fn fixture() -> Report {
-    let text = std::fs::read_to_string(data("fixture.json")).expect("read fixture.json");
-    Report::from_json(&text).expect("fixture.json is a valid report")
-}
-
 fn decode(gz: &[u8]) -> Profile {
     assert_eq!(&gz[..2], &[0x1f, 0x8b], "gzip magic");
     let mut raw = Vec::new();

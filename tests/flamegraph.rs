@@ -3,8 +3,15 @@
 //! Golden files live in `tests/data/report/`; set `ALLOCSCOPE_BLESS=1` to rewrite them after
 //! an intended change, and review the diff.
 
+mod common;
+
+/// Compares `actual` with the golden file `tests/data/report/<name>` (see `common::golden`:
+/// a missing golden file fails unless `ALLOCSCOPE_BLESS=1`).
+fn golden(name: &str, actual: &str) {
+    common::golden("report", name, actual)
+}
+
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use allocscope::{
     CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, Report, TrackingAllocator, Usage,
@@ -125,24 +132,6 @@ fn fixture() -> Report {
         tracker: Default::default(),
     }
 }
-
-fn golden(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/report")
-        .join(name);
-    if std::env::var_os("ALLOCSCOPE_BLESS").is_some() || !path.exists() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs from the golden file; if the change is intended, rerun with ALLOCSCOPE_BLESS=1",
-        path.display()
-    );
-}
-
 #[test]
 fn folded_all_jobs_retained_bytes() {
     golden(
@@ -296,4 +285,23 @@ fn json_round_trip_keeps_everything() {
     let report = fixture();
     let back = Report::from_json(&report.to_json()).unwrap();
     assert_eq!(back, report);
+}
+
+#[test]
+fn a_missing_golden_file_fails_unless_blessed() {
+    // This file's helper used to write a missing golden file and pass: a renderer change that
+    // lost a golden file could never fail.
+    if common::blessing() {
+        return;
+    }
+    let missing = common::data("report", "no_such_golden.txt");
+    assert!(!missing.exists());
+    let result = std::panic::catch_unwind(|| golden("no_such_golden.txt", "anything"));
+    let message = result
+        .expect_err("a missing golden file must fail")
+        .downcast::<String>()
+        .map(|m| *m)
+        .unwrap_or_default();
+    assert!(message.contains("ALLOCSCOPE_BLESS=1"), "{message}");
+    assert!(!missing.exists(), "the helper must not create the file");
 }

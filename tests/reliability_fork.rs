@@ -181,3 +181,56 @@ fn a_forked_child_runs_a_job_while_parent_threads_register_new_jobs() {
     }
     assert!(codes.iter().all(|&c| c == 0), "{codes:?}");
 }
+
+#[test]
+fn a_forked_child_registers_new_job_names_while_parent_threads_read_the_name_index() {
+    // The name and path indexes are read (shard read locks) by every scope entry of a known
+    // job; a child registering a name it has never seen takes a shard's write lock. Before the
+    // fork handlers covered the indexes, a child forked while a parent thread held a read lock
+    // waited forever here.
+    let _serial = serial();
+    let _wd = support::watchdog("fork while reading the name index", 200);
+    let known: Vec<String> = (0..64).map(|i| format!("f_known_{i}")).collect();
+    for name in &known {
+        track_scope(name, || ());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|t| {
+            let stop = stop.clone();
+            let known = known.clone();
+            std::thread::spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Relaxed) {
+                    // Known names and nestings only: lookups, never a registration.
+                    track_scope(&known[(n * 7 + t) % known.len()], || {
+                        track_scope(&known[n % known.len()], || ());
+                    });
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for i in 0..60 {
+        codes.push(fork_and("child registering names", move || {
+            // Names (and so paths) the parent never registered: every shard gets written.
+            let mut bad = 0;
+            for k in 0..32 {
+                let (_, run) = allocscope::track_scope_run(&format!("f_child_new_{i}_{k}"), || {
+                    black_box(vec![0u8; 32]);
+                });
+                bad += i32::from(run.allocated != Usage::new(1, 32));
+            }
+            let r = report();
+            bad += i32::from(r.job(&format!("f_child_new_{i}_31")).map(|j| j.runs) != Some(1));
+            bad
+        }));
+    }
+    stop.store(true, Relaxed);
+    for h in readers {
+        assert!(h.join().unwrap() > 0);
+    }
+    assert!(codes.iter().all(|&c| c == 0), "{codes:?}");
+}

@@ -6,20 +6,17 @@
 // Boxes in vectors on purpose: each box is one allocation, a block the checks count.
 #![allow(clippy::vec_box)]
 
+mod common;
+
+use common::every;
 use std::hint::black_box;
-use std::sync::{Arc, Barrier, Mutex, Once, OnceLock};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
 
 use allocscope::testing::{CheckFailure, Limit, MemoryCheck};
-use allocscope::{assert_memory, assert_no_leaks, StackMode, TrackingAllocator, Usage};
+use allocscope::{assert_memory, assert_no_leaks, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
-
-fn every() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| allocscope::set_stack_mode(StackMode::Every));
-}
-
 /// Allocates `n` buffers of `size` bytes one after the other, keeps the first `k` in `kept`
 /// (which has room for them, so pushing allocates nothing) and drops the others at once.
 /// Allocated: `n` objects, `n * size` bytes; retained: `k`, `k * size`; peak: `(k + 1) * size`

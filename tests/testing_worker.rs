@@ -7,20 +7,17 @@
 // Boxes in vectors on purpose: each box is one allocation, a block the checks count.
 #![allow(clippy::vec_box)]
 
+mod common;
+
+use common::every;
 use std::hint::black_box;
-use std::sync::{Mutex, Once};
+use std::sync::Mutex;
 
 use allocscope::testing::{Limit, MemoryCheck};
-use allocscope::{assert_no_leaks, StackMode, TrackingAllocator, Usage};
+use allocscope::{assert_no_leaks, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
-
-fn every() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| allocscope::set_stack_mode(StackMode::Every));
-}
-
 // --- The jobs, as in examples/worker.rs ------------------------------------------------------
 
 /// The leak: a process-wide cache that nobody ever evicts.

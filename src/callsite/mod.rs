@@ -6,94 +6,37 @@
 //!   when the build has frame pointers, the DWARF unwinder otherwise.
 //! * [`intern`] stores each distinct stack once, and each (path, stack) pair as a **site** with
 //!   its own counters, in lock-free fixed-capacity tables, so the hot path takes no lock.
-//! * [`symbolize`] turns instruction pointers into function/file/line when a report is built.
+//! * Symbolization (instruction pointers to function/file/line) happens at report time, in
+//!   `report::symbolize`: nothing here resolves symbols.
 
 pub(crate) mod capture;
 pub(crate) mod intern;
-pub(crate) mod symbolize;
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::Once;
 
 use serde::{Deserialize, Serialize};
 
-/// Which allocations record a stack (a callsite).
-///
-/// Per-job counts (objects, bytes, peak, retained) are exact in every mode; the mode only
-/// decides how callsites are attributed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum StackMode {
-    /// No stacks: per-job counts only. The cheapest mode.
-    Off,
-    /// Sample allocations by bytes: the gap between samples is exponentially distributed with
-    /// mean `mean_bytes`, so an allocation of `s` bytes is sampled with probability
-    /// `p = 1 - exp(-s / mean_bytes)`. Each sampled block stands for `1/p` blocks in callsite
-    /// figures, which are then unbiased **estimates** (marked as such in reports).
-    Sampled {
-        /// Mean number of bytes between samples (default 512 KiB). Values of 0 or 1 behave
-        /// like [`StackMode::Every`].
-        mean_bytes: u64,
-    },
-    /// A stack for every allocation: callsite figures are exact.
-    Every,
-}
+use crate::config;
 
-/// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
-pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
-
-impl Default for StackMode {
-    /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.
-    fn default() -> Self {
-        StackMode::Sampled {
-            mean_bytes: DEFAULT_SAMPLE_BYTES,
-        }
-    }
-}
-
-impl StackMode {
-    /// Parses the `ALLOCSCOPE_STACKS` syntax: `off`, `every`, `sampled` (default mean), or a
-    /// byte count (sampled with that mean; `k`/`m`/`kib`/`mib` suffixes allowed).
-    pub fn parse(text: &str) -> Result<StackMode, crate::Error> {
-        let s = text.trim().to_ascii_lowercase();
-        match s.as_str() {
-            "off" | "none" | "0" => return Ok(StackMode::Off),
-            "every" | "all" | "exact" => return Ok(StackMode::Every),
-            "sampled" | "sample" | "default" => return Ok(StackMode::default()),
-            _ => {}
-        }
-        match crate::report::text::parse_bytes(&s) {
-            Some(mean_bytes) if mean_bytes > 0 => Ok(StackMode::Sampled { mean_bytes }),
-            _ => Err(crate::Error::InvalidConfig(format!(
-                "ALLOCSCOPE_STACKS={text:?} is not one of off, every, sampled, or a byte count \
-                 such as 524288 or 512k"
-            ))),
-        }
-    }
-
-    fn encode(self) -> u64 {
-        match self {
-            StackMode::Off => 0,
-            StackMode::Every => 1,
-            StackMode::Sampled { mean_bytes } => mean_bytes.max(1),
-        }
-    }
-
-    fn decode(v: u64) -> StackMode {
-        match v {
-            0 => StackMode::Off,
-            1 => StackMode::Every,
-            mean_bytes => StackMode::Sampled { mean_bytes },
-        }
-    }
-}
+pub use crate::model::{StackMode, DEFAULT_SAMPLE_BYTES};
 
 /// 0 = off, 1 = every, n ≥ 2 = sampled with mean n. Read on every allocation.
-pub(crate) static MODE: AtomicU64 = AtomicU64::new(DEFAULT_SAMPLE_BYTES);
+///
+/// Starts as [`MODE_UNSET`], which the allocator treats as "sampled": every thread's first
+/// allocation takes the cold sampling path (its countdown starts at 0), and the first one in
+/// the process reads `ALLOCSCOPE_STACKS` there ([`init_early`]), so the environment decides the
+/// mode before the first tracked allocation is recorded — also before `main`.
+pub(crate) static MODE: AtomicU64 = AtomicU64::new(MODE_UNSET);
+/// `MODE` before the environment was read.
+pub(crate) const MODE_UNSET: u64 = u64::MAX;
 /// Deepest stack recorded.
 pub(crate) static MAX_FRAMES: AtomicU32 = AtomicU32::new(64);
 /// Seed for the per-thread sampling random generators.
 pub(crate) static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+/// Threads that seeded their generator since the last [`set_sampling_seed`]: the next one's
+/// index.
+static THREADS_SEEDED: AtomicU64 = AtomicU64::new(0);
 
 /// Selects which allocations record a stack. Takes effect immediately on every thread; blocks
 /// already allocated keep the weight they were recorded with, so their frees stay exact.
@@ -117,12 +60,41 @@ pub fn set_max_frames(frames: usize) {
 
 /// Seeds the random generator that chooses sampled allocations, for reproducible runs. Applies
 /// to threads that have not sampled yet and to the calling thread.
+///
+/// Each thread's generator starts from the seed and the thread's index: the order in which
+/// threads make their first sampling decision after this call (the calling thread's next
+/// allocation comes first). So the same seed, the same program and the same order of threads
+/// (e.g. threads started one after another) give the same samples in every process — no
+/// address goes into it, so ASLR does not change them — and distinct seeds give distinct
+/// streams.
 pub fn set_sampling_seed(seed: u64) {
-    SEED.store(seed | 1, Relaxed);
+    SEED.store(seed, Relaxed);
+    THREADS_SEEDED.store(0, Relaxed);
     let _ = crate::thread::TLS.try_with(|t| {
         t.rng.set(0);
         t.countdown.set(0);
     });
+}
+
+/// The first generator state of the next thread to sample (never 0, which means "unseeded").
+/// Lock-free and allocation-free: called from the allocator's cold sampling path.
+pub(crate) fn thread_rng_seed() -> u64 {
+    let index = THREADS_SEEDED.fetch_add(1, Relaxed);
+    // splitmix64 is a bijection: distinct seeds give distinct states for the same index.
+    let state = splitmix64(SEED.load(Relaxed) ^ splitmix64(index.wrapping_add(1)));
+    if state == 0 {
+        0x9E37_79B9_7F4A_7C15
+    } else {
+        state
+    }
+}
+
+/// The splitmix64 finalizer.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// Which unwinder records stacks.
@@ -164,30 +136,35 @@ pub fn unwinder() -> Unwinder {
 
 static ENV_INIT: Once = Once::new();
 
-/// Reads `ALLOCSCOPE_STACKS` once, at the first call into allocscope's API (never from inside
-/// the allocator, where reading the environment could allocate or take its lock). An invalid
-/// value is reported once on stderr and the default is used.
+/// Applies `ALLOCSCOPE_STACKS` (parsed by [`config::stacks`], which reports an invalid value
+/// on stderr) once, at the first call into allocscope's API. Usually [`init_early`] already
+/// applied it at the first allocation; this is where an invalid value is reported, and where
+/// the mode is settled if no allocation went through the tracking allocator.
 pub(crate) fn init_from_env() {
     if ENV_INIT.is_completed() {
         return;
     }
     crate::thread::untracked(|| {
         ENV_INIT.call_once(|| {
-            if let Some(raw) = std::env::var_os("ALLOCSCOPE_STACKS") {
-                let v = raw.to_string_lossy();
-                match StackMode::parse(&v) {
-                    Ok(mode) => {
-                        MODE.store(mode.encode(), Relaxed);
-                    }
-                    Err(e) => eprintln!("allocscope: {e}; using the default (sampled, 512 KiB)"),
-                }
-            }
+            let mode = config::stacks().unwrap_or_default().encode();
+            // Only if nothing set the mode yet (the early read sets the same value).
+            let _ = MODE.compare_exchange(MODE_UNSET, mode, Relaxed, Relaxed);
         });
     });
     // After the settings above are in force, and outside their `Once`: the server calls back
     // into allocscope (which then returns early here).
     #[cfg(feature = "http")]
     crate::http::start_from_env();
+}
+
+/// Applies `ALLOCSCOPE_STACKS` from inside the allocator, at the first allocation of the
+/// process, without allocating or locking ([`config::stacks_early`]). An invalid value leaves
+/// the default; [`init_from_env`] reports it later.
+#[cold]
+#[inline(never)]
+pub(crate) fn init_early() {
+    let mode = config::stacks_early().unwrap_or_default().encode();
+    let _ = MODE.compare_exchange(MODE_UNSET, mode, Relaxed, Relaxed);
 }
 
 /// Draws the next gap (in bytes) before a sample: exponential with mean `mean`.
@@ -219,37 +196,6 @@ pub(crate) fn sample_weight(size: u64, mean: u64) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parse_accepts_documented_values() {
-        assert_eq!(StackMode::parse("off").unwrap(), StackMode::Off);
-        assert_eq!(StackMode::parse("EVERY").unwrap(), StackMode::Every);
-        assert_eq!(StackMode::parse("sampled").unwrap(), StackMode::default());
-        assert_eq!(
-            StackMode::parse("4096").unwrap(),
-            StackMode::Sampled { mean_bytes: 4096 }
-        );
-        assert_eq!(
-            StackMode::parse("512k").unwrap(),
-            StackMode::Sampled {
-                mean_bytes: 512 * 1024
-            }
-        );
-        assert_eq!(
-            StackMode::parse("2MiB").unwrap(),
-            StackMode::Sampled {
-                mean_bytes: 2 << 20
-            }
-        );
-    }
-
-    #[test]
-    fn parse_rejects_garbage_with_a_message() {
-        for bad in ["", "fast", "-5", "12q", "99999999999999999999999", "1.5"] {
-            let err = StackMode::parse(bad).unwrap_err().to_string();
-            assert!(err.contains("ALLOCSCOPE_STACKS"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn gaps_have_the_requested_mean() {

@@ -75,7 +75,7 @@ use crate::Error;
 /// The environment variable that starts the server at the first call into allocscope: its
 /// value is the address to bind (`127.0.0.1:6060`, `127.0.0.1:0`), with default options
 /// (loopback only).
-pub const ENV_VAR: &str = "ALLOCSCOPE_HTTP";
+pub const ENV_VAR: &str = crate::config::HTTP;
 
 /// Settings of the live endpoint. Build with struct update syntax:
 /// `HttpOptions { allow_remote: true, token: Some(t), ..HttpOptions::default() }`.
@@ -170,13 +170,9 @@ pub(crate) fn start_from_env() {
     }
     crate::thread::untracked(|| {
         ONCE.call_once(|| {
-            let Some(raw) = std::env::var_os(ENV_VAR) else {
+            let Some(addr) = crate::config::http_addr() else {
                 return;
             };
-            let addr = raw.to_string_lossy().trim().to_string();
-            if addr.is_empty() {
-                return;
-            }
             match serve(addr.as_str()) {
                 Ok(server) => {
                     eprintln!(

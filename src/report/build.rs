@@ -5,29 +5,15 @@ use std::sync::Arc;
 
 use core::sync::atomic::Ordering::*;
 
+use super::snapshot::Snapshot;
+use super::symbolize;
 use super::{
     CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, TrackerStats, Usage, FORMAT,
     VERSION,
 };
-use crate::callsite::{self, intern, symbolize};
-use crate::registry::{self, PATH_TRACKER, PATH_UNSCOPED};
+use crate::callsite::{self, intern};
+use crate::registry;
 use crate::thread::{self, untracked};
-
-/// Figures of one path: allocated and freed.
-#[derive(Clone, Copy, Default)]
-struct PathFigures {
-    alloc: Usage,
-    freed: Usage,
-}
-
-impl PathFigures {
-    fn retained(&self) -> Usage {
-        Usage::new(
-            self.alloc.objects.saturating_sub(self.freed.objects),
-            self.alloc.bytes.saturating_sub(self.freed.bytes),
-        )
-    }
-}
 
 /// Takes a snapshot of every job's figures.
 ///
@@ -37,7 +23,7 @@ impl PathFigures {
 pub fn report() -> Report {
     callsite::init_from_env();
     untracked(|| {
-        let report = build(true);
+        let report = build_from(&Snapshot::take());
         symbolize::release_debug_info();
         report
     })
@@ -50,37 +36,7 @@ pub fn report() -> Report {
 #[cfg(feature = "http")]
 pub(crate) fn report_figures() -> Report {
     callsite::init_from_env();
-    untracked(|| build(false))
-}
-
-/// Every path's figures: the shared counters plus what threads have not flushed yet. Retried
-/// (a bounded number of times) when a thread flushed while we read, since its figures would
-/// then be counted in both places.
-fn path_figures(count: usize) -> Vec<PathFigures> {
-    let mut pending = Vec::new();
-    let mut figs = Vec::new();
-    for _ in 0..16 {
-        thread::pending_all(&mut pending);
-        figs = (0..count)
-            .map(|i| {
-                let e = registry::path(i as u32);
-                PathFigures {
-                    alloc: Usage::new(e.alloc_objects.load(Relaxed), e.alloc_bytes.load(Relaxed)),
-                    freed: Usage::new(e.free_objects.load(Relaxed), e.free_bytes.load(Relaxed)),
-                }
-            })
-            .collect();
-        if thread::pending_unchanged(&pending) {
-            break;
-        }
-    }
-    for p in &pending {
-        if let Some(f) = figs.get_mut(p.path as usize) {
-            f.alloc += Usage::new(p.alloc_objects, p.alloc_bytes);
-            f.freed += Usage::new(p.free_objects, p.free_bytes);
-        }
-    }
-    figs
+    untracked(|| build_with(&Snapshot::take(), false))
 }
 
 /// Callsites of the paths `scope_of` names (it returns the path's job names, outermost first),
@@ -156,73 +112,32 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
         .collect()
 }
 
-fn build(with_callsites: bool) -> Report {
-    let count = registry::PATH_COUNT.load(Acquire) as usize;
-    let figs = path_figures(count);
-    let jobs_entries = registry::all_jobs();
+/// The report of a snapshot (symbolizing every callsite). Must run untracked.
+pub(crate) fn build_from(snap: &Snapshot) -> Report {
+    build_with(snap, true)
+}
 
-    // Names of each path's jobs, outermost first.
-    let mut chain = Vec::new();
-    let scopes: Vec<Vec<u32>> = (0..count as u32)
-        .map(|p| {
-            registry::path_jobs(p, &mut chain);
-            let mut c = chain.clone();
-            c.reverse();
-            c
-        })
-        .collect();
-    let name_of = |job: u32| -> String {
-        jobs_entries.get(job as usize).map_or_else(
-            || registry::OTHER_JOBS_NAME.to_string(),
-            |j| j.name.to_string(),
-        )
+/// The report of a snapshot, with its callsites (symbolized) or none. Must run untracked.
+fn build_with(snap: &Snapshot, with_callsites: bool) -> Report {
+    let r = &snap.rollup;
+    let totals = Totals {
+        live: r.all.retained(),
+        allocated: r.all.allocated(),
+        unscoped_live: r.unscoped.retained(),
+        unscoped_allocated: r.unscoped.allocated(),
     };
-
-    // Per-job inclusive and exclusive figures.
-    let mut inclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs_entries.len()];
-    let mut exclusive: Vec<PathFigures> = vec![PathFigures::default(); jobs_entries.len()];
-    let mut totals = Totals::default();
-    for (p, f) in figs.iter().enumerate() {
-        if p as u32 == PATH_TRACKER {
-            continue;
-        }
-        totals.allocated += f.alloc;
-        totals.live += f.retained();
-        if p as u32 == PATH_UNSCOPED {
-            totals.unscoped_allocated = f.alloc;
-            totals.unscoped_live = f.retained();
-            continue;
-        }
-        let jobs = &scopes[p];
-        for &j in jobs {
-            if let Some(inc) = inclusive.get_mut(j as usize) {
-                inc.alloc += f.alloc;
-                inc.freed += f.freed;
-            }
-        }
-        if let Some(&leaf) = jobs.last() {
-            if let Some(ex) = exclusive.get_mut(leaf as usize) {
-                ex.alloc += f.alloc;
-                ex.freed += f.freed;
-            }
-        }
-    }
 
     // Callsites: every site, grouped by (path, symbolized frames); each job gets the ones of
     // the paths it is on.
-    let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); jobs_entries.len()];
+    let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); snap.jobs.len()];
     let grouped = if with_callsites {
-        grouped_sites(|path| {
-            scopes
-                .get(path as usize)
-                .map(|c| c.iter().map(|&j| name_of(j)).collect())
-        })
+        grouped_sites(|path| snap.scope_names(path))
     } else {
         Vec::new()
     };
     let mut callsites: Vec<CallsiteReport> = Vec::with_capacity(grouped.len());
     for (path, c) in grouped {
-        if let Some(jobs) = scopes.get(path as usize) {
+        if let Some(jobs) = snap.chains.get(path as usize) {
             for &j in jobs {
                 if let Some(list) = by_job.get_mut(j as usize) {
                     list.push(c.clone());
@@ -234,31 +149,66 @@ fn build(with_callsites: bool) -> Report {
     sort_callsites(&mut callsites);
 
     let mut jobs: Vec<JobReport> = Vec::new();
-    for (j, entry) in jobs_entries.iter().enumerate() {
-        let runs = entry.runs.load(Relaxed);
-        let active = entry.active_runs.load(Relaxed).max(0) as u64;
-        let inc = inclusive[j];
-        if runs == 0 && active == 0 && inc.alloc.is_zero() {
+    for (j, entry) in snap.jobs.iter().enumerate() {
+        let runs = snap.runs[j];
+        let inc = r.inclusive[j];
+        if runs.finished == 0 && runs.active == 0 && inc.allocated().is_zero() {
             continue;
         }
         let mut job_sites = std::mem::take(&mut by_job[j]);
         sort_callsites(&mut job_sites);
         jobs.push(JobReport {
             name: entry.name.to_string(),
-            runs,
-            active_runs: active,
-            panicked_runs: entry.panicked_runs.load(Relaxed),
-            allocated: inc.alloc,
+            runs: runs.finished,
+            active_runs: runs.active,
+            panicked_runs: runs.panicked,
+            allocated: inc.allocated(),
             retained: inc.retained(),
             peak_bytes: entry.peak_bytes.load(Relaxed),
             exclusive: Exclusive {
-                allocated: exclusive[j].alloc,
-                retained: exclusive[j].retained(),
+                allocated: r.exclusive[j].allocated(),
+                retained: r.exclusive[j].retained(),
             },
             recent_runs: entry.recent.lock().iter().cloned().collect(),
             callsites: job_sites,
         });
     }
+    sort_jobs(&mut jobs);
+
+    let (stacks, sites, frames) = intern::usage();
+    Report {
+        format: FORMAT.to_string(),
+        version: VERSION,
+        timestamp_unix_ms: crate::model::unix_ms(),
+        stack_mode: callsite::stack_mode(),
+        totals,
+        jobs,
+        callsites,
+        tracker: TrackerStats {
+            installed: thread::INSTALLED.load(Relaxed),
+            overhead: r.tracker.retained(),
+            overhead_allocated: r.tracker.allocated(),
+            overhead_peak_bytes: registry::TRACKER_PEAK_BYTES
+                .load(Relaxed)
+                .max(r.tracker.retained().bytes),
+            jobs: snap.jobs.len().saturating_sub(1) as u64,
+            paths: snap.paths.len().saturating_sub(3) as u64,
+            stacks: stacks as u64,
+            sites: sites as u64,
+            jobs_overflowed: registry::JOBS_OVERFLOWED.load(Relaxed),
+            paths_overflowed: registry::PATHS_OVERFLOWED.load(Relaxed),
+            runs_overflowed: registry::RUNS_OVERFLOWED.load(Relaxed),
+            stacks_dropped: intern::DROPPED.load(Relaxed),
+            hook_panics: registry::HOOK_PANICS.load(Relaxed),
+            threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
+            frames_stored: frames as u64,
+        },
+    }
+}
+
+/// The order of jobs in every report: retained bytes, then allocated bytes, largest first,
+/// then by name.
+pub(crate) fn sort_jobs(jobs: &mut [JobReport]) {
     jobs.sort_by(|a, b| {
         b.retained
             .bytes
@@ -266,31 +216,6 @@ fn build(with_callsites: bool) -> Report {
             .then(b.allocated.bytes.cmp(&a.allocated.bytes))
             .then(a.name.cmp(&b.name))
     });
-
-    let (stacks, sites, _) = intern::usage();
-    let tracker_fig = figs.get(PATH_TRACKER as usize).copied().unwrap_or_default();
-    Report {
-        format: FORMAT.to_string(),
-        version: VERSION,
-        timestamp_unix_ms: crate::scope::unix_ms(),
-        stack_mode: callsite::stack_mode(),
-        totals,
-        jobs,
-        callsites,
-        tracker: TrackerStats {
-            installed: thread::INSTALLED.load(Relaxed),
-            overhead: tracker_fig.retained(),
-            jobs: jobs_entries.len().saturating_sub(1) as u64,
-            paths: count.saturating_sub(3) as u64,
-            stacks: stacks as u64,
-            sites: sites as u64,
-            jobs_overflowed: registry::JOBS_OVERFLOWED.load(Relaxed),
-            paths_overflowed: registry::PATHS_OVERFLOWED.load(Relaxed),
-            runs_overflowed: registry::RUNS_OVERFLOWED.load(Relaxed),
-            stacks_dropped: intern::DROPPED.load(Relaxed),
-            hook_panics: crate::scope::HOOK_PANICS.load(Relaxed),
-        },
-    }
 }
 
 fn fixed_to_objects(fx: u64) -> u64 {
@@ -308,6 +233,15 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
     });
 }
 
+/// What job `name` holds now (inclusive, pending thread figures included), without callsites;
+/// zero if no job has that name. Must run untracked.
+pub(crate) fn job_retained_now(name: &str) -> Usage {
+    let snap = Snapshot::take();
+    snap.job_id(name).map_or_else(Usage::default, |j| {
+        snap.rollup.inclusive[j as usize].retained()
+    })
+}
+
 /// One job's figures now, for `testing`: what it still holds (inclusive of nested jobs, with
 /// pending thread figures) and its callsites, grouped like the report's. Unlike [`report`],
 /// only this job's sites are symbolized, so it stays cheap however many other jobs and
@@ -315,35 +249,19 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
 pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
     callsite::init_from_env();
     untracked(|| {
-        let jobs_entries = registry::all_jobs();
-        let job = jobs_entries.iter().position(|j| &*j.name == name)? as u32;
-        let name_of = |job: u32| -> String {
-            jobs_entries.get(job as usize).map_or_else(
-                || registry::OTHER_JOBS_NAME.to_string(),
-                |j| j.name.to_string(),
-            )
-        };
-        let count = registry::PATH_COUNT.load(Acquire) as usize;
-        let figs = path_figures(count);
-        let mut inc = PathFigures::default();
-        let mut scopes: HashMap<u32, Vec<String>> = HashMap::new();
-        let mut chain = Vec::new();
-        for (p, f) in figs.iter().enumerate() {
-            if p as u32 == PATH_TRACKER || p as u32 == PATH_UNSCOPED {
-                continue;
-            }
-            registry::path_jobs(p as u32, &mut chain);
-            if chain.contains(&job) {
-                inc.alloc += f.alloc;
-                inc.freed += f.freed;
-                scopes.insert(p as u32, chain.iter().rev().map(|&j| name_of(j)).collect());
-            }
-        }
-        let mut callsites: Vec<CallsiteReport> = grouped_sites(|path| scopes.get(&path).cloned())
-            .into_iter()
-            .map(|(_, c)| c)
-            .collect();
+        let snap = Snapshot::take();
+        let job = snap.job_id(name)?;
+        let mut callsites: Vec<CallsiteReport> = grouped_sites(|path| {
+            let chain = snap.chains.get(path as usize)?;
+            chain
+                .contains(&job)
+                .then(|| snap.scope_names(path))
+                .flatten()
+        })
+        .into_iter()
+        .map(|(_, c)| c)
+        .collect();
         sort_callsites(&mut callsites);
-        Some((inc.retained(), callsites))
+        Some((snap.rollup.inclusive[job as usize].retained(), callsites))
     })
 }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::flame::stack_line;
 use super::text::{grouped, human_bytes, short_file};
 use super::{CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, Report, Usage};
+use crate::error::Detail;
 use crate::Error;
 
 /// A signed change of objects and bytes (newer minus older).
@@ -501,10 +502,20 @@ impl ReportDiff {
             .to_string();
             options.deterministic = true;
             let mut svg = Vec::new();
-            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
-                .map_err(|e| Error::Render(format!("differential flamegraph: {e}")))?;
-            String::from_utf8(svg)
-                .map_err(|e| Error::Render(format!("differential flamegraph: {e}")))
+            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg).map_err(
+                |e| {
+                    Error::Render(Detail::with_source(
+                        format!("differential flamegraph: {e}"),
+                        e,
+                    ))
+                },
+            )?;
+            String::from_utf8(svg).map_err(|e| {
+                Error::Render(Detail::with_source(
+                    format!("differential flamegraph: {e}"),
+                    e,
+                ))
+            })
         })
     }
 }

@@ -21,17 +21,12 @@ use std::sync::Once;
 
 use parking_lot::{Mutex, RwLock};
 
-use super::text::parse_bytes;
 use super::{Report, RunReport};
+use crate::config;
 use crate::thread::untracked;
 use crate::Error;
 
-/// Default [`AutoDump::threshold_bytes`]: a run that retained at least 1 MiB is dumped.
-pub const DEFAULT_DUMP_THRESHOLD: u64 = 1 << 20;
-/// Default [`AutoDump::max_files`]: the 20 newest dumps are kept.
-pub const DEFAULT_MAX_DUMPS: usize = 20;
-/// Most dumps [`AutoDump::max_files`] can keep; larger values are clamped to it.
-pub const MAX_DUMPS_LIMIT: usize = 10_000;
+pub use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
 
 /// Every dump file's name starts with this (and ends with `.json`); pruning touches only
 /// such files.
@@ -72,7 +67,7 @@ impl Report {
         let path = path.as_ref();
         untracked(|| {
             let name = path.display().to_string();
-            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}"));
+            let invalid = |m: String| Error::InvalidReport(format!("{name}: {m}").into());
             let bytes = read_limited(path).map_err(|e| match e {
                 ReadError::Io(source) => Error::Io {
                     path: name.clone(),
@@ -99,7 +94,7 @@ impl Report {
                 ))
             })?;
             Report::from_json(text).map_err(|e| match e {
-                Error::InvalidReport(m) => invalid(m),
+                Error::InvalidReport(m) => Error::InvalidReport(m.prefixed(&format!("{name}: "))),
                 Error::UnsupportedVersion(m) => Error::UnsupportedVersion(format!("{name}: {m}")),
                 other => other,
             })
@@ -302,12 +297,11 @@ pub fn finish() -> Result<Option<PathBuf>, Error> {
     untracked(|| write_dump(&config, None)).map(Some)
 }
 
-/// Called by every finished run (on its thread, after its scope closed and its hooks ran).
+/// The after-run hook automatic dumps install in the registry (on its thread, after its
+/// scope closed and its hooks ran). Installed by [`init_from_env`], which every way of
+/// enabling dumps runs first; one atomic load when dumps are off.
 #[inline]
-pub(crate) fn after_run(run: &RunReport) {
-    if !ENV_ONCE.is_completed() {
-        init_from_env();
-    }
+fn after_run(run: &RunReport) {
     if ENABLED.load(Relaxed) {
         dump_run(run);
     }
@@ -319,7 +313,14 @@ fn dump_run(run: &RunReport) {
         let Some(config) = CONFIG.read().clone() else {
             return;
         };
-        if run.retained_at_finish.bytes < config.threshold_bytes {
+        // An unmeasured run (no run slot) has no figures of its own: judge it by what its job
+        // holds now, rather than by zeros that would never reach the threshold.
+        let retained = if run.unmeasured {
+            super::build::job_retained_now(&run.job).bytes
+        } else {
+            run.retained_at_finish.bytes
+        };
+        if retained < config.threshold_bytes {
             return;
         }
         if let Err(e) = write_dump(&config, Some(run)) {
@@ -348,7 +349,7 @@ fn write_dump(config: &AutoDump, run: Option<&RunReport>) -> Result<PathBuf, Err
     };
     // Strictly increasing within the process (a dump in the same millisecond as the previous
     // one is stamped 1 ms later), so that name order is age order for pruning.
-    let ms = crate::scope::unix_ms().max(LAST_STAMP.load(Relaxed) + 1);
+    let ms = crate::model::unix_ms().max(LAST_STAMP.load(Relaxed) + 1);
     LAST_STAMP.store(ms, Relaxed);
     let name = format!(
         "{DUMP_PREFIX}{}-p{}-{what}.json",
@@ -433,52 +434,24 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// Reads the dump variables once. Invalid values are reported once on stderr.
-fn init_from_env() {
+/// Applies the dump variables (parsed by [`config::dumps`]) once.
+pub(crate) fn init_from_env() {
     if ENV_ONCE.is_completed() {
         return;
     }
     untracked(|| {
         ENV_ONCE.call_once(|| {
-            let dir = match std::env::var_os("ALLOCSCOPE_DIR") {
-                Some(d) if !d.is_empty() => PathBuf::from(d),
-                _ => return,
-            };
-            if dir.exists() && !dir.is_dir() {
-                eprintln!(
-                    "allocscope: {}; automatic dumps are off",
-                    Error::InvalidConfig(format!(
-                        "ALLOCSCOPE_DIR={:?} is not a folder",
-                        dir.display().to_string()
-                    ))
-                );
+            crate::fork::register(&CONFIG);
+            crate::fork::register(&WRITE_LOCK);
+            crate::registry::set_after_run(after_run);
+            let Some(env) = config::dumps() else {
                 return;
-            }
-            let mut config = AutoDump::new(dir);
-            if let Ok(v) = std::env::var("ALLOCSCOPE_DUMP_THRESHOLD") {
-                match parse_bytes(&v) {
-                    Some(n) => config.threshold_bytes = n,
-                    None => eprintln!(
-                        "allocscope: {}; using the default (1 MiB)",
-                        Error::InvalidConfig(format!(
-                            "ALLOCSCOPE_DUMP_THRESHOLD={v:?} is not a byte count such as \
-                             1048576, 512k or 1m"
-                        ))
-                    ),
-                }
-            }
-            if let Ok(v) = std::env::var("ALLOCSCOPE_DUMP_KEEP") {
-                match v.trim().parse::<usize>() {
-                    Ok(n) if (1..=MAX_DUMPS_LIMIT).contains(&n) => config.max_files = n,
-                    _ => eprintln!(
-                        "allocscope: {}; using the default ({DEFAULT_MAX_DUMPS})",
-                        Error::InvalidConfig(format!(
-                            "ALLOCSCOPE_DUMP_KEEP={v:?} is not a number of files from 1 to \
-                             {MAX_DUMPS_LIMIT}"
-                        ))
-                    ),
-                }
-            }
+            };
+            let config = AutoDump {
+                dir: env.dir,
+                threshold_bytes: env.threshold_bytes,
+                max_files: env.max_files,
+            };
             // Code that already chose settings wins (it ran `init_from_env` first, so this
             // cannot happen before it; kept for clarity).
             let mut c = CONFIG.write();
@@ -512,17 +485,5 @@ mod tests {
         assert_eq!(sanitize(""), "_");
         assert_eq!(sanitize("é"), "_");
         assert_eq!(sanitize(&"x".repeat(100)).len(), 64);
-    }
-
-    #[test]
-    fn byte_counts() {
-        assert_eq!(parse_bytes("1048576"), Some(1 << 20));
-        assert_eq!(parse_bytes("512k"), Some(512 << 10));
-        assert_eq!(parse_bytes(" 1MiB "), Some(1 << 20));
-        assert_eq!(parse_bytes("2g"), Some(2 << 30));
-        assert_eq!(parse_bytes("0"), Some(0));
-        assert_eq!(parse_bytes("lots"), None);
-        assert_eq!(parse_bytes("-1"), None);
-        assert_eq!(parse_bytes("99999999999999999999g"), None);
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{CallsiteReport, Frame, Report};
+use crate::error::Detail;
 use crate::Error;
 
 /// What a flamegraph's widths measure.
@@ -199,8 +200,9 @@ impl Report {
             }
             let mut svg = Vec::new();
             inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
-                .map_err(|e| Error::Render(format!("flamegraph: {e}")))?;
-            String::from_utf8(svg).map_err(|e| Error::Render(format!("flamegraph: {e}")))
+                .map_err(|e| Error::Render(Detail::with_source(format!("flamegraph: {e}"), e)))?;
+            String::from_utf8(svg)
+                .map_err(|e| Error::Render(Detail::with_source(format!("flamegraph: {e}"), e)))
         })
     }
 }

@@ -11,6 +11,8 @@ mod export;
 mod flame;
 mod html;
 mod since;
+mod snapshot;
+pub(crate) mod symbolize;
 pub(crate) mod text;
 
 pub(crate) use build::job_snapshot;
@@ -29,89 +31,15 @@ pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
 
-use crate::callsite::StackMode;
+use crate::error::Detail;
+use crate::model::StackMode;
+pub use crate::model::{Frame, RunReport, Usage};
 use crate::Error;
 
 /// The value of the top-level `"format"` field of every report.
 pub const FORMAT: &str = "allocscope";
 /// The report format version this build writes (and the newest it reads).
 pub const VERSION: u32 = 1;
-
-/// A number of objects (blocks) and their bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Usage {
-    /// Number of blocks.
-    pub objects: u64,
-    /// Bytes the program asked for (header overhead excluded).
-    pub bytes: u64,
-}
-
-impl Usage {
-    /// A usage of `objects` blocks totalling `bytes`.
-    pub const fn new(objects: u64, bytes: u64) -> Self {
-        Usage { objects, bytes }
-    }
-
-    /// Whether nothing is counted.
-    pub const fn is_zero(&self) -> bool {
-        self.objects == 0 && self.bytes == 0
-    }
-}
-
-impl core::ops::Add for Usage {
-    type Output = Usage;
-    fn add(self, o: Usage) -> Usage {
-        Usage::new(
-            self.objects.saturating_add(o.objects),
-            self.bytes.saturating_add(o.bytes),
-        )
-    }
-}
-
-impl core::ops::AddAssign for Usage {
-    fn add_assign(&mut self, o: Usage) {
-        *self = *self + o;
-    }
-}
-
-/// One finished run of a job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
-    /// The job's name.
-    pub job: String,
-    /// The run's number within its job, from 1.
-    pub run: u64,
-    /// Wall time from the start of the run to its end, in nanoseconds.
-    pub duration_ns: u64,
-    /// When the run finished, in milliseconds since the Unix epoch.
-    pub finished_unix_ms: u64,
-    /// What the run allocated (inclusive of nested jobs).
-    pub allocated: Usage,
-    /// Highest live bytes of the run while it ran.
-    pub peak_bytes: u64,
-    /// What the run had allocated and not freed when it finished.
-    pub retained_at_finish: Usage,
-    /// Whether the run ended by a panic (or its future was dropped during one).
-    pub panicked: bool,
-}
-
-impl RunReport {
-    /// The run's wall time.
-    pub fn duration(&self) -> std::time::Duration {
-        std::time::Duration::from_nanos(self.duration_ns)
-    }
-}
-
-/// One stack frame of a callsite.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Frame {
-    /// Demangled function name (or the address, if it could not be resolved).
-    pub function: String,
-    /// Source file, when debug info has it.
-    pub file: Option<String>,
-    /// Source line, when debug info has it.
-    pub line: Option<u32>,
-}
 
 /// Memory attributed to one stack in one scope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,6 +118,14 @@ pub struct TrackerStats {
     pub installed: bool,
     /// Live blocks the tracker allocated for itself (reports, tables, symbol caches).
     pub overhead: Usage,
+    /// Every block the tracker allocated for itself so far, freed or not (building reports
+    /// allocates much more than it keeps).
+    #[serde(default)]
+    pub overhead_allocated: Usage,
+    /// The most bytes the tracker's own blocks ever held at once (e.g. while a large report
+    /// was built).
+    #[serde(default)]
+    pub overhead_peak_bytes: u64,
     /// Distinct job names.
     pub jobs: u64,
     /// Distinct scope paths (nestings of jobs).
@@ -209,6 +145,14 @@ pub struct TrackerStats {
     pub stacks_dropped: u64,
     /// Hooks that panicked.
     pub hook_panics: u64,
+    /// Threads that found every per-thread counter slot taken (1,024 live threads): they
+    /// count through shared atomics — exact, slower. Each such thread counts once.
+    #[serde(default)]
+    pub threads_without_slot: u64,
+    /// Instruction pointers stored in the stack tables' frame arena (capacity 8,388,608);
+    /// when it is full, new stacks are dropped (`stacks_dropped`).
+    #[serde(default)]
+    pub frames_stored: u64,
 }
 
 /// A snapshot of what every job allocated and still holds.
@@ -258,9 +202,9 @@ impl Report {
             }
             let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
                 if e.is_eof() {
-                    Error::InvalidReport(format!("truncated JSON ({e})"))
+                    Error::InvalidReport(Detail::with_source(format!("truncated JSON ({e})"), e))
                 } else {
-                    Error::InvalidReport(format!("not JSON ({e})"))
+                    Error::InvalidReport(Detail::with_source(format!("not JSON ({e})"), e))
                 }
             })?;
             let obj = value
@@ -302,7 +246,8 @@ impl Report {
             drop(value);
             // Parsed again from the text (not the value) so that errors say where: a wrong
             // type or missing field comes with its line and column.
-            serde_json::from_str(text).map_err(|e| Error::InvalidReport(e.to_string()))
+            serde_json::from_str(text)
+                .map_err(|e| Error::InvalidReport(Detail::with_source(e.to_string(), e)))
         })
     }
 }

@@ -9,40 +9,14 @@ use std::collections::HashMap;
 
 use core::sync::atomic::Ordering::*;
 
-use super::build::sort_callsites;
+use super::build::{build_from, sort_callsites};
+use super::snapshot::{Rollup, Snapshot};
+use super::symbolize;
 use super::{CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, Usage};
-use crate::callsite::{self, intern, symbolize};
-use crate::registry::{self, PATH_TRACKER, PATH_UNSCOPED};
-use crate::thread::{self, untracked};
-
-/// Allocation and free counters at one moment.
-#[derive(Clone, Copy, Debug, Default)]
-struct Counts {
-    alloc_objects: u64,
-    alloc_bytes: u64,
-    free_objects: u64,
-    free_bytes: u64,
-}
-
-impl Counts {
-    fn add(&mut self, o: Counts) {
-        self.alloc_objects = self.alloc_objects.saturating_add(o.alloc_objects);
-        self.alloc_bytes = self.alloc_bytes.saturating_add(o.alloc_bytes);
-        self.free_objects = self.free_objects.saturating_add(o.free_objects);
-        self.free_bytes = self.free_bytes.saturating_add(o.free_bytes);
-    }
-
-    fn allocated(&self) -> Usage {
-        Usage::new(self.alloc_objects, self.alloc_bytes)
-    }
-
-    fn retained(&self) -> Usage {
-        Usage::new(
-            self.alloc_objects.saturating_sub(self.free_objects),
-            self.alloc_bytes.saturating_sub(self.free_bytes),
-        )
-    }
-}
+use crate::callsite::{self, intern};
+use crate::model::Counters;
+use crate::registry;
+use crate::thread::untracked;
 
 /// A point in time to report from; see [`mark`] and [`report_since`].
 ///
@@ -52,9 +26,9 @@ impl Counts {
 pub struct Marker {
     taken_unix_ms: u64,
     /// Per path id.
-    paths: Vec<Counts>,
+    paths: Vec<Counters>,
     /// Per site id; object counts in the sites' fixed point.
-    sites: Vec<(u32, Counts)>,
+    sites: Vec<(u32, Counters)>,
     /// Per job id: finished runs and panicked runs.
     jobs: Vec<(u64, u64)>,
 }
@@ -83,37 +57,16 @@ impl Marker {
 pub fn mark() -> Marker {
     callsite::init_from_env();
     untracked(|| {
-        let count = registry::PATH_COUNT.load(Acquire) as usize;
-        let mut paths: Vec<Counts> = (0..count)
-            .map(|i| {
-                let e = registry::path(i as u32);
-                Counts {
-                    alloc_objects: e.alloc_objects.load(Relaxed),
-                    alloc_bytes: e.alloc_bytes.load(Relaxed),
-                    free_objects: e.free_objects.load(Relaxed),
-                    free_bytes: e.free_bytes.load(Relaxed),
-                }
-            })
-            .collect();
-        let mut pending = Vec::new();
-        thread::pending_all(&mut pending);
-        for p in pending {
-            if let Some(c) = paths.get_mut(p.path as usize) {
-                c.add(Counts {
-                    alloc_objects: p.alloc_objects,
-                    alloc_bytes: p.alloc_bytes,
-                    free_objects: p.free_objects,
-                    free_bytes: p.free_bytes,
-                });
-            }
-        }
+        // The one snapshot path: run counts first, then paths (shared + pending, re-checked),
+        // so a run the mark counts as finished has all its allocations in the mark.
+        let snap = Snapshot::take();
         let sites = intern::site_ids()
             .filter_map(|id| {
                 let s = intern::site(id);
                 s.ready.load(Acquire).then(|| {
                     (
                         id,
-                        Counts {
+                        Counters {
                             alloc_objects: s.alloc_objects.load(Relaxed),
                             alloc_bytes: s.alloc_bytes.load(Relaxed),
                             free_objects: s.free_objects.load(Relaxed),
@@ -123,13 +76,10 @@ pub fn mark() -> Marker {
                 })
             })
             .collect();
-        let jobs = registry::all_jobs()
-            .iter()
-            .map(|j| (j.runs.load(Relaxed), j.panicked_runs.load(Relaxed)))
-            .collect();
+        let jobs = snap.runs.iter().map(|r| (r.finished, r.panicked)).collect();
         Marker {
-            taken_unix_ms: crate::scope::unix_ms(),
-            paths,
+            taken_unix_ms: crate::model::unix_ms(),
+            paths: snap.paths,
             sites,
             jobs,
         }
@@ -159,51 +109,27 @@ pub fn mark() -> Marker {
 ///
 /// The result is an ordinary [`Report`]: render it, save it, diff it.
 pub fn report_since(marker: &Marker) -> Report {
-    let now = crate::report();
-    untracked(|| subtract(now, marker))
+    callsite::init_from_env();
+    untracked(|| {
+        let snap = Snapshot::take();
+        let now = build_from(&snap);
+        symbolize::release_debug_info();
+        subtract(now, &snap, marker)
+    })
 }
 
 type SiteKey = (Vec<String>, Vec<Frame>);
 
-fn subtract(mut now: Report, m: &Marker) -> Report {
-    let jobs_entries = registry::all_jobs();
-    let name_of = |job: u32| -> String {
-        jobs_entries.get(job as usize).map_or_else(
-            || registry::OTHER_JOBS_NAME.to_string(),
-            |j| j.name.to_string(),
-        )
-    };
+fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
+    // Figures at the mark, rolled up along today's paths (a path never changes once made).
+    let at_mark = Rollup::of(&m.paths, &snap.chains, snap.jobs.len());
+    let (inclusive, exclusive) = (&at_mark.inclusive, &at_mark.exclusive);
+    let (all, unscoped) = (at_mark.all, at_mark.unscoped);
     let mut chain = Vec::new();
-    // Figures at the mark, per job (inclusive, exclusive) and process-wide.
-    let mut inclusive = vec![Counts::default(); jobs_entries.len()];
-    let mut exclusive = vec![Counts::default(); jobs_entries.len()];
-    let mut all = Counts::default();
-    let mut unscoped = Counts::default();
-    let mut scope_names: Vec<Vec<String>> = Vec::with_capacity(m.paths.len());
-    for (p, c) in m.paths.iter().enumerate() {
-        let p = p as u32;
-        registry::path_jobs(p, &mut chain); // innermost first
-        scope_names.push(chain.iter().rev().map(|&j| name_of(j)).collect());
-        if p == PATH_TRACKER {
-            continue;
-        }
-        all.add(*c);
-        if p == PATH_UNSCOPED {
-            unscoped = *c;
-            continue;
-        }
-        for &j in &chain {
-            if let Some(inc) = inclusive.get_mut(j as usize) {
-                inc.add(*c);
-            }
-        }
-        if let Some(ex) = chain.first().and_then(|&j| exclusive.get_mut(j as usize)) {
-            ex.add(*c);
-        }
-    }
+    let name_of = |job: u32| snap.name_of(job).to_string();
 
     // Callsites at the mark, keyed like the report's entries: (scope names, frames).
-    let mut sites: HashMap<SiteKey, Counts> = HashMap::new();
+    let mut sites: HashMap<SiteKey, Counters> = HashMap::new();
     let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
     for &(id, c) in &m.sites {
         let s = intern::site(id);
@@ -213,7 +139,7 @@ fn subtract(mut now: Report, m: &Marker) -> Report {
             .entry(stack)
             .or_insert_with(|| symbolize::symbolize(&intern::stack_frames(stack)))
             .clone();
-        let scope = scope_names.get(path as usize).cloned().unwrap_or_else(|| {
+        let scope = snap.scope_names(path).unwrap_or_else(|| {
             registry::path_jobs(path, &mut chain);
             chain.iter().rev().map(|&j| name_of(j)).collect()
         });
@@ -228,7 +154,8 @@ fn subtract(mut now: Report, m: &Marker) -> Report {
     };
     now.callsites = subtract_sites(std::mem::take(&mut now.callsites), &sites);
 
-    let ids: HashMap<&str, usize> = jobs_entries
+    let ids: HashMap<&str, usize> = snap
+        .jobs
         .iter()
         .enumerate()
         .map(|(i, j)| (&*j.name, i))
@@ -238,8 +165,8 @@ fn subtract(mut now: Report, m: &Marker) -> Report {
         .into_iter()
         .filter_map(|mut j| {
             let id = ids.get(j.name.as_str()).copied();
-            let get = |v: &Vec<Counts>| id.and_then(|i| v.get(i)).copied().unwrap_or_default();
-            let (inc, exc) = (get(&inclusive), get(&exclusive));
+            let get = |v: &[Counters]| id.and_then(|i| v.get(i)).copied().unwrap_or_default();
+            let (inc, exc) = (get(inclusive), get(exclusive));
             let (runs0, panicked0) = id.and_then(|i| m.jobs.get(i)).copied().unwrap_or((0, 0));
             j.runs = j.runs.saturating_sub(runs0);
             j.panicked_runs = j.panicked_runs.saturating_sub(panicked0);
@@ -261,14 +188,7 @@ fn subtract(mut now: Report, m: &Marker) -> Report {
             keep.then_some(j)
         })
         .collect::<Vec<JobReport>>();
-    // The order of `report()`: retained bytes, then allocated bytes, largest first.
-    now.jobs.sort_by(|a, b| {
-        b.retained
-            .bytes
-            .cmp(&a.retained.bytes)
-            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
-            .then(a.name.cmp(&b.name))
-    });
+    super::build::sort_jobs(&mut now.jobs);
     now
 }
 
@@ -289,7 +209,7 @@ fn fixed_to_objects(fx: u64) -> u64 {
 /// dropping those with nothing since the mark.
 fn subtract_sites(
     list: Vec<CallsiteReport>,
-    mark: &HashMap<SiteKey, Counts>,
+    mark: &HashMap<SiteKey, Counters>,
 ) -> Vec<CallsiteReport> {
     let mut merged: HashMap<SiteKey, CallsiteReport> = HashMap::with_capacity(list.len());
     for c in list {

@@ -37,24 +37,6 @@ pub fn grouped(n: u64) -> String {
     out
 }
 
-/// A byte count with an optional `k`/`m`/`g` (or `kib`/`mib`/`gib`) suffix.
-pub(crate) fn parse_bytes(text: &str) -> Option<u64> {
-    let s = text.trim().to_ascii_lowercase();
-    let (digits, shift) = [
-        ("kib", 10),
-        ("mib", 20),
-        ("gib", 30),
-        ("k", 10),
-        ("m", 20),
-        ("g", 30),
-    ]
-    .iter()
-    .find_map(|&(suffix, shift)| s.strip_suffix(suffix).map(|d| (d, shift)))
-    .unwrap_or((s.as_str(), 0));
-    let n: u64 = digits.trim().parse().ok()?;
-    n.checked_mul(1u64 << shift)
-}
-
 fn mode_text(mode: StackMode) -> String {
     match mode {
         StackMode::Off => "off".into(),
@@ -109,6 +91,15 @@ impl Report {
                 out,
                 "warning: no allocation went through allocscope::TrackingAllocator; \
                  install it with #[global_allocator] to see figures"
+            );
+        }
+        if self.tracker.runs_overflowed > 0 {
+            let _ = writeln!(
+                out,
+                "warning: {} runs found every run slot in use and were not measured: they are \
+                 counted per job, but have no per-run figures (PEAK misses them); \
+                 `.track_scope()` futures never finished or forgotten keep their slots",
+                grouped(self.tracker.runs_overflowed)
             );
         }
         let jobs: Vec<&JobReport> = self

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{describe_stack_mode, entries, estimated, Entry};
+use crate::error::Detail;
 use crate::report::{Frame, Report, Usage};
 use crate::Error;
 
@@ -123,8 +124,9 @@ impl Report {
             let formatter = serde_json::ser::PrettyFormatter::with_indent(b"");
             let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
             file.serialize(&mut ser)
-                .map_err(|e| Error::Render(format!("DHAT JSON: {e}")))?;
-            String::from_utf8(out).map_err(|e| Error::Render(format!("DHAT JSON: {e}")))
+                .map_err(|e| Error::Render(Detail::with_source(format!("DHAT JSON: {e}"), e)))?;
+            String::from_utf8(out)
+                .map_err(|e| Error::Render(Detail::with_source(format!("DHAT JSON: {e}"), e)))
         })
     }
 

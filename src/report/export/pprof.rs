@@ -7,6 +7,7 @@ use prost::Message;
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use super::{describe_stack_mode, entries, estimated, Entry};
+use crate::error::Detail;
 use crate::report::{Frame, Report};
 use crate::{Error, StackMode};
 
@@ -161,9 +162,9 @@ impl Report {
                 Vec::with_capacity(raw.len() / 4 + 64),
                 flate2::Compression::default(),
             );
-            gz.write_all(&raw)
-                .and_then(|()| gz.finish())
-                .map_err(|e| Error::Render(format!("pprof: gzip failed: {e}")))
+            gz.write_all(&raw).and_then(|()| gz.finish()).map_err(|e| {
+                Error::Render(Detail::with_source(format!("pprof: gzip failed: {e}"), e))
+            })
         })
     }
 

@@ -7,6 +7,8 @@
 //!
 //! Every index into `string_table` is an `i64`; `string_table[0]` must be `""`. Ids
 //! (`Location::id`, `Function::id`, `Mapping::id`) are nonzero.
+// Shared with tests/export_pprof.rs (included there with #[path]), which needs `pub`.
+#![allow(unreachable_pub)]
 
 /// A whole profile: sample types, samples, and the tables they refer to.
 #[derive(Clone, PartialEq, ::prost::Message)]

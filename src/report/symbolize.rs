@@ -4,24 +4,50 @@
 //! tracker's). Results are cached per instruction pointer, so rendering a report twice
 //! resolves each address once. Inlined frames are kept (one instruction pointer can expand to
 //! several frames). The frames of the allocator machinery are trimmed from the top of each
-//! stack, so the first frame a user sees is the code that asked for memory.
+//! stack, so the first frame a user sees is the code that asked for memory. The heuristics
+//! that tell a memory check's job frames from its test's frames (`testing`) live here too,
+//! beside the ones they build on.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-use dashmap::DashMap;
+use crate::fork::{self, AtFork, ShardedMap};
+use crate::model::Frame;
 
-use crate::report::Frame;
+static CACHE: OnceLock<ShardedMap<usize, Arc<[Frame]>>> = OnceLock::new();
+/// The symbol cache's shard locks around `fork()`.
+struct CacheAtFork;
 
-static CACHE: OnceLock<DashMap<usize, Arc<[Frame]>>> = OnceLock::new();
+impl AtFork for CacheAtFork {
+    fn prepare(&self) {
+        if let Some(c) = CACHE.get() {
+            c.prepare();
+        }
+    }
+
+    unsafe fn release(&self, child: bool) {
+        if let Some(c) = CACHE.get() {
+            // SAFETY: per the trait.
+            unsafe { c.release(child) };
+        }
+    }
+}
+
+static CACHE_AT_FORK: CacheAtFork = CacheAtFork;
+
 /// Set when `backtrace` parsed debug info since the last [`release_debug_info`].
 static PARSED: AtomicBool = AtomicBool::new(false);
 
 /// Frames for one instruction pointer (innermost first), cached.
 fn resolve_ip(ip: usize) -> Arc<[Frame]> {
-    let cache = CACHE.get_or_init(DashMap::new);
+    let cache = CACHE.get_or_init(|| {
+        let map = ShardedMap::new();
+        // Registered here, before the cache is published: all its locks are covered.
+        fork::register(&CACHE_AT_FORK);
+        map
+    });
     if let Some(f) = cache.get(&ip) {
-        return f.clone();
+        return f;
     }
     let mut frames = Vec::new();
     PARSED.store(true, Relaxed);
@@ -83,9 +109,7 @@ fn is_entry_point(f: &Frame) -> bool {
 /// The tracker's own code: by name, or by source file for inlined frames, which carry only a
 /// short name.
 fn is_own(f: &Frame) -> bool {
-    f.function.starts_with("allocscope::")
-        || f.function.starts_with("<allocscope::")
-        || file_of(f).starts_with(OWN_SRC)
+    is_own_name(&f.function) || file_of(f).starts_with(OWN_SRC)
 }
 
 /// Allocation plumbing between the allocator entry and the user's code: the standard library
@@ -209,6 +233,55 @@ fn is_program_entry(f: &Frame) -> bool {
         || file.contains("/library/std/src/sys/backtrace.rs")
 }
 
+// ---------------------------------------------------------------------------------------------
+// Frames of a memory check (`testing`): which are the test's, which the job's
+// ---------------------------------------------------------------------------------------------
+
+/// Whether `function` is one of the `caller` functions or a closure defined in one.
+pub(crate) fn is_test_code(function: &str, caller: &[&str]) -> bool {
+    caller.iter().any(|&g| {
+        function
+            .strip_prefix(g)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::{"))
+    })
+}
+
+/// Whether a function is allocscope's own, by name.
+pub(crate) fn is_own_name(function: &str) -> bool {
+    function.starts_with("allocscope::") || function.starts_with("<allocscope::")
+}
+
+/// The instruction pointers of the calling thread's stack (the check's caller, the test, the
+/// harness), to tell them from the job's frames in callsites.
+pub(crate) fn caller_ips() -> Vec<usize> {
+    let mut ips = Vec::with_capacity(64);
+    backtrace::trace(|frame| {
+        ips.push(frame.ip() as usize);
+        ips.len() < 256
+    });
+    ips
+}
+
+/// The frames of a callsite that belong to the job: without the frames it shares, at the
+/// bottom, with the stack that called the check (the test function and the harness), and
+/// without allocscope's own frames below the job.
+pub(crate) fn job_frames(mut frames: Vec<Frame>, caller: &[Frame]) -> Vec<Frame> {
+    let shared = frames
+        .iter()
+        .rev()
+        .zip(caller.iter().rev())
+        .take_while(|(a, b)| a.function == b.function)
+        .count();
+    frames.truncate((frames.len() - shared).max(1));
+    if let Some(end) = frames.iter().position(|f| {
+        f.function.starts_with("allocscope::testing::")
+            || f.function.starts_with("<allocscope::testing::")
+    }) {
+        frames.truncate(end.max(1));
+    }
+    frames
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +328,35 @@ mod tests {
         trim(&mut frames);
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(names, ["app::sync_customers", "app::main"]);
+    }
+
+    #[test]
+    fn closures_of_the_calling_test_are_test_code() {
+        let caller = ["tests::leaks", "test::run_test"];
+        assert!(is_test_code("tests::leaks", &caller));
+        assert!(is_test_code("tests::leaks::{{closure}}", &caller));
+        assert!(!is_test_code("tests::leaks_more", &caller));
+        assert!(!is_test_code("app::cache::insert", &caller));
+    }
+
+    #[test]
+    fn a_checks_job_frames_stop_at_the_shared_caller_frames_and_the_check() {
+        let f = |name: &str| frame(name, "src/x.rs");
+        let caller = vec![f("tests::leaks"), f("test::run_test"), f("main")];
+        let frames = vec![
+            f("app::remember"),
+            f("tests::leaks::{{closure}}"),
+            f("allocscope::testing::check::MemoryCheck::run"),
+            f("tests::leaks"),
+            f("test::run_test"),
+            f("main"),
+        ];
+        let names: Vec<String> = job_frames(frames, &caller)
+            .into_iter()
+            .map(|f| f.function)
+            .collect();
+        assert_eq!(names, ["app::remember", "tests::leaks::{{closure}}"]);
+        // Never empty.
+        assert_eq!(job_frames(vec![f("main")], &[f("main")]).len(), 1);
     }
 }

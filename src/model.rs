@@ -1,0 +1,238 @@
+//! The model: plain data shared by every layer — figures, runs, frames, stack modes.
+//!
+//! Rules: nothing here knows about the allocator, the tables or the renderers; this module
+//! imports nothing from the crate except `error`. The registry stores [`RunReport`]s, the
+//! snapshot builds reports from [`Counters`], the renderers print them: all from here, so data
+//! flows one way (allocator → thread counters → registry → snapshot → renderers) and every
+//! layer can name the same types.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// A number of objects (blocks) and their bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Usage {
+    /// Number of blocks.
+    pub objects: u64,
+    /// Bytes the program asked for (header overhead excluded).
+    pub bytes: u64,
+}
+
+impl Usage {
+    /// A usage of `objects` blocks totalling `bytes`.
+    pub const fn new(objects: u64, bytes: u64) -> Self {
+        Usage { objects, bytes }
+    }
+
+    /// Whether nothing is counted.
+    pub const fn is_zero(&self) -> bool {
+        self.objects == 0 && self.bytes == 0
+    }
+}
+
+impl core::ops::Add for Usage {
+    type Output = Usage;
+    fn add(self, o: Usage) -> Usage {
+        Usage::new(
+            self.objects.saturating_add(o.objects),
+            self.bytes.saturating_add(o.bytes),
+        )
+    }
+}
+
+impl core::ops::AddAssign for Usage {
+    fn add_assign(&mut self, o: Usage) {
+        *self = *self + o;
+    }
+}
+
+/// One finished run of a job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// The job's name.
+    pub job: String,
+    /// The run's number within its job, from 1.
+    pub run: u64,
+    /// Wall time from the start of the run to its end, in nanoseconds.
+    pub duration_ns: u64,
+    /// When the run finished, in milliseconds since the Unix epoch.
+    pub finished_unix_ms: u64,
+    /// What the run allocated (inclusive of nested jobs).
+    pub allocated: Usage,
+    /// Highest live bytes of the run while it ran.
+    pub peak_bytes: u64,
+    /// What the run had allocated and not freed when it finished.
+    pub retained_at_finish: Usage,
+    /// Whether the run ended by a panic (or its future was dropped during one).
+    pub panicked: bool,
+    /// `true` when the run could not be measured: every run slot was in use when it started
+    /// (65,535 runs active at once — typically `.track_scope()` futures that were never
+    /// finished or were forgotten with `std::mem::forget`, which keep their slots). The run
+    /// is still counted in its job's figures, but `allocated`, `peak_bytes` and
+    /// `retained_at_finish` are 0 and mean nothing. Absent from JSON when `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub unmeasured: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl RunReport {
+    /// The run's wall time.
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.duration_ns)
+    }
+}
+
+/// One stack frame of a callsite.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Frame {
+    /// Demangled function name (or the address, if it could not be resolved).
+    pub function: String,
+    /// Source file, when debug info has it.
+    pub file: Option<String>,
+    /// Source line, when debug info has it.
+    pub line: Option<u32>,
+}
+
+/// The four monotonic counters of anything that allocates: allocations and frees, objects and
+/// bytes. Live figures are `alloc - free` (saturating: a reader may see a free before its
+/// allocation when the two were counted on different threads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub(crate) alloc_objects: u64,
+    pub(crate) alloc_bytes: u64,
+    pub(crate) free_objects: u64,
+    pub(crate) free_bytes: u64,
+}
+
+impl Counters {
+    /// Adds `o` field by field (saturating).
+    pub(crate) fn add(&mut self, o: Counters) {
+        self.alloc_objects = self.alloc_objects.saturating_add(o.alloc_objects);
+        self.alloc_bytes = self.alloc_bytes.saturating_add(o.alloc_bytes);
+        self.free_objects = self.free_objects.saturating_add(o.free_objects);
+        self.free_bytes = self.free_bytes.saturating_add(o.free_bytes);
+    }
+
+    /// What was allocated.
+    pub(crate) fn allocated(&self) -> Usage {
+        Usage::new(self.alloc_objects, self.alloc_bytes)
+    }
+
+    /// What was allocated and not freed.
+    pub(crate) fn retained(&self) -> Usage {
+        Usage::new(
+            self.alloc_objects.saturating_sub(self.free_objects),
+            self.alloc_bytes.saturating_sub(self.free_bytes),
+        )
+    }
+}
+
+/// Which allocations record a stack (a callsite).
+///
+/// Per-job counts (objects, bytes, peak, retained) are exact in every mode; the mode only
+/// decides how callsites are attributed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum StackMode {
+    /// No stacks: per-job counts only. The cheapest mode.
+    Off,
+    /// Sample allocations by bytes: the gap between samples is exponentially distributed with
+    /// mean `mean_bytes`, so an allocation of `s` bytes is sampled with probability
+    /// `p = 1 - exp(-s / mean_bytes)`. Each sampled block stands for `1/p` blocks in callsite
+    /// figures, which are then unbiased **estimates** (marked as such in reports).
+    Sampled {
+        /// Mean number of bytes between samples (default 512 KiB). One rule for every way of
+        /// setting it, as Go's `MemProfileRate`: **0 means no stacks** (like
+        /// [`StackMode::Off`]) and **1 means every allocation** (like [`StackMode::Every`]);
+        /// [`stack_mode`](crate::stack_mode) then reports `Off` or `Every`.
+        mean_bytes: u64,
+    },
+    /// A stack for every allocation: callsite figures are exact.
+    Every,
+}
+
+/// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
+pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+
+impl Default for StackMode {
+    /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.
+    fn default() -> Self {
+        StackMode::Sampled {
+            mean_bytes: DEFAULT_SAMPLE_BYTES,
+        }
+    }
+}
+
+impl StackMode {
+    /// The mode as one number: 0 = off, 1 = every, n ≥ 2 = sampled with mean n.
+    pub(crate) fn encode(self) -> u64 {
+        match self {
+            StackMode::Off => 0,
+            StackMode::Every => 1,
+            // The rule of `mean_bytes`: 0 is off, 1 is every allocation.
+            StackMode::Sampled { mean_bytes } => mean_bytes,
+        }
+    }
+
+    /// The inverse of [`encode`](Self::encode).
+    pub(crate) fn decode(v: u64) -> StackMode {
+        match v {
+            0 => StackMode::Off,
+            1 => StackMode::Every,
+            mean_bytes => StackMode::Sampled { mean_bytes },
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch now (0 if the clock is before 1970): the time stamps of
+/// runs, reports, marks and dump names.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_retained_saturates() {
+        let mut c = Counters::default();
+        c.add(Counters {
+            alloc_objects: 2,
+            alloc_bytes: 10,
+            free_objects: 3,
+            free_bytes: 4,
+        });
+        assert_eq!(c.allocated(), Usage::new(2, 10));
+        assert_eq!(c.retained(), Usage::new(0, 6));
+    }
+
+    #[test]
+    fn a_mean_of_zero_is_off_and_one_is_every() {
+        assert_eq!(
+            StackMode::decode(StackMode::Sampled { mean_bytes: 0 }.encode()),
+            StackMode::Off
+        );
+        assert_eq!(
+            StackMode::decode(StackMode::Sampled { mean_bytes: 1 }.encode()),
+            StackMode::Every
+        );
+    }
+
+    #[test]
+    fn stack_mode_encoding_round_trips() {
+        for m in [
+            StackMode::Off,
+            StackMode::Every,
+            StackMode::Sampled { mean_bytes: 4096 },
+        ] {
+            assert_eq!(StackMode::decode(m.encode()), m);
+        }
+    }
+}

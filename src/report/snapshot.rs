@@ -1,0 +1,186 @@
+//! The one snapshot path: every job's figures read consistently from the live tables, without
+//! stopping other threads, and rolled up from scope paths to jobs once.
+//!
+//! [`report()`](crate::report()), the testing module's job figures, [`mark`](crate::mark) and
+//! [`report_since`](crate::report_since) all start here; renderers never read the tables.
+//!
+//! # Protocol (what a snapshot guarantees)
+//! 1. The job table and each job's run counts are read **first** (acquire). A run is counted
+//!    as finished only after the thread that ran it left its scope, which flushes that thread's
+//!    figures for the run into the shared path counters; the count is then incremented with
+//!    release ordering. So every allocation that run made on its own thread — and on any
+//!    thread that had left the run's scope before it finished — is in the shared counters
+//!    read in step 2 (or still pending in a thread slot, which step 2 reads too).
+//! 2. The path counters are read as shared counters **plus** each thread's pending
+//!    (not yet flushed) figures, and the pending figures are re-checked with each slot's
+//!    sequence number: when a thread flushed while we read (its figures could then be seen in
+//!    both places, or in neither), the read is repeated (up to 16 times).
+//! 3. Paths are rolled up into jobs (inclusive: every job on the path; exclusive: the
+//!    innermost), and into process totals.
+//!
+//! Hence: in any snapshot, a job's `allocated` includes every allocation of every run it
+//! counts in `runs` (per-run allocations are never missing), and no figure is counted twice.
+//! Figures of runs still active, and of other threads' work in progress, may be partly in it.
+
+use std::sync::Arc;
+
+use core::sync::atomic::Ordering::*;
+
+use crate::model::Counters;
+use crate::registry::{self, JobEntry, PATH_TRACKER, PATH_UNSCOPED};
+use crate::thread;
+
+/// Times the path read is repeated when a thread flushed meanwhile.
+const RETRIES: usize = 16;
+
+/// One job's run counts, read before its figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Runs {
+    pub(crate) finished: u64,
+    pub(crate) panicked: u64,
+    pub(crate) active: u64,
+}
+
+/// A consistent read of every counter, rolled up to jobs. Take it untracked.
+pub(crate) struct Snapshot {
+    /// Job entries by id (names, recent runs, peaks).
+    pub(crate) jobs: Vec<Arc<JobEntry>>,
+    /// Run counts by job id, read first.
+    pub(crate) runs: Vec<Runs>,
+    /// Counters by path id (shared + pending).
+    pub(crate) paths: Vec<Counters>,
+    /// Job ids of each path, outermost first (empty for the unscoped and tracker paths).
+    pub(crate) chains: Vec<Vec<u32>>,
+    /// The roll-up of `paths`.
+    pub(crate) rollup: Rollup,
+}
+
+/// Path figures summed per job and per process.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rollup {
+    /// By job id: every path the job is on.
+    pub(crate) inclusive: Vec<Counters>,
+    /// By job id: the paths where it is innermost.
+    pub(crate) exclusive: Vec<Counters>,
+    /// Every path but the tracker's.
+    pub(crate) all: Counters,
+    /// Outside any scope.
+    pub(crate) unscoped: Counters,
+    /// The tracker's own allocations.
+    pub(crate) tracker: Counters,
+}
+
+impl Rollup {
+    /// Sums `paths` (by path id) into jobs along `chains`, for `jobs` job ids.
+    pub(crate) fn of(paths: &[Counters], chains: &[Vec<u32>], jobs: usize) -> Rollup {
+        let mut r = Rollup {
+            inclusive: vec![Counters::default(); jobs],
+            exclusive: vec![Counters::default(); jobs],
+            ..Rollup::default()
+        };
+        for (p, c) in paths.iter().enumerate() {
+            match p as u32 {
+                PATH_TRACKER => {
+                    r.tracker = *c;
+                    continue;
+                }
+                PATH_UNSCOPED => r.unscoped = *c,
+                _ => {}
+            }
+            r.all.add(*c);
+            let Some(chain) = chains.get(p) else {
+                continue;
+            };
+            for &j in chain {
+                if let Some(inc) = r.inclusive.get_mut(j as usize) {
+                    inc.add(*c);
+                }
+            }
+            if let Some(ex) = chain.last().and_then(|&j| r.exclusive.get_mut(j as usize)) {
+                ex.add(*c);
+            }
+        }
+        r
+    }
+}
+
+impl Snapshot {
+    /// Reads the tables (see the module docs for the order and what it guarantees). Must run
+    /// untracked.
+    pub(crate) fn take() -> Snapshot {
+        // 1. Jobs and their run counts first.
+        let jobs = registry::all_jobs();
+        let runs: Vec<Runs> = jobs
+            .iter()
+            .map(|j| Runs {
+                finished: j.runs.load(Acquire),
+                panicked: j.panicked_runs.load(Relaxed),
+                active: j.active_runs.load(Relaxed).max(0) as u64,
+            })
+            .collect();
+        // 2. Paths: shared + pending, re-checked.
+        let count = registry::PATH_COUNT.load(Acquire) as usize;
+        let paths = path_counters(count);
+        // 3. Roll-up.
+        let mut chain = Vec::new();
+        let chains: Vec<Vec<u32>> = (0..count as u32)
+            .map(|p| {
+                registry::path_jobs(p, &mut chain);
+                chain.iter().rev().copied().collect()
+            })
+            .collect();
+        let rollup = Rollup::of(&paths, &chains, jobs.len());
+        Snapshot {
+            jobs,
+            runs,
+            paths,
+            chains,
+            rollup,
+        }
+    }
+
+    /// A job's name (the overflow job's for an unknown id).
+    pub(crate) fn name_of(&self, job: u32) -> &str {
+        self.jobs
+            .get(job as usize)
+            .map_or(registry::OTHER_JOBS_NAME, |j| &j.name)
+    }
+
+    /// The job id of `name`, if it ran.
+    pub(crate) fn job_id(&self, name: &str) -> Option<u32> {
+        self.jobs
+            .iter()
+            .position(|j| &*j.name == name)
+            .map(|i| i as u32)
+    }
+
+    /// The job names of a path, outermost first (`None` for an unknown path).
+    pub(crate) fn scope_names(&self, path: u32) -> Option<Vec<String>> {
+        self.chains
+            .get(path as usize)
+            .map(|c| c.iter().map(|&j| self.name_of(j).to_string()).collect())
+    }
+}
+
+/// Every path's counters: the shared ones plus what threads have not flushed yet. Retried (a
+/// bounded number of times) when a thread flushed while we read, since its figures would then
+/// be counted in both places or in neither.
+fn path_counters(count: usize) -> Vec<Counters> {
+    let mut pending = Vec::new();
+    let mut figs = Vec::new();
+    for _ in 0..RETRIES {
+        thread::pending_all(&mut pending);
+        figs = (0..count)
+            .map(|i| registry::path(i as u32).load())
+            .collect();
+        if thread::pending_unchanged(&pending) {
+            break;
+        }
+    }
+    for p in &pending {
+        if let Some(f) = figs.get_mut(p.path as usize) {
+            f.add(p.counters);
+        }
+    }
+    figs
+}

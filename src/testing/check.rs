@@ -1,0 +1,635 @@
+//! [`MemoryCheck`]: runs a job as one measured run (after its warm-up runs), reads what the
+//! run still holds and where, and applies the limits.
+//!
+//! Rules: every figure comes from the run's own [`RunReport`] and the one snapshot path
+//! (`report::job_snapshot`); the bookkeeping runs untracked, so the check's own memory is
+//! never charged to the job it measures.
+
+use std::fmt;
+use std::sync::Arc;
+
+use core::sync::atomic::Ordering::Relaxed;
+
+use super::failure::{bytes_text, usage_text, CheckFailure, Limit, Violation};
+use super::lease::Lease;
+use super::DEFAULT_SHOWN_CALLSITES;
+use crate::callsite::StackMode;
+use crate::report::symbolize::{caller_ips, is_own_name, is_test_code, job_frames};
+use crate::report::{CallsiteReport, RunReport, Usage};
+use crate::scope::track_scope_run;
+use crate::thread::untracked;
+
+type Predicate = Arc<dyn Fn(&CallsiteReport) -> bool + Send + Sync>;
+
+/// How callsites are chosen to be ignored.
+#[derive(Clone)]
+enum Ignore {
+    Matching(String),
+    Where(String, Predicate),
+}
+
+impl Ignore {
+    fn describe(&self) -> String {
+        match self {
+            Ignore::Matching(p) => format!("matching {p:?}"),
+            Ignore::Where(d, _) => d.clone(),
+        }
+    }
+
+    /// Whether the filter ignores `c`. `caller` are the functions of the stack that called
+    /// the check: they and closures defined in them (the closure passed to the check) are the
+    /// test's code, never matched by a pattern — a test named `known_cache_is_ignored` must
+    /// not ignore everything its closure allocates because of a pattern `"known_cache"`.
+    fn matches(&self, c: &CallsiteReport, caller: &[&str]) -> bool {
+        match self {
+            Ignore::Matching(p) => c
+                .frames
+                .iter()
+                .filter(|f| !is_own_name(&f.function) && !is_test_code(&f.function, caller))
+                .any(|f| {
+                    f.function.contains(p.as_str())
+                        || f.file
+                            .as_deref()
+                            .is_some_and(|file| file.contains(p.as_str()))
+                }),
+            Ignore::Where(_, pred) => pred(c),
+        }
+    }
+}
+
+/// A memory check: a job name, limits, warm-up and callsite filters. Build it, then
+/// [`run`](Self::run) it (a `Result`) or [`assert`](Self::assert) it (a panic on failure).
+///
+/// Without limits a check only measures (and still fails if the allocator is not installed).
+///
+/// ```
+/// # #[global_allocator]
+/// # static ALLOC: allocscope::TrackingAllocator = allocscope::TrackingAllocator::system();
+/// use allocscope::testing::MemoryCheck;
+///
+/// static CACHE: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+/// fn lookup(i: usize) -> u64 {
+///     CACHE.get_or_init(|| (0..1000).collect())[i] // fills once, on the first call
+/// }
+///
+/// # fn main() {
+/// let figures = MemoryCheck::new("lookup")
+///     .warmup(1) // the first run fills the cache
+///     .no_leaks() // later runs keep nothing
+///     .assert(|| lookup(7));
+/// assert_eq!(figures.warmup[0].retained_at_finish.bytes, 8000);
+/// assert_eq!(figures.retained.bytes, 0);
+/// # }
+/// ```
+#[derive(Clone)]
+#[must_use = "a check does nothing until `run` or `assert` is called"]
+pub struct MemoryCheck {
+    name: String,
+    warmup: u32,
+    max_retained_objects: Option<u64>,
+    max_retained_bytes: Option<u64>,
+    max_peak_bytes: Option<u64>,
+    max_allocated_objects: Option<u64>,
+    max_allocated_bytes: Option<u64>,
+    ignore: Vec<Ignore>,
+    show_callsites: usize,
+}
+
+impl fmt::Debug for MemoryCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryCheck")
+            .field("name", &self.name)
+            .field("warmup", &self.warmup)
+            .field("max_retained_objects", &self.max_retained_objects)
+            .field("max_retained_bytes", &self.max_retained_bytes)
+            .field("max_peak_bytes", &self.max_peak_bytes)
+            .field("max_allocated_objects", &self.max_allocated_objects)
+            .field("max_allocated_bytes", &self.max_allocated_bytes)
+            .field(
+                "ignore",
+                &self.ignore.iter().map(Ignore::describe).collect::<Vec<_>>(),
+            )
+            .field("show_callsites", &self.show_callsites)
+            .finish()
+    }
+}
+
+impl MemoryCheck {
+    /// A check of the job `name` (shown in reports and failure messages), without limits.
+    pub fn new(name: impl Into<String>) -> Self {
+        MemoryCheck {
+            name: name.into(),
+            warmup: 0,
+            max_retained_objects: None,
+            max_retained_bytes: None,
+            max_peak_bytes: None,
+            max_allocated_objects: None,
+            max_allocated_bytes: None,
+            ignore: Vec::new(),
+            show_callsites: DEFAULT_SHOWN_CALLSITES,
+        }
+    }
+
+    /// The check's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs the job `runs` times before the measured run (default 0), so that what fills once
+    /// (caches, lazy statics, pools) is in place; the limits apply to the measured run only.
+    pub fn warmup(mut self, runs: u32) -> Self {
+        self.warmup = runs;
+        self
+    }
+
+    /// Fails if the measured run still held more than `objects` blocks when it returned.
+    pub fn max_retained_objects(mut self, objects: u64) -> Self {
+        self.max_retained_objects = Some(objects);
+        self
+    }
+
+    /// Fails if the measured run still held more than `bytes` bytes when it returned.
+    pub fn max_retained_bytes(mut self, bytes: u64) -> Self {
+        self.max_retained_bytes = Some(bytes);
+        self
+    }
+
+    /// Fails if the measured run still held anything when it returned: the same as
+    /// `.max_retained_objects(0).max_retained_bytes(0)`.
+    pub fn no_leaks(self) -> Self {
+        self.max_retained_objects(0).max_retained_bytes(0)
+    }
+
+    /// Fails if the measured run's live bytes went above `bytes` while it ran.
+    pub fn max_peak_bytes(mut self, bytes: u64) -> Self {
+        self.max_peak_bytes = Some(bytes);
+        self
+    }
+
+    /// Fails if the measured run allocated more than `objects` blocks in total.
+    pub fn max_allocated_objects(mut self, objects: u64) -> Self {
+        self.max_allocated_objects = Some(objects);
+        self
+    }
+
+    /// Fails if the measured run allocated more than `bytes` bytes in total.
+    pub fn max_allocated_bytes(mut self, bytes: u64) -> Self {
+        self.max_allocated_bytes = Some(bytes);
+        self
+    }
+
+    /// Does not count what callsites still hold whose stack has a frame whose function name or
+    /// source file contains `pattern` (a plain substring, case-sensitive, e.g.
+    /// `"known_cache"`, `"mycrate::cache::"` or `"src/cache.rs"`). In optimized builds with
+    /// line tables only, inlined frames carry short function names (`insert` rather than
+    /// `mycrate::cache::Cache::insert`); their file paths are complete, so a file pattern works
+    /// in every profile.
+    ///
+    /// Only the job's code is matched: not allocscope's own frames, nor the test function that
+    /// runs the check, the closure given to it, and the harness below (so a test named
+    /// `known_cache_is_ignored` does not ignore all it allocates). Name a function the job
+    /// calls. May be given several times (any pattern ignores).
+    ///
+    /// Needs [`StackMode::Every`] (exact callsites); otherwise the check fails with
+    /// [`CheckFailure::ExactStacksRequired`].
+    pub fn ignore_callsites_matching(mut self, pattern: impl Into<String>) -> Self {
+        self.ignore.push(Ignore::Matching(pattern.into()));
+        self
+    }
+
+    /// Does not count what callsites for which `predicate` returns `true` still hold. It sees
+    /// the callsite's scope and its symbolized stack ([`CallsiteReport::frames`], innermost
+    /// first) down to the check, as in [`HeldCallsite::callsite`]. `description` names the filter in failure messages. Needs
+    /// [`StackMode::Every`], like [`ignore_callsites_matching`](Self::ignore_callsites_matching).
+    pub fn ignore_callsites_where(
+        mut self,
+        description: impl Into<String>,
+        predicate: impl Fn(&CallsiteReport) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.ignore
+            .push(Ignore::Where(description.into(), Arc::new(predicate)));
+        self
+    }
+
+    /// How many callsites a failure message lists (default [`DEFAULT_SHOWN_CALLSITES`]).
+    pub fn show_callsites(mut self, callsites: usize) -> Self {
+        self.show_callsites = callsites;
+        self
+    }
+
+    /// Runs the warm-up runs, then the measured run, and checks the limits.
+    ///
+    /// Returns the measured figures, or a [`CheckFailure`] whose `Display` (and `Debug`, so
+    /// that `.unwrap()` prints it readably) is the whole report: the limits exceeded, the
+    /// measured values, the check's and the test's names, and the callsites still holding
+    /// memory when stacks are on. If the job panics, the panic is resumed unchanged.
+    ///
+    /// Fails without running the job if the tracking allocator is not installed, or if a
+    /// callsite filter is set and the stack mode is not [`StackMode::Every`].
+    pub fn run<R>(&self, mut job: impl FnMut() -> R) -> Result<Figures, CheckFailure> {
+        let test = untracked(test_name);
+        let caller = untracked(caller_ips);
+        if !crate::is_installed() {
+            return Err(untracked(|| CheckFailure::NotInstalled {
+                check: self.name.clone(),
+                test,
+            }));
+        }
+        let mode = crate::stack_mode();
+        if !self.ignore.is_empty() && mode != StackMode::Every {
+            return Err(untracked(|| CheckFailure::ExactStacksRequired {
+                check: self.name.clone(),
+                test,
+                mode,
+                filters: self.ignore.iter().map(Ignore::describe).collect(),
+            }));
+        }
+
+        let (warmup_name, mut warmup) = untracked(|| {
+            (
+                format!("{} [warm-up]", self.name),
+                Vec::with_capacity(self.warmup as usize),
+            )
+        });
+        for _ in 0..self.warmup {
+            let ((), run) = track_scope_run(&warmup_name, || drop(job()));
+            untracked(|| warmup.push(run));
+        }
+
+        let mut lease = Lease::acquire(&self.name);
+        let ((), run) = track_scope_run(&lease.job, || drop(job()));
+        let mut held = untracked(|| self.held(&lease, mode, &run, &caller));
+        // Another thread may free the run's blocks just after it finished (a runtime dropping
+        // its reference to a finished task after the join handle got the output). Those are
+        // not kept: before failing a retained limit, give such frees a moment (≤ 63 ms).
+        let mut wait_ms = 1;
+        while lease.baseline.is_none() && wait_ms <= 32 && self.retained_exceeded(&held) {
+            std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+            wait_ms *= 2;
+            held = untracked(|| self.held(&lease, mode, &run, &caller));
+        }
+        lease.clean = held.retained.is_zero() && !run.unmeasured;
+        drop(lease);
+        if run.unmeasured {
+            // Zeros here would pass any limit: say so instead.
+            return Err(untracked(|| CheckFailure::Unmeasured {
+                check: self.name.clone(),
+                test,
+                job: run.job.clone(),
+            }));
+        }
+
+        untracked(|| {
+            let figures = Figures {
+                check: self.name.clone(),
+                job: run.job.clone(),
+                test,
+                allocated: run.allocated,
+                peak_bytes: run.peak_bytes,
+                retained: held.retained,
+                ignored: held.ignored,
+                ignore_filters: self.ignore.iter().map(Ignore::describe).collect(),
+                holding: held.holding,
+                stack_mode: mode,
+                warmup,
+                run,
+                notes: held.notes,
+            };
+            let violations = self.violations(&figures);
+            if violations.is_empty() {
+                return Ok(figures);
+            }
+            Err(CheckFailure::Exceeded {
+                figures: Box::new(figures),
+                violations,
+                shown_callsites: self.show_callsites,
+            })
+        })
+    }
+
+    /// Like [`run`](Self::run), but panics with the failure's message; returns the figures.
+    #[track_caller]
+    pub fn assert<R>(&self, job: impl FnMut() -> R) -> Figures {
+        match self.run(job) {
+            Ok(figures) => figures,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// What the finished measured run still holds, and where (untracked).
+    fn held(&self, lease: &Lease, mode: StackMode, run: &RunReport, caller: &[usize]) -> Held {
+        let mut held = Held {
+            retained: run.retained_at_finish,
+            ignored: Usage::default(),
+            holding: Vec::new(),
+            notes: Vec::new(),
+        };
+        if held.retained.is_zero() {
+            return held;
+        }
+        if run.job != lease.job {
+            held.notes.push(format!(
+                "the job table is full, so this run was counted as {:?}: its callsites cannot \
+                 be told apart from other jobs' and none are ignored",
+                run.job
+            ));
+            return held;
+        }
+        let Some((now, callsites)) = crate::report::job_snapshot(&lease.job) else {
+            return held;
+        };
+        if lease.baseline.is_none() {
+            // The job holds only what this run left (earlier runs of this job name left
+            // nothing): what other threads freed since the run finished is not held any more.
+            held.retained = Usage::new(
+                held.retained.objects.min(now.objects),
+                held.retained.bytes.min(now.bytes),
+            );
+        } else {
+            held.notes.push(format!(
+                "job {:?} still held memory from an earlier check of the same name; it was \
+                 subtracted from the callsites",
+                lease.job
+            ));
+        }
+        if mode == StackMode::Off || callsites.is_empty() {
+            return held;
+        }
+        let caller = crate::report::symbolize::symbolize(caller);
+        let caller_fns: Vec<&str> = caller.iter().map(|f| f.function.as_str()).collect();
+        for c in callsites {
+            let before = lease
+                .baseline
+                .as_ref()
+                .and_then(|b| b.get(&(c.scope.clone(), c.frames.clone())))
+                .copied()
+                .unwrap_or_default();
+            let retained = Usage::new(
+                c.retained.objects.saturating_sub(before.objects),
+                c.retained.bytes.saturating_sub(before.bytes),
+            );
+            if retained.is_zero() {
+                continue;
+            }
+            let callsite = CallsiteReport {
+                retained,
+                frames: job_frames(c.frames, &caller),
+                ..c
+            };
+            let ignored = self
+                .ignore
+                .iter()
+                .any(|i| i.matches(&callsite, &caller_fns));
+            if ignored {
+                held.ignored += retained;
+            }
+            held.holding.push(HeldCallsite { callsite, ignored });
+        }
+        held.holding.sort_by(|a, b| {
+            b.callsite
+                .retained
+                .bytes
+                .cmp(&a.callsite.retained.bytes)
+                .then(
+                    b.callsite
+                        .retained
+                        .objects
+                        .cmp(&a.callsite.retained.objects),
+                )
+        });
+        // What is ignored is part of what is retained, never more.
+        held.ignored = Usage::new(
+            held.ignored.objects.min(held.retained.objects),
+            held.ignored.bytes.min(held.retained.bytes),
+        );
+        let dropped = crate::callsite::intern::DROPPED.load(Relaxed);
+        if dropped > 0 {
+            held.notes.push(format!(
+                "{dropped} stacks were not recorded because the callsite tables are full; \
+                 callsites may be missing"
+            ));
+        }
+        held
+    }
+
+    fn retained_exceeded(&self, held: &Held) -> bool {
+        let counted = Usage::new(
+            held.retained.objects.saturating_sub(held.ignored.objects),
+            held.retained.bytes.saturating_sub(held.ignored.bytes),
+        );
+        self.max_retained_objects
+            .is_some_and(|m| counted.objects > m)
+            || self.max_retained_bytes.is_some_and(|m| counted.bytes > m)
+    }
+
+    fn violations(&self, f: &Figures) -> Vec<Violation> {
+        let checked = f.retained_checked();
+        [
+            (
+                Limit::RetainedObjects,
+                self.max_retained_objects,
+                checked.objects,
+            ),
+            (Limit::RetainedBytes, self.max_retained_bytes, checked.bytes),
+            (Limit::PeakBytes, self.max_peak_bytes, f.peak_bytes),
+            (
+                Limit::AllocatedObjects,
+                self.max_allocated_objects,
+                f.allocated.objects,
+            ),
+            (
+                Limit::AllocatedBytes,
+                self.max_allocated_bytes,
+                f.allocated.bytes,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(limit, max, measured)| {
+            max.filter(|&m| measured > m).map(|max| Violation {
+                limit,
+                max,
+                measured,
+            })
+        })
+        .collect()
+    }
+}
+
+/// The figures of a check's measured run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Figures {
+    /// The check's name ([`MemoryCheck::new`]).
+    pub check: String,
+    /// The job the measured run ran as (`"{check} [check k]"`, see the module docs).
+    pub job: String,
+    /// The test: the name of the thread that ran the check (the test harness names each
+    /// test's thread after the test).
+    pub test: String,
+    /// Everything the measured run allocated.
+    pub allocated: Usage,
+    /// The measured run's highest live bytes.
+    pub peak_bytes: u64,
+    /// What the measured run still held when the closure had returned (its value dropped),
+    /// less what other threads freed right after (see the module docs).
+    pub retained: Usage,
+    /// The part of `retained` held by ignored callsites.
+    pub ignored: Usage,
+    /// Descriptions of the callsite filters (e.g. `matching "known_cache"`).
+    pub ignore_filters: Vec<String>,
+    /// Callsites still holding memory from the measured run, largest first; empty when
+    /// stacks are off or nothing was retained. Figures are exact in [`StackMode::Every`] and
+    /// estimates in sampled mode.
+    pub holding: Vec<HeldCallsite>,
+    /// The stack mode in effect.
+    pub stack_mode: StackMode,
+    /// The warm-up runs, in order.
+    pub warmup: Vec<RunReport>,
+    /// The measured run's own report.
+    pub run: RunReport,
+    /// Caveats about these figures (e.g. why callsites are missing).
+    pub notes: Vec<String>,
+}
+
+impl Figures {
+    /// What the retained limits are checked against: `retained` minus `ignored`.
+    pub fn retained_checked(&self) -> Usage {
+        Usage::new(
+            self.retained.objects.saturating_sub(self.ignored.objects),
+            self.retained.bytes.saturating_sub(self.ignored.bytes),
+        )
+    }
+}
+
+impl fmt::Display for Figures {
+    /// One line: allocated, peak, retained (and ignored), warm-up runs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "allocated {}, peak {}, retained {}",
+            usage_text(self.allocated),
+            bytes_text(self.peak_bytes),
+            usage_text(self.retained),
+        )?;
+        if !self.ignored.is_zero() {
+            write!(
+                f,
+                " (of which ignored {}, counted {})",
+                usage_text(self.ignored),
+                usage_text(self.retained_checked())
+            )?;
+        }
+        if !self.warmup.is_empty() {
+            let runs = if self.warmup.len() == 1 {
+                "run"
+            } else {
+                "runs"
+            };
+            write!(
+                f,
+                "; after {} warm-up {runs} that retained ",
+                self.warmup.len()
+            )?;
+            for (i, w) in self.warmup.iter().enumerate() {
+                let sep = if i == 0 { "" } else { ", " };
+                write!(f, "{sep}{}", usage_text(w.retained_at_finish))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a finished run still holds, and where.
+struct Held {
+    retained: Usage,
+    ignored: Usage,
+    holding: Vec<HeldCallsite>,
+    notes: Vec<String>,
+}
+
+/// A callsite still holding memory from the measured run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HeldCallsite {
+    /// The callsite; its `retained` is what it holds from the measured run, and its `frames`
+    /// are the job's: from the allocation down to the check, without the frames of the test
+    /// and the harness below it (allocations on other threads keep their whole stack).
+    pub callsite: CallsiteReport,
+    /// Whether a filter ignores it.
+    pub ignored: bool,
+}
+
+fn test_name() -> String {
+    let t = std::thread::current();
+    t.name().unwrap_or("<unnamed thread>").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(allocated: Usage, peak: u64, retained: Usage, ignored: Usage) -> Figures {
+        let run = RunReport {
+            job: "x [check 1]".into(),
+            run: 1,
+            duration_ns: 0,
+            finished_unix_ms: 0,
+            allocated,
+            peak_bytes: peak,
+            retained_at_finish: retained,
+            panicked: false,
+            unmeasured: false,
+        };
+        Figures {
+            check: "x".into(),
+            job: run.job.clone(),
+            test: "t".into(),
+            allocated,
+            peak_bytes: peak,
+            retained,
+            ignored,
+            ignore_filters: Vec::new(),
+            holding: Vec::new(),
+            stack_mode: StackMode::Off,
+            warmup: Vec::new(),
+            run,
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn limits_fail_only_above_their_value_in_a_fixed_order() {
+        let check = MemoryCheck::new("x")
+            .max_allocated_bytes(100)
+            .max_peak_bytes(50)
+            .no_leaks();
+        let f = figures(Usage::new(3, 100), 51, Usage::new(1, 8), Usage::default());
+        let v: Vec<(Limit, u64, u64)> = check
+            .violations(&f)
+            .iter()
+            .map(|v| (v.limit, v.max, v.measured))
+            .collect();
+        assert_eq!(
+            v,
+            [
+                (Limit::RetainedObjects, 0, 1),
+                (Limit::RetainedBytes, 0, 8),
+                (Limit::PeakBytes, 50, 51),
+            ]
+        );
+        assert!(MemoryCheck::new("x").violations(&f).is_empty());
+    }
+
+    #[test]
+    fn ignored_memory_is_subtracted_before_the_retained_limits() {
+        let check = MemoryCheck::new("x").max_retained_bytes(10);
+        let f = figures(
+            Usage::new(3, 100),
+            100,
+            Usage::new(2, 30),
+            Usage::new(1, 25),
+        );
+        assert_eq!(f.retained_checked(), Usage::new(1, 5));
+        assert!(check.violations(&f).is_empty());
+    }
+}
