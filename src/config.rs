@@ -17,6 +17,7 @@
 //! | `ALLOCSCOPE_DUMP_THRESHOLD` | `report::dump` | bytes a run must retain to be dumped |
 //! | `ALLOCSCOPE_DUMP_KEEP` | `report::dump` | dumps kept in the folder |
 //! | `ALLOCSCOPE_HTTP` | `http` (feature `http`) | address of the live endpoint, started at the first call |
+//! | `ALLOCSCOPE_TIMELINE` | `timeline` | sampler interval ([`parse_interval`]: `500ms`, `1s`, `1m`); `off` or unset: no sampler |
 //!
 //! (`ALLOCSCOPE_BLESS` is read by the crate's own tests only, to rewrite golden files.)
 
@@ -45,6 +46,9 @@ pub(crate) fn http_addr() -> Option<String> {
     let addr = raw.to_string_lossy().trim().to_string();
     (!addr.is_empty()).then_some(addr)
 }
+
+/// The timeline sampler's interval.
+pub(crate) const TIMELINE: &str = "ALLOCSCOPE_TIMELINE";
 
 /// Default [`AutoDump::threshold_bytes`](crate::AutoDump::threshold_bytes): a run that retained
 /// at least 1 MiB is dumped.
@@ -133,6 +137,47 @@ impl StackMode {
                  such as 524288 or 512k"
             ))
         })
+    }
+}
+
+/// A duration as `ALLOCSCOPE_TIMELINE` takes it: a whole or decimal number followed by `ms`,
+/// `s`, `m` or `h` (`500ms`, `1s`, `1.5s`, `1m`).
+pub(crate) fn parse_interval(text: &str) -> Result<std::time::Duration, Error> {
+    let t = text.trim();
+    let err = || {
+        Error::InvalidConfig(format!(
+            "{TIMELINE}={text:?}: expected a duration such as 500ms, 1s or 1m"
+        ))
+    };
+    let (num, unit_ns) = [("ms", 1e6), ("s", 1e9), ("m", 60e9), ("h", 3600e9)]
+        .iter()
+        .find_map(|&(u, ns)| t.strip_suffix(u).map(|n| (n.trim(), ns)))
+        .ok_or_else(err)?;
+    let v: f64 = num.parse().map_err(|_| err())?;
+    if !v.is_finite() || v <= 0.0 || num.starts_with('+') {
+        return Err(err());
+    }
+    let ns = v * unit_ns;
+    if ns < 1.0 || ns > u64::MAX as f64 {
+        return Err(err());
+    }
+    Ok(std::time::Duration::from_nanos(ns as u64))
+}
+
+/// `ALLOCSCOPE_TIMELINE`, parsed: `None` when unset, `off`, or invalid (then reported on
+/// stderr in one line: the timeline stays off). Call once; may allocate, so call it untracked.
+pub(crate) fn timeline() -> Option<std::time::Duration> {
+    let raw = std::env::var_os(TIMELINE)?;
+    let v = raw.to_string_lossy();
+    if v.trim().is_empty() || v.trim() == "off" {
+        return None;
+    }
+    match parse_interval(&v) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            eprintln!("allocscope: {e}; timeline off");
+            None
+        }
     }
 }
 

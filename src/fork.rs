@@ -18,7 +18,9 @@
 //!   - `scope`: the `on_run_finished` hook table;
 //!   - `report::dump`: the automatic dump settings and the dump write lock;
 //!   - `report::symbolize`: the symbol cache ([`ShardedMap`], every shard);
-//!   - `testing`: the check-slot table.
+//!   - `testing`: the check-slot table;
+//!   - `series`: the run-event and timeline-sample stores;
+//!   - `timeline`: the sampler handle.
 //! * No participant's lock is held while another participant's lock is acquired (each module
 //!   keeps its locks to itself), so the prepare handler may take them in registration order
 //!   without deadlocking.

@@ -91,8 +91,10 @@ mod model;
 mod registry;
 mod report;
 mod scope;
+mod series;
 pub mod testing;
 mod thread;
+pub mod timeline;
 
 pub use alloc::{is_installed, TrackingAllocator};
 pub use callsite::{
@@ -102,7 +104,7 @@ pub use callsite::{
 pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
 pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
-pub use report::text::{grouped, human_bytes, TextOptions};
+pub use report::text::{grouped, human_bytes, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN};
 pub use report::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
@@ -110,18 +112,26 @@ pub use report::{
 pub use report::{mark, report_since, Marker};
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, Totals, TrackerStats, Usage, FORMAT, VERSION,
+    RunReport, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
-/// Applies the environment (`ALLOCSCOPE_*`, parsed by `config`) once: the stack mode and
-/// automatic dumps. Called at every entry into the API that needs them (scopes, reports,
-/// dumps); the root wires the layers, so `scope` needs no import of `report`.
+pub use report::{
+    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+};
+/// Applies the environment (`ALLOCSCOPE_*`, parsed by `config`) once: the stack mode,
+/// automatic dumps and the timeline sampler. Called at every entry into the API that needs
+/// them (scopes, reports, dumps); the root wires the layers, so `scope` needs no import of
+/// `report`.
 pub(crate) fn init_from_env() {
     callsite::init_from_env();
     report::dump::init_from_env();
+    timeline::init_from_env();
 }
 
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
+pub use timeline::release_free_memory;
+#[cfg(feature = "chart")]
+pub use timeline::TimelineOptions;

@@ -120,7 +120,38 @@ pub(crate) struct JobEntry {
     pub panicked_runs: AtomicU64,
     pub active_runs: AtomicI64,
     pub peak_bytes: AtomicU64,
-    pub recent: Mutex<VecDeque<RunReport>>,
+    /// What is updated once per finished run, under one short lock.
+    pub recent: Mutex<RunHistory>,
+}
+
+/// Most scope paths a job's trend reads (the first ones created); a job nested under more
+/// distinct chains of jobs gets its trend from these only.
+pub(crate) const MAX_TREND_PATHS: usize = 256;
+
+/// A job's per-run state: its recent runs, its trend summary, and the scope paths whose
+/// counters make up its inclusive figures (for the trend's "retained after each run").
+#[derive(Default)]
+pub(crate) struct RunHistory {
+    pub runs: VecDeque<RunReport>,
+    pub trend: crate::series::TrendSummary,
+    pub paths: Vec<u32>,
+}
+
+impl RunHistory {
+    /// The job's retained bytes now, from the shared counters of its paths (what threads have
+    /// not flushed is not included).
+    pub(crate) fn retained_bytes(&self) -> u64 {
+        self.paths
+            .iter()
+            .map(|&p| {
+                let e = path(p);
+                e.alloc_bytes
+                    .load(Relaxed)
+                    .wrapping_sub(e.free_bytes.load(Relaxed)) as i64
+            })
+            .fold(0i64, |a, b| a.wrapping_add(b))
+            .max(0) as u64
+    }
 }
 
 struct Tables {
@@ -181,6 +212,11 @@ fn tables() -> &'static Tables {
         PATHS[PATH_OVERFLOW as usize].job.store(JOB_OTHER, Relaxed);
         // Before the tables are published: no lock of theirs can be taken uncovered.
         fork::register(&TABLES_AT_FORK);
+        t.jobs.read()[JOB_OTHER as usize]
+            .recent
+            .lock()
+            .paths
+            .push(PATH_OVERFLOW);
         t
     })
 }
@@ -234,7 +270,10 @@ impl JobEntry {
             panicked_runs: AtomicU64::new(0),
             active_runs: AtomicI64::new(0),
             peak_bytes: AtomicU64::new(0),
-            recent: Mutex::new(VecDeque::with_capacity(RECENT_RUNS)),
+            recent: Mutex::new(RunHistory {
+                runs: VecDeque::with_capacity(RECENT_RUNS),
+                ..RunHistory::default()
+            }),
         }
     }
 }
@@ -308,6 +347,21 @@ pub(crate) fn path_id(parent: Option<u32>, job: u32) -> u32 {
     e.depth.store(depth, Relaxed);
     PATH_COUNT.store(id + 1, Release);
     t.path_ids.insert((parent, job), id);
+    drop(_g);
+    // Each job on the new path counts it in its trend's figures. Done after releasing
+    // `path_lock`: the fork handler takes the job locks before `path_lock`, so holding both
+    // here in the other order could deadlock against a fork. Until this loop ran, a run
+    // finishing elsewhere misses the new path's bytes in its trend point (the path is empty
+    // then unless another thread already allocates in it).
+    let mut chain = Vec::new();
+    path_jobs(id, &mut chain);
+    for j in chain {
+        let entry = self::job(j);
+        let mut h = entry.recent.lock();
+        if h.paths.len() < MAX_TREND_PATHS {
+            h.paths.push(id);
+        }
+    }
     id
 }
 

@@ -114,11 +114,16 @@ impl ActiveRun {
                 // No run slot: nothing was measured (the figures above are zeros).
                 unmeasured,
             };
-            let mut recent = entry.recent.lock();
-            if recent.len() >= RECENT_RUNS {
-                recent.pop_front();
+            {
+                let mut h = entry.recent.lock();
+                if h.runs.len() >= RECENT_RUNS {
+                    h.runs.pop_front();
+                }
+                h.runs.push_back(report.clone());
+                let retained_now = h.retained_bytes();
+                h.trend.add(retained_now);
             }
-            recent.push_back(report.clone());
+            crate::series::record_run(self.job, &report);
             report
         });
         run_hooks(&report);

@@ -147,11 +147,11 @@ fn wrong_format_and_versions() {
         read_err(r#"{"format": "heaptrack", "version": 1}"#),
         r#"format is "heaptrack""#,
     );
-    let future = fixture("worker_old.json").replacen(r#""version": 1"#, r#""version": 2"#, 1);
+    let future = fixture("worker_old.json").replacen(r#""version": 1"#, r#""version": 3"#, 1);
     let err = read_err(future);
     assert_unsupported(
         err,
-        "version 2 is newer than this allocscope reads (1); upgrade",
+        "version 3 is newer than this allocscope reads (2); upgrade",
     );
     let old = fixture("worker_old.json").replacen(r#""version": 1"#, r#""version": 0"#, 1);
     assert_unsupported(read_err(old), "version 0 is not supported");

@@ -62,6 +62,7 @@ fn job(name: &str, callsites: Vec<CallsiteReport>) -> JobReport {
         exclusive: Default::default(),
         recent_runs: vec![],
         callsites,
+        trend: Default::default(),
     }
 }
 
@@ -130,6 +131,10 @@ fn fixture() -> Report {
         ],
         callsites: all,
         tracker: Default::default(),
+        process: Default::default(),
+        timeline: vec![],
+        run_events: vec![],
+        timeline_stats: Default::default(),
     }
 }
 #[test]

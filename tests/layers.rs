@@ -134,6 +134,19 @@ fn the_leaves_import_no_other_layer() {
 }
 
 #[test]
+fn what_is_recorded_over_time_sits_below_the_tables() {
+    // `series` (trend summaries, run events, samples) is used by the registry and by scopes:
+    // it may import only the leaves.
+    assert_no_imports(
+        &["series"],
+        &[
+            "report", "scope", "future", "testing", "registry", "thread", "header", "alloc",
+            "callsite", "timeline",
+        ],
+    );
+}
+
+#[test]
 fn the_check_sees_an_upward_import() {
     // The check itself must be able to fail: a line naming a higher layer is found.
     let dir = tempfile::tempdir().unwrap();

@@ -9,7 +9,11 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use allocscope::{DiffTextOptions, FlameMetric, FlameOptions, Report, TextOptions};
+use allocscope::timeline::TimelineOptions;
+use allocscope::{
+    DiffTextOptions, FlameMetric, FlameOptions, Report, SortBy, TextOptions,
+    DEFAULT_FLAG_OBJECTS_PER_RUN,
+};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -39,6 +43,29 @@ enum Command {
         /// Callsites listed under each job.
         #[arg(long, value_name = "N", default_value_t = 5)]
         callsites: usize,
+        /// The order of the job table.
+        #[arg(long, value_enum, default_value_t = Sort::Retained)]
+        sort: Sort,
+        /// Flag jobs whose runs allocate more than N objects per run on average.
+        #[arg(long, value_name = "N", default_value_t = DEFAULT_FLAG_OBJECTS_PER_RUN)]
+        flag_objects_per_run: u64,
+    },
+    /// Draw the memory-over-time chart (RSS, live heap, top jobs, run markers) as SVG.
+    Timeline {
+        /// The report file (taken with the timeline sampler running).
+        report: PathBuf,
+        /// Output file (`-`: standard output).
+        #[arg(short, long, value_name = "OUT.svg")]
+        output: PathBuf,
+        /// The chart's title.
+        #[arg(long)]
+        title: Option<String>,
+        /// Width in pixels.
+        #[arg(long, default_value_t = 1200)]
+        width: u32,
+        /// Height in pixels.
+        #[arg(long, default_value_t = 400)]
+        height: u32,
     },
     /// Render a flamegraph SVG of retained or allocated memory.
     Flamegraph {
@@ -103,6 +130,29 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum Sort {
+    /// Retained bytes, largest first.
+    Retained,
+    /// Allocated objects, most first.
+    AllocatedObjects,
+    /// Highest run peak first.
+    Peak,
+    /// Growing jobs first (fastest first), then saturating, steady.
+    Trend,
+}
+
+impl From<Sort> for SortBy {
+    fn from(s: Sort) -> SortBy {
+        match s {
+            Sort::Retained => SortBy::Retained,
+            Sort::AllocatedObjects => SortBy::AllocatedObjects,
+            Sort::Peak => SortBy::Peak,
+            Sort::Trend => SortBy::Trend,
+        }
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum Metric {
     RetainedBytes,
     RetainedObjects,
@@ -150,6 +200,8 @@ fn run(command: Command) -> Result<(), String> {
             job,
             top,
             callsites,
+            sort,
+            flag_objects_per_run,
         } => {
             let r = read(&report)?;
             check_job(&report, &r, job.as_deref())?;
@@ -157,8 +209,29 @@ fn run(command: Command) -> Result<(), String> {
                 job,
                 top_callsites: callsites,
                 max_jobs: top,
+                sort: sort.into(),
+                flag_objects_per_run,
             });
             write_out(Path::new("-"), text.as_bytes())
+        }
+        Command::Timeline {
+            report,
+            output,
+            title,
+            width,
+            height,
+        } => {
+            let r = read(&report)?;
+            let opts = TimelineOptions {
+                title,
+                width,
+                height,
+                ..TimelineOptions::default()
+            };
+            let svg = r
+                .timeline_svg(&opts)
+                .map_err(|e| format!("{}: {e}", report.display()))?;
+            write_out(&output, svg.as_bytes())
         }
         Command::Flamegraph {
             report,

@@ -125,27 +125,26 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
         }
     }
 
-    let tracker = report.tracker.overhead.bytes;
     let process: [(&str, &str, u64); 4] = [
         (
             "allocscope_heap_live_bytes",
             "Bytes of every live tracked block: jobs, unscoped and the tracker's own.",
-            report.totals.live.bytes + tracker, /*TEMP*/
+            report.process.heap_live_bytes,
         ),
         (
             "allocscope_rss_bytes",
             "Resident set size of the process (0 when it cannot be read).",
-            0, /*TEMP rss*/
+            report.process.rss_bytes,
         ),
         (
             "allocscope_not_returned_bytes",
             "Estimate of freed memory the allocator keeps resident instead of returning it.",
-            0, /*TEMP nr*/
+            report.process.not_returned_bytes,
         ),
         (
             "allocscope_tracker_bytes",
             "Bytes allocscope itself holds (tables, reports, symbol caches).",
-            tracker,
+            report.process.tracker_bytes,
         ),
     ];
     for (name, help, v) in process {

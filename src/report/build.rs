@@ -29,10 +29,11 @@ pub fn report() -> Report {
     })
 }
 
-/// The same snapshot as [`report`] without callsites (`callsites` empty, in the report and in
-/// every job): no stack is read and nothing is symbolized, so its cost depends on the number
-/// of jobs and scope paths only, never on the number of stacks. For figures polled often
-/// (the live endpoint's `/metrics`).
+/// The same snapshot as [`report`] with figures only: no callsites (`callsites` empty, in the
+/// report and in every job), no timeline and no run events (their statistics stay). No stack
+/// is read and nothing is symbolized, so its cost depends on the number of jobs and scope paths
+/// only, never on the number of stacks or samples. For figures polled often (the live
+/// endpoint's `/metrics`).
 #[cfg(feature = "http")]
 pub(crate) fn report_figures() -> Report {
     callsite::init_from_env();
@@ -117,8 +118,9 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     build_with(snap, true)
 }
 
-/// The report of a snapshot, with its callsites (symbolized) or none. Must run untracked.
-fn build_with(snap: &Snapshot, with_callsites: bool) -> Report {
+/// The report of a snapshot: everything (`full`), or its figures without callsites, timeline
+/// and run events. Must run untracked.
+fn build_with(snap: &Snapshot, full: bool) -> Report {
     let r = &snap.rollup;
     let totals = Totals {
         live: r.all.retained(),
@@ -130,7 +132,7 @@ fn build_with(snap: &Snapshot, with_callsites: bool) -> Report {
     // Callsites: every site, grouped by (path, symbolized frames); each job gets the ones of
     // the paths it is on.
     let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); snap.jobs.len()];
-    let grouped = if with_callsites {
+    let grouped = if full {
         grouped_sites(|path| snap.scope_names(path))
     } else {
         Vec::new()
@@ -157,6 +159,10 @@ fn build_with(snap: &Snapshot, with_callsites: bool) -> Report {
         }
         let mut job_sites = std::mem::take(&mut by_job[j]);
         sort_callsites(&mut job_sites);
+        let (recent_runs, trend) = {
+            let h = entry.recent.lock();
+            (h.runs.iter().cloned().collect(), h.trend.trend())
+        };
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -169,13 +175,22 @@ fn build_with(snap: &Snapshot, with_callsites: bool) -> Report {
                 allocated: r.exclusive[j].allocated(),
                 retained: r.exclusive[j].retained(),
             },
-            recent_runs: entry.recent.lock().iter().cloned().collect(),
+            recent_runs,
             callsites: job_sites,
+            trend,
         });
     }
     sort_jobs(&mut jobs);
 
     let (stacks, sites, frames) = intern::usage();
+    let tracker_live = r.tracker.retained().bytes;
+    let heap_live = totals.live.bytes.saturating_add(tracker_live);
+    let process = crate::timeline::process_memory(heap_live, tracker_live);
+    let mut history = crate::timeline::history(&snap.jobs);
+    if !full {
+        history.timeline = Vec::new();
+        history.run_events = Vec::new();
+    }
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -203,6 +218,10 @@ fn build_with(snap: &Snapshot, with_callsites: bool) -> Report {
             threads_without_slot: thread::THREADS_WITHOUT_SLOT.load(Relaxed),
             frames_stored: frames as u64,
         },
+        process,
+        timeline: history.timeline,
+        run_events: history.run_events,
+        timeline_stats: history.stats,
     }
 }
 

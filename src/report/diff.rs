@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::flame::stack_line;
 use super::text::{grouped, human_bytes, short_file};
-use super::{CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, Report, Usage};
+use super::{
+    CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, ProcessMemory, Report, Usage,
+};
 use crate::error::Detail;
 use crate::Error;
 
@@ -117,6 +119,13 @@ pub struct ReportDiff {
     pub jobs: Vec<JobDiff>,
     /// Every callsite present in either report, by retained growth, largest first.
     pub callsites: Vec<CallsiteDiff>,
+    /// The older report's process memory (RSS, not returned to the OS; zeros for version-1
+    /// reports).
+    #[serde(default)]
+    pub older_process: ProcessMemory,
+    /// The newer report's process memory.
+    #[serde(default)]
+    pub newer_process: ProcessMemory,
 }
 
 impl Report {
@@ -193,6 +202,8 @@ impl Report {
                 live_change: Change::between(older.totals.live, self.totals.live),
                 jobs,
                 callsites: diff_sites(&older.callsites, &self.callsites),
+                older_process: older.process.clone(),
+                newer_process: self.process.clone(),
             }
         })
     }
@@ -297,6 +308,44 @@ fn span(ms: u64) -> String {
 }
 
 impl ReportDiff {
+    /// The RSS and not-returned change line of the text diff.
+    fn memory_change_line(&self) -> String {
+        let (o, n) = (&self.older_process, &self.newer_process);
+        if o.allocator.is_empty() && n.allocator.is_empty() {
+            return "memory: RSS not recorded (version-1 reports)".into();
+        }
+        let d = |a: u64, b: u64| {
+            signed_bytes(
+                (i128::from(b) - i128::from(a)).clamp(i64::MIN.into(), i64::MAX.into()) as i64,
+            )
+        };
+        let rss = if o.rss_bytes == 0 || n.rss_bytes == 0 {
+            "RSS unavailable in one report".to_string()
+        } else {
+            format!(
+                "RSS {} -> {} ({})",
+                human_bytes(o.rss_bytes),
+                human_bytes(n.rss_bytes),
+                d(o.rss_bytes, n.rss_bytes)
+            )
+        };
+        let nr = if o.not_returned_method.is_empty()
+            || n.not_returned_method.is_empty()
+            || o.not_returned_method == "unavailable"
+            || n.not_returned_method == "unavailable"
+        {
+            "not returned to the OS: unknown in one report".to_string()
+        } else {
+            format!(
+                "not returned to the OS {} -> {} ({})",
+                human_bytes(o.not_returned_bytes),
+                human_bytes(n.not_returned_bytes),
+                d(o.not_returned_bytes, n.not_returned_bytes)
+            )
+        };
+        format!("memory: {rss}; {nr}")
+    }
+
     /// The growth table and each growing job's fastest-growing callsites, as text.
     pub fn to_text(&self) -> String {
         self.to_text_with(&DiffTextOptions::default())
@@ -322,6 +371,7 @@ impl ReportDiff {
             signed_bytes(self.live_change.bytes),
             signed_count(self.live_change.objects),
         );
+        let _ = writeln!(out, "{}", self.memory_change_line());
         let changed = |j: &&JobDiff| {
             !j.retained_change.is_zero()
                 || !j.allocated_change.is_zero()

@@ -10,8 +10,9 @@ pub(crate) mod dump;
 mod export;
 mod flame;
 mod html;
+mod memory;
 mod since;
-mod snapshot;
+pub(crate) mod snapshot;
 pub(crate) mod symbolize;
 pub(crate) mod text;
 
@@ -27,6 +28,9 @@ pub use dump::{
 #[cfg(feature = "http")]
 pub(crate) use export::PprofDefault;
 pub use flame::{FlameMetric, FlameOptions};
+pub use memory::{
+    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+};
 pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
@@ -38,8 +42,12 @@ use crate::Error;
 
 /// The value of the top-level `"format"` field of every report.
 pub const FORMAT: &str = "allocscope";
-/// The report format version this build writes (and the newest it reads).
-pub const VERSION: u32 = 1;
+/// The report format version this build writes (and the newest it reads). Version 2 added the
+/// process memory, the timeline, run events and trends; version-1 files still read (those
+/// fields take their defaults: zeros, empty lists, trends "not enough runs").
+pub const VERSION: u32 = 2;
+/// The oldest report format version this build reads.
+pub const OLDEST_VERSION: u32 = 1;
 
 /// Memory attributed to one stack in one scope.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +95,10 @@ pub struct JobReport {
     /// Callsites of its allocations (inclusive of nested jobs), by retained bytes, largest
     /// first. Empty when stacks are off.
     pub callsites: Vec<CallsiteReport>,
+    /// How the job's retained bytes move from run to run, over all its runs (version 2;
+    /// "not enough runs" in version-1 files).
+    #[serde(default)]
+    pub trend: Trend,
 }
 
 /// A job's own figures, without nested jobs.
@@ -174,6 +186,21 @@ pub struct Report {
     pub callsites: Vec<CallsiteReport>,
     /// The tracker's own figures.
     pub tracker: TrackerStats,
+    /// The process's memory: RSS, live heap, memory freed but not returned to the OS
+    /// (version 2; zeros in version-1 files).
+    #[serde(default)]
+    pub process: ProcessMemory,
+    /// Memory over time, oldest first, when the sampler ran
+    /// ([`timeline::start`](crate::timeline::start)); bounded, see [`crate::timeline`].
+    #[serde(default)]
+    pub timeline: Vec<TimelineSample>,
+    /// Finished job runs, by finish time: the bounded subset described in
+    /// [`crate::timeline`] (recent runs plus the largest ones).
+    #[serde(default)]
+    pub run_events: Vec<RunEvent>,
+    /// What the timeline and run-event stores kept and dropped.
+    #[serde(default)]
+    pub timeline_stats: TimelineStats,
 }
 
 impl Report {
@@ -225,7 +252,7 @@ impl Report {
                 }
             }
             match obj.get("version").and_then(|v| v.as_u64()) {
-                Some(v) if v == VERSION as u64 => {}
+                Some(v) if (OLDEST_VERSION as u64..=VERSION as u64).contains(&v) => {}
                 Some(v) if v > VERSION as u64 => {
                     return Err(Error::UnsupportedVersion(format!(
                         "report version {v} is newer than this allocscope reads ({VERSION}); \
@@ -234,7 +261,8 @@ impl Report {
                 }
                 Some(v) => {
                     return Err(Error::UnsupportedVersion(format!(
-                        "report version {v} is not supported (this allocscope reads {VERSION})"
+                        "report version {v} is not supported (this allocscope reads \
+                         {OLDEST_VERSION} to {VERSION})"
                     )))
                 }
                 None => {

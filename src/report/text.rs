@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::{CallsiteReport, JobReport, Report};
+use super::{CallsiteReport, JobReport, ProcessMemory, Report, TrendKind};
 use crate::callsite::StackMode;
 
 /// Bytes in human units (B, KiB, MiB, GiB, TiB).
@@ -47,6 +47,43 @@ fn mode_text(mode: StackMode) -> String {
     }
 }
 
+/// The order of the job table ([`TextOptions::sort`], CLI `show --sort`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SortBy {
+    /// Retained bytes, largest first (the default).
+    #[default]
+    Retained,
+    /// Allocated objects, most first: the jobs that churn the allocator.
+    AllocatedObjects,
+    /// Highest run peak, largest first.
+    Peak,
+    /// Growing jobs first (fastest growth first), then saturating, steady, and jobs with too
+    /// few runs.
+    Trend,
+}
+
+impl SortBy {
+    /// Parses `retained`, `allocated-objects`, `peak` or `trend`.
+    pub fn parse(text: &str) -> Option<SortBy> {
+        match text {
+            "retained" => Some(SortBy::Retained),
+            "allocated-objects" => Some(SortBy::AllocatedObjects),
+            "peak" => Some(SortBy::Peak),
+            "trend" => Some(SortBy::Trend),
+            _ => None,
+        }
+    }
+}
+
+/// Jobs whose runs allocate more objects than this on average are flagged by default
+/// ([`TextOptions::flag_objects_per_run`]).
+pub const DEFAULT_FLAG_OBJECTS_PER_RUN: u64 = 1_000_000;
+
+/// Freed-but-kept memory the text advises about: at least this much ...
+const ADVICE_MIN_BYTES: u64 = 16 << 20;
+/// ... and at least this share of RSS (percent).
+const ADVICE_MIN_PERCENT: u64 = 25;
+
 /// Options for [`Report::to_text_with`].
 #[derive(Clone, Debug)]
 pub struct TextOptions {
@@ -54,8 +91,14 @@ pub struct TextOptions {
     pub job: Option<String>,
     /// Callsites listed under each job (0: none).
     pub top_callsites: usize,
-    /// Show at most this many jobs (`None`: all).
+    /// Show at most this many jobs (`None`: all), the first ones in [`sort`](Self::sort) order.
     pub max_jobs: Option<usize>,
+    /// The order of the job table.
+    pub sort: SortBy,
+    /// Flag jobs whose runs allocate more than this many objects per run on average
+    /// (allocated objects / finished runs), the way APM tools flag allocation-heavy
+    /// transactions; `u64::MAX` turns it off. Default [`DEFAULT_FLAG_OBJECTS_PER_RUN`].
+    pub flag_objects_per_run: u64,
 }
 
 impl Default for TextOptions {
@@ -64,8 +107,89 @@ impl Default for TextOptions {
             job: None,
             top_callsites: 5,
             max_jobs: None,
+            sort: SortBy::Retained,
+            flag_objects_per_run: DEFAULT_FLAG_OBJECTS_PER_RUN,
         }
     }
+}
+
+/// Average objects allocated per finished run.
+fn objects_per_run(j: &JobReport) -> u64 {
+    j.allocated.objects.checked_div(j.runs).unwrap_or(0)
+}
+
+/// Sorts jobs for the table.
+fn sort_jobs(jobs: &mut [&JobReport], by: SortBy) {
+    let rank = |k: TrendKind| match k {
+        TrendKind::Growing => 0,
+        TrendKind::Saturating => 1,
+        TrendKind::Steady => 2,
+        TrendKind::NotEnoughRuns => 3,
+    };
+    jobs.sort_by(|a, b| {
+        let primary = match by {
+            SortBy::Retained => b.retained.bytes.cmp(&a.retained.bytes),
+            SortBy::AllocatedObjects => b.allocated.objects.cmp(&a.allocated.objects),
+            SortBy::Peak => b.peak_bytes.cmp(&a.peak_bytes),
+            SortBy::Trend => rank(a.trend.kind).cmp(&rank(b.trend.kind)).then(
+                b.trend
+                    .bytes_per_run
+                    .partial_cmp(&a.trend.bytes_per_run)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            ),
+        };
+        primary
+            .then(b.retained.bytes.cmp(&a.retained.bytes))
+            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
+            .then(a.name.cmp(&b.name))
+    });
+}
+
+/// The memory header line: RSS, live heap, not returned to the OS, tracker.
+pub(crate) fn memory_line(p: &ProcessMemory) -> String {
+    if p.allocator.is_empty() {
+        return "memory: RSS unavailable (not recorded: a version-1 report)".into();
+    }
+    let rss = if p.rss_bytes == 0 {
+        "RSS unavailable".to_string()
+    } else {
+        format!("RSS {}", human_bytes(p.rss_bytes))
+    };
+    let not_returned = if p.not_returned_method == "unavailable" {
+        format!("not returned to the OS: unknown ({})", p.allocator)
+    } else {
+        format!(
+            "not returned to the OS ~{} ({})",
+            human_bytes(p.not_returned_bytes),
+            p.allocator
+        )
+    };
+    format!(
+        "memory: {rss}, live heap {}, {not_returned}, tracker {}",
+        human_bytes(p.heap_live_bytes),
+        human_bytes(p.tracker_bytes),
+    )
+}
+
+/// Advice when freed memory the allocator kept is a large part of RSS: what it is, how much
+/// `release_free_memory` would give back, and the settings that prevent it.
+pub(crate) fn memory_advice(p: &ProcessMemory) -> Option<String> {
+    let nr = p.not_returned_bytes;
+    if p.rss_bytes == 0 || nr < ADVICE_MIN_BYTES || nr * 100 < p.rss_bytes * ADVICE_MIN_PERCENT {
+        return None;
+    }
+    Some(format!(
+        "note: ~{} of RSS is memory the program freed that {} has not returned to the OS \
+         ({}% of RSS; not a leak: no job holds it).\n      \
+         allocscope::release_free_memory() (malloc_trim) would give back up to about {} now. \
+         To prevent it: MALLOC_ARENA_MAX=2 (fewer glibc arenas),\n      \
+         or jemalloc as the inner allocator with background_thread:true and a short \
+         dirty_decay_ms, or mimalloc, which return free pages on their own.",
+        human_bytes(nr),
+        p.allocator,
+        nr * 100 / p.rss_bytes,
+        human_bytes(nr),
+    ))
 }
 
 impl Report {
@@ -86,6 +210,10 @@ impl Report {
             human_bytes(t.unscoped_live.bytes),
             mode_text(self.stack_mode),
         );
+        let _ = writeln!(out, "{}", memory_line(&self.process));
+        if let Some(advice) = memory_advice(&self.process) {
+            let _ = writeln!(out, "{advice}");
+        }
         if !self.tracker.installed {
             let _ = writeln!(
                 out,
@@ -102,12 +230,13 @@ impl Report {
                 grouped(self.tracker.runs_overflowed)
             );
         }
-        let jobs: Vec<&JobReport> = self
+        let mut jobs: Vec<&JobReport> = self
             .jobs
             .iter()
             .filter(|j| opts.job.as_deref().map_or(true, |name| j.name == name))
-            .take(opts.max_jobs.unwrap_or(usize::MAX))
             .collect();
+        sort_jobs(&mut jobs, opts.sort);
+        jobs.truncate(opts.max_jobs.unwrap_or(usize::MAX));
         if jobs.is_empty() {
             let _ = writeln!(out, "\n(no jobs)");
             return out;
@@ -120,20 +249,37 @@ impl Report {
             .clamp(3, 40);
         let _ = writeln!(
             out,
-            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}",
+            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  TREND",
             "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED",
         );
+        let flagged = |j: &JobReport| objects_per_run(j) > opts.flag_objects_per_run;
         for j in &jobs {
+            let objs = if flagged(j) {
+                format!("{}!", grouped(j.allocated.objects))
+            } else {
+                grouped(j.allocated.objects)
+            };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}",
+                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {}",
                 truncate(&j.name, width),
                 grouped(j.runs),
-                grouped(j.allocated.objects),
+                objs,
                 human_bytes(j.allocated.bytes),
                 human_bytes(j.peak_bytes),
                 grouped(j.retained.objects),
                 human_bytes(j.retained.bytes),
+                j.trend.label(),
+            );
+        }
+        for j in jobs.iter().filter(|j| flagged(j)) {
+            let _ = writeln!(
+                out,
+                "! {}: {} objects allocated per run on average (flagged above {}): \
+                 allocator churn costs CPU even when nothing is retained",
+                j.name,
+                grouped(objects_per_run(j)),
+                grouped(opts.flag_objects_per_run),
             );
         }
         if opts.top_callsites > 0 {

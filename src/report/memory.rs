@@ -1,0 +1,143 @@
+//! The "memory over time" part of the report model: the process's memory next to the live
+//! heap, the timeline of samples, job run events, and each job's retention trend.
+//!
+//! Plain data (serde), like the rest of the model. Every field added here carries
+//! `#[serde(default)]` at its use in [`Report`](super::Report) / [`JobReport`](super::JobReport),
+//! so version-1 files (which have none of it) still read. How the figures are measured lives in
+//! the `timeline` module (`src/timeline/`); this file only says what they mean.
+
+use serde::{Deserialize, Serialize};
+
+use super::Usage;
+pub use crate::series::{Trend, TrendKind};
+
+/// The process's memory as the operating system and the allocator see it, next to the live
+/// heap the tracker counts.
+///
+/// `rss_bytes − heap_live_bytes` is memory that no live block explains: code, stacks, libraries,
+/// the allocator's own metadata, and — usually the large part after a batch that freed most of
+/// what it allocated — freed memory the allocator kept instead of returning it to the OS
+/// ([`not_returned_bytes`](Self::not_returned_bytes)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProcessMemory {
+    /// Resident set size of the process (Linux: `/proc/self/statm`). 0 when it cannot be read
+    /// (another OS, `/proc` not mounted); the text then says "RSS unavailable".
+    pub rss_bytes: u64,
+    /// Every byte the tracker counts as live: jobs, unscoped blocks and the tracker's own
+    /// blocks (requested sizes; the 16-byte headers are not included).
+    pub heap_live_bytes: u64,
+    /// Live bytes of the tracker's own allocations (tables, reports, symbol caches).
+    pub tracker_bytes: u64,
+    /// Estimate of memory the program freed but the allocator still holds resident instead of
+    /// returning it to the OS.
+    ///
+    /// With glibc malloc: the free bytes inside glibc's arenas (`mallinfo2().fordblks`: free
+    /// chunks, fastbins and the top chunk, in every arena), capped at the anonymous resident
+    /// memory no live block explains (`/proc/self/statm` resident − shared − `heap_live_bytes`).
+    /// The cap matters after `malloc_trim`, which returns free pages with `MADV_DONTNEED` but
+    /// leaves the chunks on glibc's free lists: they are no longer resident, so they are not
+    /// counted. What the cap still lets in: thread stacks and allocator metadata, when free
+    /// chunks exceed them (an estimate, not an exact figure). Freed blocks of 128 KiB or more (glibc's
+    /// mmap threshold) are unmapped at once and are never in this figure. With another
+    /// allocator: 0, and [`not_returned_method`](Self::not_returned_method) says it is unknown.
+    pub not_returned_bytes: u64,
+    /// The inner allocator, as far as it can be known: `"glibc malloc"`, `"musl malloc"`,
+    /// `"unknown (not glibc malloc)"`, `"unknown"`. Empty in version-1 reports.
+    pub allocator: String,
+    /// How [`not_returned_bytes`](Self::not_returned_bytes) was obtained: `"mallinfo2"`,
+    /// `"mallinfo"` (older glibc, figures wrap at 4 GiB), or `"unavailable"`.
+    pub not_returned_method: String,
+    /// Bytes glibc malloc has obtained from the OS and not given back (`mallinfo2().arena +
+    /// hblkhd`: arena space plus mmapped blocks); 0 when unknown.
+    pub allocator_mapped_bytes: u64,
+}
+
+/// The live bytes of one job at one instant.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLive {
+    /// The job's name.
+    pub job: String,
+    /// Its live bytes (inclusive of nested jobs), as its RETAINED column would show then.
+    pub live_bytes: u64,
+}
+
+/// One point of the memory timeline, taken by the background sampler
+/// ([`timeline::start`](crate::timeline::start)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimelineSample {
+    /// When the sample was taken, in milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+    /// Resident set size then (0 when unavailable).
+    pub rss_bytes: u64,
+    /// All tracked live bytes then (jobs + unscoped + tracker).
+    pub heap_live_bytes: u64,
+    /// The not-returned estimate then (see [`ProcessMemory::not_returned_bytes`]).
+    pub not_returned_bytes: u64,
+    /// The live bytes of the jobs that held the most then, largest first (at most
+    /// [`timeline::TOP_JOBS`](crate::timeline::TOP_JOBS)).
+    pub top_jobs: Vec<JobLive>,
+    /// How many raw samples this one stands for: 1 for a sample at the sampler's interval;
+    /// older samples are coarsened (see [`timeline`](crate::timeline)), and a coarse sample is
+    /// the one with the highest RSS among the raw samples it replaces, so peaks survive.
+    pub merged: u64,
+}
+
+/// One finished run of a job, as a marker on the timeline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunEvent {
+    /// The job's name.
+    pub job: String,
+    /// The run's number within its job, from 1.
+    pub run: u64,
+    /// When the run started, in milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// When the run finished, in milliseconds since the Unix epoch.
+    pub finish_unix_ms: u64,
+    /// Wall time of the run, in nanoseconds.
+    pub duration_ns: u64,
+    /// What the run allocated (inclusive of nested jobs).
+    pub allocated: Usage,
+    /// Highest live bytes of the run while it ran.
+    pub peak_bytes: u64,
+    /// What the run still held when it finished.
+    pub retained_at_finish: Usage,
+    /// Whether the run ended by a panic.
+    pub panicked: bool,
+}
+
+/// Counters of the bounded timeline and run-event stores: what was kept and what was dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimelineStats {
+    /// The sampler's interval in milliseconds when the report was taken; 0 when it was not
+    /// running.
+    pub interval_ms: u64,
+    /// Samples taken since the process started.
+    pub samples_taken: u64,
+    /// Samples dropped because even the coarsest level was full (the oldest go first).
+    pub samples_dropped: u64,
+    /// The most samples the timeline keeps ([`timeline::MAX_SAMPLES`](crate::timeline::MAX_SAMPLES)).
+    pub max_samples: u64,
+    /// Runs finished since the process started (every job).
+    pub run_events_total: u64,
+    /// Of those, runs whose event is not in [`Report::run_events`](super::Report::run_events)
+    /// (see [`timeline`](crate::timeline) for which are kept).
+    pub run_events_dropped: u64,
+}
+
+impl Trend {
+    /// The trend as the TREND column prints it: `growing +12.3 KiB/run`, `saturating`,
+    /// `steady`, or `-` (not enough runs).
+    pub fn label(&self) -> String {
+        match self.kind {
+            TrendKind::Growing => format!(
+                "growing +{}/run",
+                super::text::human_bytes(self.bytes_per_run.max(0.0).round() as u64)
+            ),
+            k => k.as_str().to_string(),
+        }
+    }
+}

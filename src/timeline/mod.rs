@@ -1,0 +1,338 @@
+//! Memory over time: the process's RSS next to the live heap, a bounded timeline of samples,
+//! bounded job run events, and each job's retention trend.
+//!
+//! * **Process memory** (`process`): RSS from `/proc/self/statm`, the allocator's free bytes
+//!   (glibc `mallinfo2`), [`release_free_memory`] (glibc `malloc_trim(0)`). Read at every
+//!   report and every sample.
+//! * **The sampler** ([`start`], [`stop`], or `ALLOCSCOPE_TIMELINE=500ms|1s|1m`): one
+//!   background thread, named `allocscope-timeline`, that runs with tracking suspended for its
+//!   whole life (everything it allocates is tracker overhead) and takes a sample every
+//!   interval: RSS, all tracked live bytes, the not-returned estimate, and the live bytes of
+//!   the [`TOP_JOBS`] jobs holding the most. It needs no symbolization (the job figures come
+//!   from the same path counters a report sums). [`stop`] wakes it and joins it. A forked
+//!   child has no sampler (call [`start`] again in it).
+//! * **The timeline is bounded** to [`MAX_SAMPLES`] samples however long the process runs:
+//!   16 levels of 128 samples; level 0 holds the newest samples at the sampler's interval;
+//!   when a level overflows, its two oldest samples become one sample of the next level
+//!   (twice as coarse), keeping the one with the higher RSS, so spikes and cliffs survive.
+//!   The newest 128 samples are at full resolution, the 128 before them at 2×, then 4×, …;
+//!   128 × (2¹⁶ − 1) intervals (97 days at 1 s, 2.3 hours at 1 ms) fit before the oldest
+//!   samples are dropped (counted in [`TimelineStats::samples_dropped`](crate::TimelineStats)).
+//!   At most 2048 × 128 bytes = 256 KiB.
+//! * **Run events are bounded** to [`MAX_RUN_EVENTS`]: every finished run is recorded by the
+//!   run-finish path (not the allocation path) under one short lock, with no allocation after
+//!   the first run: the most recent 2,048 runs (all runs of the last N minutes while the rate
+//!   stays under 2,048 per N minutes), plus the 64 runs with the largest retained-at-finish
+//!   bytes and the 64 with the largest peak since the process started (leaks and cliffs stay
+//!   visible however old). Runs in none of these sets are counted in
+//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 88 bytes
+//!   = 187 KiB. Events are recorded whether or not the sampler runs.
+//! * **Trends** (`trend`): each job keeps a compact summary of its retained bytes after every
+//!   run (1.4 KiB per job, for any number of runs); the rule and its thresholds are in
+//!   [`Trend`](crate::Trend)'s module docs, repeated here: the first [`WARMUP_RUNS`] run is
+//!   warm-up; fewer than [`MIN_RUNS_CONSIDERED`] considered runs → not enough; the last half
+//!   of the runs still growing by more than [`MIN_GROWTH_BYTES`] and 3× its residual noise →
+//!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
+//! * **The chart** (feature `chart`): [`Report::timeline_svg`](crate::Report::timeline_svg).
+
+#[cfg(feature = "chart")]
+mod chart;
+mod process;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use core::sync::atomic::{AtomicU64, Ordering::*};
+use parking_lot::{Condvar, Mutex};
+
+pub use crate::series::{
+    MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
+    WARMUP_RUNS,
+};
+#[cfg(feature = "chart")]
+pub use chart::TimelineOptions;
+pub(crate) use process::process_memory;
+pub use process::release_free_memory;
+
+use crate::fork::{self, AtFork};
+use crate::registry::{self, JobEntry};
+use crate::report::snapshot::Snapshot;
+use crate::report::{JobLive, RunEvent, TimelineSample, TimelineStats};
+use crate::series::{self, RawSample};
+use crate::thread::untracked;
+
+/// The shortest sampling interval; shorter ones are raised to it.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+struct Shared {
+    stop: Mutex<bool>,
+    wake: Condvar,
+    interval_ns: AtomicU64,
+}
+
+struct Sampler {
+    shared: Arc<Shared>,
+    thread: JoinHandle<()>,
+}
+
+static SAMPLER: Mutex<Option<Sampler>> = Mutex::new(None);
+/// The running sampler's interval in nanoseconds, 0 when stopped (read by reports).
+static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
+
+/// The sampler handle's lock around `fork()`; in the child, the sampler thread does not exist,
+/// so its handle is forgotten (never joined) and the timeline reads as stopped.
+struct SamplerAtFork;
+
+impl AtFork for SamplerAtFork {
+    fn prepare(&self) {
+        SAMPLER.prepare();
+    }
+
+    unsafe fn release(&self, child: bool) {
+        // SAFETY: per the trait.
+        unsafe { SAMPLER.release(child) };
+        if child {
+            if let Some(s) = SAMPLER.lock().take() {
+                core::mem::forget(s);
+            }
+            INTERVAL_NS.store(0, Relaxed);
+        }
+    }
+}
+
+static SAMPLER_AT_FORK: SamplerAtFork = SamplerAtFork;
+static REGISTERED: std::sync::Once = std::sync::Once::new();
+
+/// Starts the background sampler, taking a sample every `interval` (at least
+/// [`MIN_INTERVAL`]). If it is already running, its interval changes. The thread runs with
+/// tracking suspended; [`stop`] ends it.
+///
+/// ```
+/// allocscope::timeline::start(std::time::Duration::from_millis(100));
+/// // ... run jobs ...
+/// allocscope::timeline::stop();
+/// ```
+pub fn start(interval: Duration) {
+    let ns = interval.max(MIN_INTERVAL).as_nanos().min(u64::MAX as u128) as u64;
+    untracked(|| {
+        REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
+        let mut sampler = SAMPLER.lock();
+        if let Some(s) = sampler.as_ref() {
+            s.shared.interval_ns.store(ns, Relaxed);
+            INTERVAL_NS.store(ns, Relaxed);
+            s.shared.wake.notify_all();
+            return;
+        }
+        let shared = Arc::new(Shared {
+            stop: Mutex::new(false),
+            wake: Condvar::new(),
+            interval_ns: AtomicU64::new(ns),
+        });
+        let s2 = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("allocscope-timeline".into())
+            .spawn(move || untracked(|| run_sampler(&s2)));
+        match spawned {
+            Ok(thread) => {
+                INTERVAL_NS.store(ns, Relaxed);
+                *sampler = Some(Sampler { shared, thread });
+            }
+            Err(e) => eprintln!("allocscope: could not start the timeline sampler: {e}"),
+        }
+    })
+}
+
+/// Stops the sampler and joins its thread (returns at once if it is not running). The samples
+/// taken so far stay in later reports.
+pub fn stop() {
+    let sampler = untracked(|| {
+        REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
+        SAMPLER.lock().take()
+    });
+    if let Some(s) = sampler {
+        INTERVAL_NS.store(0, Relaxed);
+        *s.shared.stop.lock() = true;
+        s.shared.wake.notify_all();
+        let _ = s.thread.join();
+        untracked(|| drop(s.shared));
+    }
+}
+
+/// The sampler's interval, `None` when it is not running.
+pub fn interval() -> Option<Duration> {
+    match INTERVAL_NS.load(Relaxed) {
+        0 => None,
+        ns => Some(Duration::from_nanos(ns)),
+    }
+}
+
+/// The sampler thread's loop: a sample, then a wait until the next tick (fixed rate: a slow
+/// sample does not shift the following ones; ticks missed are skipped, not caught up).
+fn run_sampler(shared: &Shared) {
+    let mut next = Instant::now();
+    let mut stop = shared.stop.lock();
+    while !*stop {
+        parking_lot::MutexGuard::unlocked(&mut stop, sample_now);
+        let interval = Duration::from_nanos(shared.interval_ns.load(Relaxed));
+        next += interval;
+        let now = Instant::now();
+        if next < now {
+            next = now + interval;
+        }
+        while !*stop && !shared.wake.wait_until(&mut stop, next).timed_out() {
+            // Woken early: a stop, or a new interval (which applies from the next tick).
+            let interval = Duration::from_nanos(shared.interval_ns.load(Relaxed));
+            next = next.min(Instant::now() + interval);
+        }
+    }
+}
+
+/// Takes one sample now and stores it. Runs with tracking suspended. Uses the one snapshot
+/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most.
+pub(crate) fn sample_now() {
+    let snap = Snapshot::take();
+    let r = &snap.rollup;
+    let mut top = [(0u32, 0u64); TOP_JOBS];
+    let mut n_top = 0usize;
+    for (j, c) in r.inclusive.iter().enumerate() {
+        let live = c.retained().bytes;
+        if live == 0 {
+            continue;
+        }
+        // Insertion into the small sorted array (largest first).
+        let mut i = n_top;
+        while i > 0 && top[i - 1].1 < live {
+            if i < TOP_JOBS {
+                top[i] = top[i - 1];
+            }
+            i -= 1;
+        }
+        if i < TOP_JOBS {
+            top[i] = (j as u32, live);
+            n_top = (n_top + 1).min(TOP_JOBS);
+        }
+    }
+    let tracker = r.tracker.retained().bytes;
+    let heap = r.all.retained().bytes.saturating_add(tracker);
+    let pm = process_memory(heap, tracker);
+    series::record_sample(RawSample {
+        unix_ms: crate::model::unix_ms(),
+        rss: pm.rss_bytes,
+        heap: pm.heap_live_bytes,
+        not_returned: pm.not_returned_bytes,
+        merged: 1,
+        top,
+        n_top: n_top as u8,
+    });
+}
+
+/// What a report carries of the timeline.
+pub(crate) struct History {
+    pub timeline: Vec<TimelineSample>,
+    pub run_events: Vec<RunEvent>,
+    pub stats: TimelineStats,
+}
+
+/// The timeline and run events, with job names resolved (`jobs`: every job entry, by id).
+pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
+    let name = |id: u32| -> String {
+        jobs.get(id as usize).map_or_else(
+            || registry::OTHER_JOBS_NAME.to_string(),
+            |j| j.name.to_string(),
+        )
+    };
+    let (raw_events, total) = series::events();
+    let run_events: Vec<RunEvent> = raw_events
+        .iter()
+        .map(|e| RunEvent {
+            job: name(e.job),
+            run: e.run,
+            start_unix_ms: e.start_unix_ms,
+            finish_unix_ms: e.finish_unix_ms,
+            duration_ns: e.duration_ns,
+            allocated: e.allocated,
+            peak_bytes: e.peak_bytes,
+            retained_at_finish: e.retained,
+            panicked: e.panicked,
+        })
+        .collect();
+    let (raw_samples, taken, dropped) = series::samples();
+    let timeline = raw_samples
+        .iter()
+        .map(|s| TimelineSample {
+            unix_ms: s.unix_ms,
+            rss_bytes: s.rss,
+            heap_live_bytes: s.heap,
+            not_returned_bytes: s.not_returned,
+            top_jobs: s.top[..s.n_top as usize]
+                .iter()
+                .map(|&(j, b)| JobLive {
+                    job: name(j),
+                    live_bytes: b,
+                })
+                .collect(),
+            merged: s.merged,
+        })
+        .collect();
+    History {
+        timeline,
+        stats: TimelineStats {
+            interval_ms: INTERVAL_NS.load(Relaxed) / 1_000_000,
+            samples_taken: taken,
+            samples_dropped: dropped,
+            max_samples: MAX_SAMPLES as u64,
+            run_events_total: total,
+            run_events_dropped: total.saturating_sub(run_events.len() as u64),
+        },
+        run_events,
+    }
+}
+
+/// Bytes the timeline and run-event stores occupy now (for the bound tests).
+#[doc(hidden)]
+pub fn store_bytes() -> usize {
+    untracked(series::store_bytes)
+}
+
+/// A duration as `ALLOCSCOPE_TIMELINE` takes it: a whole or decimal number followed by `ms`,
+/// `s`, `m` or `h` (`500ms`, `1s`, `1.5s`, `1m`).
+pub fn parse_interval(text: &str) -> Result<Duration, crate::Error> {
+    crate::config::parse_interval(text)
+}
+
+/// Applies `ALLOCSCOPE_TIMELINE` once (at the first call into allocscope's API): a valid
+/// duration starts the sampler; an invalid one prints one line on stderr and leaves it off.
+pub(crate) fn init_from_env() {
+    static ENV: std::sync::Once = std::sync::Once::new();
+    if ENV.is_completed() {
+        return;
+    }
+    untracked(|| {
+        ENV.call_once(|| {
+            if let Some(d) = crate::config::timeline() {
+                start(d);
+            }
+        })
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse() {
+        assert_eq!(parse_interval("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_interval("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_interval(" 1m ").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_interval("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_interval("2h").unwrap(), Duration::from_secs(7200));
+        for bad in [
+            "", "1", "ms", "-1s", "0s", "abc", "1 parsec", "nans", "+1s", "1e400s",
+        ] {
+            let e = parse_interval(bad).unwrap_err().to_string();
+            assert!(e.contains("ALLOCSCOPE_TIMELINE"), "{bad}: {e}");
+        }
+    }
+}

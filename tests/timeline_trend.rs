@@ -1,0 +1,186 @@
+//! Trends per job (issue 10): growing with its per-run growth, saturating, steady, not enough
+//! runs; on one thread and with runs interleaved across 4 threads. Each test uses its own job
+//! names, so tests running in parallel in this binary do not disturb each other.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use allocscope::{report, track_scope, JobReport, TrackingAllocator, TrendKind};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+fn job(name: &str) -> JobReport {
+    report()
+        .job(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("job {name} missing from report"))
+}
+
+/// Keeps exactly 10 KiB more per run (the holder's capacity is reserved up front, outside).
+fn leak_10k(store: &Mutex<Vec<Vec<u8>>>) {
+    let kept = black_box(vec![7u8; 10 * 1024]);
+    let _temp = black_box(vec![0u8; 50_000]); // freed in the run
+    store.lock().unwrap().push(kept);
+}
+
+/// Fills a 3-entry cache of 64 KiB entries: only the first 3 runs of the job add to it.
+fn fill_cache(store: &Mutex<Vec<Vec<u8>>>, run: u64) {
+    let _temp = black_box(vec![0u8; 20_000]);
+    if run < 3 {
+        store.lock().unwrap().push(black_box(vec![1u8; 64 * 1024]));
+    }
+}
+
+fn steady() {
+    let v: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+    black_box(v);
+}
+
+fn assert_leak(j: &JobReport, runs: u64) {
+    assert_eq!(j.trend.kind, TrendKind::Growing, "{j:?}");
+    let err = (j.trend.bytes_per_run - 10240.0).abs() / 10240.0;
+    assert!(
+        err <= 0.05,
+        "bytes_per_run {} not within 5% of 10 KiB",
+        j.trend.bytes_per_run
+    );
+    assert_eq!(
+        j.trend.runs_considered,
+        runs - allocscope::timeline::WARMUP_RUNS
+    );
+}
+
+#[test]
+fn leak_of_10_kib_per_run_is_growing() {
+    static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    KEPT.lock().unwrap().reserve(64);
+    for _ in 0..30 {
+        track_scope("trend_leak", || leak_10k(&KEPT));
+    }
+    let j = job("trend_leak");
+    assert_leak(&j, 30);
+    // The run's own figures agree: 10 KiB kept each run.
+    assert!(j
+        .recent_runs
+        .iter()
+        .all(|r| r.retained_at_finish.bytes == 10240));
+    let text = report().to_text();
+    let line = text.lines().find(|l| l.starts_with("trend_leak")).unwrap();
+    assert!(line.ends_with("growing +10.0 KiB/run"), "{line}");
+}
+
+#[test]
+fn cache_filled_in_three_runs_is_saturating() {
+    static CACHE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    CACHE.lock().unwrap().reserve(8);
+    for run in 0..30 {
+        track_scope("trend_cache", || fill_cache(&CACHE, run));
+    }
+    let j = job("trend_cache");
+    assert_eq!(j.trend.kind, TrendKind::Saturating, "{:?}", j.trend);
+    assert_eq!(j.retained.bytes, 3 * 64 * 1024);
+    let text = report().to_text();
+    let line = text.lines().find(|l| l.starts_with("trend_cache")).unwrap();
+    assert!(line.ends_with("saturating"), "{line}");
+}
+
+#[test]
+fn job_keeping_nothing_is_steady() {
+    for _ in 0..30 {
+        track_scope("trend_steady", steady);
+    }
+    let j = job("trend_steady");
+    assert_eq!(j.trend.kind, TrendKind::Steady, "{:?}", j.trend);
+    assert_eq!(j.trend.bytes_per_run, 0.0);
+    let text = report().to_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("trend_steady"))
+        .unwrap();
+    assert!(line.ends_with("steady"), "{line}");
+}
+
+#[test]
+fn two_runs_are_not_enough() {
+    static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    KEPT.lock().unwrap().reserve(4);
+    for _ in 0..2 {
+        track_scope("trend_two", || leak_10k(&KEPT));
+    }
+    let j = job("trend_two");
+    assert_eq!(j.trend.kind, TrendKind::NotEnoughRuns);
+    assert_eq!(j.trend.runs_considered, 1);
+    let text = report().to_text();
+    let line = text.lines().find(|l| l.starts_with("trend_two")).unwrap();
+    assert!(line.ends_with(" -"), "{line}");
+}
+
+#[test]
+fn a_job_that_replaces_last_runs_result_is_not_a_leak() {
+    // Each run keeps 10 KiB at finish, and frees the previous run's: its own retained-at-finish
+    // says 10 KiB every run, but the job holds 10 KiB in total.
+    static LAST: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    for _ in 0..30 {
+        track_scope("trend_replace", || {
+            let v = black_box(vec![3u8; 10 * 1024]);
+            *LAST.lock().unwrap() = Some(v);
+        });
+    }
+    let j = job("trend_replace");
+    assert_eq!(j.trend.kind, TrendKind::Steady, "{:?}", j.trend);
+}
+
+#[test]
+fn interleaved_across_four_threads() {
+    static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    static CACHE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    static CACHE_RUNS: AtomicU64 = AtomicU64::new(0);
+    KEPT.lock().unwrap().reserve(256);
+    CACHE.lock().unwrap().reserve(8);
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..30 {
+                    track_scope("mt_leak", || leak_10k(&KEPT));
+                    track_scope("mt_cache", || {
+                        fill_cache(&CACHE, CACHE_RUNS.fetch_add(1, Relaxed))
+                    });
+                    track_scope("mt_steady", steady);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let r = report();
+    assert_leak(r.job("mt_leak").unwrap(), 120);
+    assert_eq!(r.job("mt_cache").unwrap().trend.kind, TrendKind::Saturating);
+    assert_eq!(r.job("mt_steady").unwrap().trend.kind, TrendKind::Steady);
+}
+
+#[test]
+fn sort_by_trend_puts_growing_first() {
+    static KEPT: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    KEPT.lock().unwrap().reserve(16);
+    for _ in 0..10 {
+        track_scope("sort_leak", || leak_10k(&KEPT));
+        track_scope("sort_big_steady", || black_box(vec![0u8; 1 << 20]).len());
+    }
+    let r = report();
+    let text = r.to_text_with(&allocscope::TextOptions {
+        sort: allocscope::SortBy::Trend,
+        ..Default::default()
+    });
+    let pos = |name: &str| text.find(&format!("\n{name} ")).unwrap();
+    assert!(pos("sort_leak") < pos("sort_big_steady"));
+    let by_alloc = r.to_text_with(&allocscope::TextOptions {
+        sort: allocscope::SortBy::AllocatedObjects,
+        flag_objects_per_run: 1,
+        ..Default::default()
+    });
+    // sort_leak allocates 2 objects per run (+ pushes): above a threshold of 1, flagged.
+    assert!(by_alloc.contains("! sort_leak: "), "{by_alloc}");
+}
