@@ -181,7 +181,8 @@ impl Report {
         let (ydiv, yunit) = unit_for(y_max_raw);
         let y_max = y_max_raw / ydiv * 1.08;
         let title = xml_safe(opts.title.as_deref().unwrap_or("Memory over time"));
-        let render = |e: &dyn std::fmt::Display| Error::Render(format!("timeline chart: {e}").into());
+        let render =
+            |e: &dyn std::fmt::Display| Error::Render(format!("timeline chart: {e}").into());
 
         let mut svg = String::new();
         let mut hover: Vec<(i32, i32, i32, i32, String)> = Vec::new();
