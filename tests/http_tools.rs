@@ -230,7 +230,7 @@ fn go_tool_pprof_reads_the_heap_endpoint() {
         .retained
         .bytes;
     assert!(expected >= 8 * 64 * 1024);
-    let total = format!("of {:.2}kB total", expected as f64 / 1024.0);
+    let total = format!("accounting for {:.2}kB,", expected as f64 / 1024.0);
     assert!(
         only.contains(&total),
         "total of the focused job is its retained bytes ({total}):\n{only}"
