@@ -80,6 +80,9 @@ enum Command {
         /// The SVG title (default: the job and metric).
         #[arg(long)]
         title: Option<String>,
+        /// Keep std/core/alloc frames that sit between two user frames (default: folded).
+        #[arg(long)]
+        keep_std: bool,
         /// Output file (`-`: standard output).
         #[arg(short, long, value_name = "OUT.svg")]
         output: PathBuf,
@@ -238,6 +241,7 @@ fn run(command: Command) -> Result<(), String> {
             job,
             metric,
             title,
+            keep_std,
             output,
         } => {
             let r = read(&report)?;
@@ -246,6 +250,7 @@ fn run(command: Command) -> Result<(), String> {
                 job,
                 metric: metric.into(),
                 title,
+                keep_std,
                 ..FlameOptions::default()
             };
             let svg = r.flamegraph_svg(&opts).map_err(|e| e.to_string())?;

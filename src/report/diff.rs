@@ -14,7 +14,6 @@ use super::text::{grouped, human_bytes, short_file};
 use super::{
     CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, ProcessMemory, Report, Usage,
 };
-use crate::error::Detail;
 use crate::Error;
 
 /// A signed change of objects and bytes (newer minus older).
@@ -463,7 +462,7 @@ impl ReportDiff {
                         format!("{est}{}", signed_bytes(c.retained_change.bytes)),
                         format!("{est}{}", signed_count(c.retained_change.objects)),
                         format!("{est}{}", human_bytes(c.newer_retained.bytes)),
-                        c.top_function(),
+                        super::labels::short_name(c.top_function()),
                         loc,
                     );
                 }
@@ -551,21 +550,7 @@ impl ReportDiff {
             }
             .to_string();
             options.deterministic = true;
-            let mut svg = Vec::new();
-            inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg).map_err(
-                |e| {
-                    Error::Render(Detail::with_source(
-                        format!("differential flamegraph: {e}"),
-                        e,
-                    ))
-                },
-            )?;
-            String::from_utf8(svg).map_err(|e| {
-                Error::Render(Detail::with_source(
-                    format!("differential flamegraph: {e}"),
-                    e,
-                ))
-            })
+            super::flame::render(&folded, &mut options, opts, "differential flamegraph")
         })
     }
 }

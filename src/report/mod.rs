@@ -10,6 +10,7 @@ pub(crate) mod dump;
 mod export;
 mod flame;
 mod html;
+mod labels;
 mod memory;
 mod since;
 pub(crate) mod snapshot;

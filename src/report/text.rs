@@ -334,7 +334,7 @@ fn write_callsites(out: &mut String, sites: &[CallsiteReport], total: u64, top: 
             format!("{est}{}", human_bytes(c.retained.bytes)),
             pct(c.retained.bytes),
             pct(cum),
-            c.top_function(),
+            super::labels::short_name(c.top_function()),
             loc,
         );
     }
