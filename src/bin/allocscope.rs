@@ -112,6 +112,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a self-contained HTML page of a report (job table, flamegraph, callsites,
+    /// timeline), or of the difference between two reports when given OLD and NEW.
+    Html {
+        /// The report file (with NEW: the older report).
+        report: PathBuf,
+        /// A newer report: the page shows what changed from REPORT to NEW.
+        new: Option<PathBuf>,
+        /// Output file (`-`: standard output).
+        #[arg(short, long, value_name = "OUT.html")]
+        output: PathBuf,
+    },
     /// Convert a report for other tools: pprof (go tool pprof, Pyroscope, Parca, Grafana),
     /// DHAT's viewer (dh_view.html), or folded stacks (flamegraph tools).
     Export {
@@ -297,6 +308,18 @@ fn run(command: Command) -> Result<(), String> {
                 })
             };
             write_out(Path::new("-"), text.as_bytes())
+        }
+        Command::Html {
+            report,
+            new,
+            output,
+        } => {
+            let r = read(&report)?;
+            let html = match new {
+                Some(new) => read(&new)?.diff(&r).to_html(),
+                None => r.to_html(),
+            };
+            write_out(&output, html.as_bytes())
         }
         Command::Export {
             report,
