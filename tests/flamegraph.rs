@@ -310,3 +310,32 @@ fn a_missing_golden_file_fails_unless_blessed() {
     assert!(message.contains("ALLOCSCOPE_BLESS=1"), "{message}");
     assert!(!missing.exists(), "the helper must not create the file");
 }
+
+#[test]
+fn labels_say_which_callsites_are_estimates_whatever_the_mode() {
+    // A report taken in `Every` mode whose callsites were partly recorded while sampling
+    // (the mode changed at run time): each output says which figures are estimates.
+    let mut r = fixture();
+    r.stack_mode = allocscope::StackMode::Every;
+    r.callsites[0].estimated = true;
+    let n = r.callsites.len();
+    let text = r.to_text();
+    assert!(
+        text.contains(&format!(
+            "note: 1 of {n} callsites were recorded while stacks were sampled"
+        )),
+        "{text}"
+    );
+    let svg = r.flamegraph_svg(&FlameOptions::default()).unwrap();
+    assert!(
+        svg.contains(&format!("1 of {n} callsites from sampled stacks")),
+        "subtitle"
+    );
+    // All exact: no such label.
+    r.callsites[0].estimated = false;
+    assert!(!r.to_text().contains("sampled"));
+    assert!(!r
+        .flamegraph_svg(&FlameOptions::default())
+        .unwrap()
+        .contains("estimates"));
+}

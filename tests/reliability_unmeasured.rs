@@ -1,9 +1,11 @@
 //! Runs that cannot be measured say so (issue 15, item 1). A `.track_scope()` future that is
 //! forgotten keeps its run slot for good; after 65,535 of them every later run found no slot
 //! and reported zeros, so `MemoryCheck::no_leaks()` passed on a leaking job, `track_scope_run`
-//! returned zeros and a run keeping 2 MiB wrote no automatic dump. Now: the check fails naming
-//! the cause, the `RunReport` is flagged `unmeasured`, the text report warns, and the dump is
-//! decided by what the job holds. One test: the exhausted table is process-wide state.
+//! returned zeros and a run keeping 2 MiB wrote no automatic dump. Now: a check measures its
+//! run's allocated and retained figures exactly all the same (from its own job) and fails with
+//! the cause named when it has a peak limit; the `RunReport` is flagged `unmeasured`; the text
+//! report warns; the dump is decided by what the job holds. One test: the exhausted table is
+//! process-wide state.
 
 #[path = "reliability_support/mod.rs"]
 mod support;
@@ -12,7 +14,9 @@ use std::hint::black_box;
 use std::sync::Mutex;
 
 use allocscope::testing::{CheckFailure, MemoryCheck};
-use allocscope::{report, track_scope, track_scope_run, AutoDump, FutureExt, TrackingAllocator};
+use allocscope::{
+    report, track_scope, track_scope_run, AutoDump, FutureExt, TrackingAllocator, Usage,
+};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -38,10 +42,35 @@ fn forgotten_futures_never_make_later_runs_report_zeros() {
         std::mem::forget(async {}.track_scope("u_forgotten"));
     }
 
-    // The leak check fails, naming the cause, instead of passing on zeros.
+    // The leak check finds the leak (it passed on zeros): exact figures from the check's job.
     let result = MemoryCheck::new("u_leak")
         .no_leaks()
         .run(|| KEPT.lock().unwrap().push(Box::new([1u8; 64])));
+    match result {
+        Err(CheckFailure::Exceeded { figures, .. }) => {
+            assert!(figures.run.unmeasured);
+            assert_eq!(figures.retained, Usage::new(1, 64));
+            assert_eq!(figures.allocated, Usage::new(1, 64));
+            assert!(
+                figures.notes.iter().any(|n| n.contains("run slot")),
+                "{:?}",
+                figures.notes
+            );
+        }
+        other => panic!("expected the leak to be found, got {other:?}"),
+    }
+    // A clean job passes, with exact figures.
+    let figures = MemoryCheck::new("u_clean")
+        .no_leaks()
+        .max_allocated_objects(2)
+        .run(|| black_box(vec![0u8; 300]).len())
+        .unwrap();
+    assert_eq!(figures.allocated, Usage::new(1, 300));
+    assert_eq!(figures.retained, Usage::default());
+    // A peak limit cannot be checked: the check fails, naming the cause.
+    let result = MemoryCheck::new("u_peak")
+        .max_peak_bytes(1 << 20)
+        .run(|| black_box(vec![0u8; 300]).len());
     match result {
         Err(e @ CheckFailure::Unmeasured { .. }) => {
             let text = e.to_string();

@@ -1,4 +1,8 @@
-//! Building a [`Report`] from the live tables, without stopping other threads.
+//! Building a [`Report`] from a [`Snapshot`] (the one read of the live tables): job figures
+//! from its roll-up, callsites from the site table, symbolized once per distinct stack.
+//!
+//! Rules: nothing here reads path or thread counters directly (the snapshot does, with its
+//! consistency protocol); everything runs untracked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,14 +16,19 @@ use super::{
     VERSION,
 };
 use crate::callsite::{self, intern};
+use crate::model::Counters;
 use crate::registry;
 use crate::thread::{self, untracked};
 
 /// Takes a snapshot of every job's figures.
 ///
 /// Other threads keep running: figures they accumulate while the snapshot is taken may or may
-/// not be in it, but nothing is counted twice. Taken with tracking suspended, so the report's
-/// own memory is tracker overhead, not any job's.
+/// not be in it, but nothing is counted twice, and a job's figures include every allocation of
+/// every run the report counts as finished (RELIABILITY.md states the guarantee). Taken with
+/// tracking suspended, so the report's own memory is tracker overhead, not any job's.
+///
+/// Not async-signal-safe: it allocates and symbolizes. From a signal handler, set a flag and
+/// report from a thread instead.
 pub fn report() -> Report {
     callsite::init_from_env();
     untracked(|| {
@@ -252,13 +261,11 @@ pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
     });
 }
 
-/// What job `name` holds now (inclusive, pending thread figures included), without callsites;
-/// zero if no job has that name. Must run untracked.
-pub(crate) fn job_retained_now(name: &str) -> Usage {
+/// Job `name`'s inclusive counters now (pending thread figures included), without callsites;
+/// `None` if no job has that name. Must run untracked.
+pub(crate) fn job_counters_now(name: &str) -> Option<Counters> {
     let snap = Snapshot::take();
-    snap.job_id(name).map_or_else(Usage::default, |j| {
-        snap.rollup.inclusive[j as usize].retained()
-    })
+    snap.job_id(name).map(|j| snap.rollup.inclusive[j as usize])
 }
 
 /// One job's figures now, for `testing`: what it still holds (inclusive of nested jobs, with

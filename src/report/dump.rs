@@ -316,7 +316,7 @@ fn dump_run(run: &RunReport) {
         // An unmeasured run (no run slot) has no figures of its own: judge it by what its job
         // holds now, rather than by zeros that would never reach the threshold.
         let retained = if run.unmeasured {
-            super::build::job_retained_now(&run.job).bytes
+            super::build::job_counters_now(&run.job).map_or(0, |c| c.retained().bytes)
         } else {
             run.retained_at_finish.bytes
         };

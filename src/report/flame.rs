@@ -210,8 +210,16 @@ impl Report {
                 inferno::flamegraph::color::BasicPalette::Mem,
             );
             options.deterministic = true;
-            if self.callsites.iter().any(|c| c.estimated) {
+            // Per callsite, not per mode: the mode can change while the program runs.
+            let estimated = self.callsites.iter().filter(|c| c.estimated).count();
+            if estimated == self.callsites.len() && estimated > 0 {
                 options.subtitle = Some("sampled stacks: widths are estimates".to_string());
+            } else if estimated > 0 {
+                options.subtitle = Some(format!(
+                    "{estimated} of {} callsites from sampled stacks: their widths are \
+                     estimates, the others exact",
+                    self.callsites.len()
+                ));
             }
             render(&folded, &mut options, opts, "flamegraph")
         })

@@ -17,8 +17,8 @@ pub(crate) mod snapshot;
 pub(crate) mod symbolize;
 pub(crate) mod text;
 
-pub(crate) use build::job_snapshot;
 pub use build::report;
+pub(crate) use build::{job_counters_now, job_snapshot};
 #[cfg(feature = "http")]
 pub(crate) use build::report_figures;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};

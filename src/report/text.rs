@@ -221,6 +221,17 @@ impl Report {
                  install it with #[global_allocator] to see figures"
             );
         }
+        // Labels say what happened per callsite: the mode may have changed while the program ran.
+        let estimated = self.callsites.iter().filter(|c| c.estimated).count();
+        if estimated > 0 && !matches!(self.stack_mode, StackMode::Sampled { .. }) {
+            let _ = writeln!(
+                out,
+                "note: {} of {} callsites were recorded while stacks were sampled: their \
+                 figures are estimates (marked ~), the others exact",
+                grouped(estimated as u64),
+                grouped(self.callsites.len() as u64)
+            );
+        }
         if self.tracker.runs_overflowed > 0 {
             let _ = writeln!(
                 out,

@@ -116,9 +116,11 @@ pub enum CheckFailure {
         /// The filters set.
         filters: Vec<String>,
     },
-    /// The measured run could not be measured: every one of allocscope's run slots was in use
-    /// when it started (see [`RunReport::unmeasured`](crate::RunReport::unmeasured)). The job
-    /// ran, but nothing is known about it, so the check fails rather than pass on zeros.
+    /// The measured run's peak could not be measured and the check has a peak limit: every one
+    /// of allocscope's run slots was in use when the run started (see
+    /// [`RunReport::unmeasured`](crate::RunReport::unmeasured)). Its allocated and retained
+    /// figures are still exact (they come from the check's own job), but the peak is unknown,
+    /// so the check fails rather than pass on a guess.
     Unmeasured {
         /// The check's name.
         check: String,
@@ -182,9 +184,10 @@ impl fmt::Display for CheckFailure {
                 filters.join(", ")
             ),
             CheckFailure::Unmeasured { check, test, job } => format!(
-                "allocscope: memory check {check:?} in test `{test}` could not measure its run \
-                 (job {job:?}): all 65,535 of allocscope's run slots were in use when it \
-                 started, so the run has no figures and the check cannot pass.\n\
+                "allocscope: memory check {check:?} in test `{test}` could not measure its \
+                 run's peak (job {job:?}): all 65,535 of allocscope's run slots were in use \
+                 when it started, so the run has no peak figure and the check's peak limit \
+                 cannot pass.\n\
                  A run's slot is given back when its closure returns or panics, or when its \
                  tracked future completes or is dropped; a `.track_scope()` future that is \
                  never finished, or is forgotten (std::mem::forget), keeps its slot for good. \

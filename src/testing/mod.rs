@@ -69,6 +69,12 @@
 //!   peak whenever it hands its figures over (scope exit, end of a poll).
 //! * **Allocated**: every block the run allocated, objects and bytes.
 //!
+//! When every one of allocscope's run slots is taken (65,535 runs active: `.track_scope()`
+//! futures never finished, or forgotten, keep theirs), the measured run has no figures of its
+//! own; a check then takes allocated and retained from its job (whose figures are the run's:
+//! no other run uses a check's job name), notes why in [`Figures::notes`], and fails with
+//! [`CheckFailure::Unmeasured`] only if it has a peak limit.
+//!
 //! Bytes are what the program asked for (no allocator overhead), the same figures as in
 //! reports. A realloc is a free plus an allocation in the current job: a shared collection
 //! that *grows* during the check is charged to it (and so is the test harness's capture
