@@ -3,6 +3,8 @@
 //! traversal, concurrent scrapes, shutdown). Normal requests go through a real HTTP client
 //! (ureq); malformed ones are written byte by byte on a socket.
 #![cfg(feature = "http")]
+// One heap block per object, on purpose: the tests count blocks.
+#![allow(clippy::vec_box)]
 
 use std::hint::black_box;
 use std::io::{Read, Write};

@@ -2,6 +2,8 @@
 //! server scraping it, and `go tool pprof` fetching `/debug/pprof/heap` over HTTP. Each test
 //! skips (saying why) only when its tool is not installed; `.ci/run` installs them.
 #![cfg(feature = "http")]
+// One heap block per object, on purpose: the tests count blocks.
+#![allow(clippy::vec_box)]
 
 mod common;
 

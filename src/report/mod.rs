@@ -18,9 +18,9 @@ pub(crate) mod symbolize;
 pub(crate) mod text;
 
 pub use build::report;
-pub(crate) use build::{job_counters_now, job_snapshot};
 #[cfg(feature = "http")]
 pub(crate) use build::report_figures;
+pub(crate) use build::{job_counters_now, job_snapshot};
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
