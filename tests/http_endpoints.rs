@@ -19,6 +19,12 @@ use allocscope::{track_scope, Report, StackMode, TrackingAllocator};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
+/// The tests of this file run one at a time: some count the process's threads.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct Got {
     status: u16,
     content_type: String,
@@ -126,6 +132,7 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 
 #[test]
 fn every_path_answers() {
+    let _serial = serial();
     allocscope::set_stack_mode(StackMode::Every);
     let kept = track_scope("http_paths_job", || http_leak_boxes(5));
     let server = serve("127.0.0.1:0").unwrap();
@@ -212,6 +219,7 @@ fn every_path_answers() {
 
 #[test]
 fn bad_requests_get_short_errors() {
+    let _serial = serial();
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
     track_scope("http_errors_job", || black_box(vec![1u8; 10]).len());
@@ -244,6 +252,7 @@ fn bad_requests_get_short_errors() {
 
 #[test]
 fn loopback_by_default_remote_by_opt_in() {
+    let _serial = serial();
     // A port that is free now: serve must refuse it without binding.
     let port = TcpListener::bind("0.0.0.0:0")
         .unwrap()
@@ -274,6 +283,7 @@ fn loopback_by_default_remote_by_opt_in() {
 
 #[test]
 fn token_is_required_on_every_path() {
+    let _serial = serial();
     let token = "abc123";
     let server = serve_with(
         "127.0.0.1:0",
@@ -318,6 +328,7 @@ fn token_is_required_on_every_path() {
 
 #[test]
 fn oversized_request_heads_are_refused() {
+    let _serial = serial();
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
 
@@ -360,6 +371,7 @@ fn threads_now() -> usize {
 
 #[test]
 fn connections_beyond_the_limit_get_503_never_threads() {
+    let _serial = serial();
     let server = serve_with(
         "127.0.0.1:0",
         HttpOptions {
@@ -431,6 +443,7 @@ fn connections_beyond_the_limit_get_503_never_threads() {
 
 #[test]
 fn slow_clients_time_out() {
+    let _serial = serial();
     let server = serve_with(
         "127.0.0.1:0",
         HttpOptions {
@@ -484,6 +497,7 @@ fn slow_clients_time_out() {
 
 #[test]
 fn clients_that_disconnect_mid_response_are_harmless() {
+    let _serial = serial();
     allocscope::set_stack_mode(StackMode::Every);
     let kept = track_scope("http_disconnect_job", || http_leak_boxes(50));
     let server = serve_with(
@@ -517,6 +531,7 @@ fn clients_that_disconnect_mid_response_are_harmless() {
 
 #[test]
 fn path_traversal_finds_nothing() {
+    let _serial = serial();
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
     for path in [
@@ -551,6 +566,7 @@ fn path_traversal_finds_nothing() {
 
 #[test]
 fn scrapes_while_eight_threads_allocate_are_consistent() {
+    let _serial = serial();
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
     let stop = Arc::new(AtomicBool::new(false));
@@ -636,6 +652,7 @@ fn scrapes_while_eight_threads_allocate_are_consistent() {
 
 #[test]
 fn metrics_cardinality_is_bounded_and_labels_escaped() {
+    let _serial = serial();
     let server = serve_with(
         "127.0.0.1:0",
         HttpOptions {
@@ -679,6 +696,7 @@ fn metrics_cardinality_is_bounded_and_labels_escaped() {
 
 #[test]
 fn shutdown_joins_and_a_second_serve_on_the_address_fails_clearly() {
+    let _serial = serial();
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
     let err = serve(addr).unwrap_err().to_string();

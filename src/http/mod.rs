@@ -31,8 +31,9 @@
 //!   and is closed. No thread is created per connection. A request head larger than
 //!   [`HttpOptions::max_header_bytes`] gets 431 (the parser, hyper, says so). A connection must
 //!   send each request head within [`HttpOptions::timeout`] of its start or of the previous
-//!   response, else it is closed; writes time out alike. One report is built at a time, so
-//!   concurrent scrapes do not multiply the peak memory.
+//!   response, else it is closed; writes time out alike. One full report is built at a time,
+//!   so concurrent scrapes do not multiply the peak memory (`/metrics` is not queued behind
+//!   them).
 //! * **Cheap where polled.** `/metrics` is built from a snapshot without callsites: no stack is
 //!   read, nothing is symbolized; its cost grows with the number of jobs, not of stacks.
 //!   Profiles and reports symbolize through the per-address symbol cache, so a steady-state

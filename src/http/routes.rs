@@ -2,7 +2,8 @@
 //!
 //! Rules: exact path matches only (no file is ever read, so no path can reach one); GET and
 //! HEAD only (hyper leaves the body out for HEAD); errors are short `text/plain` bodies; every
-//! report is built under `Shared::build`, one at a time.
+//! full report is built under `Shared::build`, one at a time (`/metrics`, figures only, is not
+//! queued behind them).
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -102,13 +103,16 @@ pub(super) fn handle(shared: &Shared, req: &Request<Incoming>) -> Resp {
             return r;
         }
         let query = req.uri().query().unwrap_or("");
-        let _one_at_a_time = shared.build.lock().unwrap_or_else(|e| e.into_inner());
-        match path {
-            "/metrics" => respond(
+        if path == "/metrics" {
+            // Cheap and small: not queued behind a profile being built.
+            return respond(
                 StatusCode::OK,
                 metrics::CONTENT_TYPE,
                 metrics::render(&report_figures(), shared.options.max_metric_jobs),
-            ),
+            );
+        }
+        let _one_at_a_time = shared.build.lock().unwrap_or_else(|e| e.into_inner());
+        match path {
             "/debug/pprof/heap" => pprof(PprofDefault::InuseSpace),
             "/debug/pprof/allocs" => pprof(PprofDefault::AllocSpace),
             "/report.json" => respond(
