@@ -6,7 +6,7 @@
 //! cargo run --release --features http --example bench_http -- worker
 //! cargo run --release --features http --example bench_http -- callsites 20000
 //! cargo run --release --features http --example bench_http -- callsites 100000
-//! cargo run --release --features http --example bench_http -- slowdown
+//! cargo run --release --features http --example bench_http -- slowdown [CALLSITES]
 //! ```
 //!
 //! Peak extra RSS: the kernel's peak-RSS mark (`VmHWM`) is reset (`/proc/self/clear_refs` = 5)
@@ -154,10 +154,15 @@ fn callsite_state(n: u64) -> Vec<Box<[u8; 32]>> {
     keep
 }
 
-fn slowdown() {
+fn slowdown(callsites: u64) {
     // 4 threads allocate and free in jobs for a fixed amount of work; timed without, then
     // with, a heap scrape every 100 ms. Alternating rounds; the median of each.
     worker_state();
+    let _keep = if callsites > 0 {
+        callsite_state(callsites)
+    } else {
+        Vec::new()
+    };
     let server = allocscope::http::serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
     let work = || {
@@ -208,8 +213,9 @@ fn slowdown() {
     scraped.sort();
     let (q, s) = (quiet[2], scraped[2]);
     println!(
-        "allocating threads (4 × 200 runs × 2,000 blocks): {:.1} ms quiet, {:.1} ms while \
-         /debug/pprof/heap is scraped every 100 ms ({scrapes} scrapes): {:+.1}%",
+        "{callsites} extra callsites; allocating threads (4 × 200 runs × 2,000 blocks): {:.1} ms \
+         quiet, {:.1} ms while /debug/pprof/heap is scraped every 100 ms ({scrapes} scrapes): \
+         {:+.1}%",
         q.as_secs_f64() * 1e3,
         s.as_secs_f64() * 1e3,
         (s.as_secs_f64() / q.as_secs_f64() - 1.0) * 100.0
@@ -222,7 +228,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let what = args.first().map(String::as_str).unwrap_or("worker");
     if what == "slowdown" {
-        slowdown();
+        slowdown(args.get(1).and_then(|s| s.parse().ok()).unwrap_or(0));
         return;
     }
     let _keep = match what {
