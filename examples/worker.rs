@@ -8,16 +8,25 @@
 //!   (the leak this tool exists to find).
 //! * `export_all` vs `export_batched`: the same export, loading everything at once or in
 //!   batches of 1,000 — the same result, very different peaks.
+//! * `nightly_batch`: 200,000 small records, of which it keeps 1 in 64 (an index) and frees
+//!   the rest — the job holds 3 MiB, but glibc keeps ~200 MB of freed memory resident: the
+//!   "memory bloat" that looks like a leak on a dashboard and is an allocator setting.
+//! * `warm_cache`: fills a lookup cache on its first three runs, then only reads it — a trend
+//!   that grows and flattens (saturating), not a leak.
 //!
-//! Run with `cargo run --release --example worker`. It prints a log line per run, the job
-//! table, and writes under `target/allocscope/`: `report.json`, `report.txt`, `retained.svg`
-//! and `allocated.svg` (open the SVGs in a browser), and under `target/allocscope/runs/` a
-//! report after each run that retained 256 KiB or more. Set `ALLOCSCOPE_STACKS` (`off`, `every`,
-//! `sampled`, or a byte count) to try other stack modes; the demo defaults to `every`.
+//! The timeline sampler runs every 20 ms, so the report has RSS and the live heap over time
+//! with every run marked, and each job's trend (`growing`, `saturating`, `steady`).
+//!
+//! Run with `cargo run --release --example worker --features chart`. It prints a log line per
+//! run, the job table, what `release_free_memory()` gave back, and writes under
+//! `target/allocscope/`: `report.json`, `report.txt`, `retained.svg` and `allocated.svg`,
+//! `memory.svg` (the timeline; needs the `chart` feature), and under `target/allocscope/runs/`
+//! a report after each run that retained 256 KiB or more. Set `ALLOCSCOPE_STACKS` (`off`,
+//! `every`, `sampled`, or a byte count) to try other stack modes; the demo defaults to `every`.
 //!
 //! Live: `ALLOCSCOPE_HTTP=127.0.0.1:6060 cargo run --release --features http --example worker`
 //! serves `/metrics`, `/debug/pprof/heap` and the HTML report at `/` while it runs, prints the
-//! URLs, and after its four rounds keeps running one round every 2 s until stopped (Ctrl-C), so
+//! URLs, and after its eight rounds keeps running one round every 2 s until stopped (Ctrl-C), so
 //! Prometheus, `go tool pprof` and a browser have a live process to read.
 
 use std::collections::HashMap;
@@ -40,6 +49,15 @@ static CUSTOMER_CACHE: Mutex<Vec<String>> = Mutex::new(Vec::new());
 /// The latest report's first rows, replaced by every run: bounded retention, not a leak
 /// (each run frees the previous run's copy — a late free charged back to that run's job).
 static LAST_SUMMARY: Mutex<Option<String>> = Mutex::new(None);
+
+/// The nightly batch's index: 1 record in 64 of the latest batch (replaced by every run).
+/// Boxed on purpose: each record is its own 1 KiB block, as rows parsed one by one are.
+#[allow(clippy::vec_box)]
+static BATCH_INDEX: Mutex<Vec<Box<[u8; 1024]>>> = Mutex::new(Vec::new());
+
+/// A lookup cache filled on demand: 3 regions, 1 MiB each, loaded by the first runs that
+/// need them, then only read.
+static REGION_CACHE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
 /// Deterministic pseudo-random numbers, so every run of the demo shows the same figures.
 struct Rng(u64);
@@ -114,6 +132,32 @@ fn load_orders(start: usize, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Processes 200,000 records of 1 KiB and keeps 1 in 64 as an index (replacing the previous
+/// run's): little retained, but the freed records stay in glibc's free lists.
+#[inline(never)]
+fn nightly_batch(run: u64) -> usize {
+    let records: Vec<Box<[u8; 1024]>> = (0..200_000u64)
+        .map(|i| black_box(Box::new([(i + run) as u8; 1024])))
+        .collect();
+    let index: Vec<Box<[u8; 1024]>> = records.into_iter().step_by(64).collect();
+    let kept = index.len();
+    *BATCH_INDEX.lock().unwrap() = index;
+    kept
+}
+
+/// Looks a key up in the region cache, loading the region on first use.
+#[inline(never)]
+fn warm_cache(run: u64) -> u64 {
+    let region = run.min(2) as usize;
+    let mut cache = REGION_CACHE.lock().unwrap();
+    while cache.len() <= region {
+        let n = cache.len() as u8;
+        cache.push(vec![n; 1 << 20]);
+    }
+    let temp: Vec<u64> = black_box((0..1_000).collect()); // per-lookup scratch, freed
+    u64::from(cache[region][run as usize % 1024]) + temp.len() as u64
+}
+
 fn checksum(s: &str) -> u64 {
     s.bytes().map(u64::from).sum()
 }
@@ -126,6 +170,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "allocscope worker demo — stacks: {:?}\n",
         allocscope::stack_mode()
     );
+    // RSS, live heap and the top jobs every 20 ms (or ALLOCSCOPE_TIMELINE=1s, no code).
+    allocscope::timeline::start(std::time::Duration::from_millis(20));
     let live = live_endpoint();
 
     // One log line per finished run, the way APM tools show jobs.
@@ -157,6 +203,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "sync_customers",
         "export_all",
         "export_batched",
+        "nightly_batch",
+        "warm_cache",
     ];
     let mut results: HashMap<&str, u64> = HashMap::new();
     let run_round = |round: u64, results: &mut HashMap<&str, u64>| {
@@ -166,18 +214,40 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "sync_customers" => sync_customers(round) as u64,
                 "export_all" => export_all(200_000),
                 "export_batched" => export_batched(200_000),
+                "nightly_batch" => nightly_batch(round) as u64,
+                "warm_cache" => warm_cache(round),
                 _ => unreachable!(),
             });
             *results.entry(kind).or_default() += out;
         }
     };
-    for round in 0..4u64 {
+    for round in 0..8u64 {
         run_round(round, &mut results);
     }
     assert_eq!(results["export_all"], results["export_batched"]);
 
+    // Let the sampler see the process at rest after the last run.
+    std::thread::sleep(std::time::Duration::from_millis(200));
     let report = allocscope::report();
     println!("\n{}", report.to_text());
+
+    // The freed-but-kept memory is the allocator's, not a job's: give it back.
+    match allocscope::release_free_memory() {
+        Some(freed) => {
+            let after = allocscope::report();
+            println!(
+                "release_free_memory(): RSS down by {} ({} -> {}); not returned to the OS now \
+                 ~{}\n",
+                human_bytes(freed),
+                human_bytes(report.process.rss_bytes),
+                human_bytes(after.process.rss_bytes),
+                human_bytes(after.process.not_returned_bytes),
+            );
+        }
+        None => println!("release_free_memory(): this allocator offers no way to trim\n"),
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    allocscope::timeline::stop();
 
     std::fs::create_dir_all(dir)?;
     report.write_json(dir.join("report.json"))?;
@@ -190,6 +260,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dir.join("allocated.svg"),
         report.flamegraph_svg(&FlameOptions::default().metric(FlameMetric::AllocatedBytes))?,
     )?;
+
+    // The timeline, with the trim's drop at the end (a report taken after it).
+    #[cfg(feature = "chart")]
+    std::fs::write(
+        dir.join("memory.svg"),
+        allocscope::report().timeline_svg(&Default::default())?,
+    )?;
+    #[cfg(not(feature = "chart"))]
+    println!("(memory.svg needs the `chart` feature: --features chart)");
 
     let leak = report.job("sync_customers").expect("the leaking job ran");
     let mut summary = String::new();
@@ -208,13 +287,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("Final report: {}", last.display());
     }
     println!(
-        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/allocated.svg, and a \
-         report per leaking run under {0}/runs/",
+        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/allocated.svg, \
+         {0}/memory.svg, and a report per leaking run under {0}/runs/",
         dir.display()
     );
     if live {
         println!("\nStill serving; one more round every 2 s (Ctrl-C to stop).");
-        for round in 4.. {
+        for round in 8.. {
             std::thread::sleep(std::time::Duration::from_secs(2));
             run_round(round, &mut results);
         }

@@ -250,3 +250,83 @@ fn usage_errors_exit_2() {
         assert!(stdout(&help).contains(cmd));
     }
 }
+
+const V2: &str = "tests/data/cli/worker_v2.json";
+
+#[test]
+fn show_version_2_sorted_by_trend() {
+    // The fixture is a version-2 report with process memory, trends, a timeline and run
+    // events (hand-made from worker_new.json; see the test below for the chart).
+    golden(
+        "show_v2_trend.txt",
+        &stdout(&ok(&[
+            "show",
+            V2,
+            "--sort",
+            "trend",
+            "--callsites",
+            "0",
+            "--flag-objects-per-run",
+            "500",
+        ])),
+    );
+    let out = cli(&["show", V2, "--sort", "sideways"]);
+    assert_eq!(out.status.code(), Some(2), "a bad --sort is a usage error");
+}
+
+#[test]
+fn timeline_chart() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg_path = dir.path().join("memory.svg");
+    ok(&["timeline", V2, "-o", svg_path.to_str().unwrap()]);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    golden("timeline.svg", &svg);
+    // Well-formed, one hover title per run event, hostile job names escaped.
+    let mut reader = quick_xml::Reader::from_str(&svg);
+    // (Text with entities comes in several events: each title's text is collected between
+    // its start and end tags.)
+    let (mut titles, mut in_title) = (Vec::<String>::new(), false);
+    loop {
+        match reader.read_event().expect("well-formed SVG") {
+            quick_xml::events::Event::Start(e) if e.name().as_ref() == b"title" => {
+                in_title = true;
+                titles.push(String::new());
+            }
+            quick_xml::events::Event::End(e) if e.name().as_ref() == b"title" => in_title = false,
+            quick_xml::events::Event::Text(t) if in_title => {
+                titles.last_mut().unwrap().push_str(&t.decode().unwrap())
+            }
+            quick_xml::events::Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(titles.len(), 22);
+    assert!(titles.iter().any(|t| t.starts_with("render_invoice #80: ")));
+    assert!(svg.contains("&lt;script&gt;&amp;&quot;job&quot; #1"));
+    // A version-1 report has no timeline: one line, exit 1.
+    let out = cli(&["timeline", OLD, "-o", svg_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("worker_old.json") && err.contains("ALLOCSCOPE_TIMELINE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_shows_the_rss_change() {
+    let text = stdout(&ok(&["diff", OLD, V2]));
+    assert!(
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("memory: RSS unavailable in one report"),
+        "{text}"
+    );
+    let text = stdout(&ok(&["diff", V2, V2]));
+    assert_eq!(
+        text.lines().nth(1).unwrap(),
+        "memory: RSS 240 MiB -> 240 MiB (0 B); not returned to the OS 228 MiB -> 228 MiB (0 B)"
+    );
+}

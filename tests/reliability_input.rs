@@ -89,14 +89,16 @@ fn truncated_reports_say_truncated() {
 #[test]
 fn wrong_format_version_and_types() {
     let json = valid_json();
+    let version = format!("\"version\": {}", allocscope::VERSION);
+    assert!(json.contains(&version));
     let msg = invalid(&json.replacen("\"allocscope\"", "\"pprof\"", 1));
     assert!(msg.contains("pprof"), "{msg}");
-    let msg = invalid(&json.replacen("\"version\": 1", "\"version\": 99", 1));
+    let msg = invalid(&json.replacen(&version, "\"version\": 99", 1));
     assert!(msg.contains("newer"), "{msg}");
-    let msg = invalid(&json.replacen("\"version\": 1", "\"version\": \"1\"", 1));
+    let msg = invalid(&json.replacen(&version, "\"version\": \"1\"", 1));
     assert!(msg.contains("version"), "{msg}");
-    invalid(&json.replacen("\"version\": 1", "\"version\": -1", 1));
-    invalid(&json.replacen("\"version\": 1", "\"version\": 1e400", 1));
+    invalid(&json.replacen(&version, "\"version\": -1", 1));
+    invalid(&json.replacen(&version, "\"version\": 1e400", 1));
     let msg = invalid("{\"version\": 1}");
     assert!(msg.contains("format"), "{msg}");
     invalid("[1, 2, 3]");

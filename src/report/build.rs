@@ -31,6 +31,7 @@ use crate::thread::{self, untracked};
 /// report from a thread instead.
 pub fn report() -> Report {
     callsite::init_from_env();
+    crate::timeline::init_from_env();
     untracked(|| {
         let report = build_from(&Snapshot::take());
         symbolize::release_debug_info();

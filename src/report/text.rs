@@ -179,16 +179,15 @@ pub(crate) fn memory_advice(p: &ProcessMemory) -> Option<String> {
         return None;
     }
     Some(format!(
-        "note: ~{} of RSS is memory the program freed that {} has not returned to the OS \
-         ({}% of RSS; not a leak: no job holds it).\n      \
-         allocscope::release_free_memory() (malloc_trim) would give back up to about {} now. \
-         To prevent it: MALLOC_ARENA_MAX=2 (fewer glibc arenas),\n      \
-         or jemalloc as the inner allocator with background_thread:true and a short \
-         dirty_decay_ms, or mimalloc, which return free pages on their own.",
-        human_bytes(nr),
-        p.allocator,
-        nr * 100 / p.rss_bytes,
-        human_bytes(nr),
+        "note: ~{nr_h} of RSS ({pct}%) is memory the program freed that {alloc} has not \
+         returned\n      to the OS: not a leak, no job holds it. \
+         allocscope::release_free_memory() (malloc_trim)\n      would give back up to about \
+         {nr_h} now. To keep it from building up: MALLOC_ARENA_MAX=2\n      (fewer glibc \
+         arenas), or jemalloc (background_thread:true, a short dirty_decay_ms) or mimalloc\n      \
+         as the inner allocator: they return free pages to the OS on their own.",
+        nr_h = human_bytes(nr),
+        pct = nr * 100 / p.rss_bytes,
+        alloc = p.allocator,
     ))
 }
 

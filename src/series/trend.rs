@@ -14,7 +14,7 @@
 //! runs, each holding its count, first and last run index, first and last value, means and
 //! co-moments (Chan's parallel update, numerically stable). When the segments are full,
 //! neighbours are merged pairwise, so segments double in length and the summary stays
-//! `SEGMENTS` × 88 bytes per job (1.4 KiB) for any number of runs. Regression sums over any
+//! `SEGMENTS` × 80 bytes per job (1.3 KiB) for any number of runs. Regression sums over any
 //! run of segments are exact (merging loses no information for the slope and residuals).
 //!
 //! **The rule** (constants below):

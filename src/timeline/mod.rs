@@ -3,7 +3,8 @@
 //!
 //! * **Process memory** (`process`): RSS from `/proc/self/statm`, the allocator's free bytes
 //!   (glibc `mallinfo2`), [`release_free_memory`] (glibc `malloc_trim(0)`). Read at every
-//!   report and every sample.
+//!   report; the sampler refreshes glibc's figures at most once per 100× their cost
+//!   (`mallinfo2` walks every free chunk).
 //! * **The sampler** ([`start`], [`stop`], or `ALLOCSCOPE_TIMELINE=500ms|1s|1m`): one
 //!   background thread, named `allocscope-timeline`, that runs with tracking suspended for its
 //!   whole life (everything it allocates is tracker overhead) and takes a sample every
@@ -27,13 +28,15 @@
 //!   visible however old). Runs in none of these sets are counted in
 //!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 88 bytes
 //!   = 187 KiB. Events are recorded whether or not the sampler runs.
-//! * **Trends** (`trend`): each job keeps a compact summary of its retained bytes after every
-//!   run (1.4 KiB per job, for any number of runs); the rule and its thresholds are in
-//!   [`Trend`](crate::Trend)'s module docs, repeated here: the first [`WARMUP_RUNS`] run is
+//! * The stores and the trend summaries live in `series`, below the registry (a finished run
+//!   records its event and trend point there); this module samples, and builds the report's
+//!   view.
+//! * **Trends**: each job keeps a compact summary of its retained bytes after every
+//!   run (1.3 KiB per job, for any number of runs); the rule and its thresholds: the first [`WARMUP_RUNS`] run is
 //!   warm-up; fewer than [`MIN_RUNS_CONSIDERED`] considered runs → not enough; the last half
 //!   of the runs still growing by more than [`MIN_GROWTH_BYTES`] and 3× its residual noise →
 //!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
-//! * **The chart** (feature `chart`): [`Report::timeline_svg`](crate::Report::timeline_svg).
+//! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
 #[cfg(feature = "chart")]
 mod chart;
@@ -54,6 +57,7 @@ pub use crate::series::{
 pub use chart::TimelineOptions;
 pub(crate) use process::process_memory;
 pub use process::release_free_memory;
+use process::StatsCache;
 
 use crate::fork::{self, AtFork};
 use crate::registry::{self, JobEntry};
@@ -171,9 +175,10 @@ pub fn interval() -> Option<Duration> {
 /// sample does not shift the following ones; ticks missed are skipped, not caught up).
 fn run_sampler(shared: &Shared) {
     let mut next = Instant::now();
+    let mut cache = StatsCache::default();
     let mut stop = shared.stop.lock();
     while !*stop {
-        parking_lot::MutexGuard::unlocked(&mut stop, sample_now);
+        parking_lot::MutexGuard::unlocked(&mut stop, || sample_now(&mut cache));
         let interval = Duration::from_nanos(shared.interval_ns.load(Relaxed));
         next += interval;
         let now = Instant::now();
@@ -189,8 +194,9 @@ fn run_sampler(shared: &Shared) {
 }
 
 /// Takes one sample now and stores it. Runs with tracking suspended. Uses the one snapshot
-/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most.
-pub(crate) fn sample_now() {
+/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most; the
+/// allocator's statistics come through `cache` (see `StatsCache`).
+fn sample_now(cache: &mut StatsCache) {
     let snap = Snapshot::take();
     let r = &snap.rollup;
     let mut top = [(0u32, 0u64); TOP_JOBS];
@@ -215,7 +221,7 @@ pub(crate) fn sample_now() {
     }
     let tracker = r.tracker.retained().bytes;
     let heap = r.all.retained().bytes.saturating_add(tracker);
-    let pm = process_memory(heap, tracker);
+    let pm = process::process_memory_cached(heap, tracker, cache);
     series::record_sample(RawSample {
         unix_ms: crate::model::unix_ms(),
         rss: pm.rss_bytes,
