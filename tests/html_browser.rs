@@ -28,8 +28,18 @@ fn artifacts() -> PathBuf {
 }
 
 fn tools() -> bool {
+    // The DevTools client needs node's WebSocket (node >= 20.10 with this flag; Debian 12's
+    // own nodejs is 18: then the check says so and skips).
     common::have_tool("chromium", &["--version"], "chromium")
-        && common::have_tool("node", &["--version"], "nodejs")
+        && common::have_tool(
+            "node",
+            &[
+                "--experimental-websocket",
+                "-e",
+                "if (typeof WebSocket !== 'function') process.exit(1)",
+            ],
+            "nodejs (>= 20.10, for its WebSocket)",
+        )
 }
 
 /// Loads `url` in Chromium; returns what the page showed and did.
