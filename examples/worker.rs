@@ -23,6 +23,11 @@
 //! `memory.svg` (the timeline), and under `target/allocscope/runs/`
 //! a report after each run that retained 256 KiB or more. Set `ALLOCSCOPE_STACKS` (`off`,
 //! `every`, `sampled`, or a byte count) to try other stack modes; the demo defaults to `every`.
+//!
+//! Live: `ALLOCSCOPE_HTTP=127.0.0.1:6060 cargo run --release --features http --example worker`
+//! serves `/metrics`, `/debug/pprof/heap` and the HTML report at `/` while it runs, prints the
+//! URLs, and after its eight rounds keeps running one round every 2 s until stopped (Ctrl-C), so
+//! Prometheus, `go tool pprof` and a browser have a live process to read.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -167,6 +172,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     // RSS, live heap and the top jobs every 20 ms (or ALLOCSCOPE_TIMELINE=1s, no code).
     allocscope::timeline::start(std::time::Duration::from_millis(20));
+    let live = live_endpoint();
 
     // One log line per finished run, the way APM tools show jobs.
     on_run_finished(|run| {
@@ -201,7 +207,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "warm_cache",
     ];
     let mut results: HashMap<&str, u64> = HashMap::new();
-    for round in 0..8u64 {
+    let run_round = |round: u64, results: &mut HashMap<&str, u64>| {
         for &kind in &queue {
             let out = track_scope(kind, || match kind {
                 "render_report" => render_report(round) as u64,
@@ -214,6 +220,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             *results.entry(kind).or_default() += out;
         }
+    };
+    for round in 0..8u64 {
+        run_round(round, &mut results);
     }
     assert_eq!(results["export_all"], results["export_batched"]);
 
@@ -282,5 +291,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          {0}/memory.svg, and a report per leaking run under {0}/runs/",
         dir.display()
     );
+    if live {
+        println!("\nStill serving; one more round every 2 s (Ctrl-C to stop).");
+        for round in 8.. {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            run_round(round, &mut results);
+        }
+    }
     Ok(())
+}
+
+/// Prints the live endpoint's URLs when `ALLOCSCOPE_HTTP` started it (the first call into
+/// allocscope above did); whether it is serving.
+#[cfg(feature = "http")]
+fn live_endpoint() -> bool {
+    let Some(addr) = allocscope::http::env_server_addr() else {
+        return false;
+    };
+    println!("Live endpoint (ALLOCSCOPE_HTTP):");
+    println!("  http://{addr}/                  the HTML report, live");
+    println!("  http://{addr}/metrics           Prometheus");
+    println!("  http://{addr}/debug/pprof/heap  go tool pprof -top -sample_index=inuse_space URL");
+    println!("  http://{addr}/debug/pprof/allocs");
+    println!("  http://{addr}/report.json, /report.txt, /flamegraph.svg?job=sync_customers\n");
+    true
+}
+
+#[cfg(not(feature = "http"))]
+fn live_endpoint() -> bool {
+    if std::env::var_os("ALLOCSCOPE_HTTP").is_some() {
+        println!(
+            "ALLOCSCOPE_HTTP is set, but this build has no live endpoint: add --features http\n"
+        );
+    }
+    false
 }

@@ -16,6 +16,7 @@
 //! | `ALLOCSCOPE_DIR` | `report::dump` | folder for automatic dumps |
 //! | `ALLOCSCOPE_DUMP_THRESHOLD` | `report::dump` | bytes a run must retain to be dumped |
 //! | `ALLOCSCOPE_DUMP_KEEP` | `report::dump` | dumps kept in the folder |
+//! | `ALLOCSCOPE_HTTP` | `http` (feature `http`) | address of the live endpoint, started at the first call |
 //! | `ALLOCSCOPE_TIMELINE` | `timeline` | sampler interval ([`parse_interval`]: `500ms`, `1s`, `1m`); `off` or unset: no sampler |
 //!
 //! (`ALLOCSCOPE_BLESS` is read by the crate's own tests only, to rewrite golden files.)
@@ -33,6 +34,19 @@ pub(crate) const DIR: &str = "ALLOCSCOPE_DIR";
 pub(crate) const DUMP_THRESHOLD: &str = "ALLOCSCOPE_DUMP_THRESHOLD";
 /// Dumps kept in the folder.
 pub(crate) const DUMP_KEEP: &str = "ALLOCSCOPE_DUMP_KEEP";
+/// Address of the live endpoint (feature `http`), e.g. `127.0.0.1:6060`.
+#[cfg(feature = "http")]
+pub(crate) const HTTP: &str = "ALLOCSCOPE_HTTP";
+
+/// The address in `ALLOCSCOPE_HTTP`, trimmed; `None` when unset or empty. Resolved (and an
+/// invalid one reported) by the server when it binds.
+#[cfg(feature = "http")]
+pub(crate) fn http_addr() -> Option<String> {
+    let raw = std::env::var_os(HTTP)?;
+    let addr = raw.to_string_lossy().trim().to_string();
+    (!addr.is_empty()).then_some(addr)
+}
+
 /// The timeline sampler's interval.
 pub(crate) const TIMELINE: &str = "ALLOCSCOPE_TIMELINE";
 

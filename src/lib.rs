@@ -91,6 +91,8 @@ mod error;
 mod fork;
 mod future;
 mod header;
+#[cfg(feature = "http")]
+pub mod http;
 mod integrations;
 mod model;
 mod registry;

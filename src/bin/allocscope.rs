@@ -94,6 +94,9 @@ enum Command {
         /// (use it when start-up data or caches outside jobs dwarf them).
         #[arg(long)]
         no_unscoped: bool,
+        /// Keep std/core/alloc frames that sit between two user frames (default: folded).
+        #[arg(long)]
+        keep_std: bool,
         /// Output file (`-`: standard output), replaced atomically; only a regular file is
         /// ever replaced.
         #[arg(short, long, value_name = "OUT.svg")]
@@ -126,6 +129,17 @@ enum Command {
         /// Print the diff as JSON instead of tables.
         #[arg(long)]
         json: bool,
+    },
+    /// Write a self-contained HTML page of a report (job table, flamegraph, callsites,
+    /// timeline), or of the difference between two reports when given OLD and NEW.
+    Html {
+        /// The report file (with NEW: the older report).
+        report: PathBuf,
+        /// A newer report: the page shows what changed from REPORT to NEW.
+        new: Option<PathBuf>,
+        /// Output file (`-`: standard output).
+        #[arg(short, long, value_name = "OUT.html")]
+        output: PathBuf,
     },
     /// Convert a report for other tools: pprof (go tool pprof, Pyroscope, Parca, Grafana),
     /// DHAT's viewer (dh_view.html), or folded stacks (flamegraph tools).
@@ -280,6 +294,7 @@ fn run(command: Command) -> Result<(), String> {
             metric,
             title,
             no_unscoped,
+            keep_std,
             output,
         } => {
             let r = read(&report)?;
@@ -289,6 +304,7 @@ fn run(command: Command) -> Result<(), String> {
                 metric: metric.into(),
                 title,
                 include_unscoped: !no_unscoped,
+                keep_std,
                 ..FlameOptions::default()
             };
             let svg = r.flamegraph_svg(&opts).map_err(|e| e.to_string())?;
@@ -337,6 +353,18 @@ fn run(command: Command) -> Result<(), String> {
                 })
             };
             write_out(Path::new("-"), text.as_bytes())
+        }
+        Command::Html {
+            report,
+            new,
+            output,
+        } => {
+            let r = read(&report)?;
+            let html = match new {
+                Some(new) => read(&new)?.diff(&r).to_html(),
+                None => r.to_html(),
+            };
+            write_out(&output, html.as_bytes())
         }
         Command::Export {
             report,

@@ -46,6 +46,17 @@ pub fn report() -> Report {
     })
 }
 
+/// The same snapshot as [`report`] with figures only: no callsites (`callsites` empty, in the
+/// report and in every job), no timeline and no run events (their statistics stay). No stack
+/// is read and nothing is symbolized, so its cost depends on the number of jobs and scope paths
+/// only, never on the number of stacks or samples. For figures polled often (the live
+/// endpoint's `/metrics`).
+#[cfg(feature = "http")]
+pub(crate) fn report_figures() -> Report {
+    callsite::init_from_env();
+    untracked(|| build_with(&Snapshot::take(), false))
+}
+
 /// Callsites of the paths `scope_of` names (it returns the path's job names, outermost first),
 /// grouped by path and trimmed stack (distinct stacks can trim to the same frames), **in
 /// report order** ([`sort_callsites`]). Stacks are looked up in the stack table
@@ -146,6 +157,12 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
 
 /// The report of a snapshot (symbolizing every callsite). Must run untracked.
 pub(crate) fn build_from(snap: &Snapshot) -> Report {
+    build_with(snap, true)
+}
+
+/// The report of a snapshot: everything (`full`), or its figures without callsites, timeline
+/// and run events. Must run untracked.
+fn build_with(snap: &Snapshot, full: bool) -> Report {
     let r = &snap.rollup;
     let totals = Totals {
         live: r.all.retained(),
@@ -157,7 +174,11 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     // Callsites: every site, grouped by (path, symbolized frames); each job gets the ones of
     // the paths it is on.
     let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); snap.jobs.len()];
-    let grouped = grouped_sites(|path| snap.scope_names(path));
+    let grouped = if full {
+        grouped_sites(|path| snap.scope_names(path))
+    } else {
+        Vec::new()
+    };
     let mut callsites: Vec<CallsiteReport> = Vec::with_capacity(grouped.len());
     for (path, c) in grouped {
         if let Some(jobs) = snap.chains.get(path as usize) {
@@ -207,7 +228,11 @@ pub(crate) fn build_from(snap: &Snapshot) -> Report {
     let tracker_live = r.tracker.retained().bytes;
     let heap_live = totals.live.bytes.saturating_add(tracker_live);
     let process = crate::timeline::process_memory(heap_live, tracker_live);
-    let history = crate::timeline::history(&snap.jobs);
+    let mut history = crate::timeline::history(&snap.jobs);
+    if !full {
+        history.timeline = Vec::new();
+        history.run_events = Vec::new();
+    }
     Report {
         format: FORMAT.to_string(),
         version: VERSION,

@@ -486,7 +486,7 @@ impl ReportDiff {
                         format!("{est}{}", signed_bytes(c.retained_change.bytes)),
                         format!("{est}{}", signed_count(c.retained_change.objects)),
                         format!("{est}{}", human_bytes(c.newer_retained.bytes)),
-                        frame_text(c.top_function()),
+                        super::labels::short_name(&frame_text(c.top_function())),
                         location(&c.frames),
                     );
                 }
@@ -575,7 +575,7 @@ impl ReportDiff {
             options.subtitle = Some("widths: newer report; red: grew, blue: shrank".to_string());
             options.count_name = opts.metric.unit().to_string();
             options.deterministic = true;
-            render(options, &folded, shift, "differential flamegraph")
+            render(options, &folded, shift, opts, "differential flamegraph")
         })
     }
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::escape::{frame_text, job_display_name, xml_escape, xml_safe, NO_FRAMES, UNSCOPED};
+use super::labels::{fold_std, short_name};
 use super::{CallsiteReport, Frame, Report};
 use crate::error::Detail;
 use crate::Error;
@@ -96,6 +97,14 @@ pub struct FlameOptions {
     /// a sliver beside an unscoped tower: the graph's 100% is then the jobs' memory only. A
     /// one-job graph ([`job`](Self::job)) never has unscoped memory.
     pub include_unscoped: bool,
+    /// Keep standard-library frames (`std`, `core`, `alloc`) that sit between two user frames
+    /// (default `false`: they are folded away, "just my code"; the CLI's `--keep-std`). Library
+    /// frames at either end of a stack are always kept.
+    pub keep_std: bool,
+    /// Label SVG frames with full function names (default `false`: generic arguments are
+    /// stripped from labels; the tooltip always has the full name). Folded stacks always have
+    /// full names.
+    pub full_names: bool,
 }
 
 impl Default for FlameOptions {
@@ -107,6 +116,8 @@ impl Default for FlameOptions {
             title: None,
             job_root: true,
             include_unscoped: true,
+            keep_std: false,
+            full_names: false,
         }
     }
 }
@@ -154,8 +165,9 @@ impl FlameOptions {
 
 /// One folded stack, `root;caller;callee`: the scope's job names first (from `opts.job` on,
 /// when set; enclosing jobs are not that graph's concern) if `opts.job_root`, then the frames
-/// outermost first. Job names go through [`job_display_name`] (so a job named `(unscoped)` or
-/// `a;b` stays distinct), function names through [`frame_text`].
+/// outermost first (library frames between user frames folded unless `opts.keep_std`). Job
+/// names go through [`job_display_name`] (so a job named `(unscoped)` or `a;b` stays
+/// distinct), function names through [`frame_text`].
 pub(crate) fn stack_line(scope: &[String], frames: &[Frame], opts: &FlameOptions) -> String {
     let mut parts: Vec<Cow<'_, str>> = Vec::with_capacity(frames.len() + 2);
     if opts.job_root {
@@ -172,7 +184,16 @@ pub(crate) fn stack_line(scope: &[String], frames: &[Frame], opts: &FlameOptions
             parts.extend(scope.iter().map(|s| job_display_name(s)));
         }
     }
-    parts.extend(frames.iter().rev().map(|f| frame_text(&f.function)));
+    if opts.keep_std {
+        parts.extend(frames.iter().rev().map(|f| frame_text(&f.function)));
+    } else {
+        parts.extend(
+            fold_std(frames)
+                .into_iter()
+                .rev()
+                .map(|f| frame_text(&f.function)),
+        );
+    }
     if parts.is_empty() {
         parts.push(Cow::Borrowed(NO_FRAMES));
     }
@@ -195,11 +216,15 @@ pub(crate) fn scale_shift(total: u128) -> u32 {
 
 /// Renders folded lines with inferno. Every count is divided by `2^shift` and inferno's
 /// `factor` multiplies them back for the labels (estimates then, stated in the subtitle); the
-/// title and frame names must already be XML-safe.
+/// title and frame names must already be XML-safe. Unless `opts.full_names`, frames get short
+/// labels: each function frame gets a `data-label` with its [`short_name`], its static text is
+/// rewritten with it (truncated to the same width), and inferno's script labels frames from
+/// `data-label` when it redraws (zoom, resize). Titles (tooltips) keep full names.
 pub(crate) fn render(
     mut options: inferno::flamegraph::Options<'_>,
     folded: &str,
     shift: u32,
+    opts: &FlameOptions,
     what: &str,
 ) -> Result<String, Error> {
     if shift > 0 {
@@ -211,11 +236,37 @@ pub(crate) fn render(
         });
     }
     options.title = xml_safe(&options.title).into_owned();
+    if !opts.full_names {
+        let mut attrs = String::new();
+        let mut seen = std::collections::HashSet::new();
+        for line in folded.lines() {
+            let stack = line.rsplit_once(' ').map_or(line, |(s, _)| s);
+            for frame in stack.split(';') {
+                if frame.contains(['"', '\t']) || !seen.insert(frame) {
+                    continue;
+                }
+                let short = short_name(frame);
+                if short != frame {
+                    attrs.push_str(&format!("{frame}\tg_extra=data-label=\"{short}\"\n"));
+                }
+            }
+        }
+        if !attrs.is_empty() {
+            options.func_frameattrs =
+                inferno::flamegraph::FuncFrameAttrsMap::from_reader(attrs.as_bytes())
+                    .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))?;
+        }
+    }
     let mut svg = Vec::new();
     inferno::flamegraph::from_lines(&mut options, folded.lines(), &mut svg)
         .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))?;
-    String::from_utf8(svg)
-        .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))
+    let svg = String::from_utf8(svg)
+        .map_err(|e| Error::Render(Detail::with_source(format!("{what}: {e}"), e)))?;
+    Ok(if opts.full_names {
+        svg
+    } else {
+        short_labels(&svg)
+    })
 }
 
 impl Report {
@@ -287,9 +338,79 @@ impl Report {
                     self.callsites.len()
                 ));
             }
-            render(options, &folded, shift, "flamegraph")
+            render(options, &folded, shift, opts, "flamegraph")
         })
     }
+}
+
+/// inferno's script line that derives a frame's label from its title.
+const LABEL_FROM_TITLE: &str =
+    r#"var txt = find_child(e, "title").textContent.replace(/\([^(]*\)$/,"");"#;
+
+/// See [`render`]: static texts of frames with a `data-label` rewritten, and the script taught
+/// to prefer `data-label`.
+fn short_labels(svg: &str) -> String {
+    let svg = svg.replacen(
+        LABEL_FROM_TITLE,
+        r#"var txt = e.getAttribute("data-label") || find_child(e, "title").textContent.replace(/\([^(]*\)$/,"");"#,
+        1,
+    );
+    let mut out = String::with_capacity(svg.len());
+    let mut rest = svg.as_str();
+    const MARK: &str = "data-label=\"";
+    while let Some(at) = rest.find(MARK) {
+        let start = at + MARK.len();
+        let Some(len) = rest[start..].find('"') else {
+            break;
+        };
+        let label = &rest[start..start + len];
+        // This frame's <text>…</text>, before the next frame's group.
+        let end_of_group = rest[start..].find("</g>").map_or(rest.len(), |n| start + n);
+        let text_open = rest[start..end_of_group].find("<text").and_then(|n| {
+            rest[start + n..end_of_group]
+                .find('>')
+                .map(|m| start + n + m + 1)
+        });
+        let Some(open) = text_open else {
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            continue;
+        };
+        let Some(close) = rest[open..end_of_group].find("</text>").map(|n| open + n) else {
+            out.push_str(&rest[..start]);
+            rest = &rest[start..];
+            continue;
+        };
+        let old = unescape(&rest[open..close]);
+        let label = unescape(label);
+        let new = if old.is_empty() {
+            String::new()
+        } else if old.ends_with("..") {
+            let fit = old.chars().count();
+            if label.chars().count() < fit {
+                label
+            } else {
+                let keep: String = label.chars().take(fit.saturating_sub(2)).collect();
+                format!("{keep}..")
+            }
+        } else {
+            label
+        };
+        out.push_str(&rest[..open]);
+        out.push_str(&xml_escape(&new));
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
 }
 
 fn empty_svg(title: &str, opts: &FlameOptions) -> String {

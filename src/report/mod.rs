@@ -11,6 +11,8 @@ pub(crate) mod dump;
 pub(crate) mod escape;
 mod export;
 mod flame;
+mod html;
+mod labels;
 mod memory;
 mod since;
 pub(crate) mod snapshot;
@@ -21,6 +23,8 @@ mod wire;
 
 pub use atomic::write_file_atomic;
 pub use build::report;
+#[cfg(feature = "http")]
+pub(crate) use build::report_figures;
 pub(crate) use build::{job_counters_now, job_snapshot};
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
@@ -28,6 +32,8 @@ pub use dump::{
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
 };
 pub use escape::{job_display_name, job_name_from_display};
+#[cfg(feature = "http")]
+pub(crate) use export::PprofDefault;
 pub use flame::{FlameMetric, FlameOptions};
 pub use memory::{
     JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,

@@ -191,7 +191,7 @@ pub(crate) fn trim(frames: &mut Vec<Frame>) {
 }
 
 /// Frames of the standard library (by name or source file).
-fn is_library(f: &Frame) -> bool {
+pub(crate) fn is_library(f: &Frame) -> bool {
     let name = f.function.strip_prefix("__rustc::").unwrap_or(&f.function);
     [
         "core::", "<core::", "std::", "<std::", "alloc::", "<alloc::",

@@ -534,7 +534,10 @@ pub(crate) fn callsite_text(c: &CallsiteReport) -> String {
             ))
         })
         .unwrap_or_default();
-    format!("{}{loc}", frame_text(c.top_function()))
+    format!(
+        "{}{loc}",
+        super::labels::short_name(&frame_text(c.top_function()))
+    )
 }
 
 /// The last two components of a path: enough to find the file, short enough to read.

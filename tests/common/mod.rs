@@ -75,3 +75,31 @@ pub fn golden(dir: &str, name: &str, actual: &str) {
         );
     }
 }
+
+/// Whether the external tool `cmd` runs (`cmd args` succeeds). When it does not, prints why the
+/// calling test skips (`.ci/run` installs `package`); tests skip only in that case.
+pub fn have_tool(cmd: &str, args: &[&str], package: &str) -> bool {
+    match std::process::Command::new(cmd).args(args).output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!(
+                "skipped: `{cmd} {}` failed ({}); .ci/run installs Debian's {package}",
+                args.join(" "),
+                out.status
+            );
+            false
+        }
+        Err(e) => {
+            eprintln!("skipped: `{cmd}` not found ({e}); .ci/run installs Debian's {package}");
+            false
+        }
+    }
+}
+
+/// A loopback TCP port that was free a moment ago (for tools that need a port number).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}

@@ -22,6 +22,8 @@
 mod dhat;
 #[cfg(feature = "pprof")]
 mod pprof;
+#[cfg(feature = "http")]
+pub(crate) use pprof::PprofDefault;
 #[cfg(feature = "pprof")]
 mod proto;
 

@@ -110,6 +110,16 @@ fn value(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
+/// The sample type `go tool pprof` shows when none is asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) enum PprofDefault {
+    /// `inuse_space` (what is retained), as Go's `/debug/pprof/heap`.
+    InuseSpace,
+    /// `alloc_space` (what was allocated), as Go's `/debug/pprof/allocs`.
+    AllocSpace,
+}
+
 impl Report {
     /// The report as a pprof profile: a gzipped `perftools.profiles.Profile` protobuf, as
     /// `go tool pprof` and continuous-profiling backends (Pyroscope, Parca, Grafana) read.
@@ -140,8 +150,14 @@ impl Report {
     /// # }
     /// ```
     pub fn to_pprof(&self) -> Result<Vec<u8>, Error> {
+        self.to_pprof_default(PprofDefault::InuseSpace)
+    }
+
+    /// [`to_pprof`](Self::to_pprof) with another default sample type (Go's
+    /// `/debug/pprof/allocs` shows `alloc_space` first; the profile is otherwise the same).
+    pub(crate) fn to_pprof_default(&self, default: PprofDefault) -> Result<Vec<u8>, Error> {
         crate::thread::untracked(|| {
-            let raw = self.pprof_profile().encode_to_vec();
+            let raw = self.pprof_profile(default).encode_to_vec();
             let mut gz = flate2::write::GzEncoder::new(
                 Vec::with_capacity(raw.len() / 4 + 64),
                 flate2::Compression::default(),
@@ -152,7 +168,7 @@ impl Report {
         })
     }
 
-    fn pprof_profile(&self) -> Profile {
+    fn pprof_profile(&self, default: PprofDefault) -> Profile {
         let mut t = Tables {
             strings: Strings::new(),
             functions: Vec::new(),
@@ -179,7 +195,10 @@ impl Report {
                 unit,
             });
         }
-        let default_sample_type = t.strings.id("inuse_space");
+        let default_sample_type = t.strings.id(match default {
+            PprofDefault::InuseSpace => "inuse_space",
+            PprofDefault::AllocSpace => "alloc_space",
+        });
         let job_key = t.strings.id("job");
         let scope_key = t.strings.id("scope");
 

@@ -1,0 +1,168 @@
+//! `/metrics`: a [`Report`] in the Prometheus text exposition format, version 0.0.4.
+//!
+//! Rules: one `# HELP` and `# TYPE` per family, then its samples; base units in names
+//! (`_bytes`), counters end in `_total`; label values escaped (`\\`, `\"`, `\n`); at most
+//! `max_jobs` jobs get series, by retained bytes, the rest summed under `job="(other)"`. Pure:
+//! report in, text out (the report is taken without callsites, see `report_figures`).
+
+use std::fmt::Write as _;
+
+use crate::report::Report;
+
+/// The label value of the jobs beyond the top N.
+pub(crate) const OTHER: &str = "(other)";
+
+/// The content type of the format.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One series' figures.
+#[derive(Clone, Default)]
+struct JobFigures {
+    runs: u64,
+    allocated_bytes: u64,
+    allocated_objects: u64,
+    retained_bytes: u64,
+    retained_objects: u64,
+    peak_bytes: u64,
+}
+
+impl JobFigures {
+    fn add(&mut self, o: &JobFigures) {
+        self.runs = self.runs.saturating_add(o.runs);
+        self.allocated_bytes = self.allocated_bytes.saturating_add(o.allocated_bytes);
+        self.allocated_objects = self.allocated_objects.saturating_add(o.allocated_objects);
+        self.retained_bytes = self.retained_bytes.saturating_add(o.retained_bytes);
+        self.retained_objects = self.retained_objects.saturating_add(o.retained_objects);
+        self.peak_bytes = self.peak_bytes.max(o.peak_bytes);
+    }
+}
+
+/// A label value escaped per the text format: backslash, double quote and line feed.
+pub(crate) fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The report's figures as Prometheus text, with at most `max_jobs` job series (plus
+/// `(other)`).
+pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
+    // `report.jobs` is sorted by retained bytes, largest first.
+    let mut series: Vec<(String, JobFigures)> = Vec::new();
+    let mut other: Option<JobFigures> = None;
+    for j in &report.jobs {
+        let f = JobFigures {
+            runs: j.runs,
+            allocated_bytes: j.allocated.bytes,
+            allocated_objects: j.allocated.objects,
+            retained_bytes: j.retained.bytes,
+            retained_objects: j.retained.objects,
+            peak_bytes: j.peak_bytes,
+        };
+        // A job literally named "(other)" joins the summed series: one label set, one series.
+        if series.len() < max_jobs && j.name != OTHER {
+            series.push((escape_label(&j.name), f));
+        } else {
+            other.get_or_insert_with(JobFigures::default).add(&f);
+        }
+    }
+    if let Some(o) = other {
+        series.push((OTHER.to_string(), o));
+    }
+
+    let mut out = String::with_capacity(256 + series.len() * 6 * 80);
+    type Get = fn(&JobFigures) -> u64;
+    let families: [(&str, &str, &str, Get); 6] = [
+        (
+            "allocscope_job_runs_total",
+            "counter",
+            "Finished runs of the job.",
+            |f| f.runs,
+        ),
+        (
+            "allocscope_job_allocated_bytes_total",
+            "counter",
+            "Bytes the job's runs allocated (nested jobs included).",
+            |f| f.allocated_bytes,
+        ),
+        (
+            "allocscope_job_allocated_objects_total",
+            "counter",
+            "Blocks the job's runs allocated (nested jobs included).",
+            |f| f.allocated_objects,
+        ),
+        (
+            "allocscope_job_retained_bytes",
+            "gauge",
+            "Bytes the job's runs allocated that are still live.",
+            |f| f.retained_bytes,
+        ),
+        (
+            "allocscope_job_retained_objects",
+            "gauge",
+            "Blocks the job's runs allocated that are still live.",
+            |f| f.retained_objects,
+        ),
+        (
+            "allocscope_job_peak_bytes",
+            "gauge",
+            "Highest live bytes of any single finished run of the job.",
+            |f| f.peak_bytes,
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (job, f) in &series {
+            let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", get(f));
+        }
+    }
+
+    let process: [(&str, &str, u64); 4] = [
+        (
+            "allocscope_heap_live_bytes",
+            "Bytes of every live tracked block: jobs, unscoped and the tracker's own.",
+            report.process.heap_live_bytes,
+        ),
+        (
+            "allocscope_rss_bytes",
+            "Resident set size of the process (0 when it cannot be read).",
+            report.process.rss_bytes,
+        ),
+        (
+            "allocscope_not_returned_bytes",
+            "Estimate of freed memory the allocator keeps resident instead of returning it.",
+            report.process.not_returned_bytes,
+        ),
+        (
+            "allocscope_tracker_bytes",
+            "Bytes allocscope itself holds (tables, reports, symbol caches).",
+            report.process.tracker_bytes,
+        ),
+    ];
+    for (name, help, v) in process {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {v}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), "x\\ny");
+        assert_eq!(escape_label("<script>"), "<script>");
+    }
+}

@@ -1,0 +1,86 @@
+//! `ALLOCSCOPE_HTTP=<addr>` starts the live endpoint at the first call into allocscope, and a
+//! bad value is reported once without stopping the program. Each case runs in a child process
+//! (this test binary re-run with the variable set), since the variable is read once per process.
+#![cfg(feature = "http")]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+
+use allocscope::{track_scope, TrackingAllocator};
+
+#[global_allocator]
+static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+const CHILD: &str = "ALLOCSCOPE_HTTP_TEST_CHILD";
+
+fn run_child(test: &str, addr: &str) -> (String, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .env("ALLOCSCOPE_HTTP", addr)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "child failed:\n{stdout}\n{stderr}");
+    (stdout, stderr)
+}
+
+#[test]
+fn the_variable_starts_the_server_at_the_first_call() {
+    if std::env::var_os(CHILD).is_some() {
+        assert_eq!(
+            allocscope::http::env_server_addr(),
+            None,
+            "not before the first call"
+        );
+        let kept = track_scope("env_job", || vec![1u8; 100]);
+        let addr = allocscope::http::env_server_addr().expect("started by the first call");
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        println!(
+            "CHILD metrics ok: {}",
+            text.starts_with("HTTP/1.1 200")
+                && text.contains("allocscope_job_retained_bytes{job=\"env_job\"} 100")
+        );
+        drop(kept);
+        return;
+    }
+    let (stdout, stderr) = run_child(
+        "the_variable_starts_the_server_at_the_first_call",
+        "127.0.0.1:0",
+    );
+    assert!(
+        stdout.contains("CHILD metrics ok: true"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("allocscope: serving http://127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_address_is_reported_and_the_program_goes_on() {
+    if std::env::var_os(CHILD).is_some() {
+        let r = track_scope("env_bad_job", || vec![1u8; 10].len());
+        println!("CHILD ran: {r} {:?}", allocscope::http::env_server_addr());
+        return;
+    }
+    let (stdout, stderr) = run_child(
+        "a_bad_address_is_reported_and_the_program_goes_on",
+        "0.0.0.0:0",
+    );
+    assert!(stdout.contains("CHILD ran: 10 None"), "{stdout}");
+    assert!(stderr.contains("ALLOCSCOPE_HTTP=0.0.0.0:0"), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+    assert_eq!(
+        stderr.matches("not a loopback address").count(),
+        1,
+        "reported once"
+    );
+}
