@@ -142,12 +142,22 @@ fn interleaved_across_four_threads() {
     let threads: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(|| {
-                for _ in 0..30 {
+                for i in 0..30 {
                     track_scope("mt_leak", || leak_10k(&KEPT));
                     track_scope("mt_cache", || {
                         fill_cache(&CACHE, CACHE_RUNS.fetch_add(1, Relaxed))
                     });
                     track_scope("mt_steady", steady);
+                    if i == 0 {
+                        // The first iterations of the four threads take run numbers 0-3, so
+                        // they fill the cache. Wait for the fill: a thread descheduled in the
+                        // middle of it (a loaded machine) would otherwise add its block many
+                        // runs later — a step late in the series, which is growth, not a
+                        // cache that filled first.
+                        while CACHE.lock().unwrap().len() < 3 {
+                            std::thread::yield_now();
+                        }
+                    }
                 }
             })
         })

@@ -502,8 +502,10 @@ mod tests {
     fn escaping_and_helpers() {
         assert_eq!(
             esc("<script>alert('x')</script>&\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+            "&lt;script&gt;alert(&apos;x&apos;)&lt;/script&gt;&amp;&quot;"
         );
+        // Characters XML 1.0 forbids become visible text, so the page stays well-formed.
+        assert_eq!(esc("a\u{0}b\u{1b}\u{fffe}"), "a\\u{0}b\\u{1b}\\u{fffe}");
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
         assert_eq!(base64(b"Man"), "TWFu");
