@@ -54,6 +54,19 @@ const _: () = assert!(core::mem::align_of::<Header>() <= MIN_ALIGN);
 #[inline]
 pub(crate) fn wrap(layout: Layout) -> Option<(Layout, usize)> {
     let align = layout.align();
+    if align <= MIN_ALIGN {
+        // Most Rust allocations: the block is `size + 16` bytes aligned to 8, valid when
+        // `size + 16 <= isize::MAX - 7` (the general case below with these constants; no
+        // overflow since a layout's size is at most `isize::MAX`). Kept separate so that the
+        // inner allocator sees a constant alignment (`System` then calls `malloc` directly).
+        if layout.size() > isize::MAX as usize - (MIN_ALIGN - 1) - HEADER_SIZE {
+            return None;
+        }
+        // SAFETY: 8 is a power of two and the size was just checked against the bound.
+        let wrapped =
+            unsafe { Layout::from_size_align_unchecked(layout.size() + HEADER_SIZE, MIN_ALIGN) };
+        return Some((wrapped, HEADER_SIZE));
+    }
     let offset = if align <= HEADER_SIZE {
         HEADER_SIZE
     } else {
