@@ -241,12 +241,13 @@ fn on_alloc(size: u64) -> Header {
 }
 
 /// The allocation fast path: a thread with a claimed slot, not busy, with no stack to record
-/// (mode `Off`, or sampled with the countdown not crossed). Every condition is checked before
+/// (mode `Off`, or sampled with the countdown not crossed); returns the block's path and run
+/// (its header has no callsite: `header::write_unsited`). Every condition is checked before
 /// anything is written, so `None` leaves the thread untouched and the caller takes the full
 /// path (`on_alloc`), which decides exactly as before. Inside the fast path nothing is called,
 /// so the allocator entry points need no saved registers beyond those around `malloc`.
 #[inline(always)]
-fn fast_alloc(t: &ThreadState, size: u64) -> Option<Header> {
+fn fast_alloc(t: &ThreadState, size: u64) -> Option<(u32, u32)> {
     if t.busy.get() {
         return None;
     }
@@ -267,12 +268,7 @@ fn fast_alloc(t: &ThreadState, size: u64) -> Option<Header> {
     }
     let run = t.run.get();
     thread::count_alloc_in_slot(s, run, size);
-    Some(Header {
-        path: t.path.get(),
-        site: 0,
-        run,
-        weight: 0.0,
-    })
+    Some((t.path.get(), run))
 }
 
 /// The free fast path: a block of the thread's current context with no callsite, freed on a
@@ -406,8 +402,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         unsafe {
             let user = base.add(offset);
             if let Some(t) = state_ptr().as_ref() {
-                if let Some(h) = fast_alloc(t, size) {
-                    header::header_ptr(user).write(h);
+                if let Some((path, run)) = fast_alloc(t, size) {
+                    header::write_unsited(user, path, run);
                     return user;
                 }
             }
@@ -430,8 +426,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             let user = base.add(offset);
             let size = layout.size() as u64;
             if let Some(t) = state_ptr().as_ref() {
-                if let Some(h) = fast_alloc(t, size) {
-                    header::header_ptr(user).write(h);
+                if let Some((path, run)) = fast_alloc(t, size) {
+                    header::write_unsited(user, path, run);
                     return user;
                 }
             }
@@ -490,8 +486,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                     // The free is recorded; the allocation is this thread's next event, so
                     // `alloc_slow` (a fresh `on_alloc`) is exactly `on_realloc`'s second half.
                     return match fast_alloc(t, new_size) {
-                        Some(h) => {
-                            header::header_ptr(user).write(h);
+                        Some((path, run)) => {
+                            header::write_unsited(user, path, run);
                             user
                         }
                         None => alloc_slow(user, new_size),
