@@ -24,6 +24,12 @@
 //!   (`Unwinder::Cached`, the default without frame pointers) takes a lock only when it meets a
 //!   module it does not know yet (`try_lock`, never waiting; see `callsite::cached`) — the
 //!   frame-pointer walk takes none;
+//! * **splits fast from slow by structure**: `fast_alloc` / `fast_free` test every condition
+//!   of the common case (thread state reachable, not busy, slot claimed, no stack to record;
+//!   for a free, a block of the current context with no callsite) before writing anything and
+//!   call nothing, so the entry points need few saved registers; any other case goes to a
+//!   `#[cold]` function that runs the full path (`on_alloc` / `on_free` / `on_realloc`) from
+//!   the start, so both routes decide and count exactly the same;
 //! * **forwards to the inner allocator's own entry points** (`alloc_zeroed` and `realloc` are
 //!   not emulated), asking for `size + offset` bytes as described in `header`.
 //!
