@@ -24,6 +24,12 @@
 //!   (`Unwinder::Cached`, the default without frame pointers) takes a lock only when it meets a
 //!   module it does not know yet (`try_lock`, never waiting; see `callsite::cached`) — the
 //!   frame-pointer walk takes none;
+//! * **splits fast from slow by structure**: `fast_alloc` / `fast_free` test every condition
+//!   of the common case (thread state reachable, not busy, slot claimed, no stack to record;
+//!   for a free, a block of the current context with no callsite) before writing anything and
+//!   call nothing, so the entry points need few saved registers; any other case goes to a
+//!   `#[cold]` function that runs the full path (`on_alloc` / `on_free` / `on_realloc`) from
+//!   the start, so both routes decide and count exactly the same;
 //! * **forwards to the inner allocator's own entry points** (`alloc_zeroed` and `realloc` are
 //!   not emulated), asking for `size + offset` bytes as described in `header`.
 //!
@@ -240,6 +246,100 @@ fn on_alloc(size: u64) -> Header {
     }
 }
 
+/// The allocation fast path: a thread with a claimed slot, not busy, with no stack to record
+/// (mode `Off`, or sampled with the countdown not crossed); returns the block's path and run
+/// (its header has no callsite: `header::write_unsited`). Every condition is checked before
+/// anything is written, so `None` leaves the thread untouched and the caller takes the full
+/// path (`on_alloc`), which decides exactly as before. Inside the fast path nothing is called,
+/// so the allocator entry points need no saved registers beyond those around `malloc`.
+#[inline(always)]
+fn fast_alloc(t: &ThreadState, size: u64) -> Option<(u32, u32)> {
+    if t.busy.get() {
+        return None;
+    }
+    let s = thread::claimed_slot(t)?;
+    let mode = callsite::MODE.load(Relaxed);
+    if mode != 0 {
+        // `Every` (1) always records a stack. Sampled (and `MODE_UNSET`, whose countdown is
+        // 0 on every thread until `sample` runs) stays here only while the countdown does not
+        // cross zero, as in `choose_site`.
+        if mode < 2 {
+            return None;
+        }
+        let left = t.countdown.get().wrapping_sub(size as i64);
+        if left <= 0 {
+            return None;
+        }
+        t.countdown.set(left);
+    }
+    let run = t.run.get();
+    thread::count_alloc_in_slot(s, run, size);
+    Some((t.path.get(), run))
+}
+
+/// The free fast path: a block of the thread's current context with no callsite, freed on a
+/// thread with a claimed slot that is not busy. `false` (nothing written): take `on_free`.
+#[inline(always)]
+fn fast_free(t: &ThreadState, h: Header, size: u64) -> bool {
+    // One test for four conditions (same path, same run, no callsite, not busy): a chain of
+    // `||` compiled to a ladder of flag materialisations.
+    let differs =
+        (h.path ^ t.path.get()) | (h.run ^ t.run.get()) | h.site | u32::from(t.busy.get());
+    if differs != 0 || h.path == PATH_TRACKER {
+        return false;
+    }
+    match thread::claimed_slot(t) {
+        Some(s) => {
+            thread::count_free_in_slot(s, size);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Writes the header of the new block at `user` (of `size` bytes) through the full path.
+///
+/// # Safety
+/// `user` must be the user pointer of a block just returned by the inner allocator, with the
+/// 16 header bytes before it inside the block.
+#[cold]
+#[inline(never)]
+unsafe fn alloc_slow(user: *mut u8, size: u64) -> *mut u8 {
+    // SAFETY: the caller guarantees the header bytes before `user` are ours to write.
+    unsafe { header::header_ptr(user).write(on_alloc(size)) };
+    user
+}
+
+/// `dealloc` through the full path (`on_free`), then the inner allocator's free.
+///
+/// # Safety
+/// As for `GlobalAlloc::dealloc` on a `TrackingAllocator` wrapping `inner`.
+#[cold]
+#[inline(never)]
+unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
+    // SAFETY: as in `TrackingAllocator::dealloc`.
+    unsafe {
+        let (wrapped, offset) = header::wrap_allocated(layout);
+        let h = header::header_ptr(ptr).read();
+        on_free(h, layout.size() as u64);
+        inner.dealloc(ptr.sub(offset), wrapped);
+    }
+}
+
+/// The bookkeeping of a successful realloc through the full path (`on_realloc`): the old block
+/// (header `old`, `old_size` bytes) freed, the new one at `user` (`new_size` bytes) allocated.
+///
+/// # Safety
+/// As for `alloc_slow`, for the new block.
+#[cold]
+#[inline(never)]
+unsafe fn realloc_slow(user: *mut u8, old: Header, old_size: u64, new_size: u64) -> *mut u8 {
+    let h = on_realloc(old, old_size, new_size);
+    // SAFETY: the caller guarantees the header bytes before `user` are ours to write.
+    unsafe { header::header_ptr(user).write(h) };
+    user
+}
+
 /// A free of a block of the tracker's own (no thread state needed).
 #[cold]
 #[inline(never)]
@@ -301,12 +401,19 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         if base.is_null() {
             return base;
         }
+        let size = layout.size() as u64;
         // SAFETY: `base` points to `wrapped.size() >= offset` bytes, so `user` and the header
-        // before it (at `user - 16 >= base`, 8-aligned) are inside the block.
+        // before it (at `user - 16 >= base`, 8-aligned) are inside the block. A non-null
+        // `state_ptr` is this thread's `TLS` (as in `on_alloc`).
         unsafe {
             let user = base.add(offset);
-            header::header_ptr(user).write(on_alloc(layout.size() as u64));
-            user
+            if let Some(t) = state_ptr().as_ref() {
+                if let Some((path, run)) = fast_alloc(t, size) {
+                    header::write_unsited(user, path, run);
+                    return user;
+                }
+            }
+            alloc_slow(user, size)
         }
     }
 
@@ -323,8 +430,14 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                 return base;
             }
             let user = base.add(offset);
-            header::header_ptr(user).write(on_alloc(layout.size() as u64));
-            user
+            let size = layout.size() as u64;
+            if let Some(t) = state_ptr().as_ref() {
+                if let Some((path, run)) = fast_alloc(t, size) {
+                    header::write_unsited(user, path, run);
+                    return user;
+                }
+            }
+            alloc_slow(user, size)
         }
     }
 
@@ -334,11 +447,17 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // so `wrap` succeeded for it then. `ptr` came from our `alloc*`/`realloc` with this
         // layout, so its header is initialised and `ptr - offset` is the base the inner
         // allocator returned for `wrapped`.
+        // The fast path calls nothing but the inner free (a tail call); everything else goes
+        // to `dealloc_slow`, which starts over from the header.
         unsafe {
-            let (wrapped, offset) = header::wrap_allocated(layout);
             let h = header::header_ptr(ptr).read();
-            on_free(h, layout.size() as u64);
-            self.inner.dealloc(ptr.sub(offset), wrapped);
+            match state_ptr().as_ref() {
+                Some(t) if fast_free(t, h, layout.size() as u64) => {
+                    let (wrapped, offset) = header::wrap_allocated(layout);
+                    self.inner.dealloc(ptr.sub(offset), wrapped);
+                }
+                _ => dealloc_slow(&self.inner, ptr, layout),
+            }
         }
     }
 
@@ -367,9 +486,21 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                 return base;
             }
             let user = base.add(offset);
-            let h = on_realloc(old, layout.size() as u64, new_size as u64);
-            header::header_ptr(user).write(h);
-            user
+            let (old_size, new_size) = (layout.size() as u64, new_size as u64);
+            if let Some(t) = state_ptr().as_ref() {
+                if fast_free(t, old, old_size) {
+                    // The free is recorded; the allocation is this thread's next event, so
+                    // `alloc_slow` (a fresh `on_alloc`) is exactly `on_realloc`'s second half.
+                    return match fast_alloc(t, new_size) {
+                        Some((path, run)) => {
+                            header::write_unsited(user, path, run);
+                            user
+                        }
+                        None => alloc_slow(user, new_size),
+                    };
+                }
+            }
+            realloc_slow(user, old, old_size, new_size)
         }
     }
 }

@@ -224,19 +224,42 @@ thread_local! {
     static SLOT_OWNER: SlotOwner = const { SlotOwner { armed: Cell::new(false) } };
 }
 
+/// The thread's claimed counter slot, if it holds one (no claim attempt: the fast paths use
+/// this and leave the first-allocation claim to the slow path).
+#[inline(always)]
+pub(crate) fn claimed_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
+    t.slot_ref.get()
+}
+
+/// Records an allocation of `bytes` in `s`, the claimed slot of a thread whose current run is
+/// `run`. The peak is kept only inside a run: it is read only when a flush folds it into the
+/// run's counters (`flush_slot`, skipped for run 0), and every context switch flushes and
+/// zeroes it, so outside a run only the objects/bytes pair is written.
+#[inline(always)]
+pub(crate) fn count_alloc_in_slot(s: &ThreadSlot, run: u32, bytes: u64) {
+    bump(&s.alloc_objects, 1);
+    let ab = s.alloc_bytes.load(Relaxed).wrapping_add(bytes);
+    s.alloc_bytes.store(ab, Relaxed);
+    if run != 0 {
+        let live = ab.wrapping_sub(s.free_bytes.load(Relaxed)) as i64;
+        if live > s.peak.load(Relaxed) {
+            s.peak.store(live, Relaxed);
+        }
+    }
+}
+
+/// Records a free of `bytes` of the current context in `s`, the thread's claimed slot.
+#[inline(always)]
+pub(crate) fn count_free_in_slot(s: &ThreadSlot, bytes: u64) {
+    bump(&s.free_objects, 1);
+    bump(&s.free_bytes, bytes);
+}
+
 /// Records an allocation of `bytes` in the current context.
 #[inline(always)]
 pub(crate) fn count_alloc(t: &ThreadState, bytes: u64) {
     match my_slot(t) {
-        Some(s) => {
-            bump(&s.alloc_objects, 1);
-            let ab = s.alloc_bytes.load(Relaxed).wrapping_add(bytes);
-            s.alloc_bytes.store(ab, Relaxed);
-            let live = ab.wrapping_sub(s.free_bytes.load(Relaxed)) as i64;
-            if live > s.peak.load(Relaxed) {
-                s.peak.store(live, Relaxed);
-            }
-        }
+        Some(s) => count_alloc_in_slot(s, t.run.get(), bytes),
         None => count_alloc_shared(t, bytes),
     }
 }
@@ -254,8 +277,7 @@ fn count_alloc_shared(t: &ThreadState, bytes: u64) {
 pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
     if path == t.path.get() && run == t.run.get() {
         if let Some(s) = my_slot(t) {
-            bump(&s.free_objects, 1);
-            bump(&s.free_bytes, bytes);
+            count_free_in_slot(s, bytes);
             return;
         }
     }
