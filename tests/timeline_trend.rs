@@ -3,7 +3,10 @@
 //! names, so tests running in parallel in this binary do not disturb each other.
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicU64,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Mutex;
 
 use allocscope::{report, track_scope, JobReport, TrackingAllocator, TrendKind};
@@ -139,25 +142,27 @@ fn interleaved_across_four_threads() {
     static CACHE_RUNS: AtomicU64 = AtomicU64::new(0);
     KEPT.lock().unwrap().reserve(256);
     CACHE.lock().unwrap().reserve(8);
+    // The cache fills in the job's first three runs, one after another: thread 0 runs them,
+    // and the other threads start their runs of the job once those finished; from then on all
+    // four interleave. (Fills running concurrently could all land before the first run's
+    // trend point — nothing left to saturate — or, on a loaded machine, a descheduled fill
+    // could land many runs late, which is growth.)
+    static FILLED: AtomicU64 = AtomicU64::new(0);
     let threads: Vec<_> = (0..4)
-        .map(|_| {
-            std::thread::spawn(|| {
-                for i in 0..30 {
+        .map(|t| {
+            std::thread::spawn(move || {
+                for _ in 0..30 {
                     track_scope("mt_leak", || leak_10k(&KEPT));
+                    while t != 0 && FILLED.load(Acquire) < 3 {
+                        std::thread::yield_now();
+                    }
                     track_scope("mt_cache", || {
                         fill_cache(&CACHE, CACHE_RUNS.fetch_add(1, Relaxed))
                     });
-                    track_scope("mt_steady", steady);
-                    if i == 0 {
-                        // The first iterations of the four threads take run numbers 0-3, so
-                        // they fill the cache. Wait for the fill: a thread descheduled in the
-                        // middle of it (a loaded machine) would otherwise add its block many
-                        // runs later — a step late in the series, which is growth, not a
-                        // cache that filled first.
-                        while CACHE.lock().unwrap().len() < 3 {
-                            std::thread::yield_now();
-                        }
+                    if t == 0 {
+                        FILLED.fetch_add(1, Release);
                     }
+                    track_scope("mt_steady", steady);
                 }
             })
         })
