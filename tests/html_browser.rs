@@ -1,25 +1,32 @@
-//! The HTML report in a real browser: headless Chromium driven over the DevTools protocol by
-//! `tests/support/html_check.mjs` (node). For a saved report, a diff of two reports, and the
-//! live `/` page of the HTTP endpoint: no console message or exception, no request leaves the
-//! page, the job table and the inferno flamegraph are in the DOM, a header click sorts the
-//! table, a frame click zooms the flamegraph; a job named `<script>…` shows as text. The
-//! screenshots stay in `target/tmp/html-artifacts/` (look at them).
+//! The HTML report in a real browser: headless Chromium driven from Rust over the DevTools
+//! protocol on `--remote-debugging-pipe` (`tests/support/chromium.rs`; no node, no WebSocket).
+//! For a saved report, a diff of two reports, and the live `/` page of the HTTP endpoint: no
+//! console message or exception, no request leaves the page, the job table and the inferno
+//! flamegraph are in the DOM, a header click sorts the table, a frame click zooms the
+//! flamegraph; a job named `<script>…` shows as text. The screenshots stay in
+//! `target/tmp/html-artifacts/` (look at them). A browser session that takes longer than
+//! [`BROWSER_TIMEOUT`] fails the test and is killed.
 #![cfg(feature = "http")]
 
+#[path = "support/chromium.rs"]
+mod chromium;
 mod common;
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use allocscope::{track_scope, Report, TrackingAllocator};
-use serde_json::Value;
+use chromium::Chromium;
+use serde_json::{json, Value};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 const EVIL: &str = "<script>alert(1)</script>";
+
+/// The whole of one page check: launch, load, inspect, screenshot.
+const BROWSER_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn artifacts() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("html-artifacts");
@@ -27,47 +34,186 @@ fn artifacts() -> PathBuf {
     dir
 }
 
+/// Whether Chromium is installed; the only reason these tests skip (printing why).
 fn tools() -> bool {
-    // The DevTools client needs node's WebSocket (node >= 20.10 with this flag; Debian 12's
-    // own nodejs is 18: then the check says so and skips).
-    common::have_tool("chromium", &["--version"], "chromium")
-        && common::have_tool(
-            "node",
-            &[
-                "--experimental-websocket",
-                "-e",
-                "if (typeof WebSocket !== 'function') process.exit(1)",
-            ],
-            "nodejs (>= 20.10, for its WebSocket)",
-        )
+    common::have_tool(chromium::CHROMIUM, &["--version"], "chromium")
+}
+
+/// The origin of `url` (`scheme://host[:port]`) for network URLs; `None` for others (`file:`,
+/// `about:`...), which never count as the page's own origin.
+fn origin(url: &str) -> Option<&str> {
+    let (scheme, rest) = url.split_once("://")?;
+    if !matches!(scheme, "http" | "https" | "ws" | "wss") {
+        return None;
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some(&url[..scheme.len() + 3 + end])
+}
+
+/// A console message as the page's user would read it, from a CDP event (`None` for events
+/// that are not console output).
+fn console_message(event: &Value) -> Option<String> {
+    let p = &event["params"];
+    match event["method"].as_str()? {
+        "Runtime.consoleAPICalled" => {
+            let args: Vec<String> = p["args"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|a| match a.get("value") {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v) if !v.is_null() => v.to_string(),
+                    _ => a["description"].as_str().unwrap_or("").to_string(),
+                })
+                .collect();
+            Some(format!(
+                "{}: {}",
+                p["type"].as_str().unwrap_or("?"),
+                args.join(" ")
+            ))
+        }
+        "Runtime.exceptionThrown" => {
+            let d = &p["exceptionDetails"];
+            let text = d["exception"]["description"]
+                .as_str()
+                .or(d["text"].as_str())
+                .unwrap_or("?");
+            Some(format!("exception: {text}"))
+        }
+        "Log.entryAdded" if p["entry"]["level"] != "verbose" => Some(format!(
+            "log {}: {} {}",
+            p["entry"]["level"].as_str().unwrap_or("?"),
+            p["entry"]["text"].as_str().unwrap_or(""),
+            p["entry"]["url"].as_str().unwrap_or("")
+        )),
+        _ => None,
+    }
+}
+
+/// `expr`'s value in the page (returned by value); an exception becomes `{"error": ...}`,
+/// which the assertions then reject.
+fn evaluate(browser: &mut Chromium, session: &str, expr: &str) -> Value {
+    let r = browser.call(
+        Some(session),
+        "Runtime.evaluate",
+        json!({ "expression": expr, "returnByValue": true }),
+    );
+    if let Some(d) = r.get("exceptionDetails") {
+        return json!({ "error": d["exception"]["description"].clone(), "expression": expr });
+    }
+    r["result"]["value"].clone()
 }
 
 /// Loads `url` in Chromium; returns what the page showed and did.
 fn check_in_browser(url: &str, name: &str) -> Value {
     let profile = tempfile::tempdir().unwrap();
     let shot = artifacts().join(format!("{name}.png"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/html_check.mjs");
-    let out = Command::new("node")
-        .arg("--experimental-websocket")
-        .arg(&script)
-        .arg(url)
-        .arg(&shot)
-        .arg(profile.path())
-        .output()
-        .expect("run node");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or("");
-    let v: Value = serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "html_check.mjs printed no result ({e}): {stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(v.get("fatal").is_none(), "{v}");
+    let mut browser = Chromium::launch(profile.path(), BROWSER_TIMEOUT);
+    let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
+    let attached = browser.call(
+        None,
+        "Target.attachToTarget",
+        json!({ "targetId": target["targetId"], "flatten": true }),
+    );
+    let session = attached["sessionId"]
+        .as_str()
+        .expect("Target.attachToTarget returns a sessionId")
+        .to_string();
+    let s = Some(session.as_str());
+    for domain in ["Runtime", "Log", "Network", "Page"] {
+        browser.call(s, &format!("{domain}.enable"), json!({}));
+    }
+    let since = browser.events.len();
+    let nav = browser.call(s, "Page.navigate", json!({ "url": url }));
+    assert!(nav.get("errorText").is_none(), "loading {url}: {nav}");
+    browser.wait_event(&session, "Page.loadEventFired", since);
+    browser.pause(Duration::from_millis(500));
+
+    let mut result = json!({});
+    let mut eval = |key: &str, expr: &str| {
+        result[key] = evaluate(&mut browser, &session, expr);
+    };
+    eval("title", "document.title");
+    eval(
+        "jobRows",
+        "document.querySelectorAll('#jobs tbody tr').length",
+    );
+    eval(
+        "jobNames",
+        "Array.from(document.querySelectorAll('#jobs tbody tr td:first-child')).map(td => td.textContent)",
+    );
+    eval(
+        "flameFrames",
+        "document.querySelectorAll('svg #frames g').length",
+    );
+    eval(
+        "flameWidth",
+        "document.querySelector('.flame > svg').getBoundingClientRect().width",
+    );
+    eval(
+        "scriptElements",
+        "Array.from(document.querySelectorAll('script')).map(s => s.src)",
+    );
+    // Sort by name ascending: click the "Job" header (first click on a text column: ascending).
+    eval(
+        "sortedNames",
+        "(() => {
+          document.querySelector('#jobs th[data-key=name]').dispatchEvent(new MouseEvent('click', {bubbles: true}));
+          return Array.from(document.querySelectorAll('#jobs tbody tr td:first-child')).map(td => td.textContent);
+        })()",
+    );
+    // Zoom: click the widest frame below the root, as a user would.
+    eval(
+        "zoom",
+        "(() => {
+          const groups = Array.from(document.querySelectorAll('svg #frames g'));
+          const target = groups.find(g => (g.querySelector('title')?.textContent ?? '').indexOf('all ') !== 0);
+          if (!target) return { clicked: false };
+          const rect = target.querySelector('rect');
+          rect.dispatchEvent(new MouseEvent('click', {bubbles: true}));
+          const unzoom = document.getElementById('unzoom');
+          return { clicked: true, frame: target.querySelector('title').textContent,
+                   unzoomVisible: !unzoom.classList.contains('hide') };
+        })()",
+    );
+    browser.pause(Duration::from_millis(200));
+    let png = browser.call(s, "Page.captureScreenshot", json!({ "format": "png" }));
+    let png = chromium::base64_decode(png["data"].as_str().expect("screenshot data"));
+    std::fs::write(&shot, &png).unwrap();
+
+    let page = |e: &&Value| e.get("sessionId").and_then(Value::as_str) == Some(&session);
+    let console: Vec<String> = browser
+        .events
+        .iter()
+        .filter(page)
+        .filter_map(console_message)
+        .collect();
+    let requests: Vec<&str> = browser
+        .events
+        .iter()
+        .filter(page)
+        .filter(|e| e["method"] == "Network.requestWillBeSent")
+        .map(|e| e["params"]["request"]["url"].as_str().unwrap_or(""))
+        .collect();
+    let foreign: Vec<&str> = requests
+        .iter()
+        .copied()
+        .filter(|u| {
+            !u.starts_with(url)
+                && !u.starts_with("data:")
+                && (origin(u).is_none() || origin(u) != origin(url))
+        })
+        .collect();
+    result["console"] = json!(console);
+    result["foreignRequests"] = json!(foreign);
+    result["requests"] = json!(requests.len());
+    browser.close();
+
     let png = std::fs::read(&shot).expect("screenshot written");
     assert_eq!(&png[1..4], b"PNG");
     eprintln!("screenshot: {}", shot.display());
-    v
+    result
 }
 
 /// What every page must satisfy.
@@ -168,4 +314,42 @@ fn live_page_works_in_chromium() {
     assert!(v["requests"].as_u64().unwrap() >= 1);
     server.shutdown();
     drop(kept);
+}
+
+/// The browser check itself can fail: a page that logs, throws, and fetches from another
+/// origin is reported with all three (so the empty lists above mean something).
+#[test]
+fn the_browser_check_sees_console_output_exceptions_and_foreign_requests() {
+    if !tools() {
+        return;
+    }
+    let port = common::free_port();
+    let page = format!(
+        "<!doctype html><title>bad</title><script>\
+         console.error('broken on purpose');\
+         fetch('http://127.0.0.1:{port}/elsewhere').catch(() => {{}});\
+         throw new Error('thrown on purpose');\
+         </script>"
+    );
+    let file = artifacts().join("bad.html");
+    std::fs::write(&file, page).unwrap();
+    let v = check_in_browser(&format!("file://{}", file.display()), "bad");
+    let console: Vec<String> = serde_json::from_value(v["console"].clone()).unwrap();
+    assert!(
+        console.iter().any(|m| m == "error: broken on purpose"),
+        "{console:?}"
+    );
+    assert!(
+        console
+            .iter()
+            .any(|m| m.starts_with("exception: Error: thrown on purpose")),
+        "{console:?}"
+    );
+    assert_eq!(
+        v["foreignRequests"],
+        json!([format!("http://127.0.0.1:{port}/elsewhere")]),
+        "{v}"
+    );
+    assert_eq!(v["jobRows"], 0, "{v}");
+    assert!(v["flameWidth"].get("error").is_some(), "no flamegraph: {v}");
 }
