@@ -128,7 +128,7 @@ pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
+    RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use report::{

@@ -87,12 +87,16 @@ impl RunReport {
 }
 
 /// One stack frame of a callsite.
+///
+/// Its strings are [`SharedStr`]s: every callsite of a report (and of every later report)
+/// that passes through the same code shares one copy of the function name and file, so
+/// building or cloning a report copies no frame text.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Frame {
     /// Demangled function name (or the address, if it could not be resolved).
-    pub function: String,
+    pub function: SharedStr,
     /// Source file, when debug info has it.
-    pub file: Option<String>,
+    pub file: Option<SharedStr>,
     /// Source line, when debug info has it.
     pub line: Option<u32>,
 }
@@ -234,5 +238,142 @@ mod tests {
         ] {
             assert_eq!(StackMode::decode(m.encode()), m);
         }
+    }
+}
+
+/// An immutable string shared by reference count (an `Arc<str>`): the function names and
+/// files of [`Frame`]s, stored once per distinct frame in the process and shared by every
+/// report that shows it.
+///
+/// It reads like a `&str` (it derefs to `str`, so `frame.function.contains("parse")`,
+/// `frame.function.as_str()`, `&*frame.function` and `frame.file.as_deref()` work), compares
+/// equal to `str`, `&str` and `String`, prints as the string, and is written to and read
+/// from JSON as a plain string. Build one with `.into()` from a `String` or `&str`.
+///
+/// ```
+/// use allocscope::SharedStr;
+/// let s: SharedStr = "worker::import_users".into();
+/// assert_eq!(s, "worker::import_users");
+/// assert!(s.ends_with("import_users"));
+/// let copy = s.clone(); // a reference-count increment, no copy of the text
+/// assert_eq!(copy.as_str(), s.as_str());
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedStr(std::sync::Arc<str>);
+
+impl SharedStr {
+    /// The string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for SharedStr {
+    fn default() -> Self {
+        SharedStr::from("")
+    }
+}
+
+impl core::ops::Deref for SharedStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for SharedStr {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::borrow::Borrow<str> for SharedStr {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl core::fmt::Display for SharedStr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl core::fmt::Debug for SharedStr {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl From<&str> for SharedStr {
+    fn from(s: &str) -> Self {
+        SharedStr(s.into())
+    }
+}
+
+impl From<String> for SharedStr {
+    fn from(s: String) -> Self {
+        SharedStr(s.into())
+    }
+}
+
+impl From<&String> for SharedStr {
+    fn from(s: &String) -> Self {
+        SharedStr(s.as_str().into())
+    }
+}
+
+impl From<SharedStr> for String {
+    fn from(s: SharedStr) -> Self {
+        s.0.to_string()
+    }
+}
+
+impl PartialEq<str> for SharedStr {
+    fn eq(&self, o: &str) -> bool {
+        &*self.0 == o
+    }
+}
+
+impl PartialEq<&str> for SharedStr {
+    fn eq(&self, o: &&str) -> bool {
+        &*self.0 == *o
+    }
+}
+
+impl PartialEq<String> for SharedStr {
+    fn eq(&self, o: &String) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl PartialEq<SharedStr> for str {
+    fn eq(&self, o: &SharedStr) -> bool {
+        self == &*o.0
+    }
+}
+
+impl PartialEq<SharedStr> for &str {
+    fn eq(&self, o: &SharedStr) -> bool {
+        *self == &*o.0
+    }
+}
+
+impl PartialEq<SharedStr> for String {
+    fn eq(&self, o: &SharedStr) -> bool {
+        **self == *o.0
+    }
+}
+
+impl Serialize for SharedStr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedStr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `Box<str>` takes borrowed and owned strings alike (escaped JSON strings are owned).
+        Box::<str>::deserialize(d).map(|b| SharedStr(b.into()))
     }
 }

@@ -22,8 +22,8 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 fn frame(function: &str, line: u32) -> Frame {
     Frame {
-        function: function.to_string(),
-        file: Some("src/worker.rs".to_string()),
+        function: function.into(),
+        file: Some("src/worker.rs".into()),
         line: Some(line),
     }
 }

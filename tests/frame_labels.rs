@@ -8,8 +8,8 @@ use allocscope::{CallsiteReport, FlameOptions, Frame, Report, Usage};
 
 fn frame(function: &str, file: &str, line: u32) -> Frame {
     Frame {
-        function: function.to_string(),
-        file: Some(file.to_string()),
+        function: function.into(),
+        file: Some(file.into()),
         line: Some(line),
     }
 }

@@ -20,8 +20,8 @@ fn site(
     CallsiteReport {
         scope: vec![scope.to_string()],
         frames: vec![Frame {
-            function: function.to_string(),
-            file: Some("src/big.rs".to_string()),
+            function: function.into(),
+            file: Some("src/big.rs".into()),
             line: Some(line),
         }],
         allocated,

@@ -48,8 +48,8 @@ const HOSTILE: &[&str] = &[
 
 fn frame(function: &str) -> Frame {
     Frame {
-        function: function.to_string(),
-        file: Some(format!("src/{}.rs", function.replace('\0', "0"))),
+        function: function.into(),
+        file: Some(format!("src/{}.rs", function.replace('\0', "0")).into()),
         line: Some(1),
     }
 }

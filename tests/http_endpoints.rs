@@ -365,8 +365,14 @@ fn oversized_request_heads_are_refused() {
     server.shutdown();
 }
 
+/// The server's threads now (named `allocscope-http…`; the kernel keeps 15 bytes of a name).
+/// Only those: the test harness runs other tests' threads beside this one.
 fn threads_now() -> usize {
-    std::fs::read_dir("/proc/self/task").unwrap().count()
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("allocscope-http"))
+        .count()
 }
 
 #[test]
@@ -382,7 +388,14 @@ fn connections_beyond_the_limit_get_503_never_threads() {
     )
     .unwrap();
     let addr = server.local_addr();
+    // The server's threads name themselves when they start: wait for all three (two workers
+    // and the accept loop).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while threads_now() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let threads_before = threads_now();
+    assert_eq!(threads_before, 3, "2 workers and the accept thread");
     // Two idle connections hold both workers; two more wait in the queue.
     let mut idle: Vec<TcpStream> = (0..4)
         .map(|_| {

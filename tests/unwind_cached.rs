@@ -44,7 +44,13 @@ fn callsites(job: &str) -> Vec<(Stack, Usage, Usage)> {
             let frames = c
                 .frames
                 .iter()
-                .map(|f| (f.function.clone(), f.file.clone(), f.line))
+                .map(|f| {
+                    (
+                        f.function.to_string(),
+                        f.file.as_deref().map(str::to_string),
+                        f.line,
+                    )
+                })
                 .collect();
             (frames, c.allocated, c.retained)
         })

@@ -3,7 +3,9 @@
 //! Rules: exact path matches only (no file is ever read, so no path can reach one); GET and
 //! HEAD only (hyper leaves the body out for HEAD); errors are short `text/plain` bodies; every
 //! full report is built under `Shared::build`, one at a time (`/metrics`, figures only, is not
-//! queued behind them).
+//! queued behind them). `/debug/pprof/*` builds its profile from the snapshot's stacks
+//! (`live_pprof`), never a whole report: a scrape's memory is the profile, not a copy of every
+//! callsite.
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -13,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use super::metrics;
 use super::server::Shared;
-use crate::report::{report_figures, PprofDefault};
+use crate::report::{live_pprof, report_figures, PprofDefault};
 use crate::{FlameMetric, FlameOptions, Report};
 
 type Resp = Response<Full<Bytes>>;
@@ -136,7 +138,7 @@ pub(super) fn handle(shared: &Shared, req: &Request<Incoming>) -> Resp {
 }
 
 fn pprof(default: PprofDefault) -> Resp {
-    match crate::report().to_pprof_default(default) {
+    match live_pprof(default) {
         Ok(gz) => {
             let mut r = respond(StatusCode::OK, "application/octet-stream", gz);
             r.headers_mut().insert(

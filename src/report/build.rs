@@ -57,24 +57,61 @@ pub(crate) fn report_figures() -> Report {
     untracked(|| build_with(&Snapshot::take(), false))
 }
 
+/// One callsite before its frames are copied out: a (scope path, trimmed stack) group of
+/// sites with its figures.
+pub(crate) struct Site {
+    /// The scope path (see [`Sites::scope`]).
+    pub(crate) path: u32,
+    /// The trimmed stack, an id of the stack table ([`stacks::StackTable::frame_ids`]).
+    pub(crate) stack: u32,
+    pub(crate) allocated: Usage,
+    pub(crate) retained: Usage,
+    pub(crate) peak_bytes: u64,
+    pub(crate) estimated: bool,
+}
+
+/// The callsites of a snapshot, grouped and in report order, with the stack table (locked)
+/// that names their frames: what [`Report::callsites`] is made of, without the copies.
+pub(crate) struct Sites {
+    pub(crate) table: stacks::Locked,
+    scopes: HashMap<u32, Option<Vec<String>>>,
+    /// In report order ([`sort_callsites`]).
+    pub(crate) list: Vec<Site>,
+}
+
+impl Sites {
+    /// The job names of `path`, outermost first (empty: unscoped).
+    pub(crate) fn scope(&self, path: u32) -> &[String] {
+        self.scopes
+            .get(&path)
+            .and_then(Option::as_deref)
+            .unwrap_or_default()
+    }
+}
+
+/// From one snapshot: its figures-only report (as [`report_figures`]) and its callsites,
+/// grouped and in report order but not copied out (the live pprof profile is built from
+/// them). Must run untracked.
+#[cfg(feature = "http")]
+pub(crate) fn figures_and_sites() -> (Report, Sites) {
+    callsite::init_from_env();
+    let snap = Snapshot::take();
+    // The report first: it takes the stack table's lock for a moment, which `Sites` holds.
+    let report = build_with(&snap, false);
+    let sites = grouped_stacks(|path| snap.scope_names(path));
+    (report, sites)
+}
+
 /// Callsites of the paths `scope_of` names (it returns the path's job names, outermost first),
 /// grouped by path and trimmed stack (distinct stacks can trim to the same frames), **in
 /// report order** ([`sort_callsites`]). Stacks are looked up in the stack table
 /// (`stacks.rs`), which symbolizes each stack once in the process's life: a repeated report
-/// with nothing new to symbolize only reads counters, sorts integers and copies frames.
-fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, CallsiteReport)> {
-    struct Acc {
-        path: u32,
-        stack: u32,
-        allocated: Usage,
-        retained: Usage,
-        peak_bytes: u64,
-        estimated: bool,
-    }
+/// with nothing new to symbolize only reads counters and sorts integers.
+pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Sites {
     let mut table = stacks::table();
     let mut scopes: HashMap<u32, Option<Vec<String>>> = HashMap::new();
     let mut groups: HashMap<(u32, u32), usize> = HashMap::new();
-    let mut accs: Vec<Acc> = Vec::new();
+    let mut accs: Vec<Site> = Vec::new();
     for id in intern::site_ids() {
         let s = intern::site(id);
         if !s.ready.load(Acquire) {
@@ -100,7 +137,7 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
         );
         let stack = table.stack_of(s.stack.load(Relaxed));
         let i = *groups.entry((path, stack)).or_insert_with(|| {
-            accs.push(Acc {
+            accs.push(Site {
                 path,
                 stack,
                 allocated: Usage::default(),
@@ -139,12 +176,24 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
             .then_with(|| scope_rank[&a.path].cmp(&scope_rank[&b.path]))
             .then_with(|| stack_rank[a.stack as usize].cmp(&stack_rank[b.stack as usize]))
     });
-    accs.into_iter()
+    Sites {
+        table,
+        scopes,
+        list: accs,
+    }
+}
+
+/// [`grouped_stacks`] as callsite reports (each path's with the path id), copying out the
+/// frames (shared strings: no frame text is copied).
+fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, CallsiteReport)> {
+    let sites = grouped_stacks(scope_of);
+    sites
+        .list
+        .iter()
         .map(|acc| {
-            let scope = scopes.get(&acc.path).cloned().flatten().unwrap_or_default();
             let c = CallsiteReport {
-                scope,
-                frames: table.frames(acc.stack),
+                scope: sites.scope(acc.path).to_vec(),
+                frames: sites.table.frames(acc.stack),
                 allocated: acc.allocated,
                 retained: acc.retained,
                 peak_bytes: acc.peak_bytes,

@@ -152,7 +152,7 @@ fn stack_cell(frames: &[Frame]) -> String {
     for f in folded.iter().take(FRAMES_PER_CALLSITE) {
         let loc = match (&f.file, f.line) {
             (Some(file), Some(line)) => format!("{file}:{line}"),
-            (Some(file), None) => file.clone(),
+            (Some(file), None) => file.to_string(),
             _ => String::new(),
         };
         let short_file = loc.rsplit('/').next().unwrap_or("");

@@ -159,7 +159,7 @@ mod tests {
 
     fn f(name: &str) -> Frame {
         Frame {
-            function: name.to_string(),
+            function: name.into(),
             file: None,
             line: None,
         }

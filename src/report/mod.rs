@@ -5,7 +5,7 @@
 //! machine, and rendered there as text, folded stacks or a flamegraph.
 
 mod atomic;
-mod build;
+pub(crate) mod build;
 mod diff;
 pub(crate) mod dump;
 pub(crate) mod escape;
@@ -33,7 +33,7 @@ pub use dump::{
 };
 pub use escape::{job_display_name, job_name_from_display};
 #[cfg(feature = "http")]
-pub(crate) use export::PprofDefault;
+pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
 pub use memory::{
     JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
@@ -43,7 +43,7 @@ pub use since::{mark, report_since, Marker};
 use serde::{Deserialize, Serialize};
 
 use crate::model::StackMode;
-pub use crate::model::{Frame, RunReport, Usage};
+pub use crate::model::{Frame, RunReport, SharedStr, Usage};
 use crate::Error;
 
 /// The value of the top-level `"format"` field of every report.

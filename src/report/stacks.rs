@@ -50,8 +50,11 @@ pub(crate) struct StackTable {
 
 static TABLE: Mutex<Option<StackTable>> = Mutex::new(None);
 
+/// The table while locked.
+pub(crate) type Locked = MappedMutexGuard<'static, StackTable>;
+
 /// The table, locked (for a whole report build). Must run untracked.
-pub(crate) fn table() -> MappedMutexGuard<'static, StackTable> {
+pub(crate) fn table() -> Locked {
     register_for_fork();
     MutexGuard::map(TABLE.lock(), |t| t.get_or_insert_with(StackTable::default))
 }
@@ -130,6 +133,16 @@ impl StackTable {
     /// (Stacks symbolized so far, distinct frames held.)
     pub(crate) fn counts(&self) -> (u64, u64) {
         (self.symbolized, self.frames.len() as u64)
+    }
+
+    /// The frame ids of trimmed stack `id` (innermost first), indexes of [`Self::frame_table`].
+    pub(crate) fn frame_ids(&self, id: u32) -> &[u32] {
+        self.stacks.get(id as usize).map_or(&[], |s| s)
+    }
+
+    /// Every distinct frame, by frame id.
+    pub(crate) fn frame_table(&self) -> &[Frame] {
+        &self.frames
     }
 
     /// The frames of trimmed stack `id` (innermost first).

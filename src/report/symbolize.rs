@@ -59,14 +59,14 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
             .map(|n| format!("{n:#}"))
             .unwrap_or_else(|| format!("{ip:#x}"));
         frames.push(Frame {
-            function,
-            file: sym.filename().map(|p| p.display().to_string()),
+            function: function.into(),
+            file: sym.filename().map(|p| p.display().to_string().into()),
             line: sym.lineno(),
         });
     });
     if frames.is_empty() {
         frames.push(Frame {
-            function: format!("{ip:#x}"),
+            function: format!("{ip:#x}").into(),
             file: None,
             line: None,
         });
@@ -290,8 +290,8 @@ mod tests {
 
     fn frame(function: &str, file: &str) -> Frame {
         Frame {
-            function: function.to_string(),
-            file: Some(file.to_string()),
+            function: function.into(),
+            file: Some(file.into()),
             line: Some(1),
         }
     }
@@ -355,7 +355,7 @@ mod tests {
         ];
         let names: Vec<String> = job_frames(frames, &caller)
             .into_iter()
-            .map(|f| f.function)
+            .map(|f| f.function.to_string())
             .collect();
         assert_eq!(names, ["app::remember", "tests::leaks::{{closure}}"]);
         // Never empty.

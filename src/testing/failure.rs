@@ -295,7 +295,7 @@ pub(super) fn frame_text(f: &Frame) -> String {
     match (&f.file, f.line) {
         (Some(file), Some(line)) => format!("{} ({file}:{line})", f.function),
         (Some(file), None) => format!("{} ({file})", f.function),
-        _ => f.function.clone(),
+        _ => f.function.to_string(),
     }
 }
 
@@ -351,7 +351,7 @@ mod tests {
         );
         let f = |file: Option<&str>, line| Frame {
             function: "app::f".into(),
-            file: file.map(str::to_string),
+            file: file.map(Into::into),
             line,
         };
         assert_eq!(

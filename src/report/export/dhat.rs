@@ -221,6 +221,6 @@ fn frames_of(e: &Entry<'_>, intern: &mut impl FnMut(String) -> usize) -> Vec<usi
                 .map(|s| intern(job_frame(&super::job_display_name(s)))),
         );
     }
-    fs.extend(e.frames.iter().map(|f| intern(frame_string(f))));
+    fs.extend(e.frames.iter().map(|(_, f)| intern(frame_string(f))));
     fs
 }

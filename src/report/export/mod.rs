@@ -23,7 +23,7 @@ mod dhat;
 #[cfg(feature = "pprof")]
 mod pprof;
 #[cfg(feature = "http")]
-pub(crate) use pprof::PprofDefault;
+pub(crate) use pprof::{live_pprof, PprofDefault};
 #[cfg(feature = "pprof")]
 mod proto;
 
@@ -38,7 +38,7 @@ struct Entry<'a> {
     /// Job names, outermost first (empty: unscoped).
     scope: Vec<&'a str>,
     /// Innermost first; empty for the per-job fallback.
-    frames: &'a [Frame],
+    frames: Frames<'a>,
     allocated: Usage,
     retained: Usage,
     /// The callsite's highest live bytes (at least `retained`; just `retained` for the
@@ -68,6 +68,43 @@ impl Entry<'_> {
     }
 }
 
+/// The frames of an exported stack: a report callsite's, or frame ids of the stack table
+/// (the live profile, built without copying frames out; see `pprof::live_pprof`).
+#[derive(Clone, Copy)]
+enum Frames<'a> {
+    Slice(&'a [Frame]),
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    Table {
+        ids: &'a [u32],
+        table: &'a [Frame],
+    },
+}
+
+impl<'a> Frames<'a> {
+    fn len(self) -> usize {
+        match self {
+            Frames::Slice(s) => s.len(),
+            Frames::Table { ids, .. } => ids.len(),
+        }
+    }
+
+    fn is_empty(self) -> bool {
+        self.len() == 0
+    }
+
+    /// Each frame, innermost first, with its id in the stack table when it has one.
+    fn iter(self) -> impl Iterator<Item = (Option<u32>, &'a Frame)> {
+        let (slice, ids, table): (&'a [Frame], &'a [u32], &'a [Frame]) = match self {
+            Frames::Slice(s) => (s, &[], &[]),
+            Frames::Table { ids, table } => (&[], ids, table),
+        };
+        slice.iter().map(|f| (None, f)).chain(
+            ids.iter()
+                .filter_map(move |&id| Some((Some(id), table.get(id as usize)?))),
+        )
+    }
+}
+
 /// What the exports are built from: the callsites, or (none recorded) per-job figures.
 /// Entries with nothing allocated are left out.
 fn entries(report: &Report) -> Vec<Entry<'_>> {
@@ -78,7 +115,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
             .filter(|c| !(c.allocated.is_zero() && c.retained.is_zero()))
             .map(|c| Entry {
                 scope: c.scope.iter().map(String::as_str).collect(),
-                frames: &c.frames,
+                frames: Frames::Slice(&c.frames),
                 allocated: c.allocated,
                 retained: c.retained,
                 peak_bytes: c.peak_bytes.max(c.retained.bytes),
@@ -91,7 +128,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
         .filter(|j| !j.exclusive.allocated.is_zero())
         .map(|j| Entry {
             scope: vec![j.name.as_str()],
-            frames: &[],
+            frames: Frames::Slice(&[]),
             allocated: j.exclusive.allocated,
             retained: j.exclusive.retained,
             peak_bytes: j.exclusive.retained.bytes,
@@ -100,7 +137,7 @@ fn entries(report: &Report) -> Vec<Entry<'_>> {
     if !report.totals.unscoped_allocated.is_zero() {
         out.push(Entry {
             scope: Vec::new(),
-            frames: &[],
+            frames: Frames::Slice(&[]),
             allocated: report.totals.unscoped_allocated,
             retained: report.totals.unscoped_live,
             peak_bytes: report.totals.unscoped_live.bytes,
