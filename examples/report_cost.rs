@@ -8,8 +8,6 @@
 //! cargo run --release --example report_cost -- 100000
 //! ```
 
-use std::alloc::{alloc, dealloc, Layout};
-use std::hint::black_box;
 use std::time::Instant;
 
 use allocscope::{report, track_scope, Report, StackMode, TrackingAllocator};
@@ -17,44 +15,15 @@ use allocscope::{report, track_scope, Report, StackMode, TrackingAllocator};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
+#[path = "../tests/support/distinct_stacks.rs"]
+mod distinct_stacks;
+use distinct_stacks::{free_blocks, rec_a};
+
 /// Levels of the recursion: 2^17 > 100,000 distinct paths.
 const LEVELS: u32 = 17;
 
-#[inline(never)]
-fn leaf(out: &mut Vec<usize>) {
-    let layout = Layout::from_size_align(24, 8).unwrap();
-    // SAFETY: non-zero size; freed at the end with the same layout.
-    let p = unsafe { alloc(layout) };
-    assert!(!p.is_null());
-    out.push(p as usize);
-}
-
 // A recursion through one of two call sites per level, following the bits of a number: each
 // number gives its own stack.
-#[inline(never)]
-fn rec_a(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level);
-}
-
-#[inline(never)]
-fn rec_b(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level + 1);
-}
-
 /// Peak resident memory of this process (VmHWM), in MiB.
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -86,7 +55,7 @@ fn main() {
     let mut blocks: Vec<usize> = Vec::with_capacity(n as usize);
     track_scope("callsites", || {
         for i in 0..n {
-            rec_a(LEVELS, i, &mut blocks);
+            rec_a(LEVELS, i, 24, &mut blocks);
         }
     });
     allocscope::set_stack_mode(StackMode::Off);
@@ -171,9 +140,5 @@ fn main() {
     } else {
         println!("kept {}", path.display());
     }
-    let layout = Layout::from_size_align(24, 8).unwrap();
-    for p in blocks {
-        // SAFETY: allocated in `leaf` with this layout.
-        unsafe { dealloc(p as *mut u8, layout) };
-    }
+    free_blocks(blocks, 24);
 }

@@ -3,49 +3,18 @@
 //! stays bounded by distinct stacks and frames. Timings are in BENCHMARKS.md
 //! (`examples/report_cost.rs`), not here.
 
-use std::alloc::{alloc, dealloc, Layout};
 use std::cmp::Ordering;
-use std::hint::black_box;
 
 use allocscope::{report, track_scope, CallsiteReport, StackMode, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
+#[path = "support/distinct_stacks.rs"]
+mod distinct_stacks;
+use distinct_stacks::{free_blocks, leaf, rec_a};
+
 const LEVELS: u32 = 9;
-
-#[inline(never)]
-fn leaf(out: &mut Vec<usize>, size: usize) {
-    let layout = Layout::from_size_align(size, 8).unwrap();
-    // SAFETY: non-zero size; freed at the end with the same layout.
-    let p = unsafe { alloc(layout) };
-    assert!(!p.is_null());
-    out.push(p as usize);
-}
-
-#[inline(never)]
-fn rec_a(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out, 8);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level);
-}
-
-#[inline(never)]
-fn rec_b(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out, 8);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level + 1);
-}
 
 #[inline(never)]
 fn one_more(out: &mut Vec<usize>) {
@@ -80,7 +49,7 @@ fn repeated_reports_do_not_symbolize_again() {
     let mut blocks = Vec::new();
     track_scope("cached", || {
         for n in 0..(1u32 << LEVELS) {
-            rec_a(LEVELS, n, &mut blocks);
+            rec_a(LEVELS, n, 8, &mut blocks);
         }
     });
     allocscope::set_stack_mode(StackMode::Off);
@@ -131,10 +100,8 @@ fn repeated_reports_do_not_symbolize_again() {
         third.tracker.stacks_symbolized
     );
 
-    for (i, p) in blocks.into_iter().enumerate() {
-        let size = if i == 1 << LEVELS { 64 } else { 8 };
-        let layout = Layout::from_size_align(size, 8).unwrap();
-        // SAFETY: allocated in `leaf` with this layout (8 bytes, then 64 for `one_more`).
-        unsafe { dealloc(p as *mut u8, layout) };
-    }
+    // 8 bytes each, then 64 for `one_more`.
+    let more = blocks.split_off(1 << LEVELS);
+    free_blocks(blocks, 8);
+    free_blocks(more, 64);
 }

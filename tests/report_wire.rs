@@ -3,8 +3,6 @@
 //! reads version 1; reading streams (a gigabyte of `[` is refused after a few KiB, an
 //! oversized file before reading) and a corrupt table is an error, not a panic.
 
-use std::alloc::{alloc, dealloc, Layout};
-use std::hint::black_box;
 use std::io::Write;
 
 use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocator};
@@ -12,48 +10,11 @@ use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocato
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
+#[path = "support/distinct_stacks.rs"]
+mod distinct_stacks;
+use distinct_stacks::{free_blocks, rec_a};
+
 const LEVELS: u32 = 11;
-
-#[inline(never)]
-fn leaf(out: &mut Vec<usize>) {
-    let layout = Layout::from_size_align(16, 8).unwrap();
-    // SAFETY: non-zero size; freed at the end with the same layout.
-    let p = unsafe { alloc(layout) };
-    assert!(!p.is_null());
-    out.push(p as usize);
-}
-
-#[inline(never)]
-fn rec_a(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level);
-}
-
-#[inline(never)]
-fn rec_b(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level + 1);
-}
-
-fn free(blocks: Vec<usize>) {
-    let layout = Layout::from_size_align(16, 8).unwrap();
-    for p in blocks {
-        // SAFETY: allocated in `leaf` with this layout.
-        unsafe { dealloc(p as *mut u8, layout) };
-    }
-}
 
 #[test]
 fn the_stack_table_makes_reports_ten_times_smaller_and_round_trips() {
@@ -61,7 +22,7 @@ fn the_stack_table_makes_reports_ten_times_smaller_and_round_trips() {
     let mut blocks = Vec::new();
     track_scope("wide", || {
         for n in 0..(1u32 << LEVELS) {
-            rec_a(LEVELS, n, &mut blocks);
+            rec_a(LEVELS, n, 16, &mut blocks);
         }
     });
     allocscope::set_stack_mode(StackMode::Off);
@@ -91,7 +52,7 @@ fn the_stack_table_makes_reports_ten_times_smaller_and_round_trips() {
         Report::from_json(&serde_json::to_string(&r).unwrap()).unwrap(),
         r
     );
-    free(blocks);
+    free_blocks(blocks, 16);
 }
 
 #[test]

@@ -13,13 +13,16 @@
 #[path = "reliability_support/mod.rs"]
 mod support;
 
-use std::alloc::{alloc, dealloc, Layout};
 use std::hint::black_box;
 
 use allocscope::{report, track_scope, StackMode, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
+
+#[path = "support/distinct_stacks.rs"]
+mod distinct_stacks;
+use distinct_stacks::{free_blocks, rec_a};
 
 const MIB: u64 = 1 << 20;
 
@@ -143,41 +146,6 @@ fn million_runs_ten_thousand_names_stay_bounded() {
 // following the bits of a number, so each number gives its own stack.
 const LEVELS: u32 = 17;
 
-#[inline(never)]
-fn rec_a(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    // Work after the calls: no tail calls, so every level keeps its frame.
-    black_box(level);
-}
-
-#[inline(never)]
-fn rec_b(level: u32, bits: u32, out: &mut Vec<usize>) {
-    if level == 0 {
-        leaf(out);
-    } else if bits & 1 == 0 {
-        rec_a(level - 1, bits >> 1, out);
-    } else {
-        rec_b(level - 1, bits >> 1, out);
-    }
-    black_box(level + 1);
-}
-
-#[inline(never)]
-fn leaf(out: &mut Vec<usize>) {
-    let layout = Layout::from_size_align(24, 8).unwrap();
-    // SAFETY: non-zero size; freed below with the same layout.
-    let p = unsafe { alloc(layout) };
-    assert!(!p.is_null());
-    out.push(p as usize);
-    black_box(p);
-}
-
 fn hundred_thousand_callsites_stay_bounded() {
     let _wd = support::watchdog("hundred_thousand_callsites", 600);
     const SITES: u32 = 100_000;
@@ -191,7 +159,7 @@ fn hundred_thousand_callsites_stay_bounded() {
             // The second call repeats the first one's stack: no new site.
             // (`black_box`: an unrolled loop would make two call sites, so two stacks.)
             for _ in 0..black_box(2) {
-                rec_a(LEVELS, n, &mut blocks);
+                rec_a(LEVELS, n, 24, &mut blocks);
             }
         }
     });
@@ -232,11 +200,7 @@ fn hundred_thousand_callsites_stay_bounded() {
     let grown = rss_tables.saturating_sub(rss_before);
     assert!(grown <= 96 * MIB, "RSS grew by {} MiB", grown / MIB);
     drop(r);
-    let layout = Layout::from_size_align(24, 8).unwrap();
-    for p in blocks {
-        // SAFETY: allocated in `leaf` with this layout.
-        unsafe { dealloc(p as *mut u8, layout) };
-    }
+    free_blocks(blocks, 24);
     assert_eq!(
         report().job("callsites_100k").unwrap().retained,
         Usage::default()

@@ -136,11 +136,13 @@ impl StackTable {
     }
 
     /// The frame ids of trimmed stack `id` (innermost first), indexes of [`Self::frame_table`].
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn frame_ids(&self, id: u32) -> &[u32] {
         self.stacks.get(id as usize).map_or(&[], |s| s)
     }
 
     /// Every distinct frame, by frame id.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn frame_table(&self) -> &[Frame] {
         &self.frames
     }

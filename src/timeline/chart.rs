@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
+use crate::report::escape::{job_display_name, xml_escape, xml_safe};
 use crate::report::text::human_bytes;
 use crate::{Error, Report};
 
@@ -41,34 +42,6 @@ impl Default for TimelineOptions {
             run_markers: true,
         }
     }
-}
-
-/// Replaces characters that XML 1.0 forbids (controls other than tab/newline/CR, U+FFFE,
-/// U+FFFF) by U+FFFD.
-pub(crate) fn xml_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '\t' | '\n' | '\r' => ' ',
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => '\u{FFFD}',
-            c => c,
-        })
-        .collect()
-}
-
-/// Escapes text for an SVG `<title>` (after [`xml_safe`]).
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in xml_safe(s).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// The byte unit that keeps the axis numbers short.
@@ -270,7 +243,7 @@ impl Report {
                     if !labelled {
                         labelled = true;
                         series
-                            .label(format!("job {}", xml_safe(job)))
+                            .label(format!("job {}", xml_safe(&job_display_name(job))))
                             .legend(move |(x, y)| {
                                 PathElement::new(vec![(x, y), (x + 18, y)], color)
                             });
@@ -368,15 +341,6 @@ fn clock(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forbidden_xml_characters_are_replaced() {
-        assert_eq!(
-            xml_safe("a\u{0}b\u{7}\u{1b}\u{FFFE}"),
-            "a\u{FFFD}b\u{FFFD}\u{FFFD}\u{FFFD}"
-        );
-        assert_eq!(xml_escape("<j&\"'>"), "&lt;j&amp;&quot;&apos;&gt;");
-    }
 
     #[test]
     fn units() {

@@ -88,6 +88,7 @@ impl<'a> Frames<'a> {
         }
     }
 
+    #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
     fn is_empty(self) -> bool {
         self.len() == 0
     }
