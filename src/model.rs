@@ -241,7 +241,8 @@ mod tests {
     }
 }
 
-/// An immutable string shared by reference count (an `Arc<str>`): the function names and
+/// An immutable string shared by reference count (an `Arc<String>`: one pointer wide, so a
+/// [`Frame`] is 24 bytes): the function names and
 /// files of [`Frame`]s, stored once per distinct frame in the process and shared by every
 /// report that shows it.
 ///
@@ -259,7 +260,7 @@ mod tests {
 /// assert_eq!(copy.as_str(), s.as_str());
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SharedStr(std::sync::Arc<str>);
+pub struct SharedStr(std::sync::Arc<String>);
 
 impl SharedStr {
     /// The string.
@@ -295,85 +296,84 @@ impl core::borrow::Borrow<str> for SharedStr {
 
 impl core::fmt::Display for SharedStr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Display::fmt(&*self.0, f)
+        core::fmt::Display::fmt(self.as_str(), f)
     }
 }
 
 impl core::fmt::Debug for SharedStr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Debug::fmt(&*self.0, f)
+        core::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl From<&str> for SharedStr {
     fn from(s: &str) -> Self {
-        SharedStr(s.into())
+        SharedStr(std::sync::Arc::new(s.to_string()))
     }
 }
 
 impl From<String> for SharedStr {
     fn from(s: String) -> Self {
-        SharedStr(s.into())
+        SharedStr(std::sync::Arc::new(s))
     }
 }
 
 impl From<&String> for SharedStr {
     fn from(s: &String) -> Self {
-        SharedStr(s.as_str().into())
+        SharedStr(std::sync::Arc::new(s.clone()))
     }
 }
 
 impl From<SharedStr> for String {
     fn from(s: SharedStr) -> Self {
-        s.0.to_string()
+        std::sync::Arc::try_unwrap(s.0).unwrap_or_else(|shared| shared.to_string())
     }
 }
 
 impl PartialEq<str> for SharedStr {
     fn eq(&self, o: &str) -> bool {
-        &*self.0 == o
+        self.as_str() == o
     }
 }
 
 impl PartialEq<&str> for SharedStr {
     fn eq(&self, o: &&str) -> bool {
-        &*self.0 == *o
+        self.as_str() == *o
     }
 }
 
 impl PartialEq<String> for SharedStr {
     fn eq(&self, o: &String) -> bool {
-        *self.0 == **o
+        self.as_str() == o.as_str()
     }
 }
 
 impl PartialEq<SharedStr> for str {
     fn eq(&self, o: &SharedStr) -> bool {
-        self == &*o.0
+        self == o.as_str()
     }
 }
 
 impl PartialEq<SharedStr> for &str {
     fn eq(&self, o: &SharedStr) -> bool {
-        *self == &*o.0
+        *self == o.as_str()
     }
 }
 
 impl PartialEq<SharedStr> for String {
     fn eq(&self, o: &SharedStr) -> bool {
-        **self == *o.0
+        self.as_str() == o.as_str()
     }
 }
 
 impl Serialize for SharedStr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
 impl<'de> Deserialize<'de> for SharedStr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // `Box<str>` takes borrowed and owned strings alike (escaped JSON strings are owned).
-        Box::<str>::deserialize(d).map(|b| SharedStr(b.into()))
+        String::deserialize(d).map(SharedStr::from)
     }
 }

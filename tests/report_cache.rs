@@ -76,6 +76,25 @@ fn repeated_reports_do_not_symbolize_again() {
     );
     let job2 = second.job("cached").unwrap();
     assert_eq!(job2.callsites, job.callsites);
+    // No frame text is copied (issue 15, item 10): the second report's frames, its job
+    // list's and the first report's all share one string per distinct frame.
+    let ptr = |c: &CallsiteReport| c.frames[0].function.as_ptr();
+    let shared = second.callsites[0].frames[0].function.as_str();
+    assert!(shared.ends_with("distinct_stacks::leaf"), "{shared}");
+    for c in [
+        &first.callsites,
+        &second.callsites,
+        &job.callsites,
+        &job2.callsites,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|c| c.frames[0].function == shared)
+    {
+        assert_eq!(ptr(c), shared.as_ptr(), "a frame's text was copied");
+    }
+    let copy = second.clone();
+    assert_eq!(ptr(&copy.callsites[0]), shared.as_ptr());
     assert_sorted(&second.callsites, "report callsites");
     assert_sorted(&job2.callsites, "job callsites");
 

@@ -48,10 +48,26 @@ fn the_stack_table_makes_reports_ten_times_smaller_and_round_trips() {
     assert_eq!(Report::read_json(&path).unwrap(), r);
     assert_eq!(Report::from_json(&r.to_json()).unwrap(), r);
     // Inline frames (plain serde, version 1) still read.
-    assert_eq!(
-        Report::from_json(&serde_json::to_string(&r).unwrap()).unwrap(),
-        r
-    );
+    let v1 = Report::from_json(&serde_json::to_string(&r).unwrap()).unwrap();
+    assert_eq!(v1, r);
+    // Read either way, equal frames share their strings (one copy per distinct frame, as in
+    // the process that built the report): the innermost frame of every callsite of the
+    // recursion is `leaf`, and all of them point at one string.
+    let v2 = Report::read_json(&path).unwrap();
+    for read in [&v1, &v2] {
+        let leaves: Vec<&str> = read
+            .callsites
+            .iter()
+            .filter_map(|c| c.frames.first())
+            .filter(|f| f.function.ends_with("distinct_stacks::leaf"))
+            .map(|f| f.function.as_str())
+            .collect();
+        assert!(leaves.len() >= 1 << LEVELS, "{} leaves", leaves.len());
+        assert!(
+            leaves.iter().all(|l| l.as_ptr() == leaves[0].as_ptr()),
+            "frames read back are copied per callsite"
+        );
+    }
     free_blocks(blocks, 16);
 }
 

@@ -168,13 +168,15 @@ pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> S
         .map(|(rank, &(_, p))| (p, rank))
         .collect();
     let stack_rank = table.ranks();
-    accs.sort_unstable_by(|a, b| {
-        b.retained
-            .bytes
-            .cmp(&a.retained.bytes)
-            .then(b.allocated.bytes.cmp(&a.allocated.bytes))
-            .then_with(|| scope_rank[&a.path].cmp(&scope_rank[&b.path]))
-            .then_with(|| stack_rank[a.stack as usize].cmp(&stack_rank[b.stack as usize]))
+    // Keys computed once per site (not per comparison: a hash lookup per comparison was a
+    // third of a repeated report's time at 100,000 callsites).
+    accs.sort_by_cached_key(|a| {
+        (
+            core::cmp::Reverse(a.retained.bytes),
+            core::cmp::Reverse(a.allocated.bytes),
+            scope_rank[&a.path],
+            stack_rank[a.stack as usize],
+        )
     });
     Sites {
         table,

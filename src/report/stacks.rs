@@ -13,13 +13,15 @@
 //!   when a report added entries. Sorting callsites by rank is sorting them by frames.
 //! * Bounded: at most one entry per interned stack (`intern::STACK_CAP`, 262,144) and per
 //!   distinct trimmed stack; frames are stored once per distinct (function, file, line), a
-//!   number bounded by the program's code. Four bytes per frame of each trimmed stack.
+//!   number bounded by the program's code, and each distinct function name and file is held
+//!   once (reports share these strings: building one copies no frame text). Four bytes per
+//!   frame of each trimmed stack.
 //! * One lock, held for a whole report build (reports are built one at a time); a fork
 //!   participant (see `fork`), registered before the symbol cache, which is used while the
 //!   table is held: the fork handlers take them in that order too. Runs untracked: its
 //!   memory is the tracker's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Once;
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
@@ -27,7 +29,7 @@ use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use super::symbolize;
 use crate::callsite::intern;
 use crate::fork;
-use crate::model::Frame;
+use crate::model::{Frame, SharedStr};
 
 /// The table; see the module rules.
 #[derive(Default)]
@@ -35,6 +37,8 @@ pub(crate) struct StackTable {
     /// Unique frames, by id.
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, u32>,
+    /// Every distinct function name and file of `frames`, once.
+    strings: HashSet<SharedStr>,
     /// Trimmed stacks (frame ids, innermost first), by id.
     stacks: Vec<Box<[u32]>>,
     stack_ids: HashMap<Box<[u32]>, u32>,
@@ -93,15 +97,28 @@ impl StackTable {
         id
     }
 
-    fn frame_id(&mut self, f: Frame) -> u32 {
+    fn frame_id(&mut self, mut f: Frame) -> u32 {
         if let Some(&id) = self.frame_ids.get(&f) {
             return id;
         }
+        // One copy of each function name and file for all frames (a function has a frame
+        // per line it calls from; a file, one per function in it).
+        f.function = self.string(&f.function);
+        f.file = f.file.as_ref().map(|file| self.string(file));
         let id = self.frames.len() as u32;
         self.frames.push(f.clone());
         self.frame_ids.insert(f, id);
         self.ranked = false;
         id
+    }
+
+    /// `s`, as the table's one copy of its text.
+    fn string(&mut self, s: &SharedStr) -> SharedStr {
+        if let Some(seen) = self.strings.get(s.as_str()) {
+            return seen.clone();
+        }
+        self.strings.insert(s.clone());
+        s.clone()
     }
 
     /// Rank of each trimmed stack in frame order (lexicographic over [`Frame`]'s order).

@@ -22,7 +22,7 @@
 //!   (see [`Report::read_json`]). A stack index outside the table is an error, never a panic.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io;
 
@@ -30,7 +30,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::{Frame, Report, FORMAT, OLDEST_VERSION, VERSION};
+use super::{Frame, Report, SharedStr, FORMAT, OLDEST_VERSION, VERSION};
 use crate::error::Detail;
 use crate::Error;
 
@@ -46,6 +46,33 @@ thread_local! {
 struct Table {
     frames: Vec<Frame>,
     stacks: Vec<Vec<u32>>,
+    /// While reading: each distinct frame and string once, so that callsites share frame
+    /// text as reports built in-process do (see [`Table::share`]).
+    #[serde(skip)]
+    seen: HashSet<Frame>,
+    #[serde(skip)]
+    strings: HashSet<SharedStr>,
+}
+
+impl Table {
+    /// `f` with the strings of the equal frame or strings met before (one copy each).
+    fn share(&mut self, mut f: Frame) -> Frame {
+        if let Some(seen) = self.seen.get(&f) {
+            return seen.clone();
+        }
+        f.function = self.string(&f.function);
+        f.file = f.file.as_ref().map(|file| self.string(file));
+        self.seen.insert(f.clone());
+        f
+    }
+
+    fn string(&mut self, s: &SharedStr) -> SharedStr {
+        if let Some(seen) = self.strings.get(s.as_str()) {
+            return seen.clone();
+        }
+        self.strings.insert(s.clone());
+        s.clone()
+    }
 }
 
 /// `skip_serializing_if` of the report's `format` and `version`: the wire writes them itself,
@@ -106,7 +133,11 @@ pub(crate) fn deserialize_frames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<
             })
         }
         fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<Frame>, A::Error> {
-            Vec::<Frame>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+            let frames = Vec::<Frame>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+            Ok(READING.with(|r| match r.borrow_mut().as_mut() {
+                Some(table) => frames.into_iter().map(|f| table.share(f)).collect(),
+                None => frames,
+            }))
         }
     }
     d.deserialize_any(FramesVisitor)
@@ -290,6 +321,8 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
                 "the stack table names a frame outside the frame table".into(),
             )));
         }
+        let frames = std::mem::take(&mut table.frames);
+        table.frames = frames.into_iter().map(|f| table.share(f)).collect();
         READING.with(|r| *r.borrow_mut() = Some(table));
         Report::deserialize(de::value::MapAccessDeserializer::new(Replay {
             header: vec![
