@@ -6,7 +6,9 @@ use std::io::Write;
 use prost::Message;
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
-use super::{describe_stack_mode, entries, estimated, Entry, Frames};
+#[cfg(feature = "http")]
+use super::Frames;
+use super::{describe_stack_mode, entries, estimated, Entry};
 use crate::error::Detail;
 use crate::report::{Frame, Report};
 use crate::{Error, StackMode};
