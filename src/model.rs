@@ -101,6 +101,25 @@ pub struct Frame {
     pub line: Option<u32>,
 }
 
+impl Frame {
+    /// A frame of `function` (a `&str`, `String` or [`SharedStr`]), in `file` at `line` when
+    /// known.
+    ///
+    /// ```
+    /// use allocscope::Frame;
+    /// let f = Frame::new("app::load", Some("src/app.rs"), Some(12));
+    /// assert_eq!(f.function, "app::load");
+    /// assert_eq!(f.file.as_deref(), Some("src/app.rs"));
+    /// ```
+    pub fn new(function: impl Into<SharedStr>, file: Option<&str>, line: Option<u32>) -> Self {
+        Frame {
+            function: function.into(),
+            file: file.map(SharedStr::from),
+            line,
+        }
+    }
+}
+
 /// The four monotonic counters of anything that allocates: allocations and frees, objects and
 /// bytes. Live figures are `alloc - free` (saturating: a reader may see a free before its
 /// allocation when the two were counted on different threads).
