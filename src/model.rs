@@ -288,6 +288,29 @@ impl SharedStr {
     }
 }
 
+/// One copy of each distinct string: what [`SharedStrings::frame`] returns has the strings of
+/// equal ones met before (the stack table and the file reader keep one each).
+#[derive(Default)]
+pub(crate) struct SharedStrings(std::collections::HashSet<SharedStr>);
+
+impl SharedStrings {
+    /// `s`, as this set's one copy of its text.
+    pub(crate) fn get(&mut self, s: &SharedStr) -> SharedStr {
+        if let Some(seen) = self.0.get(s.as_str()) {
+            return seen.clone();
+        }
+        self.0.insert(s.clone());
+        s.clone()
+    }
+
+    /// `f` with its function name and file as this set's copies.
+    pub(crate) fn frame(&mut self, mut f: Frame) -> Frame {
+        f.function = self.get(&f.function);
+        f.file = f.file.as_ref().map(|file| self.get(file));
+        f
+    }
+}
+
 impl Default for SharedStr {
     fn default() -> Self {
         SharedStr::from("")

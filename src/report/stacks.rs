@@ -21,7 +21,7 @@
 //!   table is held: the fork handlers take them in that order too. Runs untracked: its
 //!   memory is the tracker's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Once;
 
 use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
@@ -29,7 +29,7 @@ use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use super::symbolize;
 use crate::callsite::intern;
 use crate::fork;
-use crate::model::{Frame, SharedStr};
+use crate::model::{Frame, SharedStrings};
 
 /// The table; see the module rules.
 #[derive(Default)]
@@ -38,7 +38,7 @@ pub(crate) struct StackTable {
     frames: Vec<Frame>,
     frame_ids: HashMap<Frame, u32>,
     /// Every distinct function name and file of `frames`, once.
-    strings: HashSet<SharedStr>,
+    strings: SharedStrings,
     /// Trimmed stacks (frame ids, innermost first), by id.
     stacks: Vec<Box<[u32]>>,
     stack_ids: HashMap<Box<[u32]>, u32>,
@@ -97,28 +97,18 @@ impl StackTable {
         id
     }
 
-    fn frame_id(&mut self, mut f: Frame) -> u32 {
+    fn frame_id(&mut self, f: Frame) -> u32 {
         if let Some(&id) = self.frame_ids.get(&f) {
             return id;
         }
         // One copy of each function name and file for all frames (a function has a frame
         // per line it calls from; a file, one per function in it).
-        f.function = self.string(&f.function);
-        f.file = f.file.as_ref().map(|file| self.string(file));
+        let f = self.strings.frame(f);
         let id = self.frames.len() as u32;
         self.frames.push(f.clone());
         self.frame_ids.insert(f, id);
         self.ranked = false;
         id
-    }
-
-    /// `s`, as the table's one copy of its text.
-    fn string(&mut self, s: &SharedStr) -> SharedStr {
-        if let Some(seen) = self.strings.get(s.as_str()) {
-            return seen.clone();
-        }
-        self.strings.insert(s.clone());
-        s.clone()
     }
 
     /// Rank of each trimmed stack in frame order (lexicographic over [`Frame`]'s order).

@@ -30,8 +30,9 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 
-use super::{Frame, Report, SharedStr, FORMAT, OLDEST_VERSION, VERSION};
+use super::{Frame, Report, FORMAT, OLDEST_VERSION, VERSION};
 use crate::error::Detail;
+use crate::model::SharedStrings;
 use crate::Error;
 
 thread_local! {
@@ -51,27 +52,18 @@ struct Table {
     #[serde(skip)]
     seen: HashSet<Frame>,
     #[serde(skip)]
-    strings: HashSet<SharedStr>,
+    strings: SharedStrings,
 }
 
 impl Table {
     /// `f` with the strings of the equal frame or strings met before (one copy each).
-    fn share(&mut self, mut f: Frame) -> Frame {
+    fn share(&mut self, f: Frame) -> Frame {
         if let Some(seen) = self.seen.get(&f) {
             return seen.clone();
         }
-        f.function = self.string(&f.function);
-        f.file = f.file.as_ref().map(|file| self.string(file));
+        let f = self.strings.frame(f);
         self.seen.insert(f.clone());
         f
-    }
-
-    fn string(&mut self, s: &SharedStr) -> SharedStr {
-        if let Some(seen) = self.strings.get(s.as_str()) {
-            return seen.clone();
-        }
-        self.strings.insert(s.clone());
-        s.clone()
     }
 }
 
