@@ -6,9 +6,6 @@
 #![cfg(feature = "http")]
 
 use std::hint::black_box;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
 
 use allocscope::{track_scope, StackMode, TrackingAllocator};
 
@@ -18,59 +15,7 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 #[path = "support/pprof.rs"]
 mod pprof;
 
-use pprof::proto::Profile;
-use pprof::{check_well_formed, decode, label, s, stack};
-
-/// The body of `GET path` (HTTP/1.0: the server closes after the response).
-fn get_body(addr: SocketAddr, path: &str) -> Vec<u8> {
-    let mut c = TcpStream::connect(addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    c.read_to_end(&mut out).unwrap();
-    let end = out
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&out[..end]).into_owned();
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    out[end + 4..].to_vec()
-}
-
-/// A sample as text: (job, scope, values, stack), for comparing two profiles whose tables
-/// number things differently.
-type Row = (String, String, Vec<i64>, Vec<(String, String, i64)>);
-
-/// The samples of jobs (not unscoped memory), in profile order.
-fn job_rows(p: &Profile) -> Vec<Row> {
-    p.sample
-        .iter()
-        .filter(|x| label(p, x, "job") != Some("(unscoped)"))
-        .map(|x| {
-            (
-                label(p, x, "job").unwrap().to_string(),
-                label(p, x, "scope").unwrap().to_string(),
-                x.value.clone(),
-                stack(p, x),
-            )
-        })
-        .collect()
-}
-
-fn header(p: &Profile) -> (Vec<String>, String, i64, Vec<String>) {
-    (
-        p.sample_type
-            .iter()
-            .map(|t| format!("{}/{}", s(p, t.r#type), s(p, t.unit)))
-            .collect(),
-        s(p, p.default_sample_type).to_string(),
-        p.period,
-        p.comment.iter().map(|&c| s(p, c).to_string()).collect(),
-    )
-}
+use pprof::{check_well_formed, decode, get_body, header, job_rows, Row};
 
 #[inline(never)]
 fn live_keep_small(n: usize) -> Vec<Vec<u8>> {

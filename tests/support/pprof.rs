@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use prost::Message;
 
@@ -133,4 +135,57 @@ pub fn check_well_formed(p: &Profile) {
         }
         assert!(label(p, sample, "job").is_some() && label(p, sample, "scope").is_some());
     }
+}
+
+/// The body of `GET path` (HTTP/1.0: the server closes after the response).
+pub fn get_body(addr: SocketAddr, path: &str) -> Vec<u8> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8_lossy(&out[..end]).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    out[end + 4..].to_vec()
+}
+
+/// A sample as text: (job, scope, values, stack), for comparing two profiles whose tables
+/// number things differently.
+pub type Row = (String, String, Vec<i64>, Vec<(String, String, i64)>);
+
+/// The samples of jobs (not unscoped memory), in profile order.
+pub fn job_rows(p: &Profile) -> Vec<Row> {
+    p.sample
+        .iter()
+        .filter(|x| label(p, x, "job") != Some("(unscoped)"))
+        .map(|x| {
+            (
+                label(p, x, "job").unwrap().to_string(),
+                label(p, x, "scope").unwrap().to_string(),
+                x.value.clone(),
+                stack(p, x),
+            )
+        })
+        .collect()
+}
+
+/// The header fields two profiles of one moment share: sample types, default type, period,
+/// comments.
+pub fn header(p: &Profile) -> (Vec<String>, String, i64, Vec<String>) {
+    (
+        p.sample_type
+            .iter()
+            .map(|t| format!("{}/{}", s(p, t.r#type), s(p, t.unit)))
+            .collect(),
+        s(p, p.default_sample_type).to_string(),
+        p.period,
+        p.comment.iter().map(|&c| s(p, c).to_string()).collect(),
+    )
 }
