@@ -4,10 +4,16 @@
 //! (`_bytes`), counters end in `_total`; label values escaped (`\\`, `\"`, `\n`); at most
 //! `max_jobs` jobs get series, by retained bytes, the rest summed under `job="(other)"`. Pure:
 //! report in, text out (the report is taken without callsites, see `report_figures`).
+//!
+//! Label values are job names as they are, except names starting with `"` or `(`, which are
+//! written as every other output shows them ([`job_display_name`]: a job named `(other)` is
+//! `"(other)"`). Plain names never start with either, quoted display names always start with
+//! `"`, and `(other)` is only the summed series: distinct jobs never share a series.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::report::Report;
+use crate::report::{job_display_name, Report};
 
 /// The label value of the jobs beyond the top N.
 pub(crate) const OTHER: &str = "(other)";
@@ -51,6 +57,15 @@ pub(crate) fn escape_label(v: &str) -> String {
     out
 }
 
+/// The `job` label value of job `name` (before escaping); see the module rules.
+fn label_of(name: &str) -> Cow<'_, str> {
+    if name.starts_with(['"', '(']) {
+        job_display_name(name)
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
 /// The report's figures as Prometheus text, with at most `max_jobs` job series (plus
 /// `(other)`).
 pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
@@ -66,9 +81,8 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
             retained_objects: j.retained.objects,
             peak_bytes: j.peak_bytes,
         };
-        // A job literally named "(other)" joins the summed series: one label set, one series.
-        if series.len() < max_jobs && j.name != OTHER {
-            series.push((escape_label(&j.name), f));
+        if series.len() < max_jobs {
+            series.push((escape_label(&label_of(&j.name)), f));
         } else {
             other.get_or_insert_with(JobFigures::default).add(&f);
         }
@@ -164,5 +178,59 @@ mod tests {
         assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape_label("x\ny"), "x\\ny");
         assert_eq!(escape_label("<script>"), "<script>");
+    }
+
+    #[test]
+    fn jobs_named_like_the_summed_series_keep_their_own() {
+        let mut report = crate::report::report_figures();
+        report.jobs.clear();
+        let names = [
+            "(other)",
+            "\"(other)\"",
+            "(other jobs)",
+            "plain",
+            "new\nline",
+            "(x",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            report.jobs.push(crate::JobReport {
+                name: name.to_string(),
+                runs: 1,
+                active_runs: 0,
+                panicked_runs: 0,
+                allocated: crate::Usage::new(1, 100 + i as u64),
+                retained: crate::Usage::new(1, 100 + i as u64),
+                peak_bytes: 0,
+                exclusive: Default::default(),
+                recent_runs: Vec::new(),
+                callsites: Vec::new(),
+                trend: Default::default(),
+            });
+        }
+        let text = render(&report, 100);
+        let labels: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("allocscope_job_runs_total{job=\""))
+            .map(|l| l.rsplit_once("\"} ").unwrap().0)
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                r#"\"(other)\""#,
+                r#"\"\\\"(other)\\\"\""#,
+                "(other jobs)",
+                "plain",
+                "new\\nline",
+                r#"\"(x\""#
+            ]
+        );
+        // Six jobs, six series, and no summed series (none beyond the top 100).
+        assert!(!text.contains("job=\"(other)\"}"));
+        // Beyond the top N, they are summed under the bare `(other)`.
+        let summed = render(&report, 2);
+        assert!(
+            summed.contains("allocscope_job_runs_total{job=\"(other)\"} 4"),
+            "{summed}"
+        );
     }
 }

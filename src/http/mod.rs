@@ -52,7 +52,9 @@
 //! most [`HttpOptions::max_metric_jobs`] jobs get their own series, those that retain the most;
 //! the others are summed under `job="(other)"` (peak: their highest), so a process with
 //! thousands of job names does not flood Prometheus. Because a job can move in or out of the
-//! top N, the `(other)` counters are not monotonic. For the process: `allocscope_heap_live_bytes`,
+//! top N, the `(other)` counters are not monotonic. A job whose name starts with `"` or `(` is
+//! labelled as [`job_display_name`](crate::job_display_name) shows it (`(other)` becomes
+//! `"(other)"`), so no job shares the summed series. For the process: `allocscope_heap_live_bytes`,
 //! `allocscope_rss_bytes`, `allocscope_not_returned_bytes`, `allocscope_tracker_bytes`.
 //!
 //! [`Report::to_pprof`]: crate::Report::to_pprof
