@@ -333,7 +333,8 @@ mod imp {
         // same module, so most frames skip the search.
         let mut known = snap.range_of(pc).unwrap_or((0, 0));
         while n < buf.len() {
-            let ret = if address.is_return_address() {
+            // The cached rule of a return address; the first frame (the current pc) has none.
+            let fast = if address.is_return_address() {
                 let key = address.address_for_lookup();
                 let set = fast_index(key) & !1;
                 let Some([w0, w1]) = caches.fast.get_mut(set..set + 2) else {
@@ -351,44 +352,37 @@ mod imp {
                     *w0 = probe(snap, address, &mut caches.framehop, key);
                     *w0
                 };
-                match e.kind {
-                    FAST_END => break,
-                    FAST_SP | FAST_BP => {
-                        let base = if e.kind == FAST_SP {
-                            regs.sp()
-                        } else {
-                            regs.bp()
-                        };
-                        let cfa = base.wrapping_add(e.cfa_off as i64 as u64);
-                        if cfa <= regs.sp() {
-                            break;
-                        }
-                        let Ok(ret) = read_stack(cfa.wrapping_sub(8)) else {
-                            break;
-                        };
-                        if e.bp_saved {
-                            let Ok(bp) = read_stack(cfa.wrapping_add(e.bp_off as i64 as u64))
-                            else {
-                                break;
-                            };
-                            regs.set_bp(bp);
-                        }
-                        regs.set_sp(cfa);
-                        ret
-                    }
-                    // A rule the fast form cannot express: framehop, every time.
-                    _ => match snap.unwinder.unwind_frame(
-                        address,
-                        &mut regs,
-                        &mut caches.framehop,
-                        &mut read_stack,
-                    ) {
-                        Ok(Some(ret)) => ret,
-                        _ => break,
-                    },
-                }
+                Some(e)
             } else {
-                match snap.unwinder.unwind_frame(
+                None
+            };
+            let ret = match fast {
+                Some(e) if e.kind == FAST_END => break,
+                Some(e) if e.kind == FAST_SP || e.kind == FAST_BP => {
+                    let base = if e.kind == FAST_SP {
+                        regs.sp()
+                    } else {
+                        regs.bp()
+                    };
+                    let cfa = base.wrapping_add(e.cfa_off as i64 as u64);
+                    if cfa <= regs.sp() {
+                        break;
+                    }
+                    let Ok(ret) = read_stack(cfa.wrapping_sub(8)) else {
+                        break;
+                    };
+                    if e.bp_saved {
+                        let Ok(bp) = read_stack(cfa.wrapping_add(e.bp_off as i64 as u64)) else {
+                            break;
+                        };
+                        regs.set_bp(bp);
+                    }
+                    regs.set_sp(cfa);
+                    ret
+                }
+                // The first frame, or a rule the fast form cannot express: framehop, every
+                // time.
+                _ => match snap.unwinder.unwind_frame(
                     address,
                     &mut regs,
                     &mut caches.framehop,
@@ -396,7 +390,7 @@ mod imp {
                 ) {
                     Ok(Some(ret)) => ret,
                     _ => break,
-                }
+                },
             };
             if ret == 0 {
                 break;

@@ -9,9 +9,9 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::escape::{frame_text, job_display_name};
+use super::escape::job_display_name;
 use super::flame::{render, scale_shift, stack_line};
-use super::text::{grouped_wide, human_bytes, short_file};
+use super::text::{grouped_wide, human_bytes, stack_text};
 use super::{
     CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, ProcessMemory, Report, Usage,
 };
@@ -311,20 +311,6 @@ fn signed_count(v: i128) -> String {
     }
 }
 
-/// ` (file:line)` of a stack's first frame, escaped like its function name.
-fn location(frames: &[Frame]) -> String {
-    frames
-        .first()
-        .and_then(|f| {
-            Some(format!(
-                " ({}:{})",
-                frame_text(short_file(f.file.as_deref()?)),
-                f.line?
-            ))
-        })
-        .unwrap_or_default()
-}
-
 fn span(ms: u64) -> String {
     let s = ms / 1000;
     match s {
@@ -482,12 +468,11 @@ impl ReportDiff {
                     let est = if c.estimated { "~" } else { "" };
                     let _ = writeln!(
                         out,
-                        "  {:>11}  {:>12}  {:>10}  {}{}",
+                        "  {:>11}  {:>12}  {:>10}  {}",
                         format!("{est}{}", signed_bytes(c.retained_change.bytes)),
                         format!("{est}{}", signed_count(c.retained_change.objects)),
                         format!("{est}{}", human_bytes(c.newer_retained.bytes)),
-                        super::labels::short_name(&frame_text(c.top_function())),
-                        location(&c.frames),
+                        stack_text(&c.frames),
                     );
                 }
                 if growing.iter().any(|c| c.estimated) {

@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use serde::{Deserialize, Serialize};
 
 use super::escape::{frame_text, job_display_name};
-use super::{CallsiteReport, JobReport, ProcessMemory, Report, TrendKind};
+use super::{CallsiteReport, Frame, JobReport, ProcessMemory, Report, TrendKind};
 use crate::callsite::StackMode;
 
 /// Bytes in human units (B, KiB, MiB, GiB, TiB, PiB, EiB): any `u64` has a unit.
@@ -490,7 +490,7 @@ fn write_callsites(
     let mut cum = 0u64;
     for c in &listed {
         let est = if c.estimated { "~" } else { "" };
-        let site = callsite_text(c);
+        let site = stack_text(&c.frames);
         if order == CallsiteOrder::Peak {
             let _ = writeln!(
                 out,
@@ -520,11 +520,11 @@ fn write_callsites(
     }
 }
 
-/// A callsite as one line of text: its top function and `(file:line)`, control characters
-/// escaped.
-pub(crate) fn callsite_text(c: &CallsiteReport) -> String {
-    let loc = c
-        .frames
+/// A stack as one line of text: its top function (short name) and ` (file:line)`, control
+/// characters escaped; `?` for a stack without frames.
+pub(crate) fn stack_text(frames: &[Frame]) -> String {
+    let top = frames.first().map_or("?", |f| f.function.as_str());
+    let loc = frames
         .first()
         .and_then(|f| {
             Some(format!(
@@ -534,10 +534,7 @@ pub(crate) fn callsite_text(c: &CallsiteReport) -> String {
             ))
         })
         .unwrap_or_default();
-    format!(
-        "{}{loc}",
-        super::labels::short_name(&frame_text(c.top_function()))
-    )
+    format!("{}{loc}", super::labels::short_name(&frame_text(top)))
 }
 
 /// The last two components of a path: enough to find the file, short enough to read.

@@ -186,21 +186,16 @@ fn main() {
             });
         }
     };
+    // Every workload: `System`, then allocscope in each configuration against it.
+    let system_and_tracked = |tasks: &mut Vec<Task>, w: &str| {
+        add(tasks, "system", w, w, sys(&nofp), "system", false, "system");
+        for c in ["outside", "off", "sampled", "every"] {
+            add(tasks, c, w, w, tracked(&nofp), c, false, "system");
+        }
+    };
     if mem {
         for w in ["objects16", "objects24", "objects32"] {
-            add(
-                &mut tasks,
-                "system",
-                w,
-                w,
-                sys(&nofp),
-                "system",
-                false,
-                "system",
-            );
-            for c in ["outside", "off", "sampled", "every"] {
-                add(&mut tasks, c, w, w, tracked(&nofp), c, false, "system");
-            }
+            system_and_tracked(&mut tasks, w);
             add(
                 &mut tasks,
                 "dhat",
@@ -215,19 +210,7 @@ fn main() {
     } else {
         for w in workloads.split(',') {
             let small = format!("{w}_small");
-            add(
-                &mut tasks,
-                "system",
-                w,
-                w,
-                sys(&nofp),
-                "system",
-                false,
-                "system",
-            );
-            for c in ["outside", "off", "sampled", "every"] {
-                add(&mut tasks, c, w, w, tracked(&nofp), c, false, "system");
-            }
+            system_and_tracked(&mut tasks, w);
             if let Some(fp) = &fp {
                 add(
                     &mut tasks,
