@@ -142,6 +142,7 @@ pub(crate) fn init_from_env() {
     callsite::init_from_env();
     report::dump::init_from_env();
     timeline::init_from_env();
+    timeline::init_dump_above_from_env();
 }
 
 pub use scope::{

@@ -119,6 +119,9 @@ pub(crate) struct JobEntry {
     pub runs: AtomicU64,
     pub panicked_runs: AtomicU64,
     pub active_runs: AtomicI64,
+    /// When `active_runs` last went from 0 to 1 (ms since the Unix epoch): since when the job
+    /// has had runs in progress, while it has any.
+    pub active_since_ms: AtomicU64,
     pub peak_bytes: AtomicU64,
     /// What is updated once per finished run, under one short lock.
     pub recent: Mutex<RunHistory>,
@@ -269,6 +272,7 @@ impl JobEntry {
             runs: AtomicU64::new(0),
             panicked_runs: AtomicU64::new(0),
             active_runs: AtomicI64::new(0),
+            active_since_ms: AtomicU64::new(0),
             peak_bytes: AtomicU64::new(0),
             recent: Mutex::new(RunHistory {
                 runs: VecDeque::with_capacity(RECENT_RUNS),

@@ -38,8 +38,10 @@
 //!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
 //! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
+mod above;
 #[cfg(feature = "chart")]
 mod chart;
+mod limit;
 mod process;
 
 use std::sync::Arc;
@@ -56,6 +58,12 @@ pub use crate::series::{
 #[cfg(feature = "chart")]
 pub use chart::TimelineOptions;
 pub(crate) use process::process_memory;
+pub use above::{
+    dump_above, set_dump_above, DumpAbove, DumpAboveStatus, DEFAULT_CHECK_EVERY, REARM_FRACTION,
+};
+pub(crate) use above::init_from_env as init_dump_above_from_env;
+pub use crate::config::MemoryLine;
+pub use limit::{memory_limit, LimitSource, MemoryLimit};
 pub use process::release_free_memory;
 use process::StatsCache;
 
