@@ -160,10 +160,11 @@ pub(crate) fn parse_budgets(text: &str) -> Result<BudgetEnv, Error> {
                         "{entry:?} is neither `JOB: LIMIT=VALUE ...` nor `interval=DURATION`"
                     ))
                 })?;
-            env.interval = Some(
-                parse_interval(interval)
-                    .map_err(|_| err(format!("interval {interval:?} is not a duration such as 5m")))?,
-            );
+            env.interval = Some(parse_interval(interval).map_err(|_| {
+                err(format!(
+                    "interval {interval:?} is not a duration such as 5m"
+                ))
+            })?);
             continue;
         };
         let job = job.trim();
@@ -192,7 +193,10 @@ pub(crate) fn parse_budgets(text: &str) -> Result<BudgetEnv, Error> {
                 parse_bytes(value)
             } else {
                 let digits = value.trim().replace('_', "");
-                digits.parse::<u64>().ok().filter(|_| !digits.starts_with('+'))
+                digits
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| !digits.starts_with('+'))
             }
             .ok_or_else(|| err(format!("{value:?} is not a valid value for {key}")))?;
             l.set(limit, v);
@@ -493,16 +497,36 @@ mod tests {
 
     #[test]
     fn memory_lines_parse() {
-        assert_eq!(MemoryLine::parse("80%").unwrap(), MemoryLine::PercentOfLimit(80.0));
-        assert_eq!(MemoryLine::parse(" 12.5 % ").unwrap(), MemoryLine::PercentOfLimit(12.5));
-        assert_eq!(MemoryLine::parse("2GiB").unwrap(), MemoryLine::Bytes(2 << 30));
-        assert_eq!(MemoryLine::parse("200MiB").unwrap(), MemoryLine::Bytes(200 << 20));
-        assert_eq!(MemoryLine::parse("512m").unwrap(), MemoryLine::Bytes(512 << 20));
-        for bad in ["", "0%", "101%", "-5%", "+5%", "nan%", "abc", "1k", "2GB", "80"] {
+        assert_eq!(
+            MemoryLine::parse("80%").unwrap(),
+            MemoryLine::PercentOfLimit(80.0)
+        );
+        assert_eq!(
+            MemoryLine::parse(" 12.5 % ").unwrap(),
+            MemoryLine::PercentOfLimit(12.5)
+        );
+        assert_eq!(
+            MemoryLine::parse("2GiB").unwrap(),
+            MemoryLine::Bytes(2 << 30)
+        );
+        assert_eq!(
+            MemoryLine::parse("200MiB").unwrap(),
+            MemoryLine::Bytes(200 << 20)
+        );
+        assert_eq!(
+            MemoryLine::parse("512m").unwrap(),
+            MemoryLine::Bytes(512 << 20)
+        );
+        for bad in [
+            "", "0%", "101%", "-5%", "+5%", "nan%", "abc", "1k", "2GB", "80",
+        ] {
             let e = MemoryLine::parse(bad).unwrap_err().to_string();
             assert!(e.contains("ALLOCSCOPE_DUMP_ABOVE"), "{bad}: {e}");
         }
-        assert_eq!(MemoryLine::PercentOfLimit(50.0).bytes(Some(1000)), Some(500));
+        assert_eq!(
+            MemoryLine::PercentOfLimit(50.0).bytes(Some(1000)),
+            Some(500)
+        );
         assert_eq!(MemoryLine::PercentOfLimit(50.0).bytes(None), None);
         assert_eq!(MemoryLine::Bytes(200 << 20).to_string(), "200MiB");
         assert_eq!(MemoryLine::PercentOfLimit(80.0).to_string(), "80%");

@@ -85,6 +85,7 @@
 )]
 
 mod alloc;
+pub mod budget;
 mod callsite;
 mod config;
 mod error;
@@ -130,6 +131,7 @@ pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
     RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
+pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use report::{
     JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
@@ -143,6 +145,7 @@ pub(crate) fn init_from_env() {
     report::dump::init_from_env();
     timeline::init_from_env();
     timeline::init_dump_above_from_env();
+    budget::init_from_env();
 }
 
 pub use scope::{

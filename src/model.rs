@@ -186,7 +186,12 @@ impl Limits {
 
     /// The limits the figures exceed, in [`Limit::ALL`] order (a figure equal to its limit
     /// passes).
-    pub(crate) fn violations(&self, retained: Usage, peak_bytes: u64, allocated: Usage) -> Vec<Violation> {
+    pub(crate) fn violations(
+        &self,
+        retained: Usage,
+        peak_bytes: u64,
+        allocated: Usage,
+    ) -> Vec<Violation> {
         self.iter()
             .filter_map(|(limit, max)| {
                 let measured = match limit {

@@ -138,7 +138,10 @@ fn dumps_once_per_crossing() {
         .filter(|l| l.contains("crossed the memory line"))
         .collect();
     assert_eq!(lines.len(), 2, "{stderr}");
-    assert!(lines[0].contains("running: bulk_import (1 run since "), "{stderr}");
+    assert!(
+        lines[0].contains("running: bulk_import (1 run since "),
+        "{stderr}"
+    );
     for json in &jsons {
         let text = std::fs::read_to_string(json).unwrap();
         let report = Report::from_json(&text).unwrap();
@@ -155,7 +158,9 @@ fn dumps_once_per_crossing() {
         assert!(t.figure_bytes >= LINE && t.rss_bytes >= LINE, "{t:?}");
         assert_eq!(t.active.len(), 1, "{t:?}");
         assert_eq!(t.active[0].job, "bulk_import");
-        assert!(t.active[0].since_unix_ms > 0 && t.active[0].since_unix_ms <= report.timestamp_unix_ms);
+        assert!(
+            t.active[0].since_unix_ms > 0 && t.active[0].since_unix_ms <= report.timestamp_unix_ms
+        );
     }
     // The second dump is of the second run.
     let second = Report::read_json(&jsons[1]).unwrap();
@@ -168,7 +173,11 @@ fn dumps_once_per_crossing() {
         .output()
         .unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(shown.contains("bulk_import"), "{shown}");
 
     // The profile is a gzipped profile.proto that go tool pprof reads.
@@ -215,7 +224,10 @@ fn dumps_once_per_crossing() {
             "Runtime.evaluate",
             json!({ "expression": "document.body.innerText", "returnByValue": true }),
         );
-        let text = r["result"]["value"].as_str().unwrap_or_default().to_string();
+        let text = r["result"]["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         assert!(text.contains("bulk_import"), "{text}");
         assert!(text.contains("crossed the memory line"), "{text}");
         let errors: Vec<_> = browser
@@ -281,7 +293,10 @@ fn the_real_limit_matches_the_cgroup_files() {
         let file = if parts[1].split(',').any(|c| c == "memory") {
             format!("/sys/fs/cgroup/memory{}/memory.limit_in_bytes", parts[2])
         } else if parts[0] == "0" && parts[1].is_empty() {
-            format!("/sys/fs/cgroup{}/memory.max", parts[2].trim_end_matches('/'))
+            format!(
+                "/sys/fs/cgroup{}/memory.max",
+                parts[2].trim_end_matches('/')
+            )
         } else {
             continue;
         };

@@ -218,6 +218,20 @@ fn render_guardrails(out: &mut String, report: &Report, series: &[(String, JobFi
     }
     let _ = writeln!(
         out,
+        "# HELP allocscope_job_budget_breaches_total Finished runs of the job over a limit of \
+         its budget (allocscope::budget), by limit."
+    );
+    let _ = writeln!(out, "# TYPE allocscope_job_budget_breaches_total counter");
+    for (job, limit, n) in crate::budget::breach_counts() {
+        let _ = writeln!(
+            out,
+            "allocscope_job_budget_breaches_total{{job=\"{}\",limit=\"{}\"}} {n}",
+            escape_label(&label_of(&job)),
+            limit.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP allocscope_dumps_total Reports written to disk by allocscope, by reason (run: \
          after a run retained the threshold; exit: finish(); memory_above: the memory line was \
          crossed; budget: a job exceeded its budget)."

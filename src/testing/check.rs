@@ -11,10 +11,10 @@ use std::sync::Arc;
 use core::sync::atomic::Ordering::Relaxed;
 
 use super::failure::{bytes_text, usage_text, CheckFailure, Limit, Violation};
-use crate::model::Limits;
 use super::lease::Lease;
 use super::DEFAULT_SHOWN_CALLSITES;
 use crate::callsite::StackMode;
+use crate::model::Limits;
 use crate::report::symbolize::{caller_ips, is_own_name, is_test_code, job_frames};
 use crate::report::{job_counters_now, CallsiteReport, RunReport, Usage};
 use crate::scope::track_scope_run;

@@ -6,8 +6,8 @@ use std::fmt::{self, Write as _};
 
 use super::check::Figures;
 use crate::callsite::StackMode;
-use crate::report::text::{grouped, human_bytes};
 pub use crate::model::{Limit, Violation};
+use crate::report::text::{grouped, human_bytes};
 use crate::report::{Frame, Usage};
 use crate::thread::untracked;
 

@@ -417,7 +417,11 @@ pub(crate) fn active_jobs() -> Vec<ActiveJob> {
             })
         })
         .collect();
-    active.sort_by(|a, b| a.since_unix_ms.cmp(&b.since_unix_ms).then(a.job.cmp(&b.job)));
+    active.sort_by(|a, b| {
+        a.since_unix_ms
+            .cmp(&b.since_unix_ms)
+            .then(a.job.cmp(&b.job))
+    });
     active
 }
 

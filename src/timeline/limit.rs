@@ -119,7 +119,10 @@ pub(crate) fn cgroup_limit(root: &Path) -> Option<MemoryLimit> {
         }
     }
     let path = v2_path?;
-    for base in [root.join("sys/fs/cgroup"), root.join("sys/fs/cgroup/unified")] {
+    for base in [
+        root.join("sys/fs/cgroup"),
+        root.join("sys/fs/cgroup/unified"),
+    ] {
         if let Some(l) = v2_limit(&base, &path) {
             return Some(l);
         }
@@ -212,7 +215,16 @@ pub(crate) fn working_set(
     }
     let mut stat = [0u8; 8192];
     let inactive = read_raw(stat_file, &mut stat)
-        .and_then(|s| stat_field(s, if v1 { "total_inactive_file" } else { "inactive_file" }))
+        .and_then(|s| {
+            stat_field(
+                s,
+                if v1 {
+                    "total_inactive_file"
+                } else {
+                    "inactive_file"
+                },
+            )
+        })
         .unwrap_or(0);
     Some(usage.saturating_sub(inactive))
 }
@@ -281,7 +293,10 @@ mod tests {
         assert_eq!(l.bytes, 512 << 20);
         assert_eq!(l.source, LimitSource::CgroupV2);
         let dir = l.cgroup_dir.unwrap();
-        assert!(dir.ends_with("sys/fs/cgroup/kubepods/pod1/worker"), "{dir:?}");
+        assert!(
+            dir.ends_with("sys/fs/cgroup/kubepods/pod1/worker"),
+            "{dir:?}"
+        );
         let (usage, stat, v1) = usage_files(&MemoryLimit {
             bytes: l.bytes,
             source: l.source,

@@ -51,19 +51,19 @@ use std::time::{Duration, Instant};
 use core::sync::atomic::{AtomicU64, Ordering::*};
 use parking_lot::{Condvar, Mutex};
 
+pub use crate::config::MemoryLine;
 pub use crate::series::{
     MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
     WARMUP_RUNS,
 };
-#[cfg(feature = "chart")]
-pub use chart::TimelineOptions;
-pub(crate) use process::process_memory;
+pub(crate) use above::{active_jobs, init_from_env as init_dump_above_from_env};
 pub use above::{
     dump_above, set_dump_above, DumpAbove, DumpAboveStatus, DEFAULT_CHECK_EVERY, REARM_FRACTION,
 };
-pub(crate) use above::init_from_env as init_dump_above_from_env;
-pub use crate::config::MemoryLine;
+#[cfg(feature = "chart")]
+pub use chart::TimelineOptions;
 pub use limit::{memory_limit, LimitSource, MemoryLimit};
+pub(crate) use process::process_memory;
 pub use process::release_free_memory;
 use process::StatsCache;
 
