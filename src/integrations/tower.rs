@@ -27,9 +27,10 @@ use ::http_body::{Body, Frame, SizeHint};
 use ::tower_layer::Layer;
 use ::tower_service::Service;
 
+use crate::future::{FutureExt, InScope};
 use crate::scope::OwnedRun;
+use crate::scope::ScopeHandle;
 use crate::thread;
-use crate::{FutureExt, InScope, ScopeHandle};
 
 /// The job of requests that matched no route (with [`ScopeLayer::by_route`]).
 pub const UNMATCHED_ROUTE: &str = "(unmatched route)";

@@ -14,7 +14,7 @@
 //!   started). [`FlameOptions::keep_std`](crate::FlameOptions::keep_std) turns folding off.
 
 use super::symbolize::is_library;
-use crate::Frame;
+use crate::model::Frame;
 
 /// `name` without generic argument lists (see the module rules). Unbalanced brackets are kept
 /// as they are.
