@@ -534,8 +534,8 @@ mod tests {
         let site = |bytes: u64, estimated: bool| CallsiteReport {
             scope: vec!["job".into()],
             frames: Vec::new(),
-            allocated: crate::Usage { objects: 3, bytes },
-            retained: crate::Usage { objects: 3, bytes },
+            allocated: crate::model::Usage { objects: 3, bytes },
+            retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,
             estimated,
         };

@@ -621,11 +621,11 @@ mod tests {
                 file: None,
                 line: None,
             }],
-            allocated: crate::Usage {
+            allocated: crate::model::Usage {
                 objects: 1,
                 bytes: retained,
             },
-            retained: crate::Usage {
+            retained: crate::model::Usage {
                 objects: 1,
                 bytes: retained,
             },
