@@ -347,14 +347,14 @@ fn report_breach(
     let figures: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
     let message = format!(
         "job {} run {} exceeded its budget: {}",
-        crate::job_display_name(&run.job),
+        crate::report::escape::job_display_name(&run.job),
         run.run,
         figures.join("; ")
     );
     let mut written = None;
     let mut failed = None;
     if let Some(dir) = dir {
-        let mut report = crate::report();
+        let mut report = crate::report::report();
         report.jobs.retain(|j| j.name == run.job);
         report.callsites.retain(|c| c.scope.contains(&run.job));
         report.trigger = Some(DumpTrigger {

@@ -173,7 +173,7 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
 /// The trend and guardrail families: each job's retention slope and trend kind (for the jobs
 /// with their own series), dumps written by reason.
 fn render_guardrails(out: &mut String, report: &Report, series: &[(String, JobFigures)]) {
-    let trends: Vec<(&str, &crate::Trend)> = report
+    let trends: Vec<(&str, &crate::series::Trend)> = report
         .jobs
         .iter()
         .zip(series)
@@ -270,13 +270,13 @@ mod tests {
             "(x",
         ];
         for (i, name) in names.iter().enumerate() {
-            report.jobs.push(crate::JobReport {
+            report.jobs.push(crate::report::JobReport {
                 name: name.to_string(),
                 runs: 1,
                 active_runs: 0,
                 panicked_runs: 0,
-                allocated: crate::Usage::new(1, 100 + i as u64),
-                retained: crate::Usage::new(1, 100 + i as u64),
+                allocated: crate::model::Usage::new(1, 100 + i as u64),
+                retained: crate::model::Usage::new(1, 100 + i as u64),
                 peak_bytes: 0,
                 exclusive: Default::default(),
                 recent_runs: Vec::new(),

@@ -30,12 +30,12 @@ use parking_lot::{Condvar, Mutex};
 
 use super::limit::{self, LimitSource, MemoryLimit};
 use crate::config::{self, MemoryLine};
+use crate::error::Error;
 use crate::fork::{self, AtFork};
 use crate::registry;
 use crate::report::dump::{write_set, DumpReason};
 use crate::report::{ActiveJob, DumpTrigger};
 use crate::thread::untracked;
-use crate::Error;
 
 /// After a dump, the next one waits until the figure falls below this share of the line.
 pub const REARM_FRACTION: f64 = 0.95;
@@ -236,10 +236,9 @@ pub fn set_dump_above(config: Option<DumpAbove>) -> Result<(), Error> {
     })
 }
 
-/// The memory line in effect (from code or `ALLOCSCOPE_DUMP_ABOVE`) and the dumps it wrote;
-/// `None` when there is none.
+/// The memory line in effect (from code, or from `ALLOCSCOPE_DUMP_ABOVE`, applied when the
+/// first scope begins) and the dumps it wrote; `None` when there is none.
 pub fn dump_above() -> Option<DumpAboveStatus> {
-    crate::init_from_env();
     untracked(|| STATE.lock().status.clone())
 }
 
@@ -288,7 +287,7 @@ fn check() -> Option<Duration> {
     let (line, rearm, armed, every, figures) = {
         let s = STATE.lock();
         let st = s.status.as_ref()?;
-        let rss = super::process::rss_bytes().unwrap_or(0);
+        let rss = crate::report::rss_bytes().unwrap_or(0);
         // The cgroup's usage bounds its working set from above: memory.stat is read only when
         // the usage alone reaches the line (or the line is waiting to be re-armed).
         let ws = s.cgroup_files.as_ref().and_then(|(usage, stat, v1)| {
@@ -322,7 +321,7 @@ fn dump((rss, ws): (u64, u64)) {
     }) else {
         return;
     };
-    let human = crate::human_bytes;
+    let human = crate::report::text::human_bytes;
     let figure = rss.max(ws);
     let what = if st.compares_cgroup && ws > rss {
         "the cgroup's working set"
@@ -341,7 +340,7 @@ fn dump((rss, ws): (u64, u64)) {
         human(st.line_bytes),
     );
     let active = active_jobs();
-    let mut report = crate::report();
+    let mut report = crate::report::report();
     report.trigger = Some(DumpTrigger {
         reason: DumpReason::MemoryAbove.as_str().to_string(),
         message: message.clone(),
@@ -367,7 +366,7 @@ fn dump((rss, ws): (u64, u64)) {
             .map(|a| {
                 format!(
                     "{} ({} run{} since {})",
-                    crate::job_display_name(&a.job),
+                    crate::report::escape::job_display_name(&a.job),
                     a.active_runs,
                     if a.active_runs == 1 { "" } else { "s" },
                     crate::report::html::utc(a.since_unix_ms)
