@@ -43,7 +43,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Sleep;
 
 use super::HttpOptions;
-use crate::Error;
+use crate::error::Error;
 
 /// A running live endpoint. [`shutdown`](Self::shutdown) (or drop) stops it and joins its
 /// thread.
