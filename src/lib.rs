@@ -39,7 +39,8 @@
 //!   scope current at the realloc: a global cache that grows during job B shows up as held by
 //!   job B. (Some profilers keep the original owner instead; we charge the job that made the
 //!   memory grow, because that is the job to fix.)
-//! * **Bytes** are what the program asked for, without the tracker's 16-byte header. Blocks
+//! * **Bytes** are what the program asked for, without the tracker's header (8 bytes
+//!   per block for most, see `header`). Blocks
 //!   allocated outside any scope are "unscoped"; the tracker's own allocations are reported as
 //!   tracker overhead, never charged to a job.
 //! * Per-job counts are **exact** in every [`StackMode`]; the mode only decides how callsites

@@ -25,7 +25,7 @@ pub struct ProcessMemory {
     /// (another OS, `/proc` not mounted); the text then says "RSS unavailable".
     pub rss_bytes: u64,
     /// Every byte the tracker counts as live: jobs, unscoped blocks and the tracker's own
-    /// blocks (requested sizes; the 16-byte headers are not included).
+    /// blocks (requested sizes; the per-block headers are not included).
     pub heap_live_bytes: u64,
     /// Live bytes of the tracker's own allocations (tables, reports, symbol caches).
     pub tracker_bytes: u64,
