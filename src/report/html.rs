@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-use super::labels::{fold_std, short_name};
+use super::labels::{fold_std, short_file, short_name};
 use super::text::{grouped, human_bytes};
 use super::{CallsiteReport, FlameOptions, Frame, Report, ReportDiff};
 
@@ -150,18 +150,20 @@ fn stack_cell(frames: &[Frame]) -> String {
     let folded = fold_std(frames);
     let mut s = String::from("<td class=\"stack\">");
     for f in folded.iter().take(FRAMES_PER_CALLSITE) {
-        let loc = match (&f.file, f.line) {
-            (Some(file), Some(line)) => format!("{file}:{line}"),
-            (Some(file), None) => file.to_string(),
-            _ => String::new(),
+        let (loc, short_loc) = match (&f.file, f.line) {
+            (Some(file), Some(line)) => (
+                format!("{file}:{line}"),
+                format!("{}:{line}", short_file(file)),
+            ),
+            (Some(file), None) => (file.to_string(), short_file(file).to_string()),
+            _ => (String::new(), String::new()),
         };
-        let short_file = loc.rsplit('/').next().unwrap_or("");
         let _ = write!(
             s,
             "<div title=\"{}\">{} <span class=\"loc\">{}</span></div>",
             esc(&format!("{}\n{loc}", f.function)),
             esc(&short_name(&f.function)),
-            esc(short_file)
+            esc(&short_loc)
         );
     }
     if folded.len() > FRAMES_PER_CALLSITE {
@@ -194,20 +196,33 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
          </thead><tbody>"
     );
     for c in sites.iter().take(CALLSITES_PER_JOB) {
-        let est = if c.estimated { "~" } else { "" };
+        // An estimate reads `~` and says so on hover; an exact figure is plain.
+        let td = |v: u64, text: String| {
+            if c.estimated {
+                format!(
+                    "<td data-v=\"{v}\" class=\"est\" title=\"estimate from sampled stacks\">~{text}</td>"
+                )
+            } else {
+                format!("<td data-v=\"{v}\">{text}</td>")
+            }
+        };
         let _ = writeln!(
             out,
-            "<tr><td data-v=\"{}\">{est}{}</td>{}<td data-v=\"{}\">{est}{}</td>{}{}</tr>",
-            c.retained.bytes,
-            human_bytes(c.retained.bytes),
-            count_td(c.retained.objects),
-            c.allocated.bytes,
-            human_bytes(c.allocated.bytes),
-            count_td(c.allocated.objects),
+            "<tr>{}{}{}{}{}</tr>",
+            td(c.retained.bytes, human_bytes(c.retained.bytes)),
+            td(c.retained.objects, grouped(c.retained.objects)),
+            td(c.allocated.bytes, human_bytes(c.allocated.bytes)),
+            td(c.allocated.objects, grouped(c.allocated.objects)),
             stack_cell(&c.frames)
         );
     }
     out.push_str("</tbody></table>\n");
+    if sites.iter().take(CALLSITES_PER_JOB).any(|c| c.estimated) {
+        out.push_str(
+            "<p class=\"note\">~ marks estimates from sampled stacks (scaled from the \
+             allocations sampled); the job's figures above them are exact.</p>\n",
+        );
+    }
     if sites.len() > CALLSITES_PER_JOB {
         let _ = writeln!(
             out,
@@ -512,5 +527,52 @@ mod tests {
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
         assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn estimated_and_exact_callsites_are_told_apart() {
+        let site = |bytes: u64, estimated: bool| CallsiteReport {
+            scope: vec!["job".into()],
+            frames: Vec::new(),
+            allocated: crate::Usage { objects: 3, bytes },
+            retained: crate::Usage { objects: 3, bytes },
+            peak_bytes: bytes,
+            estimated,
+        };
+        let mut out = String::new();
+        callsite_rows(&mut out, &[site(512 << 10, true), site(2048, false)]);
+        assert!(
+            out.contains(
+                "<td data-v=\"524288\" class=\"est\" title=\"estimate from sampled stacks\">~512 KiB</td>"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("class=\"est\" title=\"estimate from sampled stacks\">~3</td>"));
+        assert!(out.contains("<td data-v=\"2048\">2.0 KiB</td>"), "{out}");
+        assert!(
+            out.contains("~ marks estimates from sampled stacks"),
+            "{out}"
+        );
+        let mut exact = String::new();
+        callsite_rows(&mut exact, &[site(2048, false)]);
+        assert!(
+            !exact.contains('~') && !exact.contains("class=\"est\""),
+            "{exact}"
+        );
+    }
+
+    #[test]
+    fn files_are_shortened_as_the_text_report_does() {
+        let frame = Frame {
+            function: "app::jobs::load".into(),
+            file: Some("/home/u/app/src/jobs/load.rs".into()),
+            line: Some(42),
+        };
+        let cell = stack_cell(std::slice::from_ref(&frame));
+        assert!(cell.contains(">jobs/load.rs:42</span>"), "{cell}");
+        // The full path stays in the tooltip.
+        assert!(cell.contains("/home/u/app/src/jobs/load.rs:42\""), "{cell}");
+        let text = crate::report::text::stack_text(std::slice::from_ref(&frame));
+        assert_eq!(text, "app::jobs::load (jobs/load.rs:42)");
     }
 }

@@ -20,7 +20,14 @@ pub fn human_bytes(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if v >= 100.0 {
+    // Rounded as printed: a figure that would print as 1024 of a unit is 1.0 of the next
+    // (1,048,575 B is "1.0 MiB", never "1024 KiB"), and one that rounds to 100 loses its
+    // decimal ("100 KiB", never "100.0 KiB").
+    if v.round() >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if (v * 10.0).round() >= 1000.0 {
         format!("{v:.0} {}", UNITS[unit])
     } else {
         format!("{v:.1} {}", UNITS[unit])
@@ -466,6 +473,11 @@ fn write_callsites(
     // Stable: ties keep the report's order (retained, then allocated bytes).
     listed.sort_by_key(|c| std::cmp::Reverse(order.key(c)));
     listed.truncate(top);
+    // Shares divide like by like: when any callsite's figure is an estimate, the whole is the
+    // sum of the job's callsite figures (the estimated whole), never the job's exact total,
+    // so a row's share stays within 100%.
+    let whole = estimated_whole(sites, order);
+    let total = whole.unwrap_or(total);
     let pct = |v: u64| {
         if total == 0 {
             0.0
@@ -515,9 +527,35 @@ fn write_callsites(
             pct(cum),
         );
     }
-    if listed.iter().any(|c| c.estimated) {
-        let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
+    match whole {
+        Some(whole) if order != CallsiteOrder::Peak => {
+            let _ = writeln!(
+                out,
+                "  (~ marks estimates from sampled stacks; % are shares of the callsites' \
+                 estimated sum, ~{}, not of the job's exact figure)",
+                human_bytes(whole)
+            );
+        }
+        _ if listed.iter().any(|c| c.estimated) => {
+            let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
+        }
+        _ => {}
     }
+}
+
+/// The estimated whole a job's callsite shares divide by: the sum of its callsites' figures
+/// for `order` when any of them is an estimate, `None` when all are exact (shares then divide
+/// the job's exact figure, which also counts what no callsite recorded).
+fn estimated_whole(sites: &[CallsiteReport], order: CallsiteOrder) -> Option<u64> {
+    sites
+        .iter()
+        .any(|c| c.estimated && order.key(c) > 0)
+        .then(|| {
+            sites
+                .iter()
+                .map(|c| order.key(c))
+                .fold(0, u64::saturating_add)
+        })
 }
 
 /// A stack as one line of text: its top function (short name) and ` (file:line)`, control
@@ -529,25 +567,12 @@ pub(crate) fn stack_text(frames: &[Frame]) -> String {
         .and_then(|f| {
             Some(format!(
                 " ({}:{})",
-                frame_text(short_file(f.file.as_deref()?)),
+                frame_text(super::labels::short_file(f.file.as_deref()?)),
                 f.line?
             ))
         })
         .unwrap_or_default();
     format!("{}{loc}", super::labels::short_name(&frame_text(top)))
-}
-
-/// The last two components of a path: enough to find the file, short enough to read.
-pub(crate) fn short_file(path: &str) -> &str {
-    // Keep the last two components: enough to find the file, short enough to read.
-    let mut idx = path.len();
-    for _ in 0..2 {
-        match path[..idx].rfind('/') {
-            Some(i) => idx = i,
-            None => return path,
-        }
-    }
-    &path[idx + 1..]
 }
 
 impl fmt::Display for Report {
@@ -570,6 +595,93 @@ mod tests {
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
         assert_eq!(human_bytes(3 << 50), "3.0 PiB");
         assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        // Just below a unit: the next unit, never "1024 KiB".
+        assert_eq!(human_bytes((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human_bytes((1 << 20) - 512), "1.0 MiB");
+        assert_eq!(human_bytes((1 << 20) - 600), "1023 KiB");
+        assert_eq!(human_bytes((1 << 30) - 1), "1.0 GiB");
+        assert_eq!(human_bytes(1023 * 1024 + 1000), "1.0 MiB");
+        // Just below 100 of a unit: printed as it rounds, without a decimal.
+        assert_eq!(human_bytes(100 * 1024 - 10), "100 KiB");
+        assert_eq!(human_bytes(99 * 1024 + 900), "99.9 KiB");
+        for shift in [10u32, 20, 30, 40, 50, 60] {
+            for delta in 1..(1u64 << shift).min(4096) {
+                let text = human_bytes((1u64 << shift) - delta);
+                assert!(!text.starts_with("1024 "), "{text}");
+                assert!(!text.starts_with("100.0 "), "{text}");
+            }
+        }
+    }
+
+    fn site(function: &str, retained: u64, estimated: bool) -> CallsiteReport {
+        CallsiteReport {
+            scope: vec!["job".into()],
+            frames: vec![Frame {
+                function: function.into(),
+                file: None,
+                line: None,
+            }],
+            allocated: crate::Usage {
+                objects: 1,
+                bytes: retained,
+            },
+            retained: crate::Usage {
+                objects: 1,
+                bytes: retained,
+            },
+            peak_bytes: retained,
+            estimated,
+        }
+    }
+
+    /// The percentages of the rows `write_callsites` prints.
+    fn shares(text: &str) -> Vec<(f64, f64)> {
+        text.lines()
+            .filter(|l| l.contains('%') && !l.contains("CUM%") && !l.contains("(~"))
+            .map(|l| {
+                let p: Vec<f64> = l
+                    .split_whitespace()
+                    .filter_map(|w| w.strip_suffix('%')?.parse().ok())
+                    .collect();
+                (p[0], p[1])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn estimates_are_shares_of_the_estimated_whole() {
+        // A job retaining 312 KiB (exact) with one sampled callsite estimated at 512 KiB.
+        let sites = [site("app::big", 512 << 10, true)];
+        let mut out = String::new();
+        write_callsites(&mut out, &sites, 312 << 10, 5, CallsiteOrder::Retained);
+        assert_eq!(shares(&out), [(100.0, 100.0)], "{out}");
+        assert!(out.contains("~512 KiB"), "{out}");
+        assert!(
+            out.contains("% are shares of the callsites' estimated sum, ~512 KiB"),
+            "{out}"
+        );
+        // Several estimates and an exact callsite: every share and the running sum stay
+        // within 100%, and the listed shares of all callsites add up to 100%.
+        let sites = [
+            site("app::a", 512 << 10, true),
+            site("app::b", 256 << 10, true),
+            site("app::c", 100, false),
+        ];
+        let mut out = String::new();
+        write_callsites(&mut out, &sites, 312 << 10, 5, CallsiteOrder::Retained);
+        let s = shares(&out);
+        assert_eq!(s.len(), 3, "{out}");
+        assert!(
+            s.iter().all(|&(p, cum)| p <= 100.0 && cum <= 100.0),
+            "{out}"
+        );
+        assert_eq!(s[2].1, 100.0, "{out}");
+        // All exact: shares of the job's exact figure (what no callsite recorded included).
+        let sites = [site("app::a", 100 << 10, false)];
+        let mut out = String::new();
+        write_callsites(&mut out, &sites, 400 << 10, 5, CallsiteOrder::Retained);
+        assert_eq!(shares(&out), [(25.0, 25.0)], "{out}");
+        assert!(!out.contains('~'), "{out}");
     }
 
     #[test]
@@ -580,12 +692,5 @@ mod tests {
         assert_eq!(grouped(1234567), "1,234,567");
         assert_eq!(grouped(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(grouped_wide(1 << 64), "18,446,744,073,709,551,616");
-    }
-
-    #[test]
-    fn short_paths() {
-        assert_eq!(short_file("/a/b/c/d.rs"), "c/d.rs");
-        assert_eq!(short_file("d.rs"), "d.rs");
-        assert_eq!(short_file("c/d.rs"), "c/d.rs");
     }
 }
