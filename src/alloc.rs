@@ -386,11 +386,11 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
     word: u64,
     new_size: usize,
 ) -> *mut u8 {
-    // SAFETY (for the whole function): `layout` is the one the block was allocated with, so
-    // `wrap_allocated` gives the inner block (`ptr - offset`, `wrapped`); the inner realloc
-    // keeps the first `min(old, new)` bytes including the header (same offset), and returns a
-    // block valid for `new_wrapped`; a moved block gets `min(old, new)` user bytes copied
-    // between two distinct live blocks before the old one is freed.
+    // SAFETY: `layout` is the one the block was allocated with, so `wrap_allocated` gives the
+    // inner block (`ptr - offset`, `wrapped`); the inner realloc keeps the first `min(old,
+    // new)` bytes including the header (same offset), and returns a block valid for
+    // `new_wrapped`; a moved block gets `min(old, new)` user bytes copied between two distinct
+    // live blocks before the old one is freed.
     unsafe {
         let (wrapped, offset) = header::wrap_allocated(layout, word);
         let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
