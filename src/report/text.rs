@@ -87,12 +87,12 @@ impl CallsiteOrder {
     }
 
     /// Parses a name as produced by [`as_str`](Self::as_str).
-    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::Error> {
+    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::error::Error> {
         match s {
             "retained" => Ok(CallsiteOrder::Retained),
             "allocated" => Ok(CallsiteOrder::Allocated),
             "peak" => Ok(CallsiteOrder::Peak),
-            other => Err(crate::Error::InvalidConfig(format!(
+            other => Err(crate::error::Error::InvalidConfig(format!(
                 "unknown callsite order {other:?}: expected retained, allocated or peak"
             ))),
         }
@@ -621,11 +621,11 @@ mod tests {
                 file: None,
                 line: None,
             }],
-            allocated: crate::Usage {
+            allocated: crate::model::Usage {
                 objects: 1,
                 bytes: retained,
             },
-            retained: crate::Usage {
+            retained: crate::model::Usage {
                 objects: 1,
                 bytes: retained,
             },
