@@ -127,7 +127,7 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
+pub use registry::{LEDGER_RUNS, OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{
     grouped, human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
@@ -145,10 +145,12 @@ pub use report::{
 };
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
+    RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION,
+    VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
+pub use series::LEAK_AGE_RUNS;

@@ -205,6 +205,8 @@ mod tests {
                 recent_runs: Vec::new(),
                 callsites: Vec::new(),
                 trend: Default::default(),
+                retained_by_run: Vec::new(),
+                retained_older: Default::default(),
             });
         }
         let text = render(&report, 100);

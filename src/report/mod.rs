@@ -119,6 +119,27 @@ pub struct JobReport {
     /// "not enough runs" in version-1 files).
     #[serde(default)]
     pub trend: Trend,
+    /// What the job retains, split by the run that allocated it: one entry per finished run
+    /// among its last [`LEDGER_RUNS`](crate::LEDGER_RUNS) (64) that still holds something,
+    /// oldest first (newest last). A run's blocks freed at any later time, on any thread, are
+    /// taken off its entry. Empty in files written before these fields existed.
+    #[serde(default)]
+    pub retained_by_run: Vec<RunRetained>,
+    /// What the job retains from runs older than that window, and from blocks of no finished
+    /// run (runs still in progress, a scope entered after its run finished, runs beyond the
+    /// run table's capacity). `retained_by_run` plus `retained_older` equals `retained`.
+    #[serde(default)]
+    pub retained_older: Usage,
+}
+
+/// What the blocks one run of a job allocated still hold (see
+/// [`JobReport::retained_by_run`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRetained {
+    /// The job's run number, counted from 1 (as [`RunReport::run`](crate::RunReport)).
+    pub run: u64,
+    /// Its still-live blocks (inclusive of jobs nested in the run).
+    pub retained: Usage,
 }
 
 /// A job's own figures, without nested jobs.

@@ -251,10 +251,12 @@ fn objects_per_run(j: &JobReport) -> u64 {
 /// Sorts jobs for the table.
 fn sort_jobs(jobs: &mut [&JobReport], by: SortBy) {
     let rank = |k: TrendKind| match k {
-        TrendKind::Growing => 0,
-        TrendKind::Saturating => 1,
-        TrendKind::Steady => 2,
-        TrendKind::NotEnoughRuns => 3,
+        TrendKind::Leaking => 0,
+        TrendKind::Growing => 1,
+        TrendKind::Saturating => 2,
+        TrendKind::Replaced => 3,
+        TrendKind::Steady => 4,
+        TrendKind::NotEnoughRuns => 5,
     };
     jobs.sort_by(|a, b| {
         let primary = match by {

@@ -91,6 +91,7 @@ pub struct MemoryCheck {
     max_peak_bytes: Option<u64>,
     max_allocated_objects: Option<u64>,
     max_allocated_bytes: Option<u64>,
+    max_age_runs: Option<u64>,
     ignore: Vec<Ignore>,
     show_callsites: usize,
 }
@@ -105,6 +106,7 @@ impl fmt::Debug for MemoryCheck {
             .field("max_peak_bytes", &self.max_peak_bytes)
             .field("max_allocated_objects", &self.max_allocated_objects)
             .field("max_allocated_bytes", &self.max_allocated_bytes)
+            .field("no_retention_older_than", &self.max_age_runs)
             .field(
                 "ignore",
                 &self.ignore.iter().map(Ignore::describe).collect::<Vec<_>>(),
@@ -125,9 +127,37 @@ impl MemoryCheck {
             max_peak_bytes: None,
             max_allocated_objects: None,
             max_allocated_bytes: None,
+            max_age_runs: None,
             ignore: Vec::new(),
             show_callsites: DEFAULT_SHOWN_CALLSITES,
         }
+    }
+
+    /// Fails if runs `runs` or more runs older than the newest still hold memory: a job may
+    /// keep what its latest `runs` runs made (`0`: nothing at all; `1`: the latest result, as
+    /// a cache of the last answer does) but never older runs' blocks. The check runs the job
+    /// `runs + 1` more times before the measured run, under the same job, and reads what each
+    /// of those runs still holds after the measured one (the job's retained-by-run ledger,
+    /// [`JobReport::retained_by_run`](crate::report::JobReport::retained_by_run)); the
+    /// measured run is the newest.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: allocscope::TrackingAllocator = allocscope::TrackingAllocator::system();
+    /// # fn main() {
+    /// use allocscope::testing::MemoryCheck;
+    /// use std::sync::Mutex;
+    /// static LATEST: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    /// // Each run replaces the previous run's result: only the newest run holds memory.
+    /// MemoryCheck::new("latest result")
+    ///     .no_retention_older_than(1)
+    ///     .assert(|| *LATEST.lock().unwrap() = Some(vec![1u8; 4096]));
+    /// *LATEST.lock().unwrap() = None;
+    /// # }
+    /// ```
+    pub fn no_retention_older_than(mut self, runs: u64) -> Self {
+        self.max_age_runs = Some(runs);
+        self
     }
 
     /// The check's name.
@@ -257,6 +287,18 @@ impl MemoryCheck {
         }
 
         let mut lease = Lease::acquire(&self.name);
+        // Runs before the measured one, for `no_retention_older_than`: the first of them is
+        // the job's run `first_aged`.
+        let first_aged = match self.max_age_runs {
+            Some(age) => {
+                let first = untracked(|| finished_runs(&lease.job)) + 1;
+                for _ in 0..=age {
+                    let ((), _) = track_scope_run(&lease.job, || drop(job()));
+                }
+                Some((age, first))
+            }
+            None => None,
+        };
         let before = untracked(|| job_counters_now(&lease.job)).unwrap_or_default();
         let ((), mut run) = track_scope_run(&lease.job, || drop(job()));
         if run.unmeasured {
@@ -289,6 +331,7 @@ impl MemoryCheck {
             held = untracked(|| self.held(&lease, mode, &run, &caller));
         }
         lease.clean = held.retained.is_zero();
+        let lease_job = untracked(|| lease.job.clone());
         drop(lease);
         if run.unmeasured {
             untracked(|| {
@@ -317,7 +360,17 @@ impl MemoryCheck {
                 run,
                 notes: held.notes,
             };
-            let violations = self.violations(&figures);
+            let mut violations = self.violations(&figures);
+            if let Some((age, first)) = first_aged {
+                let old = held_by_runs_older_than(&lease_job, age, first);
+                if old.bytes > 0 || old.objects > 0 {
+                    violations.push(Violation {
+                        limit: Limit::RetainedByOlderRuns(age),
+                        max: 0,
+                        measured: old.bytes,
+                    });
+                }
+            }
             if violations.is_empty() {
                 return Ok(figures);
             }
@@ -592,6 +645,30 @@ fn sub(a: Usage, b: Usage) -> Usage {
         a.objects.saturating_sub(b.objects),
         a.bytes.saturating_sub(b.bytes),
     )
+}
+
+/// Finished runs of the job `name` so far (0 if it does not exist). Untracked.
+fn finished_runs(name: &str) -> u64 {
+    let id = crate::registry::job_id(name);
+    crate::registry::job(id)
+        .runs
+        .load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// What runs of the job `name` numbered `first` or later, `age` or more runs older than its
+/// newest finished run, still hold. Untracked.
+fn held_by_runs_older_than(name: &str, age: u64, first: u64) -> Usage {
+    let id = crate::registry::job_id(name);
+    let finished = crate::registry::job(id)
+        .runs
+        .load(core::sync::atomic::Ordering::Acquire);
+    crate::registry::job_holdings(id, finished)
+        .iter()
+        .filter(|h| h.run >= first && finished - h.run >= age)
+        .fold(Usage::default(), |a, h| {
+            let r = h.retained.retained();
+            Usage::new(a.objects + r.objects, a.bytes + r.bytes)
+        })
 }
 
 #[cfg(test)]

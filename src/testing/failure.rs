@@ -27,13 +27,19 @@ pub enum Limit {
     AllocatedObjects,
     /// [`MemoryCheck::max_allocated_bytes`](super::MemoryCheck::max_allocated_bytes).
     AllocatedBytes,
+    /// [`MemoryCheck::no_retention_older_than`](super::MemoryCheck::no_retention_older_than):
+    /// bytes still held by runs this many or more runs older than the newest.
+    RetainedByOlderRuns(u64),
 }
 
 impl Limit {
     fn is_bytes(self) -> bool {
         matches!(
             self,
-            Limit::RetainedBytes | Limit::PeakBytes | Limit::AllocatedBytes
+            Limit::RetainedBytes
+                | Limit::PeakBytes
+                | Limit::AllocatedBytes
+                | Limit::RetainedByOlderRuns(_)
         )
     }
 }
@@ -46,6 +52,9 @@ impl fmt::Display for Limit {
             Limit::PeakBytes => "peak bytes",
             Limit::AllocatedObjects => "allocated objects",
             Limit::AllocatedBytes => "allocated bytes",
+            Limit::RetainedByOlderRuns(runs) => {
+                return write!(f, "retained by runs {runs} or more runs old");
+            }
         })
     }
 }
