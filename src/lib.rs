@@ -145,8 +145,8 @@ pub use report::{
 };
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION,
-    VERSION,
+    RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, AGE_BUCKETS, FORMAT,
+    OLDEST_VERSION, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use scope::{

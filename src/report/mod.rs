@@ -132,6 +132,37 @@ pub struct JobReport {
     pub retained_older: Usage,
 }
 
+/// Age buckets of [`JobReport::retained_by_age`], in runs since the job's newest finished run:
+/// the newest run, the one before, 2–3, 4–7, and 8 or more (with `retained_older`). These are
+/// the `age` label values of `/metrics`' `allocscope_job_retained_bytes`.
+pub const AGE_BUCKETS: [&str; 5] = ["0", "1", "2-3", "4-7", "8+"];
+
+impl JobReport {
+    /// What the job retains by age of the run that allocated it, in the buckets of
+    /// [`AGE_BUCKETS`]; the last one includes `retained_older`. The five sum to `retained`.
+    pub fn retained_by_age(&self) -> [Usage; 5] {
+        let mut out = [Usage::default(); 5];
+        let add = |u: &mut Usage, r: Usage| {
+            *u = Usage::new(
+                u.objects.saturating_add(r.objects),
+                u.bytes.saturating_add(r.bytes),
+            )
+        };
+        for r in &self.retained_by_run {
+            let bucket = match self.runs.saturating_sub(r.run) {
+                0 => 0,
+                1 => 1,
+                2..=3 => 2,
+                4..=7 => 3,
+                _ => 4,
+            };
+            add(&mut out[bucket], r.retained);
+        }
+        add(&mut out[4], self.retained_older);
+        out
+    }
+}
+
 /// What the blocks one run of a job allocated still hold (see
 /// [`JobReport::retained_by_run`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

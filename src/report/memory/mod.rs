@@ -120,12 +120,13 @@ pub struct TimelineStats {
 }
 
 impl Trend {
-    /// The trend as the TREND column prints it: `growing +12.3 KiB/run`, `saturating`,
-    /// `steady`, or `-` (not enough runs).
+    /// The trend as the TREND column prints it: `growing +12.3 KiB/run`, `leaking +12.3
+    /// KiB/run`, `saturating`, `replaced`, `steady`, or `-` (not enough runs).
     pub fn label(&self) -> String {
         match self.kind {
-            TrendKind::Growing => format!(
-                "growing +{}/run",
+            TrendKind::Growing | TrendKind::Leaking => format!(
+                "{} +{}/run",
+                self.kind.as_str(),
                 super::text::human_bytes(self.bytes_per_run.max(0.0).round() as u64)
             ),
             k => k.as_str().to_string(),
