@@ -267,9 +267,15 @@ fn no_retention_older_than_passes_a_latest_result_and_fails_a_leak() {
         .run(|| LEAK.lock().unwrap().push(vec![1u8; 1000]))
         .unwrap_err();
     let text = failure.to_string();
+    // Runs 1-3 before the measured run 4, each keeping 1,000 bytes: runs 1 and 2 are two or
+    // more runs old.
     assert!(
-        text.contains("retained by runs 2 or more runs old"),
+        text.contains("runs 2 or more runs older than the newest still hold 2,000 B"),
         "{text}"
     );
+    assert!(matches!(
+        failure,
+        allocscope::testing::CheckFailure::OldRunsRetain { runs: 2, .. }
+    ));
     LEAK.lock().unwrap().clear();
 }
