@@ -132,7 +132,7 @@ pub use report::{
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use report::{
-    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+    JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
 };
 /// Applies the environment (`ALLOCSCOPE_*`, parsed by `config`) once: the stack mode,
 /// automatic dumps and the timeline sampler. Called at every entry into the API that needs

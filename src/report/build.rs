@@ -275,9 +275,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
 
     let (stacks, sites, frames) = intern::usage();
     let symbolized = stacks::table().counts();
-    let tracker_live = r.tracker.retained().bytes;
-    let heap_live = totals.live.bytes.saturating_add(tracker_live);
-    let process = crate::timeline::process_memory(heap_live, tracker_live);
+    let process = crate::timeline::process_memory(crate::timeline::tracked_live(r));
     let mut history = crate::timeline::history(&snap.jobs);
     if !full {
         history.timeline = Vec::new();

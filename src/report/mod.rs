@@ -36,7 +36,7 @@ pub use escape::{job_display_name, job_name_from_display};
 pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
 pub use memory::{
-    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+    JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
 };
 pub use since::{mark, report_since, Marker};
 

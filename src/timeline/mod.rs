@@ -19,7 +19,7 @@
 //!   The newest 128 samples are at full resolution, the 128 before them at 2×, then 4×, …;
 //!   128 × (2¹⁶ − 1) intervals (97 days at 1 s, 2.3 hours at 1 ms) fit before the oldest
 //!   samples are dropped (counted in [`TimelineStats::samples_dropped`](crate::TimelineStats)).
-//!   At most 2048 × 128 bytes = 256 KiB.
+//!   At most 2048 × 160 bytes = 320 KiB (a sample holds the RSS breakdown in KiB).
 //! * **Run events are bounded** to [`MAX_RUN_EVENTS`]: every finished run is recorded by the
 //!   run-finish path (not the allocation path) under one short lock, with no allocation after
 //!   the first run: the most recent 2,048 runs (all runs of the last N minutes while the rate
@@ -62,7 +62,7 @@ use process::StatsCache;
 use crate::fork::{self, AtFork};
 use crate::registry::{self, JobEntry};
 use crate::report::snapshot::Snapshot;
-use crate::report::{JobLive, RunEvent, TimelineSample, TimelineStats};
+use crate::report::{JobLive, RssBreakdown, RunEvent, TimelineSample, TimelineStats};
 use crate::series::{self, RawSample};
 use crate::thread::untracked;
 
@@ -219,18 +219,35 @@ fn sample_now(cache: &mut StatsCache) {
             n_top = (n_top + 1).min(TOP_JOBS);
         }
     }
-    let tracker = r.tracker.retained().bytes;
-    let heap = r.all.retained().bytes.saturating_add(tracker);
-    let pm = process::process_memory_cached(heap, tracker, cache);
+    let pm = process::process_memory_cached(tracked_live(r), cache);
+    let mut parts_kib = [0u32; 7];
+    if let Some(b) = pm.breakdown {
+        for (k, (_, bytes)) in parts_kib.iter_mut().zip(b.parts()) {
+            *k = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        }
+    }
     series::record_sample(RawSample {
         unix_ms: crate::model::unix_ms(),
         rss: pm.rss_bytes,
         heap: pm.heap_live_bytes,
         not_returned: pm.not_returned_bytes,
+        parts_kib,
         merged: 1,
         top,
         n_top: n_top as u8,
     });
+}
+
+/// What the tracker counts live, from a snapshot's roll-up.
+pub(crate) fn tracked_live(r: &crate::report::snapshot::Rollup) -> process::TrackedLive {
+    let tracker = r.tracker.retained();
+    let all = r.all.retained();
+    process::TrackedLive {
+        bytes: all.bytes.saturating_add(tracker.bytes),
+        objects: all.objects.saturating_add(tracker.objects),
+        tracker_bytes: tracker.bytes,
+        tracker_objects: tracker.objects,
+    }
 }
 
 /// What a report carries of the timeline.
@@ -271,6 +288,9 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
             rss_bytes: s.rss,
             heap_live_bytes: s.heap,
             not_returned_bytes: s.not_returned,
+            breakdown: (s.parts_kib != [0; 7]).then(|| {
+                RssBreakdown::from_parts(s.parts_kib.map(|k| u64::from(k) * 1024))
+            }),
             top_jobs: s.top[..s.n_top as usize]
                 .iter()
                 .map(|&(j, b)| JobLive {
