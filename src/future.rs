@@ -1,13 +1,19 @@
 //! Scopes for futures: the scope follows the future to whichever thread polls it.
 //!
-//! Like `tracing::Instrument`, the wrapper enters the scope around every `poll` and around the
-//! drop of the inner future, so a task that migrates between worker threads of a multi-thread
-//! runtime stays charged to its job.
+//! Rules:
+//! * Like `tracing::Instrument`, a wrapper enters its scope around every `poll` of the inner
+//!   future and around its drop, so a task that migrates between worker threads of a
+//!   multi-thread runtime stays charged to its job.
+//! * A [`Tracked`] future owns one run: it finishes when the inner future completes, or when the
+//!   wrapper is dropped (after the inner future, which is dropped inside the scope).
+//! * Pin projections come from `pin-project-lite`; the inner future sits in an `Option` that is
+//!   emptied in place (`Pin::set`) only by the wrapper's drop, so no unsafe code is needed.
 
 use core::future::Future;
-use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+
+use pin_project_lite::pin_project;
 
 use crate::scope::{OwnedRun, ScopeHandle};
 use crate::thread;
@@ -29,12 +35,7 @@ pub trait FutureExt: Future + Sized {
     /// taken, later runs are still counted per job but are not measured (their
     /// [`RunReport::unmeasured`](crate::RunReport::unmeasured) is set).
     fn track_scope(self, name: &str) -> Tracked<Self> {
-        let run = OwnedRun::begin(name, thread::current_context());
-        Tracked {
-            scope: run.handle(),
-            run: Some(run),
-            inner: ManuallyDrop::new(self),
-        }
+        Tracked::new(OwnedRun::begin(name, thread::current_context()), self)
     }
 
     /// Polls (and drops) this future inside an existing scope, e.g. one captured with
@@ -42,19 +43,69 @@ pub trait FutureExt: Future + Sized {
     fn in_scope(self, scope: ScopeHandle) -> InScope<Self> {
         InScope {
             scope,
-            inner: ManuallyDrop::new(self),
+            inner: Some(self),
         }
+    }
+
+    /// Polls (and drops) this future in the scope current where this is called
+    /// ([`ScopeHandle::current`]): the one word that keeps a subtask in its job.
+    ///
+    /// `tokio::spawn(fut)` inside a job runs `fut` on whichever worker thread picks it up,
+    /// outside the job; `tokio::spawn(fut.in_current_scope())` charges it to the job (and to
+    /// the same run while that run goes on). Outside any scope the future stays unscoped.
+    ///
+    /// ```
+    /// use allocscope::FutureExt;
+    /// # async fn load() -> Vec<u8> { vec![0; 16] }
+    /// # fn spawn<F: core::future::Future>(_f: F) {}
+    /// allocscope::track_scope("import", || spawn(load().in_current_scope()));
+    /// ```
+    fn in_current_scope(self) -> InScope<Self> {
+        self.in_scope(ScopeHandle::current())
     }
 }
 
 impl<F: Future> FutureExt for F {}
 
-/// A future running as one run of a job. Created by [`FutureExt::track_scope`].
-#[must_use = "futures do nothing unless polled"]
-pub struct Tracked<F> {
-    scope: ScopeHandle,
-    run: Option<OwnedRun>,
-    inner: ManuallyDrop<F>,
+pin_project! {
+    /// A future running as one run of a job. Created by [`FutureExt::track_scope`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Tracked<F> {
+        scope: ScopeHandle,
+        run: Option<OwnedRun>,
+        // `None` only while the wrapper is being dropped.
+        #[pin]
+        inner: Option<F>,
+    }
+
+    impl<F> PinnedDrop for Tracked<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            {
+                let _restore = this.scope.enter_guard();
+                this.inner.set(None);
+            }
+            // Finishes the run (marked as panicked during unwinding), after the inner future.
+            drop(this.run.take());
+        }
+    }
+}
+
+impl<F> Tracked<F> {
+    /// Wraps `inner` as the future of `run` (begun by the caller, e.g. a tower layer that
+    /// entered the run around the inner service's `call`).
+    pub(crate) fn new(run: OwnedRun, inner: F) -> Self {
+        Tracked {
+            scope: run.handle(),
+            run: Some(run),
+            inner: Some(inner),
+        }
+    }
+
+    /// The scope of this future's run.
+    pub fn scope(&self) -> ScopeHandle {
+        self.scope
+    }
 }
 
 impl<F> core::fmt::Debug for Tracked<F> {
@@ -66,24 +117,13 @@ impl<F> core::fmt::Debug for Tracked<F> {
     }
 }
 
-impl<F> Tracked<F> {
-    /// The scope of this future's run.
-    pub fn scope(&self) -> ScopeHandle {
-        self.scope
-    }
-}
-
 impl<F: Future> Future for Tracked<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned: it is never moved out of `self` (it is only
-        // dropped in place in `Drop`), and the other fields are not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let restore = this.scope.enter_guard();
-        // SAFETY: see above; `this` stays pinned, so `inner` does too.
-        let inner = unsafe { Pin::new_unchecked(&mut *this.inner) };
-        let result = inner.poll(cx);
+        let result = inner(this.inner).poll(cx);
         drop(restore);
         if result.is_ready() {
             if let Some(run) = this.run.take() {
@@ -94,23 +134,24 @@ impl<F: Future> Future for Tracked<F> {
     }
 }
 
-impl<F> Drop for Tracked<F> {
-    fn drop(&mut self) {
-        {
-            let _restore = self.scope.enter_guard();
-            // SAFETY: `inner` is dropped exactly once, here, in place (allowed for pinned data).
-            unsafe { ManuallyDrop::drop(&mut self.inner) };
-        }
-        // Finishes the run (marked as panicked during unwinding), after the inner future.
-        drop(self.run.take());
+pin_project! {
+    /// A future polled inside an existing scope. Created by [`FutureExt::in_scope`] and
+    /// [`FutureExt::in_current_scope`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct InScope<F> {
+        scope: ScopeHandle,
+        // `None` only while the wrapper is being dropped.
+        #[pin]
+        inner: Option<F>,
     }
-}
 
-/// A future polled inside an existing scope. Created by [`FutureExt::in_scope`].
-#[must_use = "futures do nothing unless polled"]
-pub struct InScope<F> {
-    scope: ScopeHandle,
-    inner: ManuallyDrop<F>,
+    impl<F> PinnedDrop for InScope<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _restore = this.scope.enter_guard();
+            this.inner.set(None);
+        }
+    }
 }
 
 impl<F> core::fmt::Debug for InScope<F> {
@@ -125,18 +166,15 @@ impl<F: Future> Future for InScope<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // SAFETY: `inner` is structurally pinned and never moved (dropped in place in `Drop`).
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let _restore = this.scope.enter_guard();
-        // SAFETY: see above.
-        unsafe { Pin::new_unchecked(&mut *this.inner) }.poll(cx)
+        inner(this.inner).poll(cx)
     }
 }
 
-impl<F> Drop for InScope<F> {
-    fn drop(&mut self) {
-        let _restore = self.scope.enter_guard();
-        // SAFETY: `inner` is dropped exactly once, here, in place.
-        unsafe { ManuallyDrop::drop(&mut self.inner) };
-    }
+/// The pinned inner value of a wrapper. It is `Some` from construction until the wrapper's
+/// own drop, so every poll finds it.
+pub(crate) fn inner<T>(slot: Pin<&mut Option<T>>) -> Pin<&mut T> {
+    slot.as_pin_mut()
+        .expect("allocscope: a wrapper's inner value is only taken by its drop")
 }

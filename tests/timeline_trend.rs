@@ -199,3 +199,74 @@ fn sort_by_trend_puts_growing_first() {
     // sort_leak allocates 2 objects per run (+ pushes): above a threshold of 1, flagged.
     assert!(by_alloc.contains("! sort_leak: "), "{by_alloc}");
 }
+
+#[test]
+fn per_thread_buffers_grown_inside_runs_and_freed_at_exit_read_as_their_row() {
+    use std::cell::RefCell;
+    use std::sync::Barrier;
+    thread_local! {
+        static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    }
+    const THREADS: usize = 4;
+    // Each thread's buffer grows inside its first three runs (64, 128, 192 KiB), one thread
+    // after another, then every thread reuses it: the job holds 4 × 192 KiB between runs
+    // while its threads live, and nothing once they exited.
+    static TURN: AtomicU64 = AtomicU64::new(0);
+    let alive = std::sync::Arc::new(Barrier::new(THREADS + 1));
+    let exit = std::sync::Arc::new(Barrier::new(THREADS + 1));
+    let threads: Vec<_> = (0..THREADS as u64)
+        .map(|t| {
+            let (alive, exit) = (alive.clone(), exit.clone());
+            std::thread::spawn(move || {
+                let run = |grow_to: usize| {
+                    track_scope("trend_thread_buffers", || {
+                        BUF.with(|b| {
+                            let mut b = b.borrow_mut();
+                            b.clear();
+                            b.reserve_exact(grow_to);
+                            b.resize(grow_to, 1);
+                            black_box(&*b);
+                        })
+                    })
+                };
+                while TURN.load(Acquire) != t {
+                    std::thread::yield_now();
+                }
+                for k in 1..=3 {
+                    run(k * 64 * 1024);
+                }
+                TURN.fetch_add(1, Release);
+                while TURN.load(Acquire) != THREADS as u64 {
+                    std::thread::yield_now();
+                }
+                for _ in 0..10 {
+                    run(100 * 1024);
+                }
+                alive.wait();
+                exit.wait();
+            })
+        })
+        .collect();
+    alive.wait();
+    let held = job("trend_thread_buffers");
+    // While the threads live: the buffers are held, and the trend says how they got there.
+    assert!(
+        held.retained.bytes >= THREADS as u64 * 192 * 1024,
+        "{held:?}"
+    );
+    assert_eq!(held.trend.kind, TrendKind::Saturating, "{:?}", held.trend);
+    exit.wait();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // After the threads exited: nothing held, and the trend does not say otherwise.
+    let freed = job("trend_thread_buffers");
+    assert_eq!(freed.retained.bytes, 0, "{freed:?}");
+    assert_eq!(freed.trend.kind, TrendKind::Steady, "{:?}", freed.trend);
+    let text = report().to_text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("trend_thread_buffers"))
+        .unwrap();
+    assert!(line.contains(" 0 B ") && line.ends_with("steady"), "{line}");
+}

@@ -1,35 +1,47 @@
-//! Requests as scopes (feature `tower`): [`ScopeLayer`], a `tower` layer for HTTP services
-//! (axum, tonic, hyper services).
+//! Requests as scopes (feature `tower`): [`JobLayer`] for any `tower` service (job frameworks
+//! such as apalis, gRPC and message consumers) and [`ScopeLayer`] for HTTP services (axum,
+//! tonic, hyper services), whose response bodies it follows too.
 //!
 //! Rules:
-//! * Each request is one run of a job named by a function of the request ([`ScopeLayer::new`])
-//!   or by its route ([`ScopeLayer::by_route`]: `"GET /users/{id}"` from axum's
-//!   [`MatchedPath`]; never the raw URI, so the number of jobs stays bounded — requests that
-//!   matched no route all go to the job [`UNMATCHED_ROUTE`]).
-//! * The run begins when the request reaches the layer. The inner service's `call`, every poll
-//!   of its future and the drop of that future run in the run's scope; so do every poll of the
-//!   response body and its drop, so a streaming body is charged to the request too. The run
-//!   finishes when the body has sent its last frame (or errs, or is dropped), or when the
-//!   service returns an error.
-//! * With axum, add the layer with `Router::layer` (or `route_layer`): it then runs after
+//! * Each call is one run of a job: named once for every call ([`JobLayer::named`]), by a
+//!   function of the request ([`JobLayer::new`], [`ScopeLayer::new`]) or by the route
+//!   ([`ScopeLayer::by_route`]: `"GET /users/{id}"` from axum's [`MatchedPath`]; never the raw
+//!   URI, so the number of jobs stays bounded — requests that matched no route all go to the
+//!   job [`UNMATCHED_ROUTE`]).
+//! * The name is computed with tracking suspended (tracker overhead): it is charged neither to
+//!   the enclosing scope nor to the run.
+//! * The run begins when the request reaches the layer, nested in the scope current there. The
+//!   inner service's `call`, every poll of its future and the drop of that future run in the
+//!   run's scope. With [`JobLayer`] the run finishes when that future completes or is dropped;
+//!   with [`ScopeLayer`] every poll of the response body and its drop run in the scope too, and
+//!   the run finishes when the body has sent its last frame (or errs, or is dropped), or when
+//!   the service returns an error.
+//! * Work the inner service hands to another task (`tokio::spawn`, a layer that spawns such as
+//!   apalis's `parallelize`) leaves the scope unless it is wrapped with
+//!   [`FutureExt::in_current_scope`](crate::FutureExt::in_current_scope): put the layer *inside*
+//!   (after) such layers, so that the spawned future is the layer's.
+//! * With axum, add [`ScopeLayer`] with `Router::layer` (or `route_layer`): it then runs after
 //!   routing, when `MatchedPath` is known. Outside the router every request is unmatched.
 //! * Other servers (tonic, plain hyper services) name jobs with [`ScopeLayer::new`]; gRPC paths
 //!   are method names, a bounded set: `ScopeLayer::new(|r: &Request<B>| r.uri().path().to_owned())`.
+//! * Pin projections come from `pin-project-lite`; no unsafe code.
 
 use core::future::Future;
-use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::task::{Context, Poll};
+use std::sync::Arc;
 
 use ::axum::extract::MatchedPath;
 use ::http::{Request, Response};
 use ::http_body::{Body, Frame, SizeHint};
 use ::tower_layer::Layer;
 use ::tower_service::Service;
+use pin_project_lite::pin_project;
 
+use crate::future::inner;
 use crate::scope::OwnedRun;
 use crate::thread;
-use crate::{FutureExt, InScope, ScopeHandle};
+use crate::{FutureExt, InScope, ScopeHandle, Tracked};
 
 /// The job of requests that matched no route (with [`ScopeLayer::by_route`]).
 pub const UNMATCHED_ROUTE: &str = "(unmatched route)";
@@ -133,10 +145,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqB>) -> Self::Future {
-        let run = {
-            let name = self.namer.job_name(&request);
-            thread::untracked(|| OwnedRun::begin(name.as_ref(), thread::current_context()))
-        };
+        let run = begin_run(|| self.namer.job_name(&request));
         let scope = run.handle();
         let inner = scope.enter(|| self.inner.call(request));
         ResponseFuture {
@@ -146,12 +155,15 @@ where
     }
 }
 
-/// The response future of [`ScopeService`]: polled in the request's scope.
-#[must_use = "futures do nothing unless polled"]
-pub struct ResponseFuture<F> {
-    // Dropped first (in the scope), then the run (finishing it): field order matters.
-    inner: InScope<F>,
-    run: Option<OwnedRun>,
+pin_project! {
+    /// The response future of [`ScopeService`]: polled in the request's scope.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct ResponseFuture<F> {
+        // Dropped first (in the scope), then the run (finishing it): field order matters.
+        #[pin]
+        inner: InScope<F>,
+        run: Option<OwnedRun>,
+    }
 }
 
 impl<F> core::fmt::Debug for ResponseFuture<F> {
@@ -169,12 +181,8 @@ where
     type Output = Result<Response<ScopeBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `inner` is structurally pinned: it is never moved out (this type has no
-        // `Drop` impl and never hands out `&mut inner` unpinned); `run` is not pinned.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above; `this` stays pinned, so `inner` does too.
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        match inner.poll(cx) {
+        let this = self.project();
+        match this.inner.poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(response)) => {
                 let run = this.run.take();
@@ -190,12 +198,27 @@ where
     }
 }
 
-/// A response body polled (and dropped) in its request's scope; the request's run finishes
-/// with its last frame.
-pub struct ScopeBody<B> {
-    inner: ManuallyDrop<B>,
-    scope: Option<ScopeHandle>,
-    run: Option<OwnedRun>,
+pin_project! {
+    /// A response body polled (and dropped) in its request's scope; the request's run finishes
+    /// with its last frame.
+    pub struct ScopeBody<B> {
+        // `None` only while the body is being dropped.
+        #[pin]
+        inner: Option<B>,
+        scope: Option<ScopeHandle>,
+        run: Option<OwnedRun>,
+    }
+
+    impl<B> PinnedDrop for ScopeBody<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            {
+                let _restore = this.scope.map(|s| s.enter_guard());
+                this.inner.set(None);
+            }
+            drop(this.run.take());
+        }
+    }
 }
 
 impl<B> core::fmt::Debug for ScopeBody<B> {
@@ -210,7 +233,7 @@ impl<B> core::fmt::Debug for ScopeBody<B> {
 impl<B> ScopeBody<B> {
     fn new(inner: B, run: Option<OwnedRun>) -> Self {
         ScopeBody {
-            inner: ManuallyDrop::new(inner),
+            inner: Some(inner),
             scope: run.as_ref().map(OwnedRun::handle),
             run,
         }
@@ -225,15 +248,13 @@ impl<B: Body> Body for ScopeBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        // SAFETY: `inner` is structurally pinned: never moved out, dropped in place in `Drop`.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         let restore = this.scope.map(|s| s.enter_guard());
-        // SAFETY: see above.
-        let inner = unsafe { Pin::new_unchecked(&mut *this.inner) };
-        let result = inner.poll_frame(cx);
+        let mut body = inner(this.inner);
+        let result = body.as_mut().poll_frame(cx);
         let end = match &result {
             Poll::Ready(None | Some(Err(_))) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
             Poll::Pending => false,
         };
         drop(restore);
@@ -246,21 +267,139 @@ impl<B: Body> Body for ScopeBody<B> {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().map_or(true, B::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), B::size_hint)
     }
 }
 
-impl<B> Drop for ScopeBody<B> {
-    fn drop(&mut self) {
-        {
-            let _restore = self.scope.map(|s| s.enter_guard());
-            // SAFETY: `inner` is dropped exactly once, here, in place (allowed for pinned data).
-            unsafe { ManuallyDrop::drop(&mut self.inner) };
+/// Begins a run named by `name`, nested in the scope current here. The name is computed with
+/// tracking suspended: tracker overhead, charged neither to the enclosing scope nor to the run.
+fn begin_run<N: AsRef<str>>(name: impl FnOnce() -> N) -> OwnedRun {
+    thread::untracked(|| {
+        let name = name();
+        OwnedRun::begin(name.as_ref(), thread::current_context())
+    })
+}
+
+/// How a [`JobLayer`] names the job of a request of type `Req`. Implemented for closures
+/// `Fn(&Req) -> impl AsRef<str>` and for [`Named`].
+pub trait NameJob<Req> {
+    /// The name (a type that can be read as `&str`).
+    type Name: AsRef<str>;
+    /// The job name of `request`. Keep the set of names small: a task type, a queue, a method
+    /// — not an id.
+    fn name_job(&self, request: &Req) -> Self::Name;
+}
+
+impl<Req, F, N> NameJob<Req> for F
+where
+    F: Fn(&Req) -> N,
+    N: AsRef<str>,
+{
+    type Name = N;
+    fn name_job(&self, request: &Req) -> N {
+        self(request)
+    }
+}
+
+/// One job name for every request. Used by [`JobLayer::named`].
+#[derive(Clone, Debug)]
+pub struct Named(Arc<str>);
+
+impl<Req> NameJob<Req> for Named {
+    type Name = Arc<str>;
+    fn name_job(&self, _request: &Req) -> Arc<str> {
+        self.0.clone()
+    }
+}
+
+/// A `tower` layer for any service (`Service<Req>` for every `Req`, not only HTTP): each call
+/// is one run of a job, from `call` until its future completes or is dropped.
+///
+/// In an apalis worker, add it after `.parallelize(tokio::spawn)`, so that the future that
+/// runs on the spawned task is this layer's (before it, the handler runs on a spawned task
+/// outside the run and the report's unscoped note fires):
+///
+/// ```
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let service = ServiceBuilder::new()
+///     .layer(allocscope::tower::JobLayer::named("resize_image"))
+///     .service(service_fn(|pixels: usize| async move {
+///         Ok::<_, std::convert::Infallible>(vec![0u8; pixels].len())
+///     }));
+/// assert_eq!(service.oneshot(64).await.unwrap(), 64);
+/// # });
+/// ```
+///
+/// See the [module documentation](self) for the rules.
+#[derive(Clone, Debug)]
+pub struct JobLayer<N> {
+    namer: N,
+}
+
+impl JobLayer<Named> {
+    /// Every call is one run of the job `name`.
+    pub fn named(name: impl Into<String>) -> Self {
+        let name: String = name.into();
+        JobLayer {
+            namer: Named(thread::untracked(|| Arc::from(name))),
         }
-        drop(self.run.take());
+    }
+}
+
+impl<N> JobLayer<N> {
+    /// Names each call's job with `namer`, a function of the request:
+    /// `JobLayer::new(|task: &Task<Email, Ctx>| "send_email")`, or a name from the request's
+    /// type or queue. The set of names it returns should be small (at most `MAX_JOBS` jobs are
+    /// kept apart; beyond that, names go to `(other jobs)`).
+    pub fn new<Req>(namer: N) -> Self
+    where
+        N: NameJob<Req>,
+    {
+        JobLayer { namer }
+    }
+}
+
+impl<S, N: Clone> Layer<S> for JobLayer<N> {
+    type Service = JobService<S, N>;
+    fn layer(&self, inner: S) -> Self::Service {
+        JobService {
+            inner,
+            namer: self.namer.clone(),
+        }
+    }
+}
+
+/// The service made by [`JobLayer`].
+#[derive(Clone, Debug)]
+pub struct JobService<S, N> {
+    inner: S,
+    namer: N,
+}
+
+impl<S, N, Req> Service<Req> for JobService<S, N>
+where
+    S: Service<Req>,
+    N: NameJob<Req>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let run = begin_run(|| self.namer.name_job(&request));
+        let inner = run.handle().enter(|| self.inner.call(request));
+        Tracked::new(run, inner)
     }
 }

@@ -252,7 +252,10 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         let job_sites = std::mem::take(&mut by_job[j]);
         let (recent_runs, trend) = {
             let h = entry.recent.lock();
-            (h.runs.iter().cloned().collect(), h.trend.trend())
+            (
+                h.runs.iter().cloned().collect(),
+                h.trend.trend(inc.retained().bytes),
+            )
         };
         jobs.push(JobReport {
             name: entry.name.to_string(),

@@ -15,7 +15,7 @@
 
 use std::fmt::Write as _;
 
-use super::labels::{fold_std, short_name};
+use super::labels::{fold_std, short_file, short_name};
 use super::text::{grouped, human_bytes};
 use super::{CallsiteReport, FlameOptions, Frame, ProcessMemory, Report, ReportDiff};
 
@@ -150,18 +150,20 @@ fn stack_cell(frames: &[Frame]) -> String {
     let folded = fold_std(frames);
     let mut s = String::from("<td class=\"stack\">");
     for f in folded.iter().take(FRAMES_PER_CALLSITE) {
-        let loc = match (&f.file, f.line) {
-            (Some(file), Some(line)) => format!("{file}:{line}"),
-            (Some(file), None) => file.to_string(),
-            _ => String::new(),
+        let (loc, short_loc) = match (&f.file, f.line) {
+            (Some(file), Some(line)) => (
+                format!("{file}:{line}"),
+                format!("{}:{line}", short_file(file)),
+            ),
+            (Some(file), None) => (file.to_string(), short_file(file).to_string()),
+            _ => (String::new(), String::new()),
         };
-        let short_file = loc.rsplit('/').next().unwrap_or("");
         let _ = write!(
             s,
             "<div title=\"{}\">{} <span class=\"loc\">{}</span></div>",
             esc(&format!("{}\n{loc}", f.function)),
             esc(&short_name(&f.function)),
-            esc(short_file)
+            esc(&short_loc)
         );
     }
     if folded.len() > FRAMES_PER_CALLSITE {
@@ -516,6 +518,21 @@ mod tests {
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
         assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn files_are_shortened_as_the_text_report_does() {
+        let frame = Frame {
+            function: "app::jobs::load".into(),
+            file: Some("/home/u/app/src/jobs/load.rs".into()),
+            line: Some(42),
+        };
+        let cell = stack_cell(std::slice::from_ref(&frame));
+        assert!(cell.contains(">jobs/load.rs:42</span>"), "{cell}");
+        // The full path stays in the tooltip.
+        assert!(cell.contains("/home/u/app/src/jobs/load.rs:42\""), "{cell}");
+        let text = crate::report::text::stack_text(std::slice::from_ref(&frame));
+        assert_eq!(text, "app::jobs::load (jobs/load.rs:42)");
     }
 }
 

@@ -11,7 +11,9 @@
 //! * [`fold_std`] drops `std`/`core`/`alloc` frames that sit between two user frames (the
 //!   iterator adapters and closure shims between `worker::render` and the closure it passes),
 //!   and keeps the library frames at either end (where the allocation happens, how the thread
-//!   started). [`FlameOptions::keep_std`](crate::FlameOptions::keep_std) turns folding off.
+//!   started). [`FlameOptions::keep_std`](crate::FlameOptions::keep_std) turns folding off;
+//! * a frame's file is shown by [`short_file`] (its last two path components) wherever a view
+//!   shows it short (text, HTML); the full path stays in tooltips and in JSON.
 
 use super::symbolize::is_library;
 use crate::Frame;
@@ -98,6 +100,19 @@ fn strip_into(s: &str, out: &mut String) {
     }
 }
 
+/// The last two components of a path (`src/main.rs`, `vec/mod.rs`): enough to find the file,
+/// short enough to read. The one rule for every view that shortens a file.
+pub(crate) fn short_file(path: &str) -> &str {
+    let mut idx = path.len();
+    for _ in 0..2 {
+        match path[..idx].rfind('/') {
+            Some(i) => idx = i,
+            None => return path,
+        }
+    }
+    &path[idx + 1..]
+}
+
 /// The frames of a stack (innermost first) with standard-library frames that sit between two
 /// user frames removed.
 pub(crate) fn fold_std(frames: &[Frame]) -> Vec<&Frame> {
@@ -155,6 +170,14 @@ mod tests {
         for (full, short) in cases {
             assert_eq!(short_name(full), short, "{full}");
         }
+    }
+
+    #[test]
+    fn short_paths() {
+        assert_eq!(short_file("/a/b/c/d.rs"), "c/d.rs");
+        assert_eq!(short_file("d.rs"), "d.rs");
+        assert_eq!(short_file("c/d.rs"), "c/d.rs");
+        assert_eq!(short_file("/d.rs"), "/d.rs");
     }
 
     fn f(name: &str) -> Frame {

@@ -20,7 +20,14 @@ pub fn human_bytes(bytes: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if v >= 100.0 {
+    // Rounded as printed: a figure that would print as 1024 of a unit is 1.0 of the next
+    // (1,048,575 B is "1.0 MiB", never "1024 KiB"), and one that rounds to 100 loses its
+    // decimal ("100 KiB", never "100.0 KiB").
+    if v.round() >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if (v * 10.0).round() >= 1000.0 {
         format!("{v:.0} {}", UNITS[unit])
     } else {
         format!("{v:.1} {}", UNITS[unit])
@@ -581,25 +588,12 @@ pub(crate) fn stack_text(frames: &[Frame]) -> String {
         .and_then(|f| {
             Some(format!(
                 " ({}:{})",
-                frame_text(short_file(f.file.as_deref()?)),
+                frame_text(super::labels::short_file(f.file.as_deref()?)),
                 f.line?
             ))
         })
         .unwrap_or_default();
     format!("{}{loc}", super::labels::short_name(&frame_text(top)))
-}
-
-/// The last two components of a path: enough to find the file, short enough to read.
-pub(crate) fn short_file(path: &str) -> &str {
-    // Keep the last two components: enough to find the file, short enough to read.
-    let mut idx = path.len();
-    for _ in 0..2 {
-        match path[..idx].rfind('/') {
-            Some(i) => idx = i,
-            None => return path,
-        }
-    }
-    &path[idx + 1..]
 }
 
 impl fmt::Display for Report {
@@ -622,6 +616,22 @@ mod tests {
         assert_eq!(human_bytes(5 << 30), "5.0 GiB");
         assert_eq!(human_bytes(3 << 50), "3.0 PiB");
         assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+        // Just below a unit: the next unit, never "1024 KiB".
+        assert_eq!(human_bytes((1 << 20) - 1), "1.0 MiB");
+        assert_eq!(human_bytes((1 << 20) - 512), "1.0 MiB");
+        assert_eq!(human_bytes((1 << 20) - 600), "1023 KiB");
+        assert_eq!(human_bytes((1 << 30) - 1), "1.0 GiB");
+        assert_eq!(human_bytes(1023 * 1024 + 1000), "1.0 MiB");
+        // Just below 100 of a unit: printed as it rounds, without a decimal.
+        assert_eq!(human_bytes(100 * 1024 - 10), "100 KiB");
+        assert_eq!(human_bytes(99 * 1024 + 900), "99.9 KiB");
+        for shift in [10u32, 20, 30, 40, 50, 60] {
+            for delta in 1..(1u64 << shift).min(4096) {
+                let text = human_bytes((1u64 << shift) - delta);
+                assert!(!text.starts_with("1024 "), "{text}");
+                assert!(!text.starts_with("100.0 "), "{text}");
+            }
+        }
     }
 
     #[test]
@@ -632,12 +642,5 @@ mod tests {
         assert_eq!(grouped(1234567), "1,234,567");
         assert_eq!(grouped(u64::MAX), "18,446,744,073,709,551,615");
         assert_eq!(grouped_wide(1 << 64), "18,446,744,073,709,551,616");
-    }
-
-    #[test]
-    fn short_paths() {
-        assert_eq!(short_file("/a/b/c/d.rs"), "c/d.rs");
-        assert_eq!(short_file("d.rs"), "d.rs");
-        assert_eq!(short_file("c/d.rs"), "c/d.rs");
     }
 }

@@ -29,7 +29,13 @@
 //! * **Saturating** when it does not grow any more but grew before: the late window's mean is
 //!   above the first considered run's value by at least `max(MIN_GROWTH_BYTES, 3 ×` the late
 //!   window's standard deviation`)`;
-//! * **Steady** otherwise (including a job whose retention shrinks).
+//! * **Steady** otherwise (including a job whose retention shrinks);
+//! * **the row it is printed on**: a report shows the trend beside what the job retains *now*,
+//!   and the verdict is of that series — the points after each run, then now. Growing or
+//!   saturating also needs the job to still hold the growth: its retained bytes now are above
+//!   the first considered run's value by the same margin as the saturating rule. When they are
+//!   not (the growth was freed since: per-thread buffers grown inside runs and freed when their
+//!   threads exited), the verdict is steady, so a row never reads `0 B` and `saturating`.
 //!
 //! `bytes_per_run` is always the least-squares slope over all considered runs, and
 //! `runs_considered` their number.
@@ -212,8 +218,9 @@ impl TrendSummary {
         }
     }
 
-    /// The verdict over every run seen so far.
-    pub(crate) fn trend(&self) -> Trend {
+    /// The verdict over every run seen so far, for a job that retains `retained_now` bytes
+    /// now (see the module rules: growth freed since is not growth).
+    pub(crate) fn trend(&self, retained_now: u64) -> Trend {
         let all = self.segs.iter().fold(Seg::default(), |a, b| a.merge(b));
         let n = all.n;
         let mut trend = Trend {
@@ -233,11 +240,14 @@ impl TrendSummary {
             late = s.merge(&late);
         }
         let late_growth = late.slope() * (late.x_last - late.x_first);
-        trend.kind = if late.slope() > 0.0
+        let held_margin = MIN_GROWTH_BYTES.max(3.0 * late.sd());
+        trend.kind = if retained_now as f64 - all.y_first < held_margin {
+            TrendKind::Steady
+        } else if late.slope() > 0.0
             && late_growth >= MIN_GROWTH_BYTES.max(3.0 * late.residual_sd())
         {
             TrendKind::Growing
-        } else if late.my - all.y_first >= MIN_GROWTH_BYTES.max(3.0 * late.sd()) {
+        } else if late.my - all.y_first >= held_margin {
             TrendKind::Saturating
         } else {
             TrendKind::Steady
@@ -250,12 +260,24 @@ impl TrendSummary {
 mod tests {
     use super::*;
 
-    fn summary(values: impl IntoIterator<Item = u64>) -> TrendSummary {
+    /// The summary of `values`, and the last of them (what the job holds now when nothing
+    /// changed after its last run).
+    fn summary(values: impl IntoIterator<Item = u64>) -> Held {
         let mut s = TrendSummary::default();
+        let mut last = 0;
         for v in values {
             s.add(v);
+            last = v;
         }
-        s
+        Held(s, last)
+    }
+
+    struct Held(TrendSummary, u64);
+
+    impl Held {
+        fn trend(&self) -> Trend {
+            self.0.trend(self.1)
+        }
     }
 
     #[test]
@@ -274,13 +296,29 @@ mod tests {
         assert_eq!(t.runs_considered, 999_999);
         assert!((t.bytes_per_run - 24.0).abs() < 1e-6, "{t:?}");
         let s = summary((1..=1_000_000u64).map(|i| 5_000_000 + i * 24));
-        assert!(s.segs.len() <= SEGMENTS);
+        assert!(s.0.segs.len() <= SEGMENTS);
     }
 
     #[test]
     fn cache_filled_in_three_runs_is_saturating() {
         let t = summary((1..=30).map(|i| i.min(3) * 65536)).trend();
         assert_eq!(t.kind, TrendKind::Saturating, "{t:?}");
+    }
+
+    #[test]
+    fn growth_freed_since_the_runs_is_steady() {
+        // A cache filled in three runs, then emptied (its threads exited): the row reads what
+        // the job holds now, and the verdict agrees with it.
+        let cache = summary((1..=30).map(|i| i.min(3) * 65536));
+        assert_eq!(cache.0.trend(0).kind, TrendKind::Steady);
+        assert_eq!(cache.0.trend(65536 * 3).kind, TrendKind::Saturating);
+        // Down to the first considered run's level: nothing of the growth held.
+        assert_eq!(cache.0.trend(65536 * 2).kind, TrendKind::Steady);
+        let leak = summary((1..=30).map(|i| i * 10240));
+        assert_eq!(leak.0.trend(0).kind, TrendKind::Steady);
+        assert_eq!(leak.0.trend(30 * 10240).kind, TrendKind::Growing);
+        // The slope over the runs is still reported.
+        assert!((leak.0.trend(0).bytes_per_run - 10240.0).abs() < 1e-6);
     }
 
     #[test]
