@@ -178,8 +178,11 @@ fn every_path_answers() {
         let parts: Vec<u64> = allocscope::RssBreakdown::PARTS
             .iter()
             .map(|part| {
-                metric(&text, &format!("allocscope_rss_breakdown_bytes{{part=\"{part}\"}}"))
-                    .unwrap_or_else(|| panic!("part {part} in {text}"))
+                metric(
+                    &text,
+                    &format!("allocscope_rss_breakdown_bytes{{part=\"{part}\"}}"),
+                )
+                .unwrap_or_else(|| panic!("part {part} in {text}"))
             })
             .collect();
         let sum: u64 = parts.iter().sum();

@@ -153,12 +153,48 @@ fn each_part_grows_by_what_was_added() {
     };
     // Requested bytes plus 24 per block (header and glibc's chunk word) plus the Vec of them.
     let rust_expected = 4096 * (8192 + 24) + 4096 * 24 + 24;
-    grew("rust_heap", before.rust_heap_bytes, after.rust_heap_bytes, rust_expected, MIB);
-    grew("c_heap", before.c_heap_bytes, after.c_heap_bytes, 32 * MIB, 2 * MIB);
-    grew("not_returned", before.not_returned_bytes, after.not_returned_bytes, 48 * MIB, 3 * MIB);
-    grew("thread_stacks", before.thread_stacks_bytes, after.thread_stacks_bytes, 16 * MIB, 2 * MIB);
-    grew("file_backed", before.file_backed_bytes, after.file_backed_bytes, 16 * MIB, 2 * MIB);
-    grew("other_anon", before.other_anon_bytes, after.other_anon_bytes, 8 * MIB, 3 * MIB);
+    grew(
+        "rust_heap",
+        before.rust_heap_bytes,
+        after.rust_heap_bytes,
+        rust_expected,
+        MIB,
+    );
+    grew(
+        "c_heap",
+        before.c_heap_bytes,
+        after.c_heap_bytes,
+        32 * MIB,
+        2 * MIB,
+    );
+    grew(
+        "not_returned",
+        before.not_returned_bytes,
+        after.not_returned_bytes,
+        48 * MIB,
+        3 * MIB,
+    );
+    grew(
+        "thread_stacks",
+        before.thread_stacks_bytes,
+        after.thread_stacks_bytes,
+        16 * MIB,
+        2 * MIB,
+    );
+    grew(
+        "file_backed",
+        before.file_backed_bytes,
+        after.file_backed_bytes,
+        16 * MIB,
+        2 * MIB,
+    );
+    grew(
+        "other_anon",
+        before.other_anon_bytes,
+        after.other_anon_bytes,
+        8 * MIB,
+        3 * MIB,
+    );
 
     // The text, the metrics-facing names and the HTML cards carry it.
     let r = report();
@@ -166,11 +202,17 @@ fn each_part_grows_by_what_was_added() {
     assert!(text.contains("+ C heap (malloc outside Rust) "), "{text}");
     assert!(text.contains("thread stacks "), "{text}");
     // The C heap is 32 MiB of a ~200 MiB RSS: above the note's threshold (16 MiB and 10%).
-    assert!(text.contains("heap allocated outside Rust's allocator"), "{text}");
+    assert!(
+        text.contains("heap allocated outside Rust's allocator"),
+        "{text}"
+    );
     assert!(text.contains("`malloc` feature"), "{text}");
     let html = r.to_html();
     for part in RssBreakdown::PARTS {
-        assert!(html.contains(&format!("data-part=\"{part}\"")), "card for {part}");
+        assert!(
+            html.contains(&format!("data-part=\"{part}\"")),
+            "card for {part}"
+        );
     }
 
     done.wait();

@@ -500,6 +500,37 @@ impl ReportDiff {
     }
 }
 
+/// The RSS breakdown as cards (one per part, adding up to RSS), or one card saying it is
+/// unavailable.
+fn breakdown_cards(p: &ProcessMemory) -> String {
+    let Some(b) = &p.breakdown else {
+        return if p.allocator.is_empty() || p.allocator == "glibc malloc" {
+            String::new()
+        } else {
+            "<div class=\"card\" data-part=\"unavailable\">RSS breakdown<b>unavailable</b></div>"
+                .to_string()
+        };
+    };
+    let labels = [
+        "Rust heap",
+        "C heap (malloc outside Rust)",
+        "Freed, not returned",
+        "Tracker (with headers)",
+        "File-backed",
+        "Thread stacks",
+        "Other anonymous",
+    ];
+    let mut out = String::new();
+    for ((part, v), label) in b.parts().into_iter().zip(labels) {
+        let _ = write!(
+            out,
+            "<div class=\"card\" data-part=\"{part}\">RSS: {label}<b>{}</b></div>",
+            human_bytes(v)
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,35 +565,4 @@ mod tests {
         let text = crate::report::text::stack_text(std::slice::from_ref(&frame));
         assert_eq!(text, "app::jobs::load (jobs/load.rs:42)");
     }
-}
-
-/// The RSS breakdown as cards (one per part, adding up to RSS), or one card saying it is
-/// unavailable.
-fn breakdown_cards(p: &ProcessMemory) -> String {
-    let Some(b) = &p.breakdown else {
-        return if p.allocator.is_empty() {
-            String::new()
-        } else {
-            "<div class=\"card\" data-part=\"unavailable\">RSS breakdown<b>unavailable</b></div>"
-                .to_string()
-        };
-    };
-    let labels = [
-        "Rust heap",
-        "C heap (malloc outside Rust)",
-        "Freed, not returned",
-        "Tracker (with headers)",
-        "File-backed",
-        "Thread stacks",
-        "Other anonymous",
-    ];
-    let mut out = String::new();
-    for ((part, v), label) in b.parts().into_iter().zip(labels) {
-        let _ = write!(
-            out,
-            "<div class=\"card\" data-part=\"{part}\">RSS: {label}<b>{}</b></div>",
-            human_bytes(v)
-        );
-    }
-    out
 }

@@ -54,6 +54,7 @@ pub struct ProcessMemory {
     /// What the resident memory is made of, in parts that add up to RSS; `None` ("unavailable")
     /// unless glibc malloc serves the heap and `/proc/self/smaps` can be read (Linux with
     /// glibc; not musl, macOS, or a tracker wrapping jemalloc/mimalloc). See [`RssBreakdown`].
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<RssBreakdown>,
 }
 
@@ -193,6 +194,7 @@ pub struct TimelineSample {
     /// RSS by part then (see [`RssBreakdown`]); `None` where unavailable. The sampler refreshes
     /// the smaps and glibc figures it rests on at most once per 100× their cost, so between
     /// refreshes the file-backed, stack and C-heap parts repeat.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub breakdown: Option<RssBreakdown>,
     /// The live bytes of the jobs that held the most then, largest first (at most
     /// [`timeline::TOP_JOBS`](crate::timeline::TOP_JOBS)).

@@ -310,6 +310,11 @@ pub(crate) fn breakdown_line(p: &ProcessMemory) -> Option<String> {
         return None;
     }
     let Some(b) = &p.breakdown else {
+        // A glibc report without one was written before breakdowns existed (or `/proc` was
+        // unreadable): nothing to say. Another allocator: say why there is none.
+        if p.allocator == "glibc malloc" {
+            return None;
+        }
         return Some(format!(
             "RSS breakdown: unavailable (needs glibc malloc and /proc/self/smaps; allocator: {})",
             p.allocator

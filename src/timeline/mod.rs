@@ -238,9 +238,11 @@ fn sample_now(cache: &mut StatsCache) {
     });
 }
 
-/// What the tracker counts live, from a snapshot's roll-up.
+/// What the tracker counts live: the jobs and unscoped blocks from a snapshot's roll-up, the
+/// tracker's own blocks now (its shared counters are always current): a report's transient
+/// memory (parsed debug info while it symbolizes) is then the tracker's, not "C heap".
 pub(crate) fn tracked_live(r: &crate::report::snapshot::Rollup) -> process::TrackedLive {
-    let tracker = r.tracker.retained();
+    let tracker = registry::path(registry::PATH_TRACKER).load().retained();
     let all = r.all.retained();
     process::TrackedLive {
         bytes: all.bytes.saturating_add(tracker.bytes),
@@ -288,9 +290,8 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
             rss_bytes: s.rss,
             heap_live_bytes: s.heap,
             not_returned_bytes: s.not_returned,
-            breakdown: (s.parts_kib != [0; 7]).then(|| {
-                RssBreakdown::from_parts(s.parts_kib.map(|k| u64::from(k) * 1024))
-            }),
+            breakdown: (s.parts_kib != [0; 7])
+                .then(|| RssBreakdown::from_parts(s.parts_kib.map(|k| u64::from(k) * 1024))),
             top_jobs: s.top[..s.n_top as usize]
                 .iter()
                 .map(|&(j, b)| JobLive {

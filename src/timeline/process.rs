@@ -238,10 +238,8 @@ pub(crate) fn classify_smaps(text: &str) -> SmapsParts {
         let Some((start, end)) = first.split_once('-') else {
             continue;
         };
-        let (Ok(start), Ok(end)) = (
-            u64::from_str_radix(start, 16),
-            u64::from_str_radix(end, 16),
-        ) else {
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
             continue;
         };
         let perms = fields.next().unwrap_or("");
