@@ -30,7 +30,8 @@ fn server_allocations_are_tracker_overhead() {
         sockets.push(TcpStream::connect(addr).unwrap());
         let s = sockets.last_mut().unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .unwrap();
         loop {

@@ -38,7 +38,6 @@ use crate::thread::{self, untracked};
 /// [`finish`](crate::finish) without any handler.
 pub fn report() -> Report {
     callsite::init_from_env();
-    crate::timeline::init_from_env();
     untracked(|| {
         let report = build_from(&Snapshot::take());
         symbolize::release_debug_info();
@@ -278,8 +277,8 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
 
     let (stacks, sites, frames) = intern::usage();
     let symbolized = stacks::table().counts();
-    let process = crate::timeline::process_memory(crate::timeline::tracked_live(r));
-    let mut history = crate::timeline::history(&snap.jobs);
+    let process = super::memory::process_memory(super::memory::tracked_live(r));
+    let mut history = super::memory::history(&snap.jobs);
     if !full {
         history.timeline = Vec::new();
         history.run_events = Vec::new();

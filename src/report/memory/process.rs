@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use crate::report::ProcessMemory;
+use super::ProcessMemory;
 
 /// Resident set size in bytes from `/proc/self/statm` (second field × page size); `None` when
 /// it cannot be read.
@@ -321,6 +321,25 @@ pub(crate) fn allocator_name() -> &'static str {
     }
 }
 
+/// What the tracker counts live, from a snapshot's roll-up, and the tracker's own blocks now
+/// (its shared counters are always current): the breakdown uses the latter, so a report's
+/// transient memory (debug info parsed while it symbolizes) is the tracker's, not "C heap".
+pub(crate) fn tracked_live(r: &crate::report::snapshot::Rollup) -> TrackedLive {
+    let now = crate::registry::path(crate::registry::PATH_TRACKER)
+        .load()
+        .retained();
+    let tracker = r.tracker.retained();
+    let all = r.all.retained();
+    TrackedLive {
+        bytes: all.bytes.saturating_add(tracker.bytes),
+        objects: all.objects.saturating_add(tracker.objects),
+        tracker_bytes: tracker.bytes,
+        tracker_objects: tracker.objects,
+        tracker_now_bytes: now.bytes,
+        tracker_now_objects: now.objects,
+    }
+}
+
 /// What the tracker counts live, for the process-memory figures.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TrackedLive {
@@ -332,6 +351,10 @@ pub(crate) struct TrackedLive {
     pub tracker_bytes: u64,
     /// The tracker's own live blocks.
     pub tracker_objects: u64,
+    /// The tracker's own live bytes when the process figures are read.
+    pub tracker_now_bytes: u64,
+    /// The tracker's own live blocks then.
+    pub tracker_now_objects: u64,
 }
 
 /// The process's memory now, given what the tracker counts live. Call with tracking
@@ -419,9 +442,10 @@ fn memory_from(
 /// Splits the anonymous pool among the heap's parts, each capped at what is left of it (see
 /// [`RssBreakdown`](crate::RssBreakdown)); the parts add up to the smaps total.
 fn breakdown(live: TrackedLive, g: &GlibcStats, s: &SmapsParts) -> crate::report::RssBreakdown {
-    let tracker_need = live
-        .tracker_bytes
-        .saturating_add(live.tracker_objects.saturating_mul(TRACKED_BLOCK_OVERHEAD));
+    let tracker_need = live.tracker_now_bytes.saturating_add(
+        live.tracker_now_objects
+            .saturating_mul(TRACKED_BLOCK_OVERHEAD),
+    );
     let rust_need = live
         .bytes
         .saturating_sub(live.tracker_bytes)
