@@ -6,6 +6,8 @@
 // One heap block per object, on purpose: the tests count blocks.
 #![allow(clippy::vec_box)]
 
+mod common;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allocscope::http::{serve, serve_with, HttpOptions, HttpServer};
-use allocscope::{track_scope, Report, StackMode, TrackingAllocator};
+use allocscope::{track_scope, Report, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -133,7 +135,7 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 #[test]
 fn every_path_answers() {
     let _serial = serial();
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("http_paths_job", || http_leak_boxes(5));
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
@@ -518,7 +520,7 @@ fn slow_clients_time_out() {
 #[test]
 fn clients_that_disconnect_mid_response_are_harmless() {
     let _serial = serial();
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("http_disconnect_job", || http_leak_boxes(50));
     let server = serve_with(
         "127.0.0.1:0",

@@ -317,6 +317,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         timeline: history.timeline,
         run_events: history.run_events,
         timeline_stats: history.stats,
+        trigger: None,
     }
 }
 

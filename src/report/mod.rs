@@ -11,7 +11,7 @@ pub(crate) mod dump;
 pub(crate) mod escape;
 mod export;
 mod flame;
-mod html;
+pub(crate) mod html;
 mod labels;
 mod memory;
 mod since;
@@ -19,6 +19,7 @@ pub(crate) mod snapshot;
 mod stacks;
 pub(crate) mod symbolize;
 pub(crate) mod text;
+mod trigger;
 mod wire;
 
 pub use atomic::write_file_atomic;
@@ -37,12 +38,13 @@ pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
 #[cfg(feature = "chart")]
 pub use memory::TimelineOptions;
-pub(crate) use memory::{process_memory_cached, tracked_live, StatsCache};
+pub(crate) use memory::{process_memory_cached, rss_bytes, tracked_live, StatsCache};
 pub use memory::{
     release_free_memory, JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample,
     TimelineStats, Trend, TrendKind,
 };
 pub use since::{mark, report_since, Marker};
+pub use trigger::{ActiveJob, DumpTrigger};
 
 use serde::{Deserialize, Serialize};
 
@@ -235,6 +237,10 @@ pub struct Report {
     /// What the timeline and run-event stores kept and dropped.
     #[serde(default)]
     pub timeline_stats: TimelineStats,
+    /// Why a guardrail wrote this report (a memory line crossed, a budget exceeded), with the
+    /// jobs running at that moment; `None` (and absent from the JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<DumpTrigger>,
 }
 
 impl Report {

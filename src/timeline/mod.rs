@@ -41,6 +41,9 @@
 //!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
 //! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
+mod above;
+mod limit;
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -48,6 +51,7 @@ use std::time::{Duration, Instant};
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::{Condvar, Mutex};
 
+pub use crate::config::MemoryLine;
 pub use crate::report::release_free_memory;
 #[cfg(feature = "chart")]
 pub use crate::report::TimelineOptions;
@@ -55,6 +59,11 @@ pub use crate::series::{
     MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
     WARMUP_RUNS,
 };
+pub(crate) use above::{active_jobs, init_from_env as init_dump_above_from_env};
+pub use above::{
+    dump_above, set_dump_above, DumpAbove, DumpAboveStatus, DEFAULT_CHECK_EVERY, REARM_FRACTION,
+};
+pub use limit::{memory_limit, LimitSource, MemoryLimit};
 
 use crate::fork::{self, AtFork};
 use crate::report::process_memory_cached;
