@@ -73,7 +73,10 @@ impl ActiveRun {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);
             let token = registry::run_begin(parent_run);
-            registry::job(job).active_runs.fetch_add(1, Relaxed);
+            let entry = registry::job(job);
+            if entry.active_runs.fetch_add(1, Relaxed) == 0 {
+                entry.active_since_ms.store(unix_ms(), Relaxed);
+            }
             ActiveRun {
                 job,
                 path,
@@ -87,11 +90,11 @@ impl ActiveRun {
     /// figures the thread accumulated are flushed). Calls the hooks in the caller's context.
     pub(crate) fn finish(self, panicked: bool) -> RunReport {
         let report = untracked(|| {
-            let totals = registry::run_end(self.token);
             let entry = registry::job(self.job);
             // Release: the thread left the run's scope (its figures are flushed) before this, and a
             // snapshot reads `runs` first with acquire (see `report::snapshot`).
             let run = entry.runs.fetch_add(1, Release) + 1;
+            let totals = registry::run_end(self.token, self.job, run);
             entry.active_runs.fetch_sub(1, Relaxed);
             if panicked {
                 entry.panicked_runs.fetch_add(1, Relaxed);

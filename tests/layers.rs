@@ -16,7 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["header", "thread", "registry", "callsite", "alloc"],
     ),
     ("reports", &["report"]),
-    ("outlets", &["timeline", "http"]),
+    ("outlets", &["timeline", "http", "budget"]),
     ("start-up from the environment", &["startup"]),
     ("scopes", &["scope", "future"]),
     ("built on scopes", &["integrations", "testing"]),

@@ -14,6 +14,7 @@ use super::failure::{bytes_text, usage_text, CheckFailure, Limit, Violation};
 use super::lease::Lease;
 use super::DEFAULT_SHOWN_CALLSITES;
 use crate::callsite::StackMode;
+use crate::model::Limits;
 use crate::report::symbolize::{caller_ips, is_own_name, is_test_code, job_frames};
 use crate::report::{job_counters_now, CallsiteReport, RunReport, Usage};
 use crate::scope::track_scope_run;
@@ -86,11 +87,8 @@ impl Ignore {
 pub struct MemoryCheck {
     name: String,
     warmup: u32,
-    max_retained_objects: Option<u64>,
-    max_retained_bytes: Option<u64>,
-    max_peak_bytes: Option<u64>,
-    max_allocated_objects: Option<u64>,
-    max_allocated_bytes: Option<u64>,
+    limits: Limits,
+    max_age_runs: Option<u64>,
     ignore: Vec<Ignore>,
     show_callsites: usize,
 }
@@ -100,11 +98,8 @@ impl fmt::Debug for MemoryCheck {
         f.debug_struct("MemoryCheck")
             .field("name", &self.name)
             .field("warmup", &self.warmup)
-            .field("max_retained_objects", &self.max_retained_objects)
-            .field("max_retained_bytes", &self.max_retained_bytes)
-            .field("max_peak_bytes", &self.max_peak_bytes)
-            .field("max_allocated_objects", &self.max_allocated_objects)
-            .field("max_allocated_bytes", &self.max_allocated_bytes)
+            .field("limits", &self.limits)
+            .field("no_retention_older_than", &self.max_age_runs)
             .field(
                 "ignore",
                 &self.ignore.iter().map(Ignore::describe).collect::<Vec<_>>(),
@@ -120,14 +115,38 @@ impl MemoryCheck {
         MemoryCheck {
             name: name.into(),
             warmup: 0,
-            max_retained_objects: None,
-            max_retained_bytes: None,
-            max_peak_bytes: None,
-            max_allocated_objects: None,
-            max_allocated_bytes: None,
+            limits: Limits::default(),
+            max_age_runs: None,
             ignore: Vec::new(),
             show_callsites: DEFAULT_SHOWN_CALLSITES,
         }
+    }
+
+    /// Fails if runs `runs` or more runs older than the newest still hold memory: a job may
+    /// keep what its latest `runs` runs made (`0`: nothing at all; `1`: the latest result, as
+    /// a cache of the last answer does) but never older runs' blocks. The check runs the job
+    /// `runs + 1` more times before the measured run, under the same job, and reads what each
+    /// of those runs still holds after the measured one (the job's retained-by-run ledger,
+    /// [`JobReport::retained_by_run`](crate::report::JobReport::retained_by_run)); the
+    /// measured run is the newest.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: allocscope::TrackingAllocator = allocscope::TrackingAllocator::system();
+    /// # fn main() {
+    /// use allocscope::testing::MemoryCheck;
+    /// use std::sync::Mutex;
+    /// static LATEST: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    /// // Each run replaces the previous run's result: only the newest run holds memory.
+    /// MemoryCheck::new("latest result")
+    ///     .no_retention_older_than(1)
+    ///     .assert(|| *LATEST.lock().unwrap() = Some(vec![1u8; 4096]));
+    /// *LATEST.lock().unwrap() = None;
+    /// # }
+    /// ```
+    pub fn no_retention_older_than(mut self, runs: u64) -> Self {
+        self.max_age_runs = Some(runs);
+        self
     }
 
     /// The check's name.
@@ -144,13 +163,13 @@ impl MemoryCheck {
 
     /// Fails if the measured run still held more than `objects` blocks when it returned.
     pub fn max_retained_objects(mut self, objects: u64) -> Self {
-        self.max_retained_objects = Some(objects);
+        self.limits.set(Limit::RetainedObjects, objects);
         self
     }
 
     /// Fails if the measured run still held more than `bytes` bytes when it returned.
     pub fn max_retained_bytes(mut self, bytes: u64) -> Self {
-        self.max_retained_bytes = Some(bytes);
+        self.limits.set(Limit::RetainedBytes, bytes);
         self
     }
 
@@ -162,19 +181,19 @@ impl MemoryCheck {
 
     /// Fails if the measured run's live bytes went above `bytes` while it ran.
     pub fn max_peak_bytes(mut self, bytes: u64) -> Self {
-        self.max_peak_bytes = Some(bytes);
+        self.limits.set(Limit::PeakBytes, bytes);
         self
     }
 
     /// Fails if the measured run allocated more than `objects` blocks in total.
     pub fn max_allocated_objects(mut self, objects: u64) -> Self {
-        self.max_allocated_objects = Some(objects);
+        self.limits.set(Limit::AllocatedObjects, objects);
         self
     }
 
     /// Fails if the measured run allocated more than `bytes` bytes in total.
     pub fn max_allocated_bytes(mut self, bytes: u64) -> Self {
-        self.max_allocated_bytes = Some(bytes);
+        self.limits.set(Limit::AllocatedBytes, bytes);
         self
     }
 
@@ -257,6 +276,18 @@ impl MemoryCheck {
         }
 
         let mut lease = Lease::acquire(&self.name);
+        // Runs before the measured one, for `no_retention_older_than`: the first of them is
+        // the job's run `first`.
+        let aged = match self.max_age_runs {
+            Some(age) => {
+                let first = untracked(|| finished_runs(&lease.job)) + 1;
+                for _ in 0..=age {
+                    let ((), _) = track_scope_run(&lease.job, || drop(job()));
+                }
+                Some((age, first))
+            }
+            None => None,
+        };
         let before = untracked(|| job_counters_now(&lease.job)).unwrap_or_default();
         let ((), mut run) = track_scope_run(&lease.job, || drop(job()));
         if run.unmeasured {
@@ -264,7 +295,7 @@ impl MemoryCheck {
             // own. Its job's figures are its own, though — no other run uses a leased check
             // name — so allocated and retained come from there, exactly; only the peak is
             // unknown, and a check with a peak limit cannot pass on a guess.
-            if self.max_peak_bytes.is_some() {
+            if self.limits.get(Limit::PeakBytes).is_some() {
                 drop(lease);
                 return Err(untracked(|| CheckFailure::Unmeasured {
                     check: self.name.clone(),
@@ -289,6 +320,12 @@ impl MemoryCheck {
             held = untracked(|| self.held(&lease, mode, &run, &caller));
         }
         lease.clean = held.retained.is_zero();
+        let old_runs = aged.map(|(age, first)| {
+            (
+                age,
+                untracked(|| held_by_runs_older_than(&lease.job, age, first)),
+            )
+        });
         drop(lease);
         if run.unmeasured {
             untracked(|| {
@@ -319,6 +356,13 @@ impl MemoryCheck {
             };
             let violations = self.violations(&figures);
             if violations.is_empty() {
+                if let Some((age, held)) = old_runs.filter(|(_, h)| !h.is_zero()) {
+                    return Err(CheckFailure::OldRunsRetain {
+                        figures: Box::new(figures),
+                        runs: age,
+                        held,
+                    });
+                }
                 return Ok(figures);
             }
             Err(CheckFailure::Exceeded {
@@ -439,41 +483,15 @@ impl MemoryCheck {
             held.retained.objects.saturating_sub(held.ignored.objects),
             held.retained.bytes.saturating_sub(held.ignored.bytes),
         );
-        self.max_retained_objects
-            .is_some_and(|m| counted.objects > m)
-            || self.max_retained_bytes.is_some_and(|m| counted.bytes > m)
+        self.limits
+            .violations(counted, 0, Usage::default())
+            .iter()
+            .any(|v| matches!(v.limit, Limit::RetainedObjects | Limit::RetainedBytes))
     }
 
     fn violations(&self, f: &Figures) -> Vec<Violation> {
-        let checked = f.retained_checked();
-        [
-            (
-                Limit::RetainedObjects,
-                self.max_retained_objects,
-                checked.objects,
-            ),
-            (Limit::RetainedBytes, self.max_retained_bytes, checked.bytes),
-            (Limit::PeakBytes, self.max_peak_bytes, f.peak_bytes),
-            (
-                Limit::AllocatedObjects,
-                self.max_allocated_objects,
-                f.allocated.objects,
-            ),
-            (
-                Limit::AllocatedBytes,
-                self.max_allocated_bytes,
-                f.allocated.bytes,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(limit, max, measured)| {
-            max.filter(|&m| measured > m).map(|max| Violation {
-                limit,
-                max,
-                measured,
-            })
-        })
-        .collect()
+        self.limits
+            .violations(f.retained_checked(), f.peak_bytes, f.allocated)
     }
 }
 
@@ -594,6 +612,29 @@ fn sub(a: Usage, b: Usage) -> Usage {
     )
 }
 
+/// Finished runs of the job `name` so far. Untracked.
+fn finished_runs(name: &str) -> u64 {
+    let id = crate::registry::job_id(name);
+    crate::registry::job(id)
+        .runs
+        .load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// What runs of the job `name` numbered `first` or later, `age` or more runs older than its
+/// newest finished run, still hold. Untracked.
+fn held_by_runs_older_than(name: &str, age: u64, first: u64) -> Usage {
+    let id = crate::registry::job_id(name);
+    let finished = crate::registry::job(id)
+        .runs
+        .load(core::sync::atomic::Ordering::Acquire);
+    crate::registry::job_holdings(id, finished)
+        .iter()
+        .filter(|h| h.run >= first && finished - h.run >= age)
+        .fold(Usage::default(), |a, h| {
+            let r = h.retained.retained();
+            Usage::new(a.objects + r.objects, a.bytes + r.bytes)
+        })
+}
 #[cfg(test)]
 mod tests {
     use super::*;

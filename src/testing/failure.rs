@@ -6,37 +6,13 @@ use std::fmt::{self, Write as _};
 
 use super::check::Figures;
 use crate::callsite::StackMode;
+pub use crate::model::{Limit, Violation};
 use crate::report::text::{grouped, human_bytes};
 use crate::report::{Frame, Usage};
 use crate::thread::untracked;
 
 /// Frames shown per callsite in a failure message.
 const SHOWN_FRAMES: usize = 6;
-
-/// A limit a check can set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Limit {
-    /// [`MemoryCheck::max_retained_objects`](super::MemoryCheck::max_retained_objects).
-    RetainedObjects,
-    /// [`MemoryCheck::max_retained_bytes`](super::MemoryCheck::max_retained_bytes).
-    RetainedBytes,
-    /// [`MemoryCheck::max_peak_bytes`](super::MemoryCheck::max_peak_bytes).
-    PeakBytes,
-    /// [`MemoryCheck::max_allocated_objects`](super::MemoryCheck::max_allocated_objects).
-    AllocatedObjects,
-    /// [`MemoryCheck::max_allocated_bytes`](super::MemoryCheck::max_allocated_bytes).
-    AllocatedBytes,
-}
-
-impl Limit {
-    fn is_bytes(self) -> bool {
-        matches!(
-            self,
-            Limit::RetainedBytes | Limit::PeakBytes | Limit::AllocatedBytes
-        )
-    }
-}
 
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,17 +24,6 @@ impl fmt::Display for Limit {
             Limit::AllocatedBytes => "allocated bytes",
         })
     }
-}
-
-/// One limit exceeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// Which limit.
-    pub limit: Limit,
-    /// The limit's value.
-    pub max: u64,
-    /// The measured value (above `max`).
-    pub measured: u64,
 }
 
 impl fmt::Display for Violation {
@@ -129,13 +94,24 @@ pub enum CheckFailure {
         /// The job the run ran as.
         job: String,
     },
+    /// Runs `runs` or more runs older than the measured (newest) one still hold memory
+    /// ([`MemoryCheck::no_retention_older_than`](super::MemoryCheck::no_retention_older_than)).
+    OldRunsRetain {
+        /// What the measured run did.
+        figures: Box<Figures>,
+        /// The age, in runs, from which nothing may be held.
+        runs: u64,
+        /// What those runs still hold.
+        held: Usage,
+    },
 }
 
 impl CheckFailure {
     /// The measured figures, when the check ran.
     pub fn figures(&self) -> Option<&Figures> {
         match self {
-            CheckFailure::Exceeded { figures, .. } => Some(figures),
+            CheckFailure::Exceeded { figures, .. }
+            | CheckFailure::OldRunsRetain { figures, .. } => Some(figures),
             _ => None,
         }
     }
@@ -182,6 +158,20 @@ impl fmt::Display for CheckFailure {
                  switch it between tests of one binary), or run the tests with \
                  ALLOCSCOPE_STACKS=every.\n",
                 filters.join(", ")
+            ),
+            CheckFailure::OldRunsRetain {
+                figures,
+                runs,
+                held,
+            } => format!(
+                "allocscope: memory check {:?} in test `{}` failed: runs {runs} or more runs \
+                 older than the newest still hold {} in {} objects (job {:?}); a run's blocks \
+                 must be freed within {runs} later runs (no_retention_older_than({runs})).\n",
+                figures.check,
+                figures.test,
+                bytes_text(held.bytes),
+                grouped(held.objects),
+                figures.job,
             ),
             CheckFailure::Unmeasured { check, test, job } => format!(
                 "allocscope: memory check {check:?} in test `{test}` could not measure its \
