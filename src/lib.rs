@@ -99,6 +99,7 @@ mod registry;
 mod report;
 mod scope;
 mod series;
+mod sources;
 pub mod testing;
 mod thread;
 pub mod timeline;
@@ -127,8 +128,8 @@ pub use report::{
 pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
-    report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
+    report, CallsiteReport, Diagnostic, Exclusive, FlameMetric, FlameOptions, Frame, JobReport,
+    Report, RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use report::{

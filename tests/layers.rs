@@ -114,7 +114,9 @@ fn assert_no_imports(modules: &[&str], forbidden: &[&str]) {
 #[test]
 fn the_hot_path_and_its_tables_import_nothing_above_them() {
     assert_no_imports(
-        &["registry", "thread", "header", "alloc", "callsite"],
+        &[
+            "registry", "thread", "header", "alloc", "callsite", "sources",
+        ],
         &["report", "scope", "future", "testing"],
     );
 }
