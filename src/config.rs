@@ -23,8 +23,8 @@
 
 use std::path::PathBuf;
 
+use crate::error::Error;
 use crate::model::StackMode;
-use crate::Error;
 
 /// Which allocations record a stack ([`StackMode::parse`] syntax).
 pub(crate) const STACKS: &str = "ALLOCSCOPE_STACKS";

@@ -86,6 +86,58 @@ impl RunReport {
     }
 }
 
+/// One finished run of a job, as a marker on the timeline: what [`RunReport`] says of the run,
+/// placed in time ([`RunEvent::from`] a run report).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunEvent {
+    /// The job's name.
+    pub job: String,
+    /// The run's number within its job, from 1.
+    pub run: u64,
+    /// When the run started, in milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// When the run finished, in milliseconds since the Unix epoch.
+    pub finish_unix_ms: u64,
+    /// Wall time of the run, in nanoseconds.
+    pub duration_ns: u64,
+    /// What the run allocated (inclusive of nested jobs).
+    pub allocated: Usage,
+    /// Highest live bytes of the run while it ran.
+    pub peak_bytes: u64,
+    /// What the run still held when it finished.
+    pub retained_at_finish: Usage,
+    /// Whether the run ended by a panic.
+    pub panicked: bool,
+}
+
+impl From<&RunReport> for RunEvent {
+    fn from(r: &RunReport) -> Self {
+        RunEvent {
+            job: r.job.clone(),
+            ..RunEvent::unnamed(r)
+        }
+    }
+}
+
+impl RunEvent {
+    /// The event of `r` without its job name (which does not allocate): the run-event store
+    /// keeps the job's id beside it and names it when a report is built.
+    pub(crate) fn unnamed(r: &RunReport) -> Self {
+        RunEvent {
+            job: String::new(),
+            run: r.run,
+            start_unix_ms: r.finished_unix_ms.saturating_sub(r.duration_ns / 1_000_000),
+            finish_unix_ms: r.finished_unix_ms,
+            duration_ns: r.duration_ns,
+            allocated: r.allocated,
+            peak_bytes: r.peak_bytes,
+            retained_at_finish: r.retained_at_finish,
+            panicked: r.panicked,
+        }
+    }
+}
+
 /// One stack frame of a callsite.
 ///
 /// Its strings are [`SharedStr`]s: every callsite of a report (and of every later report)

@@ -68,7 +68,7 @@ pub(crate) struct ActiveRun {
 impl ActiveRun {
     /// Starts a run of `name` nested in the context (`parent_path`, `parent_run`).
     pub(crate) fn begin(name: &str, parent_path: u32, parent_run: u32) -> ActiveRun {
-        crate::init_from_env();
+        crate::startup::apply_env();
         untracked(|| {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);

@@ -71,3 +71,73 @@ fn sampled_estimate_is_within_ten_percent_of_exact() {
     }
     assert_eq!(job.retained.bytes, 0);
 }
+
+#[test]
+fn shares_of_estimates_never_exceed_their_whole() {
+    // Same mode as the other test of this binary (tests may run in parallel).
+    allocscope::set_stack_mode(StackMode::Sampled {
+        mean_bytes: 64 * 1024,
+    });
+    // Jobs retaining ~21 KiB each in 64-byte boxes: one sample of a job's callsite estimates
+    // it at 64 KiB or more, above the job's exact figure.
+    let names: Vec<String> = (0..60).map(|i| format!("small_sampled_{i}")).collect();
+    let kept: Vec<_> = names
+        .iter()
+        .map(|n| track_scope(n.as_str(), || hold_a_little(300)))
+        .collect();
+    let r = report();
+    let jobs: Vec<_> = r
+        .jobs
+        .iter()
+        .filter(|j| j.name.starts_with("small_sampled_"))
+        .collect();
+    let over = jobs
+        .iter()
+        .filter(|j| {
+            j.callsites
+                .iter()
+                .any(|c| c.estimated && c.retained.bytes > j.retained.bytes)
+        })
+        .count();
+    assert!(
+        over > 0,
+        "no estimate above its job's exact figure to check"
+    );
+    for j in &jobs {
+        let text = r.to_text_with(&allocscope::TextOptions {
+            job: Some(j.name.clone()),
+            ..Default::default()
+        });
+        for line in text
+            .lines()
+            .filter(|l| l.contains('%') && !l.contains("CUM%"))
+        {
+            for pct in line
+                .split_whitespace()
+                .filter_map(|w| w.strip_suffix('%')?.parse::<f64>().ok())
+            {
+                assert!(pct <= 100.0, "{pct}% in {line:?}\n{text}");
+            }
+        }
+        if j.callsites.iter().any(|c| c.estimated) {
+            assert!(
+                text.contains("% are shares of the callsites' estimated sum"),
+                "{text}"
+            );
+        }
+    }
+    // JSON: each callsite says whether its figures are estimates; the job's are exact.
+    let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+    let sampled = json["callsites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["estimated"] == serde_json::Value::Bool(true))
+        .count();
+    assert!(sampled >= over, "{sampled} estimated callsites in JSON");
+    // HTML: estimates are marked and explained.
+    let html = r.to_html();
+    assert!(html.contains("class=\"est\" title=\"estimate from sampled stacks\">~"));
+    assert!(html.contains("~ marks estimates from sampled stacks"));
+    drop(kept);
+}

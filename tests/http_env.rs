@@ -1,4 +1,4 @@
-//! `ALLOCSCOPE_HTTP=<addr>` starts the live endpoint at the first call into allocscope, and a
+//! `ALLOCSCOPE_HTTP=<addr>` starts the live endpoint when the first scope begins, and a
 //! bad value is reported once without stopping the program. Each case runs in a child process
 //! (this test binary re-run with the variable set), since the variable is read once per process.
 #![cfg(feature = "http")]

@@ -193,13 +193,13 @@ mod tests {
             "(x",
         ];
         for (i, name) in names.iter().enumerate() {
-            report.jobs.push(crate::JobReport {
+            report.jobs.push(crate::report::JobReport {
                 name: name.to_string(),
                 runs: 1,
                 active_runs: 0,
                 panicked_runs: 0,
-                allocated: crate::Usage::new(1, 100 + i as u64),
-                retained: crate::Usage::new(1, 100 + i as u64),
+                allocated: crate::model::Usage::new(1, 100 + i as u64),
+                retained: crate::model::Usage::new(1, 100 + i as u64),
                 peak_bytes: 0,
                 exclusive: Default::default(),
                 recent_runs: Vec::new(),

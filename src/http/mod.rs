@@ -73,9 +73,9 @@ use std::time::Duration;
 
 pub use server::HttpServer;
 
-use crate::Error;
+use crate::error::Error;
 
-/// The environment variable that starts the server at the first call into allocscope: its
+/// The environment variable that starts the server when the first scope begins: its
 /// value is the address to bind (`127.0.0.1:6060`, `127.0.0.1:0`), with default options
 /// (loopback only).
 pub const ENV_VAR: &str = crate::config::HTTP;
@@ -163,9 +163,9 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<Http
 /// The server started from [`ENV_VAR`], kept for the life of the process.
 static FROM_ENV: OnceLock<Mutex<Option<HttpServer>>> = OnceLock::new();
 
-/// Starts the server named by `ALLOCSCOPE_HTTP`, if set, once. Called at the first call into
-/// allocscope (never from inside the allocator), after the other environment settings are read;
-/// errors are reported on stderr, once.
+/// Starts the server named by `ALLOCSCOPE_HTTP`, if set, once. Called by `startup` when the first
+/// scope begins (never from inside the allocator), after the other environment settings are
+/// applied; errors are reported on stderr, once.
 pub(crate) fn start_from_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     if ONCE.is_completed() {

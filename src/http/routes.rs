@@ -16,7 +16,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use super::metrics;
 use super::server::Shared;
 use crate::report::{live_pprof, report_figures, PprofDefault};
-use crate::{FlameMetric, FlameOptions, Report};
+use crate::report::{FlameMetric, FlameOptions, Report};
 
 type Resp = Response<Full<Bytes>>;
 

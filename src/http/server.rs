@@ -29,7 +29,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::HttpOptions;
-use crate::Error;
+use crate::error::Error;
 
 /// A running live endpoint. [`shutdown`](Self::shutdown) (or drop) stops it and joins its
 /// threads.

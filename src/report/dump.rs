@@ -26,8 +26,8 @@ use super::atomic::write_atomic_with;
 use super::wire;
 use super::{Report, RunReport};
 use crate::config;
+use crate::error::Error;
 use crate::thread::untracked;
-use crate::Error;
 
 pub use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
 

@@ -128,7 +128,7 @@ fn inline_svg(svg: &str) -> &str {
     svg.find("<svg").map_or(svg, |i| &svg[i..])
 }
 
-fn flame_section(out: &mut String, heading: &str, svg: Result<String, crate::Error>) {
+fn flame_section(out: &mut String, heading: &str, svg: Result<String, crate::error::Error>) {
     let _ = writeln!(out, "<h2>{}</h2>", esc(heading));
     match svg {
         Ok(svg) => {
@@ -197,20 +197,33 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
          </thead><tbody>"
     );
     for c in sites.iter().take(CALLSITES_PER_JOB) {
-        let est = if c.estimated { "~" } else { "" };
+        // An estimate reads `~` and says so on hover; an exact figure is plain.
+        let td = |v: u64, text: String| {
+            if c.estimated {
+                format!(
+                    "<td data-v=\"{v}\" class=\"est\" title=\"estimate from sampled stacks\">~{text}</td>"
+                )
+            } else {
+                format!("<td data-v=\"{v}\">{text}</td>")
+            }
+        };
         let _ = writeln!(
             out,
-            "<tr><td data-v=\"{}\">{est}{}</td>{}<td data-v=\"{}\">{est}{}</td>{}{}</tr>",
-            c.retained.bytes,
-            human_bytes(c.retained.bytes),
-            count_td(c.retained.objects),
-            c.allocated.bytes,
-            human_bytes(c.allocated.bytes),
-            count_td(c.allocated.objects),
+            "<tr>{}{}{}{}{}</tr>",
+            td(c.retained.bytes, human_bytes(c.retained.bytes)),
+            td(c.retained.objects, grouped(c.retained.objects)),
+            td(c.allocated.bytes, human_bytes(c.allocated.bytes)),
+            td(c.allocated.objects, grouped(c.allocated.objects)),
             stack_cell(&c.frames)
         );
     }
     out.push_str("</tbody></table>\n");
+    if sites.iter().take(CALLSITES_PER_JOB).any(|c| c.estimated) {
+        out.push_str(
+            "<p class=\"note\">~ marks estimates from sampled stacks (scaled from the \
+             allocations sampled); the job's figures above them are exact.</p>\n",
+        );
+    }
     if sites.len() > CALLSITES_PER_JOB {
         let _ = writeln!(
             out,
@@ -345,9 +358,9 @@ impl Report {
 
 fn describe_mode(r: &Report) -> String {
     match r.stack_mode {
-        crate::StackMode::Off => "off".to_string(),
-        crate::StackMode::Every => "every allocation (exact)".to_string(),
-        crate::StackMode::Sampled { mean_bytes } => {
+        crate::model::StackMode::Off => "off".to_string(),
+        crate::model::StackMode::Every => "every allocation (exact)".to_string(),
+        crate::model::StackMode::Sampled { mean_bytes } => {
             format!("sampled, one per {} (estimates)", human_bytes(mean_bytes))
         }
     }
@@ -355,7 +368,7 @@ fn describe_mode(r: &Report) -> String {
 
 #[cfg(feature = "chart")]
 fn timeline_chart(out: &mut String, r: &Report) {
-    match r.timeline_svg(&crate::TimelineOptions::default()) {
+    match r.timeline_svg(&super::TimelineOptions::default()) {
         Ok(svg) => {
             let _ = writeln!(
                 out,
@@ -517,6 +530,38 @@ mod tests {
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");
         assert_eq!(base64(b""), "");
+    }
+
+    #[test]
+    fn estimated_and_exact_callsites_are_told_apart() {
+        let site = |bytes: u64, estimated: bool| CallsiteReport {
+            scope: vec!["job".into()],
+            frames: Vec::new(),
+            allocated: crate::model::Usage { objects: 3, bytes },
+            retained: crate::model::Usage { objects: 3, bytes },
+            peak_bytes: bytes,
+            estimated,
+        };
+        let mut out = String::new();
+        callsite_rows(&mut out, &[site(512 << 10, true), site(2048, false)]);
+        assert!(
+            out.contains(
+                "<td data-v=\"524288\" class=\"est\" title=\"estimate from sampled stacks\">~512 KiB</td>"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("class=\"est\" title=\"estimate from sampled stacks\">~3</td>"));
+        assert!(out.contains("<td data-v=\"2048\">2.0 KiB</td>"), "{out}");
+        assert!(
+            out.contains("~ marks estimates from sampled stacks"),
+            "{out}"
+        );
+        let mut exact = String::new();
+        callsite_rows(&mut exact, &[site(2048, false)]);
+        assert!(
+            !exact.contains('~') && !exact.contains("class=\"est\""),
+            "{exact}"
+        );
     }
 
     #[test]

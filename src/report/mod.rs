@@ -37,16 +37,20 @@ pub use escape::{job_display_name, job_name_from_display};
 #[cfg(feature = "http")]
 pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
+#[cfg(feature = "chart")]
+pub use memory::TimelineOptions;
+pub(crate) use memory::{process_memory_cached, StatsCache};
 pub use memory::{
-    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+    release_free_memory, JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend,
+    TrendKind,
 };
 pub use since::{mark, report_since, Marker};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::model::StackMode;
 pub use crate::model::{Frame, RunReport, SharedStr, Usage};
-use crate::Error;
 
 /// The value of the top-level `"format"` field of every report.
 pub const FORMAT: &str = "allocscope";

@@ -87,12 +87,12 @@ impl CallsiteOrder {
     }
 
     /// Parses a name as produced by [`as_str`](Self::as_str).
-    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::Error> {
+    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::error::Error> {
         match s {
             "retained" => Ok(CallsiteOrder::Retained),
             "allocated" => Ok(CallsiteOrder::Allocated),
             "peak" => Ok(CallsiteOrder::Peak),
-            other => Err(crate::Error::InvalidConfig(format!(
+            other => Err(crate::error::Error::InvalidConfig(format!(
                 "unknown callsite order {other:?}: expected retained, allocated or peak"
             ))),
         }
@@ -474,6 +474,11 @@ fn write_callsites(
     // Stable: ties keep the report's order (retained, then allocated bytes).
     listed.sort_by_key(|c| std::cmp::Reverse(order.key(c)));
     listed.truncate(top);
+    // Shares divide like by like: when any callsite's figure is an estimate, the whole is the
+    // sum of the job's callsite figures (the estimated whole), never the job's exact total,
+    // so a row's share stays within 100%.
+    let whole = estimated_whole(sites, order);
+    let total = whole.unwrap_or(total);
     let pct = |v: u64| {
         if total == 0 {
             0.0
@@ -523,9 +528,35 @@ fn write_callsites(
             pct(cum),
         );
     }
-    if listed.iter().any(|c| c.estimated) {
-        let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
+    match whole {
+        Some(whole) if order != CallsiteOrder::Peak => {
+            let _ = writeln!(
+                out,
+                "  (~ marks estimates from sampled stacks; % are shares of the callsites' \
+                 estimated sum, ~{}, not of the job's exact figure)",
+                human_bytes(whole)
+            );
+        }
+        _ if listed.iter().any(|c| c.estimated) => {
+            let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
+        }
+        _ => {}
     }
+}
+
+/// The estimated whole a job's callsite shares divide by: the sum of its callsites' figures
+/// for `order` when any of them is an estimate, `None` when all are exact (shares then divide
+/// the job's exact figure, which also counts what no callsite recorded).
+fn estimated_whole(sites: &[CallsiteReport], order: CallsiteOrder) -> Option<u64> {
+    sites
+        .iter()
+        .any(|c| c.estimated && order.key(c) > 0)
+        .then(|| {
+            sites
+                .iter()
+                .map(|c| order.key(c))
+                .fold(0, u64::saturating_add)
+        })
 }
 
 /// A stack as one line of text: its top function (short name) and ` (file:line)`, control
@@ -581,6 +612,77 @@ mod tests {
                 assert!(!text.starts_with("100.0 "), "{text}");
             }
         }
+    }
+
+    fn site(function: &str, retained: u64, estimated: bool) -> CallsiteReport {
+        CallsiteReport {
+            scope: vec!["job".into()],
+            frames: vec![Frame {
+                function: function.into(),
+                file: None,
+                line: None,
+            }],
+            allocated: crate::model::Usage {
+                objects: 1,
+                bytes: retained,
+            },
+            retained: crate::model::Usage {
+                objects: 1,
+                bytes: retained,
+            },
+            peak_bytes: retained,
+            estimated,
+        }
+    }
+
+    /// The percentages of the rows `write_callsites` prints.
+    fn shares(text: &str) -> Vec<(f64, f64)> {
+        text.lines()
+            .filter(|l| l.contains('%') && !l.contains("CUM%") && !l.contains("(~"))
+            .map(|l| {
+                let p: Vec<f64> = l
+                    .split_whitespace()
+                    .filter_map(|w| w.strip_suffix('%')?.parse().ok())
+                    .collect();
+                (p[0], p[1])
+            })
+            .collect()
+    }
+
+    #[test]
+    fn estimates_are_shares_of_the_estimated_whole() {
+        // A job retaining 312 KiB (exact) with one sampled callsite estimated at 512 KiB.
+        let sites = [site("app::big", 512 << 10, true)];
+        let mut out = String::new();
+        write_callsites(&mut out, &sites, 312 << 10, 5, CallsiteOrder::Retained);
+        assert_eq!(shares(&out), [(100.0, 100.0)], "{out}");
+        assert!(out.contains("~512 KiB"), "{out}");
+        assert!(
+            out.contains("% are shares of the callsites' estimated sum, ~512 KiB"),
+            "{out}"
+        );
+        // Several estimates and an exact callsite: every share and the running sum stay
+        // within 100%, and the listed shares of all callsites add up to 100%.
+        let sites = [
+            site("app::a", 512 << 10, true),
+            site("app::b", 256 << 10, true),
+            site("app::c", 100, false),
+        ];
+        let mut out = String::new();
+        write_callsites(&mut out, &sites, 312 << 10, 5, CallsiteOrder::Retained);
+        let s = shares(&out);
+        assert_eq!(s.len(), 3, "{out}");
+        assert!(
+            s.iter().all(|&(p, cum)| p <= 100.0 && cum <= 100.0),
+            "{out}"
+        );
+        assert_eq!(s[2].1, 100.0, "{out}");
+        // All exact: shares of the job's exact figure (what no callsite recorded included).
+        let sites = [site("app::a", 100 << 10, false)];
+        let mut out = String::new();
+        write_callsites(&mut out, &sites, 400 << 10, 5, CallsiteOrder::Retained);
+        assert_eq!(shares(&out), [(25.0, 25.0)], "{out}");
+        assert!(!out.contains('~'), "{out}");
     }
 
     #[test]

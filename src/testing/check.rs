@@ -229,13 +229,13 @@ impl MemoryCheck {
     pub fn run<R>(&self, mut job: impl FnMut() -> R) -> Result<Figures, CheckFailure> {
         let test = untracked(test_name);
         let caller = untracked(caller_ips);
-        if !crate::is_installed() {
+        if !crate::alloc::is_installed() {
             return Err(untracked(|| CheckFailure::NotInstalled {
                 check: self.name.clone(),
                 test,
             }));
         }
-        let mode = crate::stack_mode();
+        let mode = crate::callsite::stack_mode();
         if !self.ignore.is_empty() && mode != StackMode::Every {
             return Err(untracked(|| CheckFailure::ExactStacksRequired {
                 check: self.name.clone(),
