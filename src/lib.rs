@@ -70,7 +70,9 @@
 //!    (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
 //!    (`memory`); the report's notes about lost figures (`diagnose`);
-//! 5. outlets: [`timeline`] — the background sampler; `http` — the live endpoint (feature
+//! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
+//!    before an OOM kill ([`timeline::set_dump_above`], `ALLOCSCOPE_DUMP_ABOVE`); [`budget`] —
+//!    per-job limits in production (`ALLOCSCOPE_BUDGETS`); `http` — the live endpoint (feature
 //!    `http`);
 //! 6. `startup` — start-up from the environment, wired in one place;
 //! 7. `scope`, `future` — entering and leaving scopes, on threads and in futures (the first
@@ -95,6 +97,7 @@
 )]
 
 mod alloc;
+pub mod budget;
 mod callsite;
 mod config;
 mod error;
@@ -148,6 +151,7 @@ pub use report::{
     report, CallsiteReport, Diagnostic, Exclusive, FlameMetric, FlameOptions, Frame, JobReport,
     Report, RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
+pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,

@@ -73,7 +73,10 @@ impl ActiveRun {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);
             let token = registry::run_begin(parent_run);
-            registry::job(job).active_runs.fetch_add(1, Relaxed);
+            let entry = registry::job(job);
+            if entry.active_runs.fetch_add(1, Relaxed) == 0 {
+                entry.active_since_ms.store(unix_ms(), Relaxed);
+            }
             ActiveRun {
                 job,
                 path,

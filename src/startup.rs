@@ -4,7 +4,7 @@
 //! Rules:
 //! * each setting is applied by the module that owns it, in this order: the stack mode
 //!   (`callsite`), automatic dumps (`report::dump`), the timeline sampler (`timeline`), the
-//!   HTTP server (`http`, last: it serves reports, so everything it reports on is set first);
+//!   memory line (`timeline`, `ALLOCSCOPE_DUMP_ABOVE`), budgets (`budget`), the HTTP server (`http`, last: it serves reports, so everything it reports on is set first);
 //! * every step is idempotent and cheap once done (its own `Once`), never runs inside the
 //!   allocator, and reports a bad value on stderr once without stopping the program;
 //! * the modules below (tables, reports, outlets) never start one another: only the entry
@@ -15,6 +15,8 @@ pub(crate) fn apply_env() {
     crate::callsite::init_from_env();
     crate::report::dump::init_from_env();
     crate::timeline::init_from_env();
+    crate::timeline::init_dump_above_from_env();
+    crate::budget::init_from_env();
     #[cfg(feature = "http")]
     crate::http::start_from_env();
 }

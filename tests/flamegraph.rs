@@ -137,6 +137,7 @@ fn fixture() -> Report {
         run_events: vec![],
         timeline_stats: Default::default(),
         diagnostics: Vec::new(),
+        trigger: None,
     }
 }
 #[test]

@@ -18,7 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("reports", &["report"]),
-    ("outlets", &["timeline", "http"]),
+    ("outlets", &["timeline", "http", "budget"]),
     ("start-up from the environment", &["startup"]),
     ("scopes", &["scope", "future"]),
     ("built on scopes", &["integrations", "testing"]),

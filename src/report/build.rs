@@ -321,6 +321,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         run_events: history.run_events,
         timeline_stats: history.stats,
         diagnostics,
+        trigger: None,
     }
 }
 

@@ -256,6 +256,31 @@ impl Report {
             esc(&describe_mode(self)),
             self.jobs.len()
         );
+        if let Some(t) = &self.trigger {
+            let running: Vec<String> = t
+                .active
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({} run{} since {})",
+                        esc(&super::escape::job_display_name(&a.job)),
+                        a.active_runs,
+                        if a.active_runs == 1 { "" } else { "s" },
+                        utc(a.since_unix_ms)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "<p class=\"trigger\"><b>Written because:</b> {}{}</p>",
+                esc(&t.message),
+                if running.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · running then: {}", running.join(", "))
+                }
+            );
+        }
         let p = &self.process;
         let rss = if p.rss_bytes == 0 {
             "unavailable".to_string()

@@ -12,7 +12,7 @@ pub(crate) mod dump;
 pub(crate) mod escape;
 mod export;
 mod flame;
-mod html;
+pub(crate) mod html;
 mod labels;
 mod memory;
 mod since;
@@ -20,6 +20,7 @@ pub(crate) mod snapshot;
 mod stacks;
 pub(crate) mod symbolize;
 pub(crate) mod text;
+mod trigger;
 mod wire;
 
 pub use atomic::write_file_atomic;
@@ -39,12 +40,13 @@ pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
 #[cfg(feature = "chart")]
 pub use memory::TimelineOptions;
-pub(crate) use memory::{process_memory_cached, StatsCache};
+pub(crate) use memory::{process_memory_cached, rss_bytes, StatsCache};
 pub use memory::{
     release_free_memory, JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend,
     TrendKind,
 };
 pub use since::{mark, report_since, Marker};
+pub use trigger::{ActiveJob, DumpTrigger};
 
 use serde::{Deserialize, Serialize};
 
@@ -242,6 +244,10 @@ pub struct Report {
     /// nothing looks lost. Printed by the text and HTML reports.
     #[serde(default)]
     pub diagnostics: Vec<Diagnostic>,
+    /// Why a guardrail wrote this report (a memory line crossed, a budget exceeded), with the
+    /// jobs running at that moment; `None` (and absent from the JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<DumpTrigger>,
 }
 
 impl Report {

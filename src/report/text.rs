@@ -340,6 +340,19 @@ impl Report {
             mode_text(self.stack_mode),
         );
         let _ = writeln!(out, "{}", memory_line(&self.process));
+        if let Some(t) = &self.trigger {
+            let _ = writeln!(out, "written because: {}", t.message);
+            for a in &t.active {
+                let _ = writeln!(
+                    out,
+                    "  running then: {} ({} run{} since {})",
+                    crate::report::escape::job_display_name(&a.job),
+                    a.active_runs,
+                    if a.active_runs == 1 { "" } else { "s" },
+                    crate::report::html::utc(a.since_unix_ms)
+                );
+            }
+        }
         if let Some(advice) = memory_advice(&self.process) {
             let _ = writeln!(out, "{advice}");
         }

@@ -41,13 +41,17 @@
 //!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
 //! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
+mod above;
+mod limit;
+
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use core::sync::atomic::{AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::{Condvar, Mutex};
 
+pub use crate::config::MemoryLine;
 pub use crate::report::release_free_memory;
 #[cfg(feature = "chart")]
 pub use crate::report::TimelineOptions;
@@ -55,6 +59,11 @@ pub use crate::series::{
     MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
     WARMUP_RUNS,
 };
+pub(crate) use above::{active_jobs, init_from_env as init_dump_above_from_env};
+pub use above::{
+    dump_above, set_dump_above, DumpAbove, DumpAboveStatus, DEFAULT_CHECK_EVERY, REARM_FRACTION,
+};
+pub use limit::{memory_limit, LimitSource, MemoryLimit};
 
 use crate::fork::{self, AtFork};
 use crate::report::process_memory_cached;
@@ -96,6 +105,8 @@ impl AtFork for SamplerAtFork {
                 core::mem::forget(s);
             }
             series::set_sampler_interval_ns(0);
+            // The child's inherited servers are forgotten, not stopped: none keeps it.
+            KEEPERS.store(0, Relaxed);
         }
     }
 }
@@ -117,44 +128,108 @@ pub fn start(interval: Duration) {
     untracked(|| {
         REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
         let mut sampler = SAMPLER.lock();
-        if let Some(s) = sampler.as_ref() {
-            s.shared.interval_ns.store(ns, Relaxed);
-            series::set_sampler_interval_ns(ns);
-            s.shared.wake.notify_all();
-            return;
-        }
-        let shared = Arc::new(Shared {
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-            interval_ns: AtomicU64::new(ns),
-        });
-        let s2 = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("allocscope-timeline".into())
-            .spawn(move || untracked(|| run_sampler(&s2)));
-        match spawned {
-            Ok(thread) => {
-                series::set_sampler_interval_ns(ns);
-                *sampler = Some(Sampler { shared, thread });
-            }
-            Err(e) => eprintln!("allocscope: could not start the timeline sampler: {e}"),
-        }
+        WANTED.store(true, Relaxed);
+        run_with(&mut sampler, ns);
     })
+}
+
+/// Starts the sampler at `ns`, or changes the running one's interval. Called under `SAMPLER`.
+fn run_with(sampler: &mut Option<Sampler>, ns: u64) {
+    if let Some(s) = sampler.as_ref() {
+        s.shared.interval_ns.store(ns, Relaxed);
+        series::set_sampler_interval_ns(ns);
+        s.shared.wake.notify_all();
+        return;
+    }
+    let shared = Arc::new(Shared {
+        stop: Mutex::new(false),
+        wake: Condvar::new(),
+        interval_ns: AtomicU64::new(ns),
+    });
+    let s2 = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("allocscope-timeline".into())
+        .spawn(move || untracked(|| run_sampler(&s2)));
+    match spawned {
+        Ok(thread) => {
+            series::set_sampler_interval_ns(ns);
+            *sampler = Some(Sampler { shared, thread });
+        }
+        Err(e) => eprintln!("allocscope: could not start the timeline sampler: {e}"),
+    }
 }
 
 /// Stops the sampler and joins its thread (returns at once if it is not running). The samples
 /// taken so far stay in later reports.
+///
+/// While a live endpoint serves (`ALLOCSCOPE_HTTP` or `http::serve`), the sampler keeps
+/// running: its chart needs samples. It stops when the last server stops.
 pub fn stop() {
     let sampler = untracked(|| {
         REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
-        SAMPLER.lock().take()
+        let mut sampler = SAMPLER.lock();
+        WANTED.store(false, Relaxed);
+        if KEEPERS.load(Relaxed) > 0 {
+            return None;
+        }
+        sampler.take()
     });
+    join(sampler);
+}
+
+fn join(sampler: Option<Sampler>) {
     if let Some(s) = sampler {
         series::set_sampler_interval_ns(0);
         *s.shared.stop.lock() = true;
         s.shared.wake.notify_all();
         let _ = s.thread.join();
         untracked(|| drop(s.shared));
+    }
+}
+
+/// The interval of the sampler a live endpoint starts when none runs.
+pub const LIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the program asked for the sampler ([`start`] and no [`stop`] since).
+static WANTED: AtomicBool = AtomicBool::new(false);
+/// Live endpoints that keep the sampler running.
+static KEEPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps the sampler running while it lives (held by each live endpoint): starts it at
+/// [`LIVE_INTERVAL`] if it is not running; a running sampler keeps its interval.
+pub(crate) struct KeepSampling(());
+
+impl core::fmt::Debug for KeepSampling {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KeepSampling")
+    }
+}
+
+pub(crate) fn keep_sampling() -> KeepSampling {
+    let ns = LIVE_INTERVAL.as_nanos() as u64;
+    untracked(|| {
+        REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
+        let mut sampler = SAMPLER.lock();
+        KEEPERS.fetch_add(1, Relaxed);
+        if sampler.is_none() {
+            run_with(&mut sampler, ns);
+        }
+    });
+    KeepSampling(())
+}
+
+impl Drop for KeepSampling {
+    fn drop(&mut self) {
+        let sampler = untracked(|| {
+            let mut sampler = SAMPLER.lock();
+            let left = KEEPERS.fetch_sub(1, Relaxed).saturating_sub(1);
+            if left == 0 && !WANTED.load(Relaxed) {
+                sampler.take()
+            } else {
+                None
+            }
+        });
+        join(sampler);
     }
 }
 

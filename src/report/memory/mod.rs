@@ -21,7 +21,7 @@ mod process;
 pub use chart::TimelineOptions;
 pub(crate) use history::history;
 pub use process::release_free_memory;
-pub(crate) use process::{process_memory, process_memory_cached, StatsCache};
+pub(crate) use process::{process_memory, process_memory_cached, rss_bytes, StatsCache};
 
 pub use crate::model::RunEvent;
 pub use crate::series::{Trend, TrendKind};
