@@ -144,8 +144,8 @@ pub use report::{
 pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
-    release_free_memory, JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend,
-    TrendKind,
+    release_free_memory, JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample,
+    TimelineStats, Trend, TrendKind,
 };
 pub use report::{
     report, CallsiteReport, Diagnostic, Exclusive, FlameMetric, FlameOptions, Frame, JobReport,

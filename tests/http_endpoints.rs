@@ -174,6 +174,25 @@ fn every_path_answers() {
         metric(&text, "allocscope_job_runs_total{job=\"http_paths_job\"}"),
         Some(1)
     );
+    // The RSS breakdown family: every part, adding up to RSS (glibc: documented tolerance).
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let rss = metric(&text, "allocscope_rss_bytes").unwrap();
+        let parts: Vec<u64> = allocscope::RssBreakdown::PARTS
+            .iter()
+            .map(|part| {
+                metric(
+                    &text,
+                    &format!("allocscope_rss_breakdown_bytes{{part=\"{part}\"}}"),
+                )
+                .unwrap_or_else(|| panic!("part {part} in {text}"))
+            })
+            .collect();
+        let sum: u64 = parts.iter().sum();
+        assert!(
+            sum.abs_diff(rss) <= (rss / 100).max(1 << 20),
+            "parts {parts:?} add up to RSS {rss}"
+        );
+    }
 
     let j = get(addr, "/report.json");
     assert_eq!(

@@ -166,6 +166,20 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {v}");
     }
+    // RSS by part (parts add up to RSS); absent where the breakdown is unavailable.
+    if let Some(b) = &report.process.breakdown {
+        let name = "allocscope_rss_breakdown_bytes";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Resident memory by part; the parts add up to RSS (rust_heap: tracked \
+             live blocks; c_heap: malloc outside Rust's allocator; not_returned: freed, kept by \
+             glibc; tracker; file_backed; thread_stacks; other_anon)."
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (part, v) in b.parts() {
+            let _ = writeln!(out, "{name}{{part=\"{part}\"}} {v}");
+        }
+    }
     render_guardrails(&mut out, report, &series);
     out
 }

@@ -72,7 +72,10 @@
 //! top N, the `(other)` counters are not monotonic. A job whose name starts with `"` or `(` is
 //! labelled as [`job_display_name`](crate::job_display_name) shows it (`(other)` becomes
 //! `"(other)"`), so no job shares the summed series. For the process: `allocscope_heap_live_bytes`,
-//! `allocscope_rss_bytes`, `allocscope_not_returned_bytes`, `allocscope_tracker_bytes`.
+//! `allocscope_rss_bytes`, `allocscope_not_returned_bytes`, `allocscope_tracker_bytes`, and
+//! `allocscope_rss_breakdown_bytes{part="rust_heap|c_heap|not_returned|tracker|file_backed|
+//! thread_stacks|other_anon"}`, whose parts add up to RSS
+//! ([`RssBreakdown`](crate::RssBreakdown); absent where the breakdown is unavailable).
 //!
 //! [`Report::to_pprof`]: crate::Report::to_pprof
 //! [`Report::to_json`]: crate::Report::to_json

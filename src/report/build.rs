@@ -277,9 +277,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
 
     let (stacks, sites, frames) = intern::usage();
     let symbolized = stacks::table().counts();
-    let tracker_live = r.tracker.retained().bytes;
-    let heap_live = totals.live.bytes.saturating_add(tracker_live);
-    let process = super::memory::process_memory(heap_live, tracker_live);
+    let process = super::memory::process_memory(super::memory::tracked_live(r));
     let mut history = super::memory::history(&snap.jobs);
     if !full {
         history.timeline = Vec::new();

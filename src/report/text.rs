@@ -155,6 +155,9 @@ pub const DEFAULT_FLAG_OBJECTS_PER_RUN: u64 = 1_000_000;
 const ADVICE_MIN_BYTES: u64 = 16 << 20;
 /// ... and at least this share of RSS (percent).
 const ADVICE_MIN_PERCENT: u64 = 25;
+/// Heap outside Rust's allocator the text points at the `malloc` feature for: at least
+/// `ADVICE_MIN_BYTES` and this share of RSS (percent).
+const C_HEAP_ADVICE_PERCENT: u64 = 10;
 
 /// Options for [`Report::to_text_with`].
 #[derive(Clone, Debug)]
@@ -301,6 +304,54 @@ pub(crate) fn memory_line(p: &ProcessMemory) -> String {
     )
 }
 
+/// The RSS breakdown line: the parts that add up to RSS, or why there are none.
+pub(crate) fn breakdown_line(p: &ProcessMemory) -> Option<String> {
+    if p.allocator.is_empty() {
+        return None;
+    }
+    let Some(b) = &p.breakdown else {
+        // A glibc report without one was written before breakdowns existed (or `/proc` was
+        // unreadable): nothing to say. Another allocator: say why there is none.
+        if p.allocator == "glibc malloc" {
+            return None;
+        }
+        return Some(format!(
+            "RSS breakdown: unavailable (needs glibc malloc and /proc/self/smaps; allocator: {})",
+            p.allocator
+        ));
+    };
+    Some(format!(
+        "RSS {} = Rust heap {} + C heap (malloc outside Rust) {} + freed, not returned ~{} \
+         + tracker {}\n      + file-backed (code, mapped files) {} + thread stacks {} + other \
+         anonymous {}",
+        human_bytes(b.total_bytes()),
+        human_bytes(b.rust_heap_bytes),
+        human_bytes(b.c_heap_bytes),
+        human_bytes(b.not_returned_bytes),
+        human_bytes(b.tracker_bytes),
+        human_bytes(b.file_backed_bytes),
+        human_bytes(b.thread_stacks_bytes),
+        human_bytes(b.other_anon_bytes),
+    ))
+}
+
+/// Advice when the heap allocated outside Rust's allocator (C libraries calling `malloc`) is
+/// a large part of RSS: no job is charged for it unless the `malloc` feature is on.
+pub(crate) fn c_heap_advice(p: &ProcessMemory) -> Option<String> {
+    let c = p.breakdown.as_ref()?.c_heap_bytes;
+    if p.rss_bytes == 0 || c < ADVICE_MIN_BYTES || c * 100 < p.rss_bytes * C_HEAP_ADVICE_PERCENT {
+        return None;
+    }
+    let how = "build with allocscope's `malloc` feature (Linux/glibc) to charge C allocations \
+               to the jobs\n      that made them, with their C stacks";
+    Some(format!(
+        "note: {c_h} of RSS ({pct}%) is heap allocated outside Rust's allocator (C libraries \
+         calling malloc):\n      no job is charged for it; {how}.",
+        c_h = human_bytes(c),
+        pct = c * 100 / p.rss_bytes,
+    ))
+}
+
 /// Advice when freed memory the allocator kept is a large part of RSS: what it is, how much
 /// `release_free_memory` would give back, and the settings that prevent it.
 pub(crate) fn memory_advice(p: &ProcessMemory) -> Option<String> {
@@ -340,6 +391,9 @@ impl Report {
             mode_text(self.stack_mode),
         );
         let _ = writeln!(out, "{}", memory_line(&self.process));
+        if let Some(line) = breakdown_line(&self.process) {
+            let _ = writeln!(out, "{line}");
+        }
         if let Some(t) = &self.trigger {
             let _ = writeln!(out, "written because: {}", t.message);
             for a in &t.active {
@@ -354,6 +408,9 @@ impl Report {
             }
         }
         if let Some(advice) = memory_advice(&self.process) {
+            let _ = writeln!(out, "{advice}");
+        }
+        if let Some(advice) = c_heap_advice(&self.process) {
             let _ = writeln!(out, "{advice}");
         }
         if !self.tracker.installed {
