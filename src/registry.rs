@@ -22,7 +22,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::fork::{self, AtFork, ShardedMap};
+use dashmap::DashMap;
+
+use crate::fork::{self, AtFork};
 use crate::model::{Counters, RunReport};
 
 /// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
@@ -159,8 +161,8 @@ impl RunHistory {
 
 struct Tables {
     jobs: RwLock<Vec<Arc<JobEntry>>>,
-    job_ids: ShardedMap<Box<str>, u32>,
-    path_ids: ShardedMap<(u32, u32), u32>,
+    job_ids: DashMap<Box<str>, u32>,
+    path_ids: DashMap<(u32, u32), u32>,
     path_lock: Mutex<()>,
     free_runs: Mutex<VecDeque<u32>>,
     next_run: AtomicU32,
@@ -215,8 +217,8 @@ fn tables() -> &'static Tables {
     TABLES.get_or_init(|| {
         let t = Tables {
             jobs: RwLock::new(Vec::new()),
-            job_ids: ShardedMap::new(),
-            path_ids: ShardedMap::new(),
+            job_ids: DashMap::new(),
+            path_ids: DashMap::new(),
             path_lock: Mutex::new(()),
             free_runs: Mutex::new(VecDeque::new()),
             next_run: AtomicU32::new(1),
@@ -298,11 +300,11 @@ impl JobEntry {
 /// The id of job `name`, creating it if needed. Must run untracked (it may allocate).
 pub(crate) fn job_id(name: &str) -> u32 {
     let t = tables();
-    if let Some(id) = t.job_ids.get(name) {
+    if let Some(id) = t.job_ids.get(name).map(|id| *id) {
         return id;
     }
     let mut jobs = t.jobs.write();
-    if let Some(id) = t.job_ids.get(name) {
+    if let Some(id) = t.job_ids.get(name).map(|id| *id) {
         return id;
     }
     if jobs.len() >= MAX_JOBS {
@@ -341,11 +343,11 @@ pub(crate) fn path_id(parent: Option<u32>, job: u32) -> u32 {
         return parent;
     }
     let t = tables();
-    if let Some(id) = t.path_ids.get(&(parent, job)) {
+    if let Some(id) = t.path_ids.get(&(parent, job)).map(|id| *id) {
         return id;
     }
     let _g = t.path_lock.lock();
-    if let Some(id) = t.path_ids.get(&(parent, job)) {
+    if let Some(id) = t.path_ids.get(&(parent, job)).map(|id| *id) {
         return id;
     }
     let id = PATH_COUNT.load(Relaxed);
