@@ -231,6 +231,9 @@ mod tests {
             *r.write() += 1;
             map.insert(1, 1);
         }
-        assert_eq!((*m.lock(), *r.read(), map.get(&1).map(|v| *v)), (2, 2, Some(1)));
+        assert_eq!(
+            (*m.lock(), *r.read(), map.get(&1).map(|v| *v)),
+            (2, 2, Some(1))
+        );
     }
 }
