@@ -49,7 +49,7 @@ pub const TASKS: u64 = 300;
 /// Bytes of each leaked payload.
 pub const PAYLOAD: usize = 1024;
 /// Entries the cache keeps, and the bytes of each.
-pub const CACHE_ENTRIES: usize = 50;
+pub const CACHE_ENTRIES: usize = 20;
 pub const CACHE_ENTRY: usize = 2048;
 
 /// Where the job is attached to the workers (see the module documentation).

@@ -68,17 +68,19 @@ fn check_exact(out: &Outcome) {
     let r = &out.report;
     print!("{r}");
     let job = |name: &str| r.job(name).unwrap_or_else(|| panic!("no job {name}\n{r}"));
-    let expect = [
-        ("leak_job", out.leaked, TrendKind::Growing),
-        ("cache_job", out.cached, TrendKind::Saturating),
-        ("churn_job", (0, 0), TrendKind::Steady),
+    // The leak: growing, or `leaking` when the retained-by-run ledger sees every old run
+    // still holding what it kept.
+    let expect: [(&str, (u64, u64), &[TrendKind]); 3] = [
+        ("leak_job", out.leaked, &[TrendKind::Growing, TrendKind::Leaking]),
+        ("cache_job", out.cached, &[TrendKind::Saturating]),
+        ("churn_job", (0, 0), &[TrendKind::Steady]),
     ];
     for (name, (objects, bytes), trend) in expect {
         let j = job(name);
         assert_eq!(j.runs, TASKS, "{name}");
         assert_eq!(j.active_runs, 0, "{name}");
         assert_eq!(j.retained, Usage { objects, bytes }, "{name}");
-        assert_eq!(j.trend.kind, trend, "{name}");
+        assert!(trend.contains(&j.trend.kind), "{name}: {:?}", j.trend);
     }
     assert_eq!(r.jobs.len(), 3, "one job per task type, nothing else:\n{r}");
     assert!(r.diagnostics.is_empty(), "{:?}", r.diagnostics);
