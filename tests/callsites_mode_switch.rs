@@ -9,6 +9,8 @@ use allocscope::{report, track_scope, StackMode, TrackingAllocator};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
+/// `n` separately allocated 64-byte blocks (one allocation each, kept).
+#[allow(clippy::vec_box)]
 fn keep(n: usize) -> Vec<Box<[u8; 64]>> {
     (0..n).map(|_| black_box(Box::new([1u8; 64]))).collect()
 }
