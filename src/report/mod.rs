@@ -18,6 +18,7 @@ mod since;
 pub(crate) mod snapshot;
 mod stacks;
 pub(crate) mod symbolize;
+pub(crate) mod symtab;
 pub(crate) mod text;
 mod wire;
 
