@@ -43,8 +43,10 @@ fn scrape(addr: SocketAddr, path: &str) -> (Duration, usize, u64) {
     let rss_before = status_kib("VmRSS:");
     let started = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
-        .unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     let mut buf = [0u8; 64 * 1024];
     let mut got = 0;
     loop {

@@ -15,7 +15,7 @@ use allocscope::{report, track_scope, Report, StackMode, TrackingAllocator};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "../tests/support/distinct_stacks.rs"]
+#[path = "../tests/common/distinct_stacks.rs"]
 mod distinct_stacks;
 use distinct_stacks::{free_blocks, rec_a};
 

@@ -18,13 +18,15 @@
 //! | `ALLOCSCOPE_DUMP_KEEP` | `report::dump` | dumps kept in the folder |
 //! | `ALLOCSCOPE_HTTP` | `http` (feature `http`) | address of the live endpoint, started at the first call |
 //! | `ALLOCSCOPE_TIMELINE` | `timeline` | sampler interval ([`parse_interval`]: `500ms`, `1s`, `1m`); `off` or unset: no sampler |
+//! | `ALLOCSCOPE_DUMP_ABOVE` | `timeline::above` | [`MemoryLine`]: `80%` of the memory limit or `2GiB`; dumps to `ALLOCSCOPE_DIR` when memory crosses it |
+//! | `ALLOCSCOPE_BUDGETS` | `budget` | per-job limits ([`parse_budgets`]: `import_users: retained=10MiB peak=200MiB; *: objects=1000000; interval=5m`) |
 //!
 //! (`ALLOCSCOPE_BLESS` is read by the crate's own tests only, to rewrite golden files.)
 
 use std::path::PathBuf;
 
-use crate::model::StackMode;
-use crate::Error;
+use crate::error::Error;
+use crate::model::{Limit, Limits, StackMode};
 
 /// Which allocations record a stack ([`StackMode::parse`] syntax).
 pub(crate) const STACKS: &str = "ALLOCSCOPE_STACKS";
@@ -49,6 +51,180 @@ pub(crate) fn http_addr() -> Option<String> {
 
 /// The timeline sampler's interval.
 pub(crate) const TIMELINE: &str = "ALLOCSCOPE_TIMELINE";
+/// The memory line above which a report is dumped ([`MemoryLine::parse`] syntax).
+pub(crate) const DUMP_ABOVE: &str = "ALLOCSCOPE_DUMP_ABOVE";
+/// Per-job budgets ([`parse_budgets`] syntax).
+pub(crate) const BUDGETS: &str = "ALLOCSCOPE_BUDGETS";
+
+/// A memory line: a share of the process's memory limit, or an absolute size.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MemoryLine {
+    /// A percentage (above 0, at most 100) of the memory limit: the cgroup's (v2
+    /// `memory.max`, v1 `memory.limit_in_bytes`) or else physical memory.
+    PercentOfLimit(f64),
+    /// An absolute size in bytes.
+    Bytes(u64),
+}
+
+impl MemoryLine {
+    /// Parses `80%` (a percentage of the memory limit, decimals allowed, above 0 and at most
+    /// 100) or a byte count with an optional binary suffix (`2GiB`, `512m`, `200MiB`,
+    /// `1073741824`; at least 1 MiB). Errors name `ALLOCSCOPE_DUMP_ABOVE` and the syntax.
+    pub fn parse(text: &str) -> Result<MemoryLine, Error> {
+        let t = text.trim();
+        let err = || {
+            Error::InvalidConfig(format!(
+                "{DUMP_ABOVE}={text:?} is not a share of the memory limit such as 80% or a \
+                 size of at least 1 MiB such as 2GiB or 512m"
+            ))
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| err())?;
+            return if v.is_finite() && v > 0.0 && v <= 100.0 && !p.trim().starts_with('+') {
+                Ok(MemoryLine::PercentOfLimit(v))
+            } else {
+                Err(err())
+            };
+        }
+        match parse_bytes(t) {
+            Some(b) if b >= 1 << 20 => Ok(MemoryLine::Bytes(b)),
+            _ => Err(err()),
+        }
+    }
+
+    /// The line in bytes, given the memory limit (needed for a percentage).
+    pub fn bytes(&self, limit_bytes: Option<u64>) -> Option<u64> {
+        match *self {
+            MemoryLine::Bytes(b) => Some(b),
+            MemoryLine::PercentOfLimit(p) => {
+                limit_bytes.map(|l| ((l as f64) * p / 100.0).min(u64::MAX as f64) as u64)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for MemoryLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemoryLine::PercentOfLimit(p) => write!(f, "{p}%"),
+            MemoryLine::Bytes(b) if b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            MemoryLine::Bytes(b) if b % (1 << 20) == 0 => write!(f, "{}MiB", b >> 20),
+            MemoryLine::Bytes(b) => write!(f, "{b}"),
+        }
+    }
+}
+
+/// `ALLOCSCOPE_DUMP_ABOVE`, parsed: `None` when unset or empty, or invalid (then reported on
+/// stderr in one line: the line stays off). Call once; may allocate, so call it untracked.
+pub(crate) fn dump_above() -> Option<MemoryLine> {
+    let raw = std::env::var_os(DUMP_ABOVE)?;
+    let v = raw.to_string_lossy();
+    if v.trim().is_empty() {
+        return None;
+    }
+    match MemoryLine::parse(&v) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            eprintln!("allocscope: {e}; memory-line dumps off");
+            None
+        }
+    }
+}
+
+/// Budgets from `ALLOCSCOPE_BUDGETS`: each job's limits, and the interval between two
+/// reports of one job's breaches.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct BudgetEnv {
+    pub jobs: Vec<(String, Limits)>,
+    pub interval: Option<std::time::Duration>,
+}
+
+/// Parses the `ALLOCSCOPE_BUDGETS` syntax: entries separated by `;`, each either
+/// `JOB: LIMIT=VALUE ...` (limits separated by spaces or commas; the job name is everything
+/// before the entry's last `:`, trimmed; `*` is every job without a budget of its own) or
+/// `interval=DURATION` (at most one report per job per interval, [`parse_interval`] syntax).
+/// Limits: `retained` (or `retained_bytes`), `retained_objects`, `peak` (`peak_bytes`),
+/// `allocated` (`allocated_bytes`), `objects` (`allocated_objects`); bytes take
+/// [`parse_bytes`] suffixes, objects are whole numbers (`_` allowed between digits).
+pub(crate) fn parse_budgets(text: &str) -> Result<BudgetEnv, Error> {
+    let err = |what: String| Error::InvalidConfig(format!("{BUDGETS}={text:?}: {what}"));
+    let mut env = BudgetEnv::default();
+    for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
+        let Some((job, limits)) = entry.rsplit_once(':') else {
+            let interval = entry
+                .strip_prefix("interval")
+                .map(str::trim_start)
+                .and_then(|r| r.strip_prefix('='))
+                .ok_or_else(|| {
+                    err(format!(
+                        "{entry:?} is neither `JOB: LIMIT=VALUE ...` nor `interval=DURATION`"
+                    ))
+                })?;
+            env.interval = Some(parse_interval(interval).map_err(|_| {
+                err(format!(
+                    "interval {interval:?} is not a duration such as 5m"
+                ))
+            })?);
+            continue;
+        };
+        let job = job.trim();
+        if job.is_empty() {
+            return Err(err(format!("{entry:?} names no job before `:`")));
+        }
+        let mut l = Limits::default();
+        for item in limits.split([' ', ',', '\t']).filter(|i| !i.is_empty()) {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| err(format!("{item:?} is not LIMIT=VALUE")))?;
+            let limit = match key.trim() {
+                "retained" | "retained_bytes" => Limit::RetainedBytes,
+                "retained_objects" => Limit::RetainedObjects,
+                "peak" | "peak_bytes" => Limit::PeakBytes,
+                "allocated" | "allocated_bytes" => Limit::AllocatedBytes,
+                "objects" | "allocated_objects" => Limit::AllocatedObjects,
+                other => {
+                    return Err(err(format!(
+                        "unknown limit {other:?} (retained, retained_objects, peak, allocated, \
+                         objects)"
+                    )))
+                }
+            };
+            let v = if limit.is_bytes() {
+                parse_bytes(value)
+            } else {
+                let digits = value.trim().replace('_', "");
+                digits
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|_| !digits.starts_with('+'))
+            }
+            .ok_or_else(|| err(format!("{value:?} is not a valid value for {key}")))?;
+            l.set(limit, v);
+        }
+        if l.is_empty() {
+            return Err(err(format!("job {job:?} has no limit")));
+        }
+        env.jobs.push((job.to_string(), l));
+    }
+    Ok(env)
+}
+
+/// `ALLOCSCOPE_BUDGETS`, parsed: `None` when unset, empty or invalid (then reported on
+/// stderr in one line: no budget from the environment). Call once; may allocate.
+pub(crate) fn budgets() -> Option<BudgetEnv> {
+    let raw = std::env::var_os(BUDGETS)?;
+    let v = raw.to_string_lossy();
+    if v.trim().is_empty() {
+        return None;
+    }
+    match parse_budgets(&v) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            eprintln!("allocscope: {e}; no budgets from the environment");
+            None
+        }
+    }
+}
 
 /// Default [`AutoDump::threshold_bytes`](crate::AutoDump::threshold_bytes): a run that retained
 /// at least 1 MiB is dumped.
@@ -316,6 +492,74 @@ mod tests {
         for bad in ["", "fast", "-5", "12q", "99999999999999999999999", "1.5"] {
             let err = StackMode::parse(bad).unwrap_err().to_string();
             assert!(err.contains("ALLOCSCOPE_STACKS"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn memory_lines_parse() {
+        assert_eq!(
+            MemoryLine::parse("80%").unwrap(),
+            MemoryLine::PercentOfLimit(80.0)
+        );
+        assert_eq!(
+            MemoryLine::parse(" 12.5 % ").unwrap(),
+            MemoryLine::PercentOfLimit(12.5)
+        );
+        assert_eq!(
+            MemoryLine::parse("2GiB").unwrap(),
+            MemoryLine::Bytes(2 << 30)
+        );
+        assert_eq!(
+            MemoryLine::parse("200MiB").unwrap(),
+            MemoryLine::Bytes(200 << 20)
+        );
+        assert_eq!(
+            MemoryLine::parse("512m").unwrap(),
+            MemoryLine::Bytes(512 << 20)
+        );
+        for bad in [
+            "", "0%", "101%", "-5%", "+5%", "nan%", "abc", "1k", "2GB", "80",
+        ] {
+            let e = MemoryLine::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("ALLOCSCOPE_DUMP_ABOVE"), "{bad}: {e}");
+        }
+        assert_eq!(
+            MemoryLine::PercentOfLimit(50.0).bytes(Some(1000)),
+            Some(500)
+        );
+        assert_eq!(MemoryLine::PercentOfLimit(50.0).bytes(None), None);
+        assert_eq!(MemoryLine::Bytes(200 << 20).to_string(), "200MiB");
+        assert_eq!(MemoryLine::PercentOfLimit(80.0).to_string(), "80%");
+    }
+
+    #[test]
+    fn budgets_parse() {
+        let b = parse_budgets(
+            "import_users: retained=10MiB peak=200MiB; GET /users/:id: objects=1_000_000, \
+             retained_objects=5; *: allocated=1g; interval=30s",
+        )
+        .unwrap();
+        assert_eq!(b.interval, Some(std::time::Duration::from_secs(30)));
+        assert_eq!(b.jobs.len(), 3);
+        assert_eq!(b.jobs[0].0, "import_users");
+        assert_eq!(b.jobs[0].1.get(Limit::RetainedBytes), Some(10 << 20));
+        assert_eq!(b.jobs[0].1.get(Limit::PeakBytes), Some(200 << 20));
+        assert_eq!(b.jobs[1].0, "GET /users/:id");
+        assert_eq!(b.jobs[1].1.get(Limit::AllocatedObjects), Some(1_000_000));
+        assert_eq!(b.jobs[1].1.get(Limit::RetainedObjects), Some(5));
+        assert_eq!(b.jobs[2].0, "*");
+        assert_eq!(b.jobs[2].1.get(Limit::AllocatedBytes), Some(1 << 30));
+        for bad in [
+            "job: retained",
+            "job: size=1",
+            "job:",
+            ": peak=1",
+            "job: objects=1k",
+            "interval=soon",
+            "nonsense",
+        ] {
+            let e = parse_budgets(bad).unwrap_err().to_string();
+            assert!(e.contains("ALLOCSCOPE_BUDGETS"), "{bad}: {e}");
         }
     }
 }

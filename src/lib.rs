@@ -52,29 +52,40 @@
 //!
 //! ## Module map
 //!
-//! Layers, bottom up; each imports only from layers below it (`ARCHITECTURE.md`, checked by
-//! `tests/layers.rs`):
-//! * leaves everyone may use: `model` (plain data: [`Usage`], [`RunReport`], [`Frame`],
-//!   [`StackMode`], the counters), `config` (every `ALLOCSCOPE_*` variable), `fork` (the
-//!   `pthread_atfork` handlers and every lock they cover), `error`;
-//! * `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
-//!   `header` — the per-block metadata in front of each block; `thread` — per-thread state and
-//!   counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
-//! * `scope`, `future` — entering and leaving scopes, on threads and in futures;
-//! * `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
-//!   requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
-//!   [`ScopeHandle::wrap`] needs no feature), on top of `scope` and `future`;
-//! * `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
-//!   keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
-//!   folded stacks and flamegraphs; the one encoding of job names and XML text for every
-//!   output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
-//!   (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
-//!   (`export`);
-//! * [`testing`] — memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
-//! * `src/bin/allocscope.rs` — the command-line tool (feature `cli`).
+//! Layers, bottom up; each imports only from its own layer and the layers below it
+//! (`ARCHITECTURE.md`, checked for every module by `tests/layers.rs`):
+//! 1. leaves everyone may use: `model` (plain data: [`Usage`], [`RunReport`], [`RunEvent`],
+//!    [`Frame`], [`StackMode`], the counters), `config` (every `ALLOCSCOPE_*` variable), `fork`
+//!    (the `pthread_atfork` handlers and every lock they cover), `error`;
+//! 2. `series` — what is recorded over time: the bounded stores of timeline samples and run
+//!    events, each job's trend summary;
+//! 3. `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
+//!    `header` — the per-block metadata in front of each block; `thread` — per-thread state and
+//!    counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
+//! 4. `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
+//!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
+//!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
+//!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
+//!    (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!    (`export`); memory over time as reports read it — process memory, history, the chart
+//!    (`memory`);
+//! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
+//!    before an OOM kill ([`timeline::set_dump_above`], `ALLOCSCOPE_DUMP_ABOVE`); [`budget`] —
+//!    per-job limits in production (`ALLOCSCOPE_BUDGETS`); `http` — the live endpoint (feature
+//!    `http`);
+//! 6. `startup` — start-up from the environment, wired in one place;
+//! 7. `scope`, `future` — entering and leaving scopes, on threads and in futures (the first
+//!    scope applies the environment through `startup`);
+//! 8. `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
+//!    requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
+//!    [`ScopeHandle::wrap`] needs no feature), on top of `scope` and `future`; [`testing`] —
+//!    memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
+//! 9. `bin` (`src/bin/allocscope.rs`) — the command-line tool (feature `cli`), on the public
+//!    API only.
 //!
 //! Guides beside the code: `README.md` (usage, semantics, CLI), `ARCHITECTURE.md` (layers, the
-//! life of one allocation, where changes go), `RELIABILITY.md` (what is tested, limits), `BENCHMARKS.md` (overhead against `System` and peers).
+//! life of one allocation, where changes go), `RELIABILITY.md` (what is tested, limits),
+//! `BENCHMARKS.md` (overhead against `System` and peers).
 
 #![warn(
     missing_docs,
@@ -85,6 +96,7 @@
 )]
 
 mod alloc;
+pub mod budget;
 mod callsite;
 mod config;
 mod error;
@@ -99,6 +111,7 @@ mod registry;
 mod report;
 mod scope;
 mod series;
+mod startup;
 pub mod testing;
 mod thread;
 pub mod timeline;
@@ -120,6 +133,8 @@ pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{
     grouped, human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
+#[cfg(feature = "chart")]
+pub use report::TimelineOptions;
 pub use report::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
     DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
@@ -127,27 +142,16 @@ pub use report::{
 pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
+    release_free_memory, JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend,
+    TrendKind,
+};
+pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
     RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
 };
+pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
-pub use report::{
-    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
-};
-/// Applies the environment (`ALLOCSCOPE_*`, parsed by `config`) once: the stack mode,
-/// automatic dumps and the timeline sampler. Called at every entry into the API that needs
-/// them (scopes, reports, dumps); the root wires the layers, so `scope` needs no import of
-/// `report`.
-pub(crate) fn init_from_env() {
-    callsite::init_from_env();
-    report::dump::init_from_env();
-    timeline::init_from_env();
-}
-
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
-pub use timeline::release_free_memory;
-#[cfg(feature = "chart")]
-pub use timeline::TimelineOptions;

@@ -86,6 +86,183 @@ impl RunReport {
     }
 }
 
+/// A limit on one figure of a run: the limits of [`MemoryCheck`](crate::testing::MemoryCheck)
+/// in tests and of [`Budget`](crate::budget::Budget)s in production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Limit {
+    /// Objects the run still held when it finished
+    /// ([`MemoryCheck::max_retained_objects`](crate::testing::MemoryCheck::max_retained_objects)).
+    RetainedObjects,
+    /// Bytes the run still held when it finished
+    /// ([`MemoryCheck::max_retained_bytes`](crate::testing::MemoryCheck::max_retained_bytes)).
+    RetainedBytes,
+    /// The run's highest live bytes
+    /// ([`MemoryCheck::max_peak_bytes`](crate::testing::MemoryCheck::max_peak_bytes)).
+    PeakBytes,
+    /// Objects the run allocated
+    /// ([`MemoryCheck::max_allocated_objects`](crate::testing::MemoryCheck::max_allocated_objects)).
+    AllocatedObjects,
+    /// Bytes the run allocated
+    /// ([`MemoryCheck::max_allocated_bytes`](crate::testing::MemoryCheck::max_allocated_bytes)).
+    AllocatedBytes,
+}
+
+impl Limit {
+    /// Every limit, in the order violations are listed: retained, peak, allocated.
+    pub const ALL: [Limit; 5] = [
+        Limit::RetainedObjects,
+        Limit::RetainedBytes,
+        Limit::PeakBytes,
+        Limit::AllocatedObjects,
+        Limit::AllocatedBytes,
+    ];
+
+    /// Whether the figure is in bytes (else objects).
+    pub fn is_bytes(self) -> bool {
+        matches!(
+            self,
+            Limit::RetainedBytes | Limit::PeakBytes | Limit::AllocatedBytes
+        )
+    }
+
+    /// The name in metrics labels and the `ALLOCSCOPE_BUDGETS` syntax: `retained_objects`,
+    /// `retained_bytes`, `peak_bytes`, `allocated_objects`, `allocated_bytes`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::RetainedObjects => "retained_objects",
+            Limit::RetainedBytes => "retained_bytes",
+            Limit::PeakBytes => "peak_bytes",
+            Limit::AllocatedObjects => "allocated_objects",
+            Limit::AllocatedBytes => "allocated_bytes",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One limit exceeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// Which limit.
+    pub limit: Limit,
+    /// The limit's value.
+    pub max: u64,
+    /// The measured value (above `max`).
+    pub measured: u64,
+}
+
+/// A set of limits on a run's figures: the one implementation behind
+/// [`MemoryCheck`](crate::testing::MemoryCheck) and [`Budget`](crate::budget::Budget).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Limits {
+    max: [Option<u64>; 5],
+}
+
+impl Limits {
+    /// Sets `limit` to `max`.
+    pub(crate) fn set(&mut self, limit: Limit, max: u64) {
+        self.max[limit.index()] = Some(max);
+    }
+
+    /// The value of `limit`, if set.
+    pub(crate) fn get(&self, limit: Limit) -> Option<u64> {
+        self.max[limit.index()]
+    }
+
+    /// Whether no limit is set.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.max.iter().all(Option::is_none)
+    }
+
+    /// The limits set, in [`Limit::ALL`] order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (Limit, u64)> + '_ {
+        Limit::ALL
+            .into_iter()
+            .filter_map(|l| self.get(l).map(|m| (l, m)))
+    }
+
+    /// The limits the figures exceed, in [`Limit::ALL`] order (a figure equal to its limit
+    /// passes).
+    pub(crate) fn violations(
+        &self,
+        retained: Usage,
+        peak_bytes: u64,
+        allocated: Usage,
+    ) -> Vec<Violation> {
+        self.iter()
+            .filter_map(|(limit, max)| {
+                let measured = match limit {
+                    Limit::RetainedObjects => retained.objects,
+                    Limit::RetainedBytes => retained.bytes,
+                    Limit::PeakBytes => peak_bytes,
+                    Limit::AllocatedObjects => allocated.objects,
+                    Limit::AllocatedBytes => allocated.bytes,
+                };
+                (measured > max).then_some(Violation {
+                    limit,
+                    max,
+                    measured,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One finished run of a job, as a marker on the timeline: what [`RunReport`] says of the run,
+/// placed in time ([`RunEvent::from`] a run report).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunEvent {
+    /// The job's name.
+    pub job: String,
+    /// The run's number within its job, from 1.
+    pub run: u64,
+    /// When the run started, in milliseconds since the Unix epoch.
+    pub start_unix_ms: u64,
+    /// When the run finished, in milliseconds since the Unix epoch.
+    pub finish_unix_ms: u64,
+    /// Wall time of the run, in nanoseconds.
+    pub duration_ns: u64,
+    /// What the run allocated (inclusive of nested jobs).
+    pub allocated: Usage,
+    /// Highest live bytes of the run while it ran.
+    pub peak_bytes: u64,
+    /// What the run still held when it finished.
+    pub retained_at_finish: Usage,
+    /// Whether the run ended by a panic.
+    pub panicked: bool,
+}
+
+impl From<&RunReport> for RunEvent {
+    fn from(r: &RunReport) -> Self {
+        RunEvent {
+            job: r.job.clone(),
+            ..RunEvent::unnamed(r)
+        }
+    }
+}
+
+impl RunEvent {
+    /// The event of `r` without its job name (which does not allocate): the run-event store
+    /// keeps the job's id beside it and names it when a report is built.
+    pub(crate) fn unnamed(r: &RunReport) -> Self {
+        RunEvent {
+            job: String::new(),
+            run: r.run,
+            start_unix_ms: r.finished_unix_ms.saturating_sub(r.duration_ns / 1_000_000),
+            finish_unix_ms: r.finished_unix_ms,
+            duration_ns: r.duration_ns,
+            allocated: r.allocated,
+            peak_bytes: r.peak_bytes,
+            retained_at_finish: r.retained_at_finish,
+            panicked: r.panicked,
+        }
+    }
+}
+
 /// One stack frame of a callsite.
 ///
 /// Its strings are [`SharedStr`]s: every callsite of a report (and of every later report)

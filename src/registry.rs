@@ -119,6 +119,9 @@ pub(crate) struct JobEntry {
     pub runs: AtomicU64,
     pub panicked_runs: AtomicU64,
     pub active_runs: AtomicI64,
+    /// When `active_runs` last went from 0 to 1 (ms since the Unix epoch): since when the job
+    /// has had runs in progress, while it has any.
+    pub active_since_ms: AtomicU64,
     pub peak_bytes: AtomicU64,
     /// What is updated once per finished run, under one short lock.
     pub recent: Mutex<RunHistory>,
@@ -177,21 +180,34 @@ pub(crate) static TRACKER_PEAK_BYTES: AtomicU64 = AtomicU64::new(0);
 /// `on_run_finished` hooks that panicked (the panic is caught; the tracker carries on).
 pub(crate) static HOOK_PANICS: AtomicU64 = AtomicU64::new(0);
 
-/// The internal after-run hook: called with every finished run, on its thread, after the
-/// public hooks. Set once by a higher layer (automatic dumps install theirs when they are
-/// configured), so finishing a run does not hard-wire any I/O.
-static AFTER_RUN: OnceLock<fn(&RunReport)> = OnceLock::new();
+/// The internal after-run hooks: called with every finished run, on its thread, after the
+/// public hooks. Set once each by higher layers (automatic dumps, budgets), so finishing a run
+/// does not hard-wire any I/O.
+static AFTER_RUN: [OnceLock<fn(&RunReport)>; 4] = [const { OnceLock::new() }; 4];
 
-/// Installs the internal after-run hook (once; later calls are ignored).
+/// Installs an internal after-run hook (once per function; at most four).
 pub(crate) fn set_after_run(hook: fn(&RunReport)) {
-    let _ = AFTER_RUN.set(hook);
+    for slot in &AFTER_RUN {
+        match slot.get() {
+            Some(h) if *h as usize == hook as usize => return,
+            Some(_) => continue,
+            None => {
+                if slot.set(hook).is_ok() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
-/// Calls the internal after-run hook, if one is installed.
+/// Calls the internal after-run hooks installed.
 #[inline]
 pub(crate) fn after_run(run: &RunReport) {
-    if let Some(hook) = AFTER_RUN.get() {
-        hook(run);
+    for slot in &AFTER_RUN {
+        match slot.get() {
+            Some(hook) => hook(run),
+            None => return,
+        }
     }
 }
 
@@ -269,6 +285,7 @@ impl JobEntry {
             runs: AtomicU64::new(0),
             panicked_runs: AtomicU64::new(0),
             active_runs: AtomicI64::new(0),
+            active_since_ms: AtomicU64::new(0),
             peak_bytes: AtomicU64::new(0),
             recent: Mutex::new(RunHistory {
                 runs: VecDeque::with_capacity(RECENT_RUNS),

@@ -68,12 +68,15 @@ pub(crate) struct ActiveRun {
 impl ActiveRun {
     /// Starts a run of `name` nested in the context (`parent_path`, `parent_run`).
     pub(crate) fn begin(name: &str, parent_path: u32, parent_run: u32) -> ActiveRun {
-        crate::init_from_env();
+        crate::startup::apply_env();
         untracked(|| {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);
             let token = registry::run_begin(parent_run);
-            registry::job(job).active_runs.fetch_add(1, Relaxed);
+            let entry = registry::job(job);
+            if entry.active_runs.fetch_add(1, Relaxed) == 0 {
+                entry.active_since_ms.store(unix_ms(), Relaxed);
+            }
             ActiveRun {
                 job,
                 path,

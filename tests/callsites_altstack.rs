@@ -1,9 +1,11 @@
 //! Stack capture on a stack that is not the thread's own (a signal's alternate stack): the
 //! frame-pointer walk must not run across unmapped memory; the DWARF unwinder takes over.
 
+mod common;
+
 use std::sync::atomic::{AtomicPtr, Ordering::SeqCst};
 
-use allocscope::{report, track_scope, StackMode, TrackingAllocator, Usage};
+use allocscope::{report, track_scope, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -24,7 +26,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 #[test]
 fn allocating_on_an_alternate_signal_stack_is_recorded_without_faulting() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     // A heap buffer as the alternate stack: far from this thread's own stack.
     let mut alt = vec![0u8; 256 * 1024];
     // SAFETY: plain libc calls with valid, initialised arguments; the alternate stack buffer

@@ -4,9 +4,11 @@
 // Boxes on purpose: each is one counted block of a known size.
 #![allow(clippy::vec_box)]
 
+mod common;
+
 use std::hint::black_box;
 
-use allocscope::{mark, report_since, track_scope, StackMode, TrackingAllocator, Usage};
+use allocscope::{mark, report_since, track_scope, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -32,7 +34,7 @@ fn after_mark() -> Vec<Box<[u8; 64]>> {
 
 #[test]
 fn exact_when_nothing_from_before_is_freed() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let old = track_scope("since_exact", before_mark);
     let quiet = track_scope("since_only_before", before_mark);
     let m = mark();
@@ -82,7 +84,7 @@ fn exact_when_nothing_from_before_is_freed() {
 #[test]
 fn frees_of_older_blocks_make_a_lower_bound() {
     // (The same mode as the other test: the mode is process-wide.)
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let old = track_scope("since_bound", || black_box(vec![0u8; 100]));
     let m = mark();
     let new = track_scope("since_bound", || black_box(vec![0u8; 300]));

@@ -1,12 +1,13 @@
 //! Comparing two reports of a worker loop: the job that leaks comes first, with exact growth,
 //! its growing callsite on top, and a differential flamegraph of it.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Mutex;
 
 use allocscope::{
-    report, track_scope, Change, FlameMetric, FlameOptions, ReportDiff, StackMode,
-    TrackingAllocator, Usage,
+    report, track_scope, Change, FlameMetric, FlameOptions, ReportDiff, TrackingAllocator, Usage,
 };
 
 #[global_allocator]
@@ -46,7 +47,7 @@ fn worker_round(i: usize) {
 
 #[test]
 fn the_leaking_job_is_on_top() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     CACHE.lock().unwrap().reserve(100); // the cache's own buffer is not the leak
     for i in 0..5 {
         worker_round(i);

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocator, Usage};
+use allocscope::{report, track_scope, Error, Report, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -24,7 +24,7 @@ static KEPT: Mutex<Vec<Box<[u8; 300]>>> = Mutex::new(Vec::new());
 
 /// A real report with at least one job holding memory, with callsites.
 fn sample_report() -> Report {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     track_scope("dump_json_sample", || {
         let mut kept = KEPT.lock().unwrap();
         kept.reserve(8);

@@ -140,7 +140,7 @@ fn keep_boxes(n: usize) -> Vec<Box<[u64; 8]>> {
 
 #[test]
 fn real_workload_exports_every_job_with_exact_totals() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("dhx_import", || {
         let temp: Vec<String> = (0..40).map(|i| black_box(i.to_string())).collect();
         drop(temp);
@@ -324,11 +324,14 @@ fn run_viewer(viewer: &Path, json: &str) -> Result<String, String> {
 #[test]
 fn dhat_viewer_loads_the_export() {
     let Some(viewer) = dh_view_js() else {
-        eprintln!("skipped: Valgrind's dh_view.js not found (apt-get install valgrind)");
+        common::missing_tool(
+            "Valgrind's dh_view.js",
+            "not in its usual places",
+            "valgrind",
+        );
         return;
     };
-    if Command::new("node").arg("--version").output().is_err() {
-        eprintln!("skipped: node not found (apt-get install nodejs)");
+    if !common::require_tool("node", &["--version"], "nodejs") {
         return;
     }
     let report = fixture();
@@ -347,7 +350,7 @@ fn dhat_viewer_loads_the_export() {
     assert!(text.contains(&total_line), "{total_line:?} in {text}");
 
     // A real report of this process: real symbol names, many stacks.
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("dhx_viewer", || keep_boxes(3));
     // Only this job's part: dh_view folds nodes under ~1% of the total into "insignificant",
     // and what else this process allocated (other tests, the harness) varies from run to run.

@@ -18,7 +18,7 @@ use allocscope::{track_scope, StackMode, TrackingAllocator, Usage};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "support/pprof.rs"]
+#[path = "common/pprof.rs"]
 mod pprof;
 
 use pprof::proto::{Profile, Sample};
@@ -45,7 +45,7 @@ fn keep_boxes(n: usize) -> Vec<Box<[u64; 8]>> {
 
 #[test]
 fn real_workload_decodes_with_jobs_as_labels_and_exact_sums() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("ppx_import", || {
         let temp: Vec<String> = (0..40).map(|i| black_box(i.to_string())).collect();
         drop(temp);
@@ -209,8 +209,7 @@ fn empty_report_is_a_valid_profile() {
 /// `go tool pprof` reads the export: the top table by retained bytes and the job tags.
 #[test]
 fn go_tool_pprof_reads_the_export() {
-    if Command::new("go").arg("version").output().is_err() {
-        eprintln!("skipped: `go` not found (apt-get install golang-go to run this check)");
+    if !common::require_tool("go", &["version"], "golang-go") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -249,7 +248,7 @@ fn go_tool_pprof_reads_the_export() {
     assert!(tags.contains("import_users > parse"), "{tags}");
 
     // A real report of this process: real (long, generic) symbol names and many stacks.
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("ppx_go", || keep_boxes(3));
     let report = allocscope::report();
     drop(kept);

@@ -136,6 +136,7 @@ fn fixture() -> Report {
         timeline: vec![],
         run_events: vec![],
         timeline_stats: Default::default(),
+        trigger: None,
     }
 }
 #[test]

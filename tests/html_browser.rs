@@ -1,5 +1,5 @@
 //! The HTML report in a real browser: headless Chromium driven from Rust over the DevTools
-//! protocol on `--remote-debugging-pipe` (`tests/support/chromium.rs`; no node, no WebSocket).
+//! protocol on `--remote-debugging-pipe` (`tests/common/chromium.rs`; no node, no WebSocket).
 //! For a saved report, a diff of two reports, and the live `/` page of the HTTP endpoint: no
 //! console message or exception, no request leaves the page, the job table and the inferno
 //! flamegraph are in the DOM, a header click sorts the table, a frame click zooms the
@@ -8,7 +8,7 @@
 //! [`BROWSER_TIMEOUT`] fails the test and is killed.
 #![cfg(feature = "http")]
 
-#[path = "support/chromium.rs"]
+#[path = "common/chromium.rs"]
 mod chromium;
 mod common;
 
@@ -36,7 +36,7 @@ fn artifacts() -> PathBuf {
 
 /// Whether Chromium is installed; the only reason these tests skip (printing why).
 fn tools() -> bool {
-    common::have_tool(chromium::CHROMIUM, &["--version"], "chromium")
+    common::require_tool(chromium::CHROMIUM, &["--version"], "chromium")
 }
 
 /// The origin of `url` (`scheme://host[:port]`) for network URLs; `None` for others (`file:`,

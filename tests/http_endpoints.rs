@@ -6,6 +6,8 @@
 // One heap block per object, on purpose: the tests count blocks.
 #![allow(clippy::vec_box)]
 
+mod common;
+
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allocscope::http::{serve, serve_with, HttpOptions, HttpServer};
-use allocscope::{track_scope, Report, StackMode, TrackingAllocator};
+use allocscope::{track_scope, Report, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -133,7 +135,7 @@ fn metric(text: &str, series: &str) -> Option<u64> {
 #[test]
 fn every_path_answers() {
     let _serial = serial();
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("http_paths_job", || http_leak_boxes(5));
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
@@ -320,7 +322,7 @@ fn token_is_required_on_every_path() {
     // Basic auth with the token as password is not the token.
     let basic = raw(
         addr,
-        b"GET /metrics HTTP/1.1\r\nhost: x\r\nauthorization: Basic YWJjMTIz\r\nconnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nauthorization: Basic YWJjMTIz\r\nconnection: close\r\n\r\n",
     );
     assert!(status_of(&basic).starts_with("HTTP/1.1 401"), "{basic}");
     server.shutdown();
@@ -332,7 +334,10 @@ fn oversized_request_heads_are_refused() {
     let server = serve("127.0.0.1:0").unwrap();
     let addr = server.local_addr();
 
-    let long_line = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100_000));
+    let long_line = format!(
+        "GET /{} HTTP/1.1\r\nhost: localhost\r\n\r\n",
+        "a".repeat(100_000)
+    );
     let r = raw(addr, long_line.as_bytes());
     let s = status_of(&r);
     assert!(
@@ -343,7 +348,7 @@ fn oversized_request_heads_are_refused() {
     );
     still_serves(addr);
 
-    let mut headers = String::from("GET /metrics HTTP/1.1\r\nhost: x\r\n");
+    let mut headers = String::from("GET /metrics HTTP/1.1\r\nhost: localhost\r\n");
     for i in 0..2000 {
         headers.push_str(&format!("x-filler-{i}: {}\r\n", "b".repeat(30)));
     }
@@ -375,8 +380,27 @@ fn threads_now() -> usize {
         .count()
 }
 
+/// Waits (at most 10 s) for the server's thread to name itself.
+fn wait_for_threads(n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while threads_now() < n && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the server closed `s` (EOF or reset) within 10 s.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
 #[test]
-fn connections_beyond_the_limit_get_503_never_threads() {
+fn connections_beyond_the_limit_close_the_idlest_never_threads() {
     let _serial = serial();
     let server = serve_with(
         "127.0.0.1:0",
@@ -388,69 +412,35 @@ fn connections_beyond_the_limit_get_503_never_threads() {
     )
     .unwrap();
     let addr = server.local_addr();
-    // The server's threads name themselves when they start: wait for all three (two workers
-    // and the accept loop).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while threads_now() < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let threads_before = threads_now();
-    assert_eq!(threads_before, 3, "2 workers and the accept thread");
-    // Two idle connections hold both workers; two more wait in the queue.
+    wait_for_threads(1);
+    assert_eq!(threads_now(), 1, "one thread serves every connection");
+    // Four idle connections, one after the other: the limit is two, so each of the last two
+    // closes the one idle the longest.
     let mut idle: Vec<TcpStream> = (0..4)
         .map(|_| {
             let s = TcpStream::connect(addr).unwrap();
-            // Let the accept thread hand it over before the next one comes.
             std::thread::sleep(Duration::from_millis(100));
             s
         })
         .collect();
-    // Twenty more at once: a few may still find room in the queue (they wait), the rest get
-    // 503 at once.
-    let mut refused = 0;
-    let mut waiting = Vec::new();
-    for _ in 0..20 {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let r = String::from_utf8_lossy(&out).into_owned();
-        if status_of(&r).starts_with("HTTP/1.1 503") {
-            assert!(r.contains("too many connections"), "{r}");
-            refused += 1;
-        } else {
-            assert!(r.is_empty(), "busy server answered {r}");
-            waiting.push(s);
-        }
-    }
-    assert!(
-        refused >= 17,
-        "connections beyond 2 busy + 2 queued get 503 ({refused}/20)"
-    );
-    drop(waiting);
-    assert!(
-        threads_now() <= threads_before,
-        "no thread per connection: {} threads, {threads_before} before",
-        threads_now()
-    );
-    // Queued connections are served once a worker is free.
-    for s in idle.drain(..2) {
-        drop(s);
-    }
-    let mut queued = idle.remove(0);
-    queued
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    assert!(closed_by_server(&mut idle[0]), "the idlest is closed first");
+    assert!(closed_by_server(&mut idle[1]));
+    // The two newest are still open: a request on one is served.
+    idle[3]
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
         .unwrap();
-    queued
+    idle[3]
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut out = String::new();
-    let _ = queued.read_to_string(&mut out);
+    let _ = idle[3].read_to_string(&mut out);
     assert!(status_of(&out).starts_with("HTTP/1.1 200"), "{out}");
+    // Twenty more at once: each is served, never a thread per connection.
+    for _ in 0..20 {
+        still_serves(addr);
+    }
+    assert_eq!(threads_now(), 1, "no thread per connection");
     drop(idle);
-    still_serves(addr);
     server.shutdown();
 }
 
@@ -484,7 +474,7 @@ fn slow_clients_time_out() {
     // Trickling one byte at a time (slowloris): closed too, before the head is complete.
     let mut s = TcpStream::connect(addr).unwrap();
     let mut closed = false;
-    for b in b"GET /metrics HTTP/1.1\r\nhost: x\r\nx-slow: "
+    for b in b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nx-slow: "
         .iter()
         .chain([b'y'; 200].iter())
     {
@@ -511,7 +501,7 @@ fn slow_clients_time_out() {
 #[test]
 fn clients_that_disconnect_mid_response_are_harmless() {
     let _serial = serial();
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("http_disconnect_job", || http_leak_boxes(50));
     let server = serve_with(
         "127.0.0.1:0",
@@ -525,7 +515,7 @@ fn clients_that_disconnect_mid_response_are_harmless() {
     for path in ["/report.json", "/debug/pprof/heap", "/", "/report.txt"] {
         for _ in 0..5 {
             let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            s.write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
                 .unwrap();
             let mut first = [0u8; 16];
             let _ = s.read(&mut first);
@@ -533,7 +523,7 @@ fn clients_that_disconnect_mid_response_are_harmless() {
         }
         // Closed before the response starts.
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n\r\n").as_bytes())
             .unwrap();
         drop(s);
         still_serves(addr);
@@ -563,7 +553,8 @@ fn path_traversal_finds_nothing() {
     ] {
         let r = raw(
             addr,
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         );
         let s = status_of(&r);
         assert!(
@@ -717,7 +708,7 @@ fn shutdown_joins_and_a_second_serve_on_the_address_fails_clearly() {
     still_serves(addr);
     // An open keep-alive connection does not hold shutdown up.
     let mut open = TcpStream::connect(addr).unwrap();
-    open.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    open.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
         .unwrap();
     let mut buf = [0u8; 64];
     let _ = open.read(&mut buf);

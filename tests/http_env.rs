@@ -1,4 +1,4 @@
-//! `ALLOCSCOPE_HTTP=<addr>` starts the live endpoint at the first call into allocscope, and a
+//! `ALLOCSCOPE_HTTP=<addr>` starts the live endpoint when the first scope begins, and a
 //! bad value is reported once without stopping the program. Each case runs in a child process
 //! (this test binary re-run with the variable set), since the variable is read once per process.
 #![cfg(feature = "http")]
@@ -38,7 +38,7 @@ fn the_variable_starts_the_server_at_the_first_call() {
         let kept = track_scope("env_job", || vec![1u8; 100]);
         let addr = allocscope::http::env_server_addr().expect("started by the first call");
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             .unwrap();
         let mut text = String::new();
         s.read_to_string(&mut text).unwrap();

@@ -5,14 +5,16 @@
 //! own HTTP client allocates unscoped memory between the two profiles.
 #![cfg(feature = "http")]
 
+mod common;
+
 use std::hint::black_box;
 
-use allocscope::{track_scope, StackMode, TrackingAllocator};
+use allocscope::{track_scope, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "support/pprof.rs"]
+#[path = "common/pprof.rs"]
 mod pprof;
 
 use pprof::{check_well_formed, decode, get_body, header, job_rows, Row};
@@ -34,7 +36,7 @@ fn live_churn(n: usize) -> usize {
 
 #[test]
 fn live_profile_is_the_report_profile() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept_a = track_scope("live_pprof_a", || {
         black_box(live_churn(50));
         live_keep_small(300)

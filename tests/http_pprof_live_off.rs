@@ -12,7 +12,7 @@ use allocscope::{track_scope, StackMode, TrackingAllocator};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "support/pprof.rs"]
+#[path = "common/pprof.rs"]
 mod pprof;
 
 use pprof::{check_well_formed, decode, get_body, header, job_rows};

@@ -40,7 +40,7 @@ fn prom_leaker(n: usize) -> Vec<Box<[u8; 4096]>> {
 
 #[test]
 fn promtool_accepts_metrics() {
-    if !common::have_tool("promtool", &["--version"], "prometheus") {
+    if !common::require_tool("promtool", &["--version"], "prometheus") {
         return;
     }
     let kept = [
@@ -95,7 +95,7 @@ impl Drop for Child {
 
 #[test]
 fn prometheus_scrapes_the_retained_bytes() {
-    if !common::have_tool("prometheus", &["--version"], "prometheus") {
+    if !common::require_tool("prometheus", &["--version"], "prometheus") {
         return;
     }
     let kept = track_scope("prometheus_job", || prom_leaker(3));
@@ -185,7 +185,7 @@ fn pprof_http_other(n: usize) -> Vec<Vec<u8>> {
 
 #[test]
 fn go_tool_pprof_reads_the_heap_endpoint() {
-    if !common::have_tool("go", &["version"], "golang-go") {
+    if !common::require_tool("go", &["version"], "golang-go") {
         return;
     }
     common::every();

@@ -4,17 +4,19 @@
 //! that no other test allocates meanwhile.
 #![cfg(feature = "http")]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use allocscope::{track_scope, StackMode, TrackingAllocator};
+use allocscope::{track_scope, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 #[test]
 fn server_allocations_are_tracker_overhead() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept: Vec<Vec<u8>> = (0..200)
         .map(|i| track_scope(&format!("untracked_job_{}", i % 20), || vec![0u8; 100 + i]))
         .collect();
@@ -30,7 +32,8 @@ fn server_allocations_are_tracker_overhead() {
         sockets.push(TcpStream::connect(addr).unwrap());
         let s = sockets.last_mut().unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
         )
         .unwrap();
         loop {

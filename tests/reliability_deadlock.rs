@@ -4,8 +4,9 @@
 //! destructors that allocate. Every test runs under a watchdog that aborts the process with a
 //! message instead of letting CI hang.
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+mod common;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
@@ -13,7 +14,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allocscope::{
-    report, track_scope, track_scope_run, FlameOptions, Report, StackMode, TrackingAllocator, Usage,
+    report, track_scope, track_scope_run, FlameOptions, Report, TrackingAllocator, Usage,
 };
 
 #[global_allocator]
@@ -21,14 +22,14 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 #[test]
 fn reports_render_while_threads_allocate_with_every_stack() {
-    let _wd = support::watchdog("reports while allocating (Every mode)", 120);
-    allocscope::set_stack_mode(StackMode::Every);
+    let _wd = reliability::watchdog("reports while allocating (Every mode)", 120);
+    common::every();
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..3)
         .map(|t| {
             let stop = stop.clone();
             std::thread::spawn(move || {
-                let mut rng = support::Rng::new(t + 7);
+                let mut rng = reliability::Rng::new(t + 7);
                 let mut kept: Vec<Vec<u8>> = Vec::new();
                 let mut n = 0u64;
                 while !stop.load(Relaxed) {
@@ -81,7 +82,7 @@ fn reports_render_while_threads_allocate_with_every_stack() {
 #[test]
 #[allow(clippy::vec_box)] // one heap block per element is the point
 fn runs_end_while_their_blocks_are_freed_on_another_thread() {
-    let _wd = support::watchdog("runs ending during remote frees", 120);
+    let _wd = reliability::watchdog("runs ending during remote frees", 120);
     const RUNS: usize = 2_000;
     let (tx, rx) = mpsc::sync_channel::<Vec<Box<[u8; 32]>>>(64);
     let freer = std::thread::spawn(move || {
@@ -154,7 +155,7 @@ thread_local! {
 
 #[test]
 fn thread_local_destructors_allocate_and_run_jobs_during_teardown() {
-    let _wd = support::watchdog("thread-local destructors during teardown", 120);
+    let _wd = reliability::watchdog("thread-local destructors during teardown", 120);
     // Reserve the vector first so pushes from the destructors do not reallocate inside a job.
     TEARDOWN_KEPT.lock().unwrap().reserve(64);
     const THREADS: usize = 16;
@@ -201,7 +202,7 @@ fn thread_local_destructors_allocate_and_run_jobs_during_teardown() {
 
 #[test]
 fn a_thread_that_exits_inside_a_carried_scope_flushes_its_counts() {
-    let _wd = support::watchdog("thread exit inside a scope", 120);
+    let _wd = reliability::watchdog("thread exit inside a scope", 120);
     // Threads spawned in a scope run in it until they exit; nothing they counted is lost,
     // including blocks still pending in their per-thread counters at exit.
     let kept = track_scope("d_exit_in_scope", || {

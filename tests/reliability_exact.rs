@@ -9,8 +9,8 @@
 //!
 //! The whole-process check needs a quiet process, so this binary holds exactly one test.
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use allocscope::{StackMode, TrackingAllocator};
 
@@ -19,10 +19,10 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 #[test]
 fn eight_threads_mixed_ops_are_exact() {
-    support::exact_under_concurrency("exact", 8, 25_000, StackMode::Every);
+    reliability::exact_under_concurrency("exact", 8, 25_000, StackMode::Every);
     // Sampled stacks (weighted callsites): job figures are exact all the same, and every
     // callsite's estimate returns to zero when its blocks are freed.
-    support::exact_under_concurrency(
+    reliability::exact_under_concurrency(
         "sampled",
         8,
         25_000,

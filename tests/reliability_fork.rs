@@ -5,15 +5,16 @@
 //! registry locks; see RELIABILITY.md, known limits). The parent waits with a timeout and
 //! fails if a child hangs.
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+mod common;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allocscope::{report, track_scope, StackMode, TrackingAllocator, Usage};
+use allocscope::{report, track_scope, TrackingAllocator, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -84,8 +85,8 @@ fn child_allocates() -> i32 {
 #[test]
 fn forked_children_allocate_and_exit_while_parent_threads_allocate() {
     let _serial = serial();
-    let _wd = support::watchdog("fork while allocating", 200);
-    allocscope::set_stack_mode(StackMode::Every);
+    let _wd = reliability::watchdog("fork while allocating", 200);
+    common::every();
     let stop = Arc::new(AtomicBool::new(false));
     // Parent threads busy in the allocator (stack capture, interning, counters) and starting
     // runs of existing jobs, so forks land in the middle of all of it.
@@ -119,7 +120,7 @@ fn forked_children_allocate_and_exit_while_parent_threads_allocate() {
 fn a_forked_child_can_run_jobs_and_report() {
     // No other thread of ours is inside allocscope's bookkeeping at this fork.
     let _serial = serial();
-    let _wd = support::watchdog("fork and run a job", 120);
+    let _wd = reliability::watchdog("fork and run a job", 120);
     // A job in the child is counted in the child only, exactly.
     let code = fork_and("child job", || {
         let (b, run) =
@@ -144,7 +145,7 @@ fn a_forked_child_can_run_jobs_and_report() {
 #[test]
 fn a_forked_child_runs_a_job_while_parent_threads_register_new_jobs() {
     let _serial = serial();
-    let _wd = support::watchdog("fork while registering jobs", 200);
+    let _wd = reliability::watchdog("fork while registering jobs", 200);
     let stop = Arc::new(AtomicBool::new(false));
     // Parent threads take the registry's locks: new job names, new paths, run slots.
     let busy: Vec<_> = (0..2)
@@ -189,7 +190,7 @@ fn a_forked_child_registers_new_job_names_while_parent_threads_read_the_name_ind
     // fork handlers covered the indexes, a child forked while a parent thread held a read lock
     // waited forever here.
     let _serial = serial();
-    let _wd = support::watchdog("fork while reading the name index", 200);
+    let _wd = reliability::watchdog("fork while reading the name index", 200);
     let known: Vec<String> = (0..64).map(|i| format!("f_known_{i}")).collect();
     for name in &known {
         track_scope(name, || ());

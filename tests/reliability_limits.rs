@@ -8,8 +8,8 @@
 //! them takes 250,000+ distinct stacks, and a report of that many callsites is too large for
 //! this suite: see RELIABILITY.md.)
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 
@@ -20,7 +20,7 @@ static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 #[test]
 fn full_tables_are_reported_and_counts_stay_exact() {
-    let _wd = support::watchdog("table limits", 300);
+    let _wd = reliability::watchdog("table limits", 300);
     allocscope::set_stack_mode(StackMode::Off);
 
     // --- Concurrent runs: 65,535 run slots. Futures start their run when created.

@@ -2,8 +2,8 @@
 //! `on_run_finished` hook. None of them may leave a thread in the wrong scope, lose or double a
 //! count, or poison the tracker. Each test uses its own job names.
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 use std::panic::catch_unwind;
@@ -139,7 +139,7 @@ fn a_panicking_hook_does_not_poison_the_tracker() {
 #[test]
 fn hooks_may_register_and_remove_hooks_and_run_jobs() {
     let _g = HOOK_TESTS.lock().unwrap_or_else(|e| e.into_inner());
-    let _wd = support::watchdog("hooks re-entering the hook table", 60);
+    let _wd = reliability::watchdog("hooks re-entering the hook table", 60);
     static INNER_RUNS: AtomicU64 = AtomicU64::new(0);
     let id = allocscope::on_run_finished(|run| {
         if run.job == "p_reentrant" {

@@ -2,8 +2,8 @@
 //! allocation of every run the snapshot counts as finished (report, mark, report_since), the
 //! guarantee of the one snapshot path (`report::snapshot`, RELIABILITY.md).
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -54,7 +54,7 @@ fn workers(
 
 #[test]
 fn no_snapshot_has_fewer_allocations_than_its_finished_runs_imply() {
-    let _wd = support::watchdog("consistent snapshots", 300);
+    let _wd = reliability::watchdog("consistent snapshots", 300);
     allocscope::set_stack_mode(StackMode::Off);
     let stop = Arc::new(AtomicBool::new(false));
     let start = Arc::new(Barrier::new(65));
@@ -103,7 +103,7 @@ fn a_mark_never_leaves_out_allocations_of_runs_it_counts_as_finished() {
     // were not, so `report_since` showed them as new. With every worker stopped before
     // `report_since`, each run since the mark finished, so its allocations since the mark are
     // at most PER_RUN per run it counts.
-    let _wd = support::watchdog("consistent marks", 300);
+    let _wd = reliability::watchdog("consistent marks", 300);
     allocscope::set_stack_mode(StackMode::Off);
     let mut bad = Vec::new();
     let rounds = 150;

@@ -2,20 +2,21 @@
 //! threads beyond the counter-slot table, the frame arena's use, and the tracker's total and
 //! peak memory (a report allocates far more than it keeps).
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+mod common;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};
 
-use allocscope::{report, track_scope, StackMode, TrackingAllocator};
+use allocscope::{report, track_scope, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
 #[test]
 fn threads_beyond_the_slot_table_are_counted() {
-    let _wd = support::watchdog("1,100 live threads", 300);
+    let _wd = reliability::watchdog("1,100 live threads", 300);
     // 1,024 counter slots; 1,100 threads alive at once, each allocating (claiming a slot).
     let n = 1_100;
     let barrier = Arc::new(Barrier::new(n + 1));
@@ -52,7 +53,7 @@ fn threads_beyond_the_slot_table_are_counted() {
 
 #[test]
 fn the_frame_arena_use_and_the_trackers_total_and_peak_are_reported() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let kept = track_scope("t_frames", || black_box(vec![1u8; 64]));
     let before = report().tracker;
     assert!(before.frames_stored >= before.stacks, "{before:?}");

@@ -7,8 +7,8 @@
 //! report warns; the dump is decided by what the job holds. One test: the exhausted table is
 //! process-wide state.
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 use std::sync::Mutex;
@@ -27,7 +27,7 @@ static KEPT: Mutex<Vec<Box<[u8; 64]>>> = Mutex::new(Vec::new());
 
 #[test]
 fn forgotten_futures_never_make_later_runs_report_zeros() {
-    let _wd = support::watchdog("unmeasured runs", 300);
+    let _wd = reliability::watchdog("unmeasured runs", 300);
     let dir = tempfile::tempdir().unwrap();
     allocscope::set_auto_dump(Some(AutoDump::new(dir.path()).threshold_bytes(1 << 20)));
     KEPT.lock().unwrap().reserve(16);

@@ -3,6 +3,8 @@
 //! stays bounded by distinct stacks and frames. Timings are in BENCHMARKS.md
 //! (`examples/report_cost.rs`), not here.
 
+mod common;
+
 use std::cmp::Ordering;
 
 use allocscope::{report, track_scope, CallsiteReport, StackMode, TrackingAllocator};
@@ -10,7 +12,7 @@ use allocscope::{report, track_scope, CallsiteReport, StackMode, TrackingAllocat
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "support/distinct_stacks.rs"]
+#[path = "common/distinct_stacks.rs"]
 mod distinct_stacks;
 use distinct_stacks::{free_blocks, leaf, rec_a};
 
@@ -45,7 +47,7 @@ fn assert_sorted(list: &[CallsiteReport], what: &str) {
 
 #[test]
 fn repeated_reports_do_not_symbolize_again() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let mut blocks = Vec::new();
     track_scope("cached", || {
         for n in 0..(1u32 << LEVELS) {
@@ -99,7 +101,7 @@ fn repeated_reports_do_not_symbolize_again() {
     assert_sorted(&job2.callsites, "job callsites");
 
     // One new stack: symbolized once, and only it.
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     track_scope("cached", || one_more(&mut blocks));
     allocscope::set_stack_mode(StackMode::Off);
     let third = report();

@@ -2,6 +2,8 @@
 //! (and how to get callsites); flamegraphs can leave unscoped memory out (`--no-unscoped`);
 //! callsites can be listed by allocated, retained or peak bytes (`--callsites-by`).
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Mutex;
 
@@ -84,7 +86,7 @@ fn a_job_that_retains_memory_without_sampled_callsites_says_how_to_get_them() {
 #[test]
 fn callsites_by_allocated_retained_and_peak() {
     let _g = MODE.lock().unwrap_or_else(|e| e.into_inner());
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     track_scope("spiky", || {
         big_temporary();
         small_keep();

@@ -3,6 +3,8 @@
 //! reads version 1; reading streams (a gigabyte of `[` is refused after a few KiB, an
 //! oversized file before reading) and a corrupt table is an error, not a panic.
 
+mod common;
+
 use std::io::Write;
 
 use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocator};
@@ -10,7 +12,7 @@ use allocscope::{report, track_scope, Error, Report, StackMode, TrackingAllocato
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "support/distinct_stacks.rs"]
+#[path = "common/distinct_stacks.rs"]
 mod distinct_stacks;
 use distinct_stacks::{free_blocks, rec_a};
 
@@ -18,7 +20,7 @@ const LEVELS: u32 = 11;
 
 #[test]
 fn the_stack_table_makes_reports_ten_times_smaller_and_round_trips() {
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let mut blocks = Vec::new();
     track_scope("wide", || {
         for n in 0..(1u32 << LEVELS) {

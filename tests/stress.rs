@@ -10,8 +10,9 @@
 //! report would carry its 100,000 callsites.
 #![cfg(all(feature = "stress", not(debug_assertions)))]
 
-#[path = "reliability_support/mod.rs"]
-mod support;
+mod common;
+#[path = "common/reliability.rs"]
+mod reliability;
 
 use std::hint::black_box;
 
@@ -20,7 +21,7 @@ use allocscope::{report, track_scope, StackMode, TrackingAllocator, Usage};
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
 
-#[path = "support/distinct_stacks.rs"]
+#[path = "common/distinct_stacks.rs"]
 mod distinct_stacks;
 use distinct_stacks::{free_blocks, rec_a};
 
@@ -33,10 +34,10 @@ fn stress() {
     hundred_thousand_callsites_stay_bounded();
 }
 
-/// 8 threads × 1,000,000 mixed operations, every figure exact (see `support`).
+/// 8 threads × 1,000,000 mixed operations, every figure exact (see `reliability`).
 fn exact_8_threads_x_1m_ops() {
     let t = std::time::Instant::now();
-    support::exact_under_concurrency("stress", 8, 1_000_000, StackMode::Every);
+    reliability::exact_under_concurrency("stress", 8, 1_000_000, StackMode::Every);
     eprintln!(
         "exact_8_threads_x_1m_ops: {:.1} s",
         t.elapsed().as_secs_f64()
@@ -46,7 +47,7 @@ fn exact_8_threads_x_1m_ops() {
 /// 1,000,000 runs across 10,000 job names on 4 threads: tables do not grow with runs, the
 /// tracker's own memory stays within its per-name bound, and nothing overflows.
 fn million_runs_ten_thousand_names_stay_bounded() {
-    let _wd = support::watchdog("million_runs", 600);
+    let _wd = reliability::watchdog("million_runs", 600);
     allocscope::set_stack_mode(StackMode::default());
     const NAMES: usize = 10_000;
     const RUNS: usize = 1_000_000;
@@ -54,7 +55,7 @@ fn million_runs_ten_thousand_names_stay_bounded() {
     let names: Vec<String> = (0..NAMES).map(|i| format!("bounded_job_{i:05}")).collect();
     let names = std::sync::Arc::new(names);
     let before = report().tracker;
-    let rss_before = support::rss_bytes();
+    let rss_before = reliability::rss_bytes();
     let t = std::time::Instant::now();
     let handles: Vec<_> = (0..THREADS)
         .map(|th| {
@@ -62,7 +63,7 @@ fn million_runs_ten_thousand_names_stay_bounded() {
             std::thread::spawn(move || {
                 // Every 1000th run keeps a block past its end (freed below, late).
                 let mut kept: Vec<Vec<u8>> = Vec::with_capacity(RUNS / THREADS / 1000 + 1);
-                let mut rng = support::Rng::new(th as u64 + 100);
+                let mut rng = reliability::Rng::new(th as u64 + 100);
                 for i in 0..RUNS / THREADS {
                     let name = &names[rng.below(NAMES as u64) as usize];
                     let keep = i % 1000 == 0;
@@ -83,7 +84,7 @@ fn million_runs_ten_thousand_names_stay_bounded() {
     let kept: Vec<Vec<Vec<u8>>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let elapsed = t.elapsed();
     let r = report();
-    let rss_after = support::rss_bytes();
+    let rss_after = reliability::rss_bytes();
     let total_runs: u64 = names.iter().map(|n| r.job(n).map_or(0, |j| j.runs)).sum();
     assert_eq!(total_runs, RUNS as u64, "every run counted");
     let held: Usage = names
@@ -147,11 +148,11 @@ fn million_runs_ten_thousand_names_stay_bounded() {
 const LEVELS: u32 = 17;
 
 fn hundred_thousand_callsites_stay_bounded() {
-    let _wd = support::watchdog("hundred_thousand_callsites", 600);
+    let _wd = reliability::watchdog("hundred_thousand_callsites", 600);
     const SITES: u32 = 100_000;
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     let before = report().tracker;
-    let rss_before = support::rss_bytes();
+    let rss_before = reliability::rss_bytes();
     let mut blocks: Vec<usize> = Vec::with_capacity(SITES as usize * 2);
     let t = std::time::Instant::now();
     track_scope("callsites_100k", || {
@@ -165,9 +166,9 @@ fn hundred_thousand_callsites_stay_bounded() {
     });
     allocscope::set_stack_mode(StackMode::Off);
     let elapsed = t.elapsed();
-    let rss_tables = support::rss_bytes();
+    let rss_tables = reliability::rss_bytes();
     let r = report();
-    let rss_report = support::rss_bytes();
+    let rss_report = reliability::rss_bytes();
     let s = r.tracker;
     let new_stacks = s.stacks - before.stacks;
     let new_sites = s.sites - before.sites;

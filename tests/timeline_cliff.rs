@@ -143,7 +143,7 @@ fn check_chart(r: &allocscope::Report) {
 
 #[test]
 fn environment_variable_starts_the_sampler_or_says_why_not() {
-    // Each case in a child process: the variable is read at the first call into allocscope.
+    // Each case in a child process: the variable is read when the first scope begins.
     if let Ok(v) = std::env::var("TIMELINE_CHILD") {
         track_scope("env_child", || black_box(vec![0u8; 100]).len());
         std::thread::sleep(Duration::from_millis(300));

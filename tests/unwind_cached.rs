@@ -11,11 +11,13 @@
 //!
 //! The tests share the global unwinder setting, so they run one at a time (`SERIAL`).
 
+mod common;
+
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Mutex, MutexGuard};
 
-use allocscope::{report, track_scope, StackMode, TrackingAllocator, Unwinder, Usage};
+use allocscope::{report, track_scope, TrackingAllocator, Unwinder, Usage};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -24,7 +26,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    allocscope::set_stack_mode(StackMode::Every);
+    common::every();
     allocscope::set_max_frames(128);
     g
 }
@@ -465,7 +467,7 @@ fn c_library(dir: &std::path::Path, name: &str, with_fdes: bool) -> Option<std::
             Ok(s) if s.success() => Some(()),
             Ok(s) => panic!("cc {args:?} failed: {s}"),
             Err(e) => {
-                eprintln!("skipped: no C compiler (`cc`): {e}");
+                common::missing_tool("a C compiler (`cc`)", &e.to_string(), "gcc");
                 None
             }
         }

@@ -165,10 +165,6 @@ pub(crate) fn init_from_env() {
             let _ = MODE.compare_exchange(MODE_UNSET, mode, Relaxed, Relaxed);
         });
     });
-    // After the settings above are in force, and outside their `Once`: the server calls back
-    // into allocscope (which then returns early here).
-    #[cfg(feature = "http")]
-    crate::http::start_from_env();
 }
 
 /// Applies `ALLOCSCOPE_STACKS` from inside the allocator, at the first allocation of the

@@ -166,7 +166,84 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {v}");
     }
+    render_guardrails(&mut out, report, &series);
     out
+}
+
+/// The trend and guardrail families: each job's retention slope and trend kind (for the jobs
+/// with their own series), dumps written by reason.
+fn render_guardrails(out: &mut String, report: &Report, series: &[(String, JobFigures)]) {
+    let trends: Vec<(&str, &crate::series::Trend)> = report
+        .jobs
+        .iter()
+        .zip(series)
+        .filter(|(_, (label, _))| label != OTHER)
+        .map(|(j, (label, _))| (label.as_str(), &j.trend))
+        .collect();
+    let _ = writeln!(
+        out,
+        "# HELP allocscope_job_retained_growth_bytes_per_run Growth of the job's retained bytes \
+         per run: the least-squares slope over its runs after the warm-up (the TREND column)."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE allocscope_job_retained_growth_bytes_per_run gauge"
+    );
+    for (job, t) in &trends {
+        let v = if t.bytes_per_run.is_finite() {
+            t.bytes_per_run
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "allocscope_job_retained_growth_bytes_per_run{{job=\"{job}\"}} {v}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP allocscope_job_trend The job's retention trend: 1 for its current kind \
+         (growing, saturating, steady, not_enough_runs)."
+    );
+    let _ = writeln!(out, "# TYPE allocscope_job_trend gauge");
+    for (job, t) in &trends {
+        let kind = serde_json::to_value(t.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_else(|| "unknown".to_string());
+        let _ = writeln!(
+            out,
+            "allocscope_job_trend{{job=\"{job}\",trend=\"{kind}\"}} 1"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP allocscope_job_budget_breaches_total Finished runs of the job over a limit of \
+         its budget (allocscope::budget), by limit."
+    );
+    let _ = writeln!(out, "# TYPE allocscope_job_budget_breaches_total counter");
+    for (job, limit, n) in crate::budget::breach_counts() {
+        let _ = writeln!(
+            out,
+            "allocscope_job_budget_breaches_total{{job=\"{}\",limit=\"{}\"}} {n}",
+            escape_label(&label_of(&job)),
+            limit.as_str()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP allocscope_dumps_total Reports written to disk by allocscope, by reason (run: \
+         after a run retained the threshold; exit: finish(); memory_above: the memory line was \
+         crossed; budget: a job exceeded its budget)."
+    );
+    let _ = writeln!(out, "# TYPE allocscope_dumps_total counter");
+    for (reason, n) in crate::report::dump::dumps_written() {
+        let _ = writeln!(
+            out,
+            "allocscope_dumps_total{{reason=\"{}\"}} {n}",
+            reason.as_str()
+        );
+    }
 }
 
 #[cfg(test)]
@@ -193,13 +270,13 @@ mod tests {
             "(x",
         ];
         for (i, name) in names.iter().enumerate() {
-            report.jobs.push(crate::JobReport {
+            report.jobs.push(crate::report::JobReport {
                 name: name.to_string(),
                 runs: 1,
                 active_runs: 0,
                 panicked_runs: 0,
-                allocated: crate::Usage::new(1, 100 + i as u64),
-                retained: crate::Usage::new(1, 100 + i as u64),
+                allocated: crate::model::Usage::new(1, 100 + i as u64),
+                retained: crate::model::Usage::new(1, 100 + i as u64),
                 peak_bytes: 0,
                 exclusive: Default::default(),
                 recent_runs: Vec::new(),

@@ -18,31 +18,48 @@
 //! | `/` | the HTML report of the live process ([`Report::to_html`]) |
 //!
 //! ## Rules
-//! * **Loopback by default.** Binding an address that is not loopback needs
-//!   [`HttpOptions::allow_remote`]; without it [`serve_with`] returns an error and binds nothing.
-//!   With [`HttpOptions::token`], every request without `Authorization: Bearer <token>` gets
-//!   401 (compared in constant time).
+//! * **Loopback by default.** Binding an address that is not loopback (`127.0.0.0/8`, `::1`,
+//!   `::ffff:127.0.0.0/104`) needs [`HttpOptions::allow_remote`] and a
+//!   [`token`](HttpOptions::token) (or the loudly named
+//!   [`insecure_allow_remote_without_token`](HttpOptions::insecure_allow_remote_without_token));
+//!   without them [`serve_with`] returns an error and binds nothing.
+//! * **Token.** With [`HttpOptions::token`], every request without `Authorization: Bearer
+//!   <token>` gets 401 (the scheme in any case, the token compared in constant time).
+//! * **Loopback names only without a token.** A server without a token answers only requests
+//!   whose `Host` is a loopback name or address (`localhost`, `*.localhost`, `127.x.x.x`,
+//!   `[::1]`, `[::ffff:127.x.x.x]`, any port); others get 421, so a web page cannot read the
+//!   endpoint through DNS rebinding. An HTTP/1.1 request without `Host` gets 400 (RFC 9112).
 //! * **Only generated content.** Paths are matched exactly against the table above; anything
 //!   else is 404 and no file is ever read. Only GET and HEAD are served (others: 405).
-//! * **Off the books.** Every server thread runs with tracking suspended for its whole life: its
-//!   allocations (requests, reports, responses) are tracker overhead, never a job's.
-//! * **Bounded.** [`HttpOptions::max_connections`] worker threads serve connections, created
-//!   once; as many accepted connections can wait for one, and beyond that a connection gets 503
-//!   and is closed. No thread is created per connection. A request head larger than
-//!   [`HttpOptions::max_header_bytes`] gets 431 (the parser, hyper, says so). A connection must
-//!   send each request head within [`HttpOptions::timeout`] of its start or of the previous
-//!   response, else it is closed; writes time out alike. One full report is built at a time,
-//!   so concurrent scrapes do not multiply the peak memory (`/metrics` is not queued behind
-//!   them).
+//! * **Off the books.** The server's thread runs with tracking suspended for its whole life:
+//!   its allocations (requests, reports, responses) are tracker overhead, never a job's.
+//! * **Idle clients cannot block it.** One thread per server, event-driven (a tokio
+//!   current-thread runtime of its own, so the program needs no runtime and its own is not
+//!   touched; hyper-util's connection builder): an idle or slow connection costs a parked task
+//!   and its buffers, never a thread or another client's turn. At most
+//!   [`HttpOptions::max_connections`] are open; a new one beyond that closes the connection
+//!   idle the longest, so 1,000 idle clients or 100 slow ones do not keep a scrape out
+//!   (BENCHMARKS.md has the latency and memory per connection).
+//! * **Bounded.** A request head larger than [`HttpOptions::max_header_bytes`] gets 431 (the
+//!   parser, hyper, says so), as does one with more header lines than one per
+//!   [`MIN_HEADER_LINE_BYTES`] of it (1,024 for 8 KiB). A connection must send each request
+//!   head within [`HttpOptions::timeout`] of its start or of the previous response, else it is
+//!   closed; writes time out alike. Requests are answered one at a time, so concurrent scrapes
+//!   do not multiply the peak memory.
+//! * **Options are checked.** Every [`HttpOptions`] field out of its documented range is an
+//!   [`Error`] from [`serve_with`], never a panic later.
 //! * **Cheap where polled.** `/metrics` is built from a snapshot without callsites: no stack is
 //!   read, nothing is symbolized; its cost grows with the number of jobs, not of stacks.
 //!   Profiles and reports symbolize through the per-address symbol cache, so a steady-state
 //!   scrape only resolves addresses it has not met before.
+//! * **A live chart.** While a server serves, the timeline sampler runs (started at
+//!   [`timeline::LIVE_INTERVAL`](crate::timeline::LIVE_INTERVAL) if the program did not start
+//!   it; `timeline::stop` leaves it running until the last server stops).
 //! * **Clean stop.** [`HttpServer::shutdown`] (or dropping the server) stops accepting, closes
-//!   open connections and joins every thread.
-//!
-//! The HTTP/1.1 protocol is hyper's (its connection state machine and parser), driven on these
-//! threads with blocking sockets, so the process needs no async runtime.
+//!   open connections and joins the thread. In a forked child, dropping an inherited server
+//!   only forgets it: the parent's server and clients are not touched.
+//! * **One server per address.** [`serve`] on the address the `ALLOCSCOPE_HTTP` server already
+//!   serves (same options) returns a handle to that server instead of failing with "in use".
 //!
 //! ## Metrics
 //! Per job (label `job`), by the job's inclusive figures (nested jobs counted in their parents
@@ -73,33 +90,54 @@ use std::time::Duration;
 
 pub use server::HttpServer;
 
-use crate::Error;
+use crate::error::Error;
 
-/// The environment variable that starts the server at the first call into allocscope: its
+/// The environment variable that starts the server when the first scope begins: its
 /// value is the address to bind (`127.0.0.1:6060`, `127.0.0.1:0`), with default options
 /// (loopback only).
 pub const ENV_VAR: &str = crate::config::HTTP;
 
+/// The longest [`HttpOptions::timeout`] accepted: one day.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The most [`HttpOptions::max_connections`] accepted.
+pub const MAX_CONNECTIONS: usize = 65_536;
+/// The smallest and largest [`HttpOptions::max_header_bytes`] accepted (8 KiB is hyper's
+/// smallest buffer).
+pub const HEADER_BYTES_RANGE: std::ops::RangeInclusive<usize> = 8 * 1024..=1024 * 1024;
+/// The most [`HttpOptions::max_metric_jobs`] accepted.
+pub const MAX_METRIC_JOBS: usize = 100_000;
+/// A request head may have one header line per this many bytes of
+/// [`HttpOptions::max_header_bytes`] (1,024 lines for 8 KiB).
+pub const MIN_HEADER_LINE_BYTES: usize = 8;
+
 /// Settings of the live endpoint. Build with struct update syntax:
 /// `HttpOptions { allow_remote: true, token: Some(t), ..HttpOptions::default() }`.
+/// [`serve_with`] refuses a value out of the range each field states.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpOptions {
     /// Allow binding an address that is not loopback (default `false`: such a bind is an error).
-    /// Set a [`token`](Self::token) as well: the endpoint shows code paths and job names.
+    /// Needs a [`token`](Self::token) as well (the endpoint shows code paths and job names),
+    /// or [`insecure_allow_remote_without_token`](Self::insecure_allow_remote_without_token).
     pub allow_remote: bool,
-    /// When set, every request must carry `Authorization: Bearer <token>` (else 401).
+    /// With [`allow_remote`](Self::allow_remote) and no token: serve beyond this machine
+    /// without authentication, to anyone who can reach the port (default `false`). Without it,
+    /// `allow_remote` with no token is an error.
+    pub insecure_allow_remote_without_token: bool,
+    /// When set, every request must carry `Authorization: Bearer <token>` (else 401). Visible
+    /// ASCII (`!` to `~`), 1 to 4,096 bytes.
     pub token: Option<String>,
-    /// Connections served at once, one worker thread each (default 4, at least 1). As many
-    /// more wait for a worker; beyond that, a connection gets 503.
+    /// Connections open at once (default 1,024; 1 to [`MAX_CONNECTIONS`]). A new one beyond
+    /// that closes the one idle the longest.
     pub max_connections: usize,
     /// Time a client has to send a request head (from the connection's start or the previous
-    /// response), and to take a response's bytes (default 10 s).
+    /// response), and to take a response's bytes (default 10 s; above zero, at most
+    /// [`MAX_TIMEOUT`]).
     pub timeout: Duration,
-    /// Largest request head (request line and headers) in bytes (default and minimum 8 KiB,
-    /// hyper's smallest buffer); larger gets 431.
+    /// Largest request head (request line and headers) in bytes (default 8 KiB, in
+    /// [`HEADER_BYTES_RANGE`]); larger gets 431.
     pub max_header_bytes: usize,
-    /// Jobs with their own `/metrics` series, those retaining the most (default 100); the rest
-    /// are summed under `job="(other)"`.
+    /// Jobs with their own `/metrics` series, those retaining the most (default 100, at most
+    /// [`MAX_METRIC_JOBS`]); the rest are summed under `job="(other)"`.
     pub max_metric_jobs: usize,
 }
 
@@ -107,13 +145,79 @@ impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
             allow_remote: false,
+            insecure_allow_remote_without_token: false,
             token: None,
-            max_connections: 4,
+            max_connections: 1024,
             timeout: Duration::from_secs(10),
             max_header_bytes: 8 * 1024,
             max_metric_jobs: 100,
         }
     }
+}
+
+/// Whether `ip` is a loopback address, IPv4-mapped IPv6 loopback (`::ffff:127.0.0.1`) included.
+pub(crate) fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Every field in its range, or the error naming the first one that is not.
+fn validate(options: &HttpOptions) -> Result<(), Error> {
+    let bad = |m: String| Err(Error::InvalidConfig(format!("http: {m}")));
+    if !(1..=MAX_CONNECTIONS).contains(&options.max_connections) {
+        return bad(format!(
+            "max_connections {} is out of range (1 to {MAX_CONNECTIONS})",
+            options.max_connections
+        ));
+    }
+    if options.timeout.is_zero() || options.timeout > MAX_TIMEOUT {
+        return bad(format!(
+            "timeout {:?} is out of range (above zero, at most {MAX_TIMEOUT:?})",
+            options.timeout
+        ));
+    }
+    if !HEADER_BYTES_RANGE.contains(&options.max_header_bytes) {
+        return bad(format!(
+            "max_header_bytes {} is out of range ({} to {})",
+            options.max_header_bytes,
+            HEADER_BYTES_RANGE.start(),
+            HEADER_BYTES_RANGE.end()
+        ));
+    }
+    if options.max_metric_jobs > MAX_METRIC_JOBS {
+        return bad(format!(
+            "max_metric_jobs {} is out of range (at most {MAX_METRIC_JOBS})",
+            options.max_metric_jobs
+        ));
+    }
+    if let Some(token) = &options.token {
+        if token.is_empty() {
+            return bad("the token is empty; use None for no token".into());
+        }
+        if token.len() > 4096 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return bad(
+                "the token must be 1 to 4,096 visible ASCII characters (no spaces or \
+                 control characters), as an Authorization header carries it"
+                    .into(),
+            );
+        }
+    }
+    if options.allow_remote
+        && options.token.is_none()
+        && !options.insecure_allow_remote_without_token
+    {
+        return bad(
+            "allow_remote needs a token: anyone who reaches the port could read code paths \
+             and job names; set HttpOptions { token: Some(..), .. }, or \
+             insecure_allow_remote_without_token: true to serve without one"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Serves the live endpoint on `addr` (loopback only; port 0 picks a free port), with default
@@ -130,6 +234,7 @@ pub fn serve(addr: impl ToSocketAddrs) -> Result<HttpServer, Error> {
 pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<HttpServer, Error> {
     crate::callsite::init_from_env();
     crate::thread::untracked(|| {
+        validate(&options)?;
         let addrs: Vec<SocketAddr> = addr
             .to_socket_addrs()
             .map_err(|e| Error::InvalidConfig(format!("http: cannot resolve the address: {e}")))?
@@ -140,7 +245,7 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<Http
             ));
         };
         if !options.allow_remote {
-            if let Some(remote) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            if let Some(remote) = addrs.iter().find(|a| !is_loopback(a.ip())) {
                 return Err(Error::InvalidConfig(format!(
                     "http: {remote} is not a loopback address; the endpoint shows code paths \
                      and job names, so serving it beyond this machine needs \
@@ -148,24 +253,34 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<Http
                 )));
             }
         }
-        if options.token.as_deref() == Some("") {
-            return Err(Error::InvalidConfig(
-                "http: the token is empty; use None for no token".into(),
-            ));
-        }
-        if options.timeout.is_zero() {
-            return Err(Error::InvalidConfig("http: the timeout is zero".into()));
+        if let Some(env) = env_server_for(addr) {
+            if env.1 == options {
+                return Ok(HttpServer::shared_handle(env.0));
+            }
+            return Err(Error::InvalidConfig(format!(
+                "http: {addr} is already served by {ENV_VAR} with default options; unset \
+                 {ENV_VAR}, or serve these options on another address"
+            )));
         }
         server::start(addr, options)
     })
 }
 
+/// The environment's server when it listens on `addr` (a fixed port, not 0), with its options.
+fn env_server_for(addr: SocketAddr) -> Option<(SocketAddr, HttpOptions)> {
+    if addr.port() == 0 {
+        return None;
+    }
+    let served = env_server_addr()?;
+    (served == addr).then(|| (served, HttpOptions::default()))
+}
+
 /// The server started from [`ENV_VAR`], kept for the life of the process.
 static FROM_ENV: OnceLock<Mutex<Option<HttpServer>>> = OnceLock::new();
 
-/// Starts the server named by `ALLOCSCOPE_HTTP`, if set, once. Called at the first call into
-/// allocscope (never from inside the allocator), after the other environment settings are read;
-/// errors are reported on stderr, once.
+/// Starts the server named by `ALLOCSCOPE_HTTP`, if set, once. Called by `startup` when the first
+/// scope begins (never from inside the allocator), after the other environment settings are
+/// applied; errors are reported on stderr, once.
 pub(crate) fn start_from_env() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     if ONCE.is_completed() {

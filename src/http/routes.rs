@@ -10,13 +10,13 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode, Version};
 
 use super::metrics;
 use super::server::Shared;
 use crate::report::{live_pprof, report_figures, PprofDefault};
-use crate::{FlameMetric, FlameOptions, Report};
+use crate::report::{FlameMetric, FlameOptions, Report};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -54,9 +54,77 @@ fn authorized(shared: &Shared, req: &Request<Incoming>) -> bool {
     let Some(given) = req.headers().get(AUTHORIZATION) else {
         return false;
     };
+    // `<scheme> <token>`, the scheme in any case (RFC 9110), spaces between them.
     let given = given.as_bytes();
-    let expected = format!("Bearer {token}");
-    constant_time_eq(given, expected.as_bytes())
+    let Some(space) = given.iter().position(|&b| b == b' ') else {
+        return false;
+    };
+    let (scheme, rest) = given.split_at(space);
+    let credentials = rest.trim_ascii_start();
+    scheme.eq_ignore_ascii_case(b"bearer") && constant_time_eq(credentials, token.as_bytes())
+}
+
+/// Whether a `Host` header value names this machine: `localhost`, a name under `.localhost`
+/// (RFC 6761), or a loopback address (IPv4-mapped IPv6 included), with or without a port.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 literal: `[addr]` or `[addr]:port`.
+        let Some((addr, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if !(after.is_empty() || after.starts_with(':')) {
+            return false;
+        }
+        return addr
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok_and(|a| super::is_loopback(a.into()));
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    };
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    name.parse::<std::net::Ipv4Addr>()
+        .is_ok_and(|a| a.is_loopback())
+}
+
+/// Refuses what the token or `Host` rules refuse (see the module rules of `http`).
+fn refused(shared: &Shared, req: &Request<Incoming>) -> Option<Resp> {
+    let host = req.headers().get(HOST).map(|h| h.to_str());
+    if req.version() == Version::HTTP_11 && host.is_none() {
+        return Some(error(
+            StatusCode::BAD_REQUEST,
+            "allocscope: an HTTP/1.1 request needs a Host header",
+        ));
+    }
+    if !authorized(shared, req) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "allocscope: missing or wrong token (send Authorization: Bearer <token>)",
+        );
+        r.headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Some(r);
+    }
+    let o = &shared.options;
+    if o.token.is_none() && !o.allow_remote {
+        // A loopback endpoint without a token: a page from elsewhere that resolves its own
+        // name to 127.0.0.1 (DNS rebinding) sends its own name as Host.
+        let ok = match host {
+            None => true, // HTTP/1.0 without Host: not a browser.
+            Some(Ok(h)) => is_loopback_host(h),
+            Some(Err(_)) => false,
+        };
+        if !ok {
+            return Some(error(
+                StatusCode::MISDIRECTED_REQUEST,
+                "allocscope: this endpoint answers loopback host names only (localhost, \
+                 127.0.0.1, [::1]); set a token to serve other names",
+            ));
+        }
+    }
+    None
 }
 
 /// The answer when rendering panicked.
@@ -70,13 +138,7 @@ pub(super) fn internal_error() -> Resp {
 /// Answers one request.
 pub(super) fn handle(shared: &Shared, req: &Request<Incoming>) -> Resp {
     crate::thread::untracked(|| {
-        if !authorized(shared, req) {
-            let mut r = error(
-                StatusCode::UNAUTHORIZED,
-                "allocscope: missing or wrong token (send Authorization: Bearer <token>)",
-            );
-            r.headers_mut()
-                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if let Some(r) = refused(shared, req) {
             return r;
         }
         let path = req.uri().path();
@@ -195,6 +257,38 @@ fn flamegraph(query: &str) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::constant_time_eq;
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "LOCALHOST:6060",
+            "localhost.",
+            "app.localhost:1",
+            "127.0.0.1",
+            "127.0.0.1:6060",
+            "127.1.2.3:80",
+            "[::1]",
+            "[::1]:6060",
+            "[::ffff:127.0.0.1]:6060",
+        ] {
+            assert!(super::is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example",
+            "evil.example:6060",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+            "[::2]:1",
+            "[::ffff:10.0.0.1]",
+            "[::1]x",
+            "",
+            "x",
+        ] {
+            assert!(!super::is_loopback_host(h), "{h}");
+        }
+    }
 
     #[test]
     fn token_comparison() {

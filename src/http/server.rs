@@ -1,54 +1,77 @@
-//! Threads, sockets and limits of the live endpoint; the protocol is hyper's.
+//! The live endpoint's thread, sockets and limits; the protocol is hyper's.
 //!
-//! One accept thread and [`HttpOptions::max_connections`] worker threads, all created at start
-//! and all running with tracking suspended. The accept thread hands sockets to the workers
-//! through a bounded queue (as long as the worker count); when it is full, the connection gets
-//! a fixed 503 response and is closed. A worker drives hyper's HTTP/1.1 connection future to
-//! completion on its non-blocking socket ([`block_on`]): when the future is pending on the
-//! socket, the worker waits in `poll(2)` for that one socket. Waiting has a deadline
-//! ([`HttpOptions::timeout`] from the connection's start or from the last bytes written): a
-//! client that sends a head too slowly, or does not take a response, is dropped.
-//!
-//! Shutdown: set the stop flag, wake the accept thread with a connection to itself, close the
-//! open connections (their blocked reads return), drop the queue (idle workers return), join.
+//! * **One thread, event-driven.** Each server owns one thread, `allocscope-http`, running with
+//!   tracking suspended for its whole life. On it runs a tokio current-thread runtime (its own:
+//!   the program's runtime, if it has one, is neither needed nor touched) with the accept loop
+//!   and one task per connection, driven by hyper-util's connection builder (HTTP/1.1 only).
+//!   An idle or slow connection is a parked task and a socket, not a thread: it costs memory
+//!   (bounded, see below), never the others' turn.
+//! * **Requests are answered inline**, on that thread, one at a time: a full report blocks the
+//!   loop while it is built (its cost is in BENCHMARKS.md); nothing else does.
+//! * **Deadlines** ([`HttpOptions::timeout`], from the connection's start or its last
+//!   response): a request head that has not arrived by then closes the connection, however
+//!   slowly its bytes trickle in; a write that makes no progress by then closes it too. Every
+//!   deadline is computed with `checked_add`.
+//! * **Bounded.** At most [`HttpOptions::max_connections`] connections are open. A new
+//!   connection beyond that closes the connection that has been idle the longest (the least
+//!   recent accept, response or written byte) instead of being refused, so idle clients, port
+//!   scanners or slow senders cannot take the endpoint away from a scraper. When the process
+//!   runs out of file descriptors, accepting closes the idlest connection the same way.
+//! * **Stop.** [`HttpServer::shutdown`] (or drop) wakes the loop, which returns; dropping the
+//!   runtime drops every connection's task (closing its socket), and the thread is joined.
+//! * **Fork.** A server belongs to the process that started it (its pid is recorded). In a
+//!   forked child, dropping an inherited server only forgets it: no thread is joined (it does
+//!   not exist there), nothing is sent to the parent's loop, no socket is shut down; the
+//!   child's copies of the descriptors are close-on-exec and close when it exits.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::future::Future;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::mpsc::{sync_channel, Receiver, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Sleep;
+
 use super::HttpOptions;
-use crate::Error;
+use crate::error::Error;
 
 /// A running live endpoint. [`shutdown`](Self::shutdown) (or drop) stops it and joins its
-/// threads.
+/// thread.
+///
+/// A handle returned by [`serve`](super::serve) for the address the `ALLOCSCOPE_HTTP` server
+/// already serves refers to that server: dropping it leaves that server running.
 #[derive(Debug)]
 pub struct HttpServer {
     addr: SocketAddr,
-    shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    /// `None` for a handle to the environment's server.
+    owned: Option<Owned>,
 }
 
-/// What the server's threads share.
+#[derive(Debug)]
+struct Owned {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    /// The process that started the server: only it may stop and join it.
+    pid: u32,
+    /// Keeps the timeline sampler running while the endpoint serves (its chart needs samples).
+    _sampling: crate::timeline::KeepSampling,
+}
+
+/// What the request handler reads.
 #[derive(Debug)]
 pub(super) struct Shared {
     pub(super) options: HttpOptions,
-    stop: AtomicBool,
-    /// Open connections by id (a clone of each socket), so shutdown can close them.
-    open: Mutex<HashMap<u64, TcpStream>>,
-    next_id: AtomicU64,
-    /// Held while a report is built and rendered: one at a time.
+    /// Held while a full report is built and rendered: one at a time across servers sharing it.
     pub(super) build: Mutex<()>,
 }
 
@@ -58,25 +81,34 @@ impl HttpServer {
         self.addr
     }
 
-    /// Stops accepting, closes open connections and joins every server thread.
+    /// Stops accepting, closes open connections and joins the server's thread.
     pub fn shutdown(mut self) {
         self.stop();
     }
 
+    /// A handle to a server owned elsewhere (the environment's): dropping it stops nothing.
+    pub(super) fn shared_handle(addr: SocketAddr) -> HttpServer {
+        HttpServer { addr, owned: None }
+    }
+
     fn stop(&mut self) {
-        if self.threads.is_empty() {
+        let Some(mut owned) = self.owned.take() else {
+            return;
+        };
+        if owned.pid != std::process::id() {
+            // A forked child: the thread does not exist here, and the loop and sockets are the
+            // parent's. Forget, touch nothing.
+            std::mem::forget(owned);
             return;
         }
         crate::thread::untracked(|| {
-            self.shared.stop.store(true, SeqCst);
-            // Wake the accept thread, blocked in accept(): a connection to ourselves.
-            let _ = TcpStream::connect_timeout(&wake_addr(self.addr), Duration::from_secs(1));
-            for s in lock(&self.shared.open).values() {
-                let _ = s.shutdown(Shutdown::Both);
+            if let Some(stop) = owned.stop.take() {
+                let _ = stop.send(());
             }
-            for t in self.threads.drain(..) {
+            if let Some(t) = owned.thread.take() {
                 let _ = t.join();
             }
+            drop(owned);
         })
     }
 }
@@ -87,346 +119,387 @@ impl Drop for HttpServer {
     }
 }
 
-/// Where to connect to reach a listener bound to `addr` (an unspecified address is reached on
-/// loopback).
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+fn listen_error(addr: SocketAddr, e: &io::Error) -> Error {
+    if e.kind() == io::ErrorKind::AddrInUse {
+        Error::InvalidConfig(format!(
+            "http: cannot listen on {addr}: the address is already in use (another \
+             allocscope server or program is listening there); choose another port, or \
+             port 0 for a free one"
+        ))
+    } else {
+        Error::InvalidConfig(format!("http: cannot listen on {addr}: {e}"))
     }
-    a
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Binds and starts the threads. Called with tracking suspended.
-pub(super) fn start(addr: SocketAddr, mut options: HttpOptions) -> Result<HttpServer, Error> {
-    options.max_connections = options.max_connections.max(1);
-    options.max_header_bytes = options.max_header_bytes.max(8 * 1024);
-    let listener = TcpListener::bind(addr).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            Error::InvalidConfig(format!(
-                "http: cannot listen on {addr}: the address is already in use (another \
-                 allocscope server or program is listening there); choose another port, or \
-                 port 0 for a free one"
-            ))
-        } else {
-            Error::InvalidConfig(format!("http: cannot listen on {addr}: {e}"))
-        }
-    })?;
+/// Binds and starts the server's thread; returns once it accepts. Called with tracking
+/// suspended, with validated options.
+pub(super) fn start(addr: SocketAddr, options: HttpOptions) -> Result<HttpServer, Error> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| listen_error(addr, &e))?;
     let local = listener
         .local_addr()
         .map_err(|e| Error::InvalidConfig(format!("http: {e}")))?;
-    let workers = options.max_connections;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| Error::InvalidConfig(format!("http: {e}")))?;
     let shared = Arc::new(Shared {
         options,
-        stop: AtomicBool::new(false),
-        open: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(0),
         build: Mutex::new(()),
     });
-    let (tx, rx) = sync_channel::<TcpStream>(workers);
-    let rx = Arc::new(Mutex::new(rx));
-    let mut threads = Vec::with_capacity(workers + 1);
-    let spawn_err =
-        |e: io::Error| Error::InvalidConfig(format!("http: cannot start a thread: {e}"));
-    for i in 0..workers {
-        let (shared, rx) = (shared.clone(), rx.clone());
-        let t = std::thread::Builder::new()
-            .name(format!("allocscope-http-{i}"))
-            .spawn(move || crate::thread::untracked(|| worker(&shared, &rx)));
-        match t {
-            Ok(t) => threads.push(t),
-            Err(e) => {
-                drop(tx);
-                for t in threads {
-                    let _ = t.join();
-                }
-                return Err(spawn_err(e));
-            }
-        }
-    }
-    let accept_shared = shared.clone();
-    let t = std::thread::Builder::new()
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), Error>>(1);
+    let thread = std::thread::Builder::new()
         .name("allocscope-http".into())
-        .spawn(move || crate::thread::untracked(|| accept_loop(&listener, &accept_shared, tx)));
-    match t {
-        Ok(t) => threads.push(t),
-        Err(e) => {
-            // `tx` went with the failed closure: the workers' queue is closed, they return.
-            for t in threads {
-                let _ = t.join();
-            }
-            return Err(spawn_err(e));
+        .spawn(move || {
+            crate::thread::untracked(|| run(listener, shared, stop_rx, ready_tx));
+        })
+        .map_err(|e| Error::InvalidConfig(format!("http: cannot start a thread: {e}")))?;
+    let ready = ready_rx.recv();
+    match ready {
+        Ok(Ok(())) => Ok(HttpServer {
+            addr: local,
+            owned: Some(Owned {
+                stop: Some(stop_tx),
+                thread: Some(thread),
+                pid: std::process::id(),
+                _sampling: crate::timeline::keep_sampling(),
+            }),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(Error::InvalidConfig(
+                "http: the server thread ended before it could serve".into(),
+            ))
         }
     }
-    Ok(HttpServer {
-        addr: local,
-        shared,
-        threads,
-    })
 }
 
-/// The 503 sent when every worker is busy and the queue is full (a fixed response, written
-/// without reading the request).
-fn busy_response() -> String {
-    let body = "allocscope: too many connections, retry later\n";
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
-        body.len()
+/// The server thread: a current-thread runtime with the accept loop; returns after a stop,
+/// having dropped every connection.
+fn run(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    stop: oneshot::Receiver<()>,
+    ready: std::sync::mpsc::SyncSender<Result<(), Error>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(Error::InvalidConfig(format!(
+                "http: cannot start the server's event loop: {e}"
+            ))));
+            return;
+        }
+    };
+    let tasks = tokio::task::LocalSet::new();
+    tasks.block_on(&rt, async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = ready.send(Err(Error::InvalidConfig(format!("http: {e}"))));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        accept_loop(listener, shared, stop).await;
+    });
+    // Every connection's task (and with it its socket) goes with the task set.
+    drop(tasks);
+    drop(rt);
+}
+
+/// The open connections of one server (on its thread only).
+struct Server {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    conns: RefCell<HashMap<u64, Rc<Conn>>>,
+    next_id: Cell<u64>,
+}
+
+/// One connection's state seen from outside its task.
+struct Conn {
+    /// The last accept, response or byte written: the idlest connection is closed first.
+    last_active: Cell<Instant>,
+    /// When the client must have sent a request head, or taken written bytes, by.
+    deadline: Cell<Instant>,
+    timeout: Duration,
+    close: Notify,
+}
+
+impl Conn {
+    fn new(timeout: Duration) -> Conn {
+        let now = Instant::now();
+        Conn {
+            last_active: Cell::new(now),
+            deadline: Cell::new(deadline_after(now, timeout)),
+            timeout,
+            close: Notify::new(),
+        }
+    }
+
+    /// Progress: the client gets a full timeout again.
+    fn active(&self) {
+        let now = Instant::now();
+        self.last_active.set(now);
+        self.deadline.set(deadline_after(now, self.timeout));
+    }
+}
+
+/// `now + timeout`, never overflowing (the options are validated, so the fallback, a day, is
+/// not expected to be used).
+fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(super::MAX_TIMEOUT))
+        .unwrap_or(now)
+}
+
+fn out_of_descriptors(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 
-fn accept_loop(
-    listener: &TcpListener,
-    shared: &Shared,
-    tx: std::sync::mpsc::SyncSender<TcpStream>,
-) {
-    let mut failures = 0u32;
-    while !shared.stop.load(SeqCst) {
-        let stream = match listener.accept() {
-            Ok((s, _)) => {
-                failures = 0;
-                s
-            }
-            Err(_) => {
-                // EMFILE and the like: back off instead of spinning.
-                failures = failures.saturating_add(1);
-                std::thread::sleep(Duration::from_millis(10 * u64::from(failures.min(100))));
-                continue;
-            }
+impl Server {
+    /// Closes the connection idle the longest; false when there is none.
+    fn evict_idlest(&self) -> bool {
+        let mut conns = self.conns.borrow_mut();
+        let Some(id) = conns
+            .iter()
+            .min_by_key(|(_, c)| c.last_active.get())
+            .map(|(&id, _)| id)
+        else {
+            return false;
         };
-        if shared.stop.load(SeqCst) {
-            break;
+        if let Some(c) = conns.remove(&id) {
+            c.close.notify_one();
         }
-        // A burst can fill the queue before the workers wake up to take from it: give them
-        // a moment (at most 250 ms) before refusing.
-        let mut pending = tx.try_send(stream);
-        for _ in 0..50 {
-            match pending {
-                Err(TrySendError::Full(s)) if !shared.stop.load(SeqCst) => {
-                    std::thread::sleep(Duration::from_millis(5));
-                    pending = tx.try_send(s);
-                }
-                _ => break,
-            }
+        true
+    }
+
+    fn admit(self: &Rc<Self>, stream: tokio::net::TcpStream) {
+        if self.conns.borrow().len() >= self.shared.options.max_connections {
+            self.evict_idlest();
         }
-        match pending {
-            Ok(()) => {}
-            Err(TrySendError::Full(mut s)) => {
-                let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                let _ = s.write_all(busy_response().as_bytes());
-                let _ = s.shutdown(Shutdown::Both);
-            }
-            Err(TrySendError::Disconnected(_)) => break,
-        }
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let conn = Rc::new(Conn::new(self.shared.options.timeout));
+        self.conns.borrow_mut().insert(id, conn.clone());
+        tokio::task::spawn_local(serve_connection(self.clone(), id, stream, conn));
     }
 }
 
-fn worker(shared: &Arc<Shared>, rx: &Mutex<Receiver<TcpStream>>) {
-    loop {
-        let next = lock(rx).recv();
-        let Ok(stream) = next else { return };
-        if shared.stop.load(SeqCst) {
-            return;
-        }
-        let id = shared.next_id.fetch_add(1, SeqCst);
-        if let Ok(clone) = stream.try_clone() {
-            lock(&shared.open).insert(id, clone);
-        }
-        // Checked again after registering: a shutdown in between has closed it or will see it.
-        if !shared.stop.load(SeqCst) {
-            serve_connection(shared, stream);
-        }
-        lock(&shared.open).remove(&id);
-    }
-}
-
-fn serve_connection(shared: &Arc<Shared>, stream: TcpStream) {
-    let timeout = shared.options.timeout;
-    let _ = stream.set_nodelay(true);
-    if stream.set_nonblocking(true).is_err() {
-        return;
-    }
-    let wait = Rc::new(Wait {
-        want_read: Cell::new(false),
-        want_write: Cell::new(false),
-        deadline: Cell::new(Instant::now() + timeout),
-    });
-    let fd = stream.as_raw_fd();
-    let io = SocketIo {
-        stream,
-        timeout,
-        wait: wait.clone(),
-    };
-    let svc_shared = shared.clone();
-    let svc_wait = wait.clone();
-    let service = hyper::service::service_fn(move |req| {
-        // A panic while rendering costs one 500, not a worker thread.
-        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            super::routes::handle(&svc_shared, &req)
-        }))
-        .unwrap_or_else(|_| super::routes::internal_error());
-        // Building the response took our time, not the client's: its deadline starts now.
-        svc_wait.deadline.set(Instant::now() + timeout);
-        async move { Ok::<_, Infallible>(resp) }
-    });
-    let mut builder = hyper::server::conn::http1::Builder::new();
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    let max_head = shared.options.max_header_bytes;
     builder
-        .max_buf_size(shared.options.max_header_bytes)
+        .http1()
+        .max_buf_size(max_head)
+        .max_headers(max_head / super::MIN_HEADER_LINE_BYTES)
         .header_read_timeout(None)
         .keep_alive(true);
-    let conn = builder.serve_connection(io, service);
-    // Errors (timeouts, resets, bad requests answered by hyper) end this connection only.
-    let _ = block_on(conn, fd, &wait);
+    let server = Rc::new(Server {
+        shared,
+        builder,
+        conns: RefCell::new(HashMap::new()),
+        next_id: Cell::new(0),
+    });
+    let mut failures = 0u32;
+    loop {
+        // A stop (or the handle gone) ends the loop; otherwise the next connection.
+        let next = poll_fn(|cx| {
+            if Pin::new(&mut stop).poll(cx).is_ready() {
+                return Poll::Ready(None);
+            }
+            listener.poll_accept(cx).map(Some)
+        })
+        .await;
+        match next {
+            None => return,
+            Some(Ok((stream, _))) => {
+                failures = 0;
+                server.admit(stream);
+            }
+            Some(Err(e)) => {
+                // Out of descriptors: free the idlest connection's, so the next client (a
+                // scrape) gets one. Other errors (a reset before accept): try again, backing
+                // off if they repeat.
+                if out_of_descriptors(&e) && server.evict_idlest() {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                failures = failures.saturating_add(1);
+                let pause = Duration::from_millis(u64::from(failures.min(100)));
+                let mut pause = pin!(tokio::time::sleep(pause));
+                let stopped = poll_fn(|cx| {
+                    if Pin::new(&mut stop).poll(cx).is_ready() {
+                        return Poll::Ready(true);
+                    }
+                    pause.as_mut().poll(cx).map(|()| false)
+                })
+                .await;
+                if stopped {
+                    return;
+                }
+            }
+        }
+    }
 }
 
-/// What the connection waits for when its future is pending, and until when.
-struct Wait {
-    want_read: Cell<bool>,
-    want_write: Cell<bool>,
-    /// When the socket must have made progress by: [`HttpOptions::timeout`] after the
-    /// connection's start or its last write (so it bounds both a request head's arrival and
-    /// each write of a response).
-    deadline: Cell<Instant>,
+/// Serves one connection until the client closes it, a deadline passes, an error, or the
+/// server closes it (idlest at the limit, or stop).
+async fn serve_connection(
+    server: Rc<Server>,
+    id: u64,
+    stream: tokio::net::TcpStream,
+    conn: Rc<Conn>,
+) {
+    let _ = stream.set_nodelay(true);
+    // hyper's buffers are allocated at its first read: until the client sends a byte, an idle
+    // connection holds only this task and its socket.
+    {
+        let mut deadline = pin!(tokio::time::sleep_until(conn.deadline.get().into()));
+        let mut closed = pin!(conn.close.notified());
+        let ready = poll_fn(|cx| {
+            if closed.as_mut().poll(cx).is_ready() || deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            // A peek, not a readiness check: a new socket reads as ready until a read
+            // would block.
+            let mut byte = [std::mem::MaybeUninit::uninit()];
+            let mut buf = tokio::io::ReadBuf::uninit(&mut byte);
+            stream.poll_peek(cx, &mut buf).map(|_| true)
+        })
+        .await;
+        if !ready {
+            server.conns.borrow_mut().remove(&id);
+            return;
+        }
+    }
+    let io = TimedIo::new(TokioIo::new(stream), conn.clone());
+    let svc_conn = conn.clone();
+    let shared = server.shared.clone();
+    let service = hyper::service::service_fn(move |req| {
+        // A panic while rendering costs one 500, not the server.
+        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::routes::handle(&shared, &req)
+        }))
+        .unwrap_or_else(|_| super::routes::internal_error());
+        // Building the response took our time, not the client's.
+        svc_conn.active();
+        std::future::ready(Ok::<_, Infallible>(resp))
+    });
+    {
+        let served = pin!(server.builder.serve_connection(io, service));
+        let closed = pin!(conn.close.notified());
+        let (mut served, mut closed) = (served, closed);
+        // Errors (timeouts, resets, bad requests hyper answered) end this connection only.
+        poll_fn(|cx| {
+            if closed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            served.as_mut().poll(cx).map(|_| ())
+        })
+        .await;
+    }
+    server.conns.borrow_mut().remove(&id);
 }
 
-/// A non-blocking socket as hyper's IO: `Pending` when the socket would block, with what it
-/// waits for recorded in [`Wait`] for [`block_on`].
-struct SocketIo {
-    stream: TcpStream,
-    timeout: Duration,
-    wait: Rc<Wait>,
+/// A socket with the connection's deadline: a read or write still pending at
+/// [`Conn::deadline`] fails with `TimedOut`, which ends the connection. Reads do not move
+/// the deadline (a head must arrive in time, however slowly it trickles); writes that make
+/// progress do.
+struct TimedIo<T> {
+    inner: T,
+    conn: Rc<Conn>,
+    timer: Pin<Box<Sleep>>,
+    armed: Instant,
+}
+
+impl<T> TimedIo<T> {
+    fn new(inner: T, conn: Rc<Conn>) -> Self {
+        let armed = conn.deadline.get();
+        TimedIo {
+            inner,
+            conn,
+            timer: Box::pin(tokio::time::sleep_until(armed.into())),
+            armed,
+        }
+    }
+
+    /// Called when the socket is not ready: an error once the deadline has passed, else
+    /// pending (woken by the socket or the timer).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.conn.deadline.get();
+        if deadline != self.armed {
+            self.timer.as_mut().reset(deadline.into());
+            self.armed = deadline;
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client too slow")
 }
 
-impl SocketIo {
-    fn expired(&self) -> bool {
-        Instant::now() >= self.wait.deadline.get()
-    }
-}
-
-impl hyper::rt::Read for SocketIo {
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for TimedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        mut buf: hyper::rt::ReadBufCursor<'_>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let mut tmp = [0u8; 8 * 1024];
-        let want = tmp.len().min(buf.remaining());
-        loop {
-            return match this.stream.read(&mut tmp[..want]) {
-                Ok(n) => {
-                    buf.put_slice(&tmp[..n]);
-                    Poll::Ready(Ok(()))
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if this.expired() {
-                        return Poll::Ready(Err(timed_out()));
-                    }
-                    this.wait.want_read.set(true);
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(e)),
-            };
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
+            other => other,
         }
     }
 }
 
-impl hyper::rt::Write for SocketIo {
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for TimedIo<T> {
     fn poll_write(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        loop {
-            return match this.stream.write(buf) {
-                Ok(n) => {
-                    // Progress: the next wait (the rest of this response, or the next request
-                    // head) gets a full timeout.
-                    this.wait.deadline.set(Instant::now() + this.timeout);
-                    Poll::Ready(Ok(n))
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.conn.active();
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if this.expired() {
-                        return Poll::Ready(Err(timed_out()));
-                    }
-                    this.wait.want_write.set(true);
-                    Poll::Pending
-                }
-                Err(e) => Poll::Ready(Err(e)),
-            };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
+            other => other,
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Writes go straight to the socket: nothing buffered here.
-        let _ = self;
-        Poll::Ready(Ok(()))
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
+            other => other,
+        }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(self.get_mut().stream.shutdown(Shutdown::Write))
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_shutdown(cx) {
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(timed_out())),
+            other => other,
+        }
     }
-}
-
-/// Runs a connection's future to completion on this thread. When it is pending on the socket,
-/// waits in `poll(2)` for what it wants (readable, writable) until the deadline; the next
-/// poll then reads, writes or times out. Pending for any other reason (hyper yielding), it is
-/// polled again after at most 1 ms: a missed wake-up costs time, never a hang.
-fn block_on<F: Future>(f: F, fd: RawFd, wait: &Wait) -> F::Output {
-    let waker = Waker::from(Arc::new(NoopWake));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = pin!(f);
-    loop {
-        wait.want_read.set(false);
-        wait.want_write.set(false);
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        let mut events: libc::c_short = 0;
-        if wait.want_read.get() {
-            events |= libc::POLLIN;
-        }
-        if wait.want_write.get() {
-            events |= libc::POLLOUT;
-        }
-        if events == 0 {
-            std::thread::sleep(Duration::from_millis(1));
-            continue;
-        }
-        let left = wait
-            .deadline
-            .get()
-            .saturating_duration_since(Instant::now());
-        // Rounded up, so a deadline less than 1 ms away still waits instead of spinning.
-        let ms = left.as_millis().saturating_add(1).min(i32::MAX as u128) as libc::c_int;
-        let mut pfd = libc::pollfd {
-            fd,
-            events,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is one valid, initialised `pollfd` on our stack and we pass a count of
-        // 1; `fd` is the connection's socket, open for the whole call (the future owns it).
-        let _ = unsafe { libc::poll(&mut pfd, 1, ms) };
-    }
-}
-
-struct NoopWake;
-
-impl Wake for NoopWake {
-    fn wake(self: Arc<Self>) {}
 }

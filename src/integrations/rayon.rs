@@ -13,7 +13,7 @@
 //!
 //! [`ScopeHandle::wrap`]: crate::ScopeHandle::wrap
 
-use crate::ScopeHandle;
+use crate::scope::ScopeHandle;
 
 /// [`rayon::join`](::rayon::join), with both closures run in the caller's scope, whichever
 /// worker runs them.

@@ -38,10 +38,10 @@ use ::tower_layer::Layer;
 use ::tower_service::Service;
 use pin_project_lite::pin_project;
 
-use crate::future::inner;
+use crate::future::{inner, FutureExt, InScope, Tracked};
 use crate::scope::OwnedRun;
+use crate::scope::ScopeHandle;
 use crate::thread;
-use crate::{FutureExt, InScope, ScopeHandle, Tracked};
 
 /// The job of requests that matched no route (with [`ScopeLayer::by_route`]).
 pub const UNMATCHED_ROUTE: &str = "(unmatched route)";

@@ -23,8 +23,8 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use crate::error::Error;
 use crate::thread::untracked;
-use crate::Error;
 
 /// Writes `bytes` to `path` atomically, replacing only a regular file (or nothing); a
 /// symbolic link is written through to its target. See the module rules; this is the writer

@@ -38,7 +38,6 @@ use crate::thread::{self, untracked};
 /// [`finish`](crate::finish) without any handler.
 pub fn report() -> Report {
     callsite::init_from_env();
-    crate::timeline::init_from_env();
     untracked(|| {
         let report = build_from(&Snapshot::take());
         symbolize::release_debug_info();
@@ -280,8 +279,8 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
     let symbolized = stacks::table().counts();
     let tracker_live = r.tracker.retained().bytes;
     let heap_live = totals.live.bytes.saturating_add(tracker_live);
-    let process = crate::timeline::process_memory(heap_live, tracker_live);
-    let mut history = crate::timeline::history(&snap.jobs);
+    let process = super::memory::process_memory(heap_live, tracker_live);
+    let mut history = super::memory::history(&snap.jobs);
     if !full {
         history.timeline = Vec::new();
         history.run_events = Vec::new();
@@ -320,6 +319,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         timeline: history.timeline,
         run_events: history.run_events,
         timeline_stats: history.stats,
+        trigger: None,
     }
 }
 

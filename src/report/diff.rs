@@ -15,7 +15,7 @@ use super::text::{grouped_wide, human_bytes, stack_text};
 use super::{
     CallsiteReport, FlameMetric, FlameOptions, Frame, JobReport, ProcessMemory, Report, Usage,
 };
-use crate::Error;
+use crate::error::Error;
 
 /// A signed change of objects and bytes (newer minus older).
 ///

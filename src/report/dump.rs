@@ -26,8 +26,8 @@ use super::atomic::write_atomic_with;
 use super::wire;
 use super::{Report, RunReport};
 use crate::config;
+use crate::error::Error;
 use crate::thread::untracked;
-use crate::Error;
 
 pub use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
 
@@ -348,6 +348,116 @@ fn dump_run(run: &RunReport) {
     });
 }
 
+/// Why a dump was written: the `reason` label of `/metrics`' `allocscope_dumps_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DumpReason {
+    /// After a run that retained at least the threshold ([`AutoDump`]).
+    Run,
+    /// At [`finish`].
+    Exit,
+    /// The memory line of `timeline::set_dump_above` was crossed.
+    MemoryAbove,
+    /// A job exceeded its budget.
+    Budget,
+}
+
+impl DumpReason {
+    /// Every reason, in label order.
+    pub(crate) const ALL: [DumpReason; 4] = [
+        DumpReason::Run,
+        DumpReason::Exit,
+        DumpReason::MemoryAbove,
+        DumpReason::Budget,
+    ];
+
+    /// The label value: `run`, `exit`, `memory_above`, `budget`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            DumpReason::Run => "run",
+            DumpReason::Exit => "exit",
+            DumpReason::MemoryAbove => "memory_above",
+            DumpReason::Budget => "budget",
+        }
+    }
+}
+
+/// Dumps written so far, by [`DumpReason`] (index = position in `ALL`).
+static DUMPS_WRITTEN: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+fn count_dump(reason: DumpReason) {
+    DUMPS_WRITTEN[reason as usize].fetch_add(1, Relaxed);
+}
+
+/// Dumps written so far in this process, by reason.
+pub(crate) fn dumps_written() -> [(DumpReason, u64); 4] {
+    DumpReason::ALL.map(|r| (r, DUMPS_WRITTEN[r as usize].load(Relaxed)))
+}
+
+/// A fresh time stamp for a dump file: strictly increasing within the process (a dump in the
+/// same millisecond as the previous one is stamped 1 ms later), so that name order is age
+/// order. Call under `WRITE_LOCK`.
+fn next_stamp() -> String {
+    let ms = crate::model::unix_ms().max(LAST_STAMP.load(Relaxed) + 1);
+    LAST_STAMP.store(ms, Relaxed);
+    utc_stamp(ms)
+}
+
+/// Writes a guardrail's dump of `report` to `dir` (created if missing): the JSON report as
+/// `allocscope-<kind>-<UTC time>-p<pid><suffix>.json` and, with `profile_and_page`, the
+/// gzipped pprof profile (`.pb.gz`, with the `pprof` feature) and the HTML page (`.html`) next
+/// to it. Each file is written atomically, one after another, and each rendering is dropped
+/// before the next is made, so the dump holds the report plus one rendering at a time.
+/// Automatic dumps' pruning never removes these files. Must run untracked.
+pub(crate) fn write_set(
+    dir: &Path,
+    kind: DumpReason,
+    suffix: &str,
+    report: &Report,
+    profile_and_page: bool,
+) -> Result<Vec<PathBuf>, Error> {
+    let _g = WRITE_LOCK.lock();
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let kind_name = match kind {
+        DumpReason::MemoryAbove => "memory",
+        other => other.as_str(),
+    };
+    let stem = format!(
+        "{DUMP_PREFIX}{kind_name}-{}-p{}{}",
+        next_stamp(),
+        std::process::id(),
+        sanitize_suffix(suffix)
+    );
+    let mut files = Vec::with_capacity(3);
+    let json = dir.join(format!("{stem}.json"));
+    report.write_json(&json)?;
+    files.push(json);
+    if profile_and_page {
+        #[cfg(feature = "pprof")]
+        {
+            let path = dir.join(format!("{stem}.pb.gz"));
+            super::write_file_atomic(&path, &report.to_pprof()?)?;
+            files.push(path);
+        }
+        let path = dir.join(format!("{stem}.html"));
+        super::write_file_atomic(&path, report.to_html().as_bytes())?;
+        files.push(path);
+    }
+    count_dump(kind);
+    Ok(files)
+}
+
+/// `-<sanitized>` for a non-empty suffix.
+fn sanitize_suffix(suffix: &str) -> String {
+    if suffix.is_empty() {
+        String::new()
+    } else {
+        format!("-{}", sanitize(suffix))
+    }
+}
+
 /// Writes one dump and prunes old ones. Must run untracked.
 fn write_dump(config: &AutoDump, run: Option<&RunReport>) -> Result<PathBuf, Error> {
     let report = crate::report();
@@ -360,17 +470,18 @@ fn write_dump(config: &AutoDump, run: Option<&RunReport>) -> Result<PathBuf, Err
         Some(r) => format!("{}-run{}", sanitize(&r.job), r.run),
         None => "exit".to_string(),
     };
-    // Strictly increasing within the process (a dump in the same millisecond as the previous
-    // one is stamped 1 ms later), so that name order is age order for pruning.
-    let ms = crate::model::unix_ms().max(LAST_STAMP.load(Relaxed) + 1);
-    LAST_STAMP.store(ms, Relaxed);
     let name = format!(
         "{DUMP_PREFIX}{}-p{}-{what}.json",
-        utc_stamp(ms),
+        next_stamp(),
         std::process::id()
     );
     let path = config.dir.join(name);
     report.write_json(&path)?;
+    count_dump(if run.is_some() {
+        DumpReason::Run
+    } else {
+        DumpReason::Exit
+    });
     prune(&config.dir, config.max_files);
     Ok(path)
 }
@@ -386,7 +497,12 @@ fn prune(dir: &Path, keep: usize) {
         .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            (name.starts_with(DUMP_PREFIX) && name.ends_with(".json")).then(|| (name, e.path()))
+            // Only automatic dumps (`allocscope-<time>-...`): guardrails' dumps
+            // (`allocscope-memory-...`, `allocscope-budget-...`) are kept.
+            let automatic = name
+                .strip_prefix(DUMP_PREFIX)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+            (automatic && name.ends_with(".json")).then(|| (name, e.path()))
         })
         .collect();
     if dumps.len() <= keep {

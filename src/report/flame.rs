@@ -10,7 +10,7 @@ use super::escape::{frame_text, job_display_name, xml_escape, xml_safe, NO_FRAME
 use super::labels::{fold_std, short_name};
 use super::{CallsiteReport, Frame, Report};
 use crate::error::Detail;
-use crate::Error;
+use crate::error::Error;
 
 /// What a flamegraph's widths measure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -127,7 +127,7 @@ fn inline_svg(svg: &str) -> &str {
     svg.find("<svg").map_or(svg, |i| &svg[i..])
 }
 
-fn flame_section(out: &mut String, heading: &str, svg: Result<String, crate::Error>) {
+fn flame_section(out: &mut String, heading: &str, svg: Result<String, crate::error::Error>) {
     let _ = writeln!(out, "<h2>{}</h2>", esc(heading));
     match svg {
         Ok(svg) => {
@@ -255,6 +255,31 @@ impl Report {
             esc(&describe_mode(self)),
             self.jobs.len()
         );
+        if let Some(t) = &self.trigger {
+            let running: Vec<String> = t
+                .active
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} ({} run{} since {})",
+                        esc(&super::escape::job_display_name(&a.job)),
+                        a.active_runs,
+                        if a.active_runs == 1 { "" } else { "s" },
+                        utc(a.since_unix_ms)
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                out,
+                "<p class=\"trigger\"><b>Written because:</b> {}{}</p>",
+                esc(&t.message),
+                if running.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · running then: {}", running.join(", "))
+                }
+            );
+        }
         let p = &self.process;
         let rss = if p.rss_bytes == 0 {
             "unavailable".to_string()
@@ -355,9 +380,9 @@ impl Report {
 
 fn describe_mode(r: &Report) -> String {
     match r.stack_mode {
-        crate::StackMode::Off => "off".to_string(),
-        crate::StackMode::Every => "every allocation (exact)".to_string(),
-        crate::StackMode::Sampled { mean_bytes } => {
+        crate::model::StackMode::Off => "off".to_string(),
+        crate::model::StackMode::Every => "every allocation (exact)".to_string(),
+        crate::model::StackMode::Sampled { mean_bytes } => {
             format!("sampled, one per {} (estimates)", human_bytes(mean_bytes))
         }
     }
@@ -365,7 +390,7 @@ fn describe_mode(r: &Report) -> String {
 
 #[cfg(feature = "chart")]
 fn timeline_chart(out: &mut String, r: &Report) {
-    match r.timeline_svg(&crate::TimelineOptions::default()) {
+    match r.timeline_svg(&super::TimelineOptions::default()) {
         Ok(svg) => {
             let _ = writeln!(
                 out,
@@ -534,8 +559,8 @@ mod tests {
         let site = |bytes: u64, estimated: bool| CallsiteReport {
             scope: vec!["job".into()],
             frames: Vec::new(),
-            allocated: crate::Usage { objects: 3, bytes },
-            retained: crate::Usage { objects: 3, bytes },
+            allocated: crate::model::Usage { objects: 3, bytes },
+            retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,
             estimated,
         };

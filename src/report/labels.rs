@@ -16,7 +16,7 @@
 //!   shows it short (text, HTML); the full path stays in tooltips and in JSON.
 
 use super::symbolize::is_library;
-use crate::Frame;
+use crate::model::Frame;
 
 /// `name` without generic argument lists (see the module rules). Unbalanced brackets are kept
 /// as they are.

@@ -11,7 +11,7 @@ pub(crate) mod dump;
 pub(crate) mod escape;
 mod export;
 mod flame;
-mod html;
+pub(crate) mod html;
 mod labels;
 mod memory;
 mod since;
@@ -20,6 +20,7 @@ mod stacks;
 pub(crate) mod symbolize;
 pub(crate) mod symtab;
 pub(crate) mod text;
+mod trigger;
 mod wire;
 
 pub use atomic::write_file_atomic;
@@ -36,16 +37,21 @@ pub use escape::{job_display_name, job_name_from_display};
 #[cfg(feature = "http")]
 pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
+#[cfg(feature = "chart")]
+pub use memory::TimelineOptions;
+pub(crate) use memory::{process_memory_cached, rss_bytes, StatsCache};
 pub use memory::{
-    JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend, TrendKind,
+    release_free_memory, JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend,
+    TrendKind,
 };
 pub use since::{mark, report_since, Marker};
+pub use trigger::{ActiveJob, DumpTrigger};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::model::StackMode;
 pub use crate::model::{Frame, RunReport, SharedStr, Usage};
-use crate::Error;
 
 /// The value of the top-level `"format"` field of every report.
 pub const FORMAT: &str = "allocscope";
@@ -232,6 +238,10 @@ pub struct Report {
     /// What the timeline and run-event stores kept and dropped.
     #[serde(default)]
     pub timeline_stats: TimelineStats,
+    /// Why a guardrail wrote this report (a memory line crossed, a budget exceeded), with the
+    /// jobs running at that moment; `None` (and absent from the JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<DumpTrigger>,
 }
 
 impl Report {

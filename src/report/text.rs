@@ -87,12 +87,12 @@ impl CallsiteOrder {
     }
 
     /// Parses a name as produced by [`as_str`](Self::as_str).
-    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::Error> {
+    pub fn parse(s: &str) -> Result<CallsiteOrder, crate::error::Error> {
         match s {
             "retained" => Ok(CallsiteOrder::Retained),
             "allocated" => Ok(CallsiteOrder::Allocated),
             "peak" => Ok(CallsiteOrder::Peak),
-            other => Err(crate::Error::InvalidConfig(format!(
+            other => Err(crate::error::Error::InvalidConfig(format!(
                 "unknown callsite order {other:?}: expected retained, allocated or peak"
             ))),
         }
@@ -340,6 +340,19 @@ impl Report {
             mode_text(self.stack_mode),
         );
         let _ = writeln!(out, "{}", memory_line(&self.process));
+        if let Some(t) = &self.trigger {
+            let _ = writeln!(out, "written because: {}", t.message);
+            for a in &t.active {
+                let _ = writeln!(
+                    out,
+                    "  running then: {} ({} run{} since {})",
+                    crate::report::escape::job_display_name(&a.job),
+                    a.active_runs,
+                    if a.active_runs == 1 { "" } else { "s" },
+                    crate::report::html::utc(a.since_unix_ms)
+                );
+            }
+        }
         if let Some(advice) = memory_advice(&self.process) {
             let _ = writeln!(out, "{advice}");
         }
@@ -621,11 +634,11 @@ mod tests {
                 file: None,
                 line: None,
             }],
-            allocated: crate::Usage {
+            allocated: crate::model::Usage {
                 objects: 1,
                 bytes: retained,
             },
-            retained: crate::Usage {
+            retained: crate::model::Usage {
                 objects: 1,
                 bytes: retained,
             },

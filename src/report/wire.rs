@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Frame, Report, FORMAT, OLDEST_VERSION, VERSION};
 use crate::error::Detail;
+use crate::error::Error;
 use crate::model::SharedStrings;
-use crate::Error;
 
 thread_local! {
     /// While writing: each callsite's frames (by the address of its `Vec`) to its stack index.

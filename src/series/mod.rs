@@ -3,8 +3,8 @@
 //!
 //! Rules:
 //! * a leaf above `model` and `fork` only: the registry (trend summaries live in each job's
-//!   entry), `scope` (records finished runs) and `timeline` (takes samples, builds the report's
-//!   view) use it; it never reads the live tables itself;
+//!   entry), `scope` (records finished runs), `timeline` (takes samples) and `report::memory`
+//!   (reads both stores into a report) use it; it never reads the live tables itself;
 //! * nothing here runs on the allocation path. A finished run is recorded by the run-finish
 //!   path under one short lock and, once the stores' buffers exist, without allocating; the
 //!   sampler thread records samples the same way;
@@ -19,10 +19,12 @@ use std::sync::Once;
 
 use parking_lot::Mutex;
 
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use crate::fork::{self, AtFork};
-use crate::model::RunReport;
-use store::{Events, Samples};
-pub(crate) use store::{RawEvent, RawSample};
+use crate::model::{RunEvent, RunReport};
+pub(crate) use store::RawSample;
+use store::{Events, Samples, StoredEvent};
 pub(crate) use trend::TrendSummary;
 pub use trend::{Trend, TrendKind, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, WARMUP_RUNS};
 
@@ -32,6 +34,20 @@ pub const TOP_JOBS: usize = 5;
 pub const MAX_SAMPLES: usize = store::LEVELS * store::LEVEL_SAMPLES;
 /// The most run events a report carries.
 pub const MAX_RUN_EVENTS: usize = store::RECENT_EVENTS + 2 * store::LARGEST_EVENTS;
+
+/// The timeline sampler's interval in nanoseconds, 0 when it is not running (set by the
+/// sampler, read by reports).
+static SAMPLER_INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
+
+/// Records the sampler's interval (0: stopped).
+pub(crate) fn set_sampler_interval_ns(ns: u64) {
+    SAMPLER_INTERVAL_NS.store(ns, Relaxed);
+}
+
+/// The sampler's interval in nanoseconds, 0 when it is not running.
+pub(crate) fn sampler_interval_ns() -> u64 {
+    SAMPLER_INTERVAL_NS.load(Relaxed)
+}
 
 static SAMPLES: Mutex<Samples> = Mutex::new(Samples::new());
 static EVENTS: Mutex<Events> = Mutex::new(Events::new());
@@ -65,20 +81,9 @@ fn registered() {
 
 /// Records a finished run of job `job` (called by the run-finish path, tracking suspended).
 pub(crate) fn record_run(job: u32, r: &RunReport) {
-    let duration_ms = r.duration_ns / 1_000_000;
-    let e = RawEvent {
-        job,
-        run: r.run,
-        start_unix_ms: r.finished_unix_ms.saturating_sub(duration_ms),
-        finish_unix_ms: r.finished_unix_ms,
-        duration_ns: r.duration_ns,
-        allocated: r.allocated,
-        peak_bytes: r.peak_bytes,
-        retained: r.retained_at_finish,
-        panicked: r.panicked,
-    };
+    let e = RunEvent::unnamed(r);
     registered();
-    EVENTS.lock().push(e);
+    EVENTS.lock().push((job, e));
 }
 
 /// Records a timeline sample (called by the sampler, tracking suspended).
@@ -87,8 +92,9 @@ pub(crate) fn record_sample(s: RawSample) {
     SAMPLES.lock().push(s);
 }
 
-/// The kept run events (each once, by finish time) and the number of runs ever recorded.
-pub(crate) fn events() -> (Vec<RawEvent>, u64) {
+/// The kept run events (each once, by finish time, with its job's id; unnamed) and the number
+/// of runs ever recorded.
+pub(crate) fn events() -> (Vec<StoredEvent>, u64) {
     registered();
     let ev = EVENTS.lock();
     (ev.kept(), ev.total)

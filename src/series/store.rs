@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use crate::model::Usage;
+use crate::model::RunEvent;
 
 /// Samples per resolution level.
 pub(crate) const LEVEL_SAMPLES: usize = 128;
@@ -97,33 +97,23 @@ impl Samples {
     }
 }
 
-/// One run event, as stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RawEvent {
-    pub job: u32,
-    pub run: u64,
-    pub start_unix_ms: u64,
-    pub finish_unix_ms: u64,
-    pub duration_ns: u64,
-    pub allocated: Usage,
-    pub peak_bytes: u64,
-    pub retained: Usage,
-    pub panicked: bool,
-}
+/// One run event, as stored: the job's id and the event without its name
+/// ([`RunEvent::unnamed`]).
+pub(crate) type StoredEvent = (u32, RunEvent);
 
 /// Recent runs (a ring of `RECENT_EVENTS`), plus the `LARGEST_EVENTS` runs with the largest
 /// retained-at-finish bytes and the `LARGEST_EVENTS` with the largest peak since the process
 /// started. A run can be in several sets; a report lists it once.
 #[derive(Default)]
 pub(crate) struct Events {
-    recent: VecDeque<RawEvent>,
-    by_retained: Vec<RawEvent>,
-    by_peak: Vec<RawEvent>,
+    recent: VecDeque<StoredEvent>,
+    by_retained: Vec<StoredEvent>,
+    by_peak: Vec<StoredEvent>,
     pub total: u64,
 }
 
 /// Keeps `e` in `set` if it is among the `LARGEST_EVENTS` largest by `key`.
-fn keep_largest(set: &mut Vec<RawEvent>, e: &RawEvent, key: fn(&RawEvent) -> u64) {
+fn keep_largest(set: &mut Vec<StoredEvent>, e: &StoredEvent, key: fn(&StoredEvent) -> u64) {
     if key(e) == 0 {
         return;
     }
@@ -131,7 +121,7 @@ fn keep_largest(set: &mut Vec<RawEvent>, e: &RawEvent, key: fn(&RawEvent) -> u64
         if set.capacity() == 0 {
             set.reserve_exact(LARGEST_EVENTS);
         }
-        set.push(*e);
+        set.push(e.clone());
         return;
     }
     // Small fixed set: a linear scan for the smallest is cheaper than keeping a heap, and
@@ -143,7 +133,7 @@ fn keep_largest(set: &mut Vec<RawEvent>, e: &RawEvent, key: fn(&RawEvent) -> u64
         .map(|(i, x)| (i, key(x)))
         .unwrap_or((0, u64::MAX));
     if key(e) > min {
-        set[i] = *e;
+        set[i] = e.clone();
     }
 }
 
@@ -157,7 +147,7 @@ impl Events {
         }
     }
 
-    pub(crate) fn push(&mut self, e: RawEvent) {
+    pub(crate) fn push(&mut self, e: StoredEvent) {
         self.total = self.total.saturating_add(1);
         if self.recent.capacity() == 0 {
             self.recent.reserve_exact(RECENT_EVENTS);
@@ -165,34 +155,37 @@ impl Events {
         if self.recent.len() == RECENT_EVENTS {
             self.recent.pop_front();
         }
+        keep_largest(&mut self.by_retained, &e, |(_, e)| {
+            e.retained_at_finish.bytes
+        });
+        keep_largest(&mut self.by_peak, &e, |(_, e)| e.peak_bytes);
         self.recent.push_back(e);
-        keep_largest(&mut self.by_retained, &e, |e| e.retained.bytes);
-        keep_largest(&mut self.by_peak, &e, |e| e.peak_bytes);
     }
 
     /// Every kept event once, by finish time (then job, run).
-    pub(crate) fn kept(&self) -> Vec<RawEvent> {
-        let mut all: Vec<RawEvent> = self
+    pub(crate) fn kept(&self) -> Vec<StoredEvent> {
+        let mut all: Vec<StoredEvent> = self
             .recent
             .iter()
             .chain(&self.by_retained)
             .chain(&self.by_peak)
-            .copied()
+            .cloned()
             .collect();
-        all.sort_by_key(|e| (e.finish_unix_ms, e.job, e.run));
-        all.dedup_by_key(|e| (e.job, e.run));
+        all.sort_by_key(|(job, e)| (e.finish_unix_ms, *job, e.run));
+        all.dedup_by_key(|(job, e)| (*job, e.run));
         all
     }
 
     pub(crate) fn capacity_bytes(&self) -> usize {
         (self.recent.capacity() + self.by_retained.capacity() + self.by_peak.capacity())
-            * std::mem::size_of::<RawEvent>()
+            * std::mem::size_of::<StoredEvent>()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Usage;
 
     fn sample(i: u64, rss: u64) -> RawSample {
         RawSample {
@@ -232,25 +225,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_event_has_the_documented_size() {
+        // The bound in `crate::timeline`'s docs: 2,176 events × 112 bytes.
+        assert_eq!(std::mem::size_of::<StoredEvent>(), 112);
+    }
+
+    #[test]
     fn events_keep_recent_and_largest() {
         let mut ev = Events::default();
         for i in 0..100_000u64 {
             let big = i == 5; // an early leak, long out of the recent ring
-            ev.push(RawEvent {
-                job: 1,
-                run: i + 1,
-                finish_unix_ms: i,
-                retained: Usage::new(1, if big { 1 << 30 } else { i % 7 }),
-                peak_bytes: i % 11,
-                ..Default::default()
-            });
+            ev.push((
+                1,
+                RunEvent {
+                    run: i + 1,
+                    finish_unix_ms: i,
+                    retained_at_finish: Usage::new(1, if big { 1 << 30 } else { i % 7 }),
+                    peak_bytes: i % 11,
+                    ..Default::default()
+                },
+            ));
         }
         let kept = ev.kept();
         assert!(kept.len() <= RECENT_EVENTS + 2 * LARGEST_EVENTS);
         assert!(kept.len() >= RECENT_EVENTS);
-        assert!(kept.iter().any(|e| e.run == 6), "the largest run is kept");
+        assert!(
+            kept.iter().any(|(_, e)| e.run == 6),
+            "the largest run is kept"
+        );
         assert_eq!(
-            kept.last().unwrap().run,
+            kept.last().unwrap().1.run,
             100_000,
             "the most recent run is kept"
         );

@@ -14,6 +14,7 @@ use super::failure::{bytes_text, usage_text, CheckFailure, Limit, Violation};
 use super::lease::Lease;
 use super::DEFAULT_SHOWN_CALLSITES;
 use crate::callsite::StackMode;
+use crate::model::Limits;
 use crate::report::symbolize::{caller_ips, is_own_name, is_test_code, job_frames};
 use crate::report::{job_counters_now, CallsiteReport, RunReport, Usage};
 use crate::scope::track_scope_run;
@@ -86,11 +87,7 @@ impl Ignore {
 pub struct MemoryCheck {
     name: String,
     warmup: u32,
-    max_retained_objects: Option<u64>,
-    max_retained_bytes: Option<u64>,
-    max_peak_bytes: Option<u64>,
-    max_allocated_objects: Option<u64>,
-    max_allocated_bytes: Option<u64>,
+    limits: Limits,
     ignore: Vec<Ignore>,
     show_callsites: usize,
 }
@@ -100,11 +97,7 @@ impl fmt::Debug for MemoryCheck {
         f.debug_struct("MemoryCheck")
             .field("name", &self.name)
             .field("warmup", &self.warmup)
-            .field("max_retained_objects", &self.max_retained_objects)
-            .field("max_retained_bytes", &self.max_retained_bytes)
-            .field("max_peak_bytes", &self.max_peak_bytes)
-            .field("max_allocated_objects", &self.max_allocated_objects)
-            .field("max_allocated_bytes", &self.max_allocated_bytes)
+            .field("limits", &self.limits)
             .field(
                 "ignore",
                 &self.ignore.iter().map(Ignore::describe).collect::<Vec<_>>(),
@@ -120,11 +113,7 @@ impl MemoryCheck {
         MemoryCheck {
             name: name.into(),
             warmup: 0,
-            max_retained_objects: None,
-            max_retained_bytes: None,
-            max_peak_bytes: None,
-            max_allocated_objects: None,
-            max_allocated_bytes: None,
+            limits: Limits::default(),
             ignore: Vec::new(),
             show_callsites: DEFAULT_SHOWN_CALLSITES,
         }
@@ -144,13 +133,13 @@ impl MemoryCheck {
 
     /// Fails if the measured run still held more than `objects` blocks when it returned.
     pub fn max_retained_objects(mut self, objects: u64) -> Self {
-        self.max_retained_objects = Some(objects);
+        self.limits.set(Limit::RetainedObjects, objects);
         self
     }
 
     /// Fails if the measured run still held more than `bytes` bytes when it returned.
     pub fn max_retained_bytes(mut self, bytes: u64) -> Self {
-        self.max_retained_bytes = Some(bytes);
+        self.limits.set(Limit::RetainedBytes, bytes);
         self
     }
 
@@ -162,19 +151,19 @@ impl MemoryCheck {
 
     /// Fails if the measured run's live bytes went above `bytes` while it ran.
     pub fn max_peak_bytes(mut self, bytes: u64) -> Self {
-        self.max_peak_bytes = Some(bytes);
+        self.limits.set(Limit::PeakBytes, bytes);
         self
     }
 
     /// Fails if the measured run allocated more than `objects` blocks in total.
     pub fn max_allocated_objects(mut self, objects: u64) -> Self {
-        self.max_allocated_objects = Some(objects);
+        self.limits.set(Limit::AllocatedObjects, objects);
         self
     }
 
     /// Fails if the measured run allocated more than `bytes` bytes in total.
     pub fn max_allocated_bytes(mut self, bytes: u64) -> Self {
-        self.max_allocated_bytes = Some(bytes);
+        self.limits.set(Limit::AllocatedBytes, bytes);
         self
     }
 
@@ -229,13 +218,13 @@ impl MemoryCheck {
     pub fn run<R>(&self, mut job: impl FnMut() -> R) -> Result<Figures, CheckFailure> {
         let test = untracked(test_name);
         let caller = untracked(caller_ips);
-        if !crate::is_installed() {
+        if !crate::alloc::is_installed() {
             return Err(untracked(|| CheckFailure::NotInstalled {
                 check: self.name.clone(),
                 test,
             }));
         }
-        let mode = crate::stack_mode();
+        let mode = crate::callsite::stack_mode();
         if !self.ignore.is_empty() && mode != StackMode::Every {
             return Err(untracked(|| CheckFailure::ExactStacksRequired {
                 check: self.name.clone(),
@@ -264,7 +253,7 @@ impl MemoryCheck {
             // own. Its job's figures are its own, though — no other run uses a leased check
             // name — so allocated and retained come from there, exactly; only the peak is
             // unknown, and a check with a peak limit cannot pass on a guess.
-            if self.max_peak_bytes.is_some() {
+            if self.limits.get(Limit::PeakBytes).is_some() {
                 drop(lease);
                 return Err(untracked(|| CheckFailure::Unmeasured {
                     check: self.name.clone(),
@@ -439,41 +428,15 @@ impl MemoryCheck {
             held.retained.objects.saturating_sub(held.ignored.objects),
             held.retained.bytes.saturating_sub(held.ignored.bytes),
         );
-        self.max_retained_objects
-            .is_some_and(|m| counted.objects > m)
-            || self.max_retained_bytes.is_some_and(|m| counted.bytes > m)
+        self.limits
+            .violations(counted, 0, Usage::default())
+            .iter()
+            .any(|v| matches!(v.limit, Limit::RetainedObjects | Limit::RetainedBytes))
     }
 
     fn violations(&self, f: &Figures) -> Vec<Violation> {
-        let checked = f.retained_checked();
-        [
-            (
-                Limit::RetainedObjects,
-                self.max_retained_objects,
-                checked.objects,
-            ),
-            (Limit::RetainedBytes, self.max_retained_bytes, checked.bytes),
-            (Limit::PeakBytes, self.max_peak_bytes, f.peak_bytes),
-            (
-                Limit::AllocatedObjects,
-                self.max_allocated_objects,
-                f.allocated.objects,
-            ),
-            (
-                Limit::AllocatedBytes,
-                self.max_allocated_bytes,
-                f.allocated.bytes,
-            ),
-        ]
-        .into_iter()
-        .filter_map(|(limit, max, measured)| {
-            max.filter(|&m| measured > m).map(|max| Violation {
-                limit,
-                max,
-                measured,
-            })
-        })
-        .collect()
+        self.limits
+            .violations(f.retained_checked(), f.peak_bytes, f.allocated)
     }
 }
 

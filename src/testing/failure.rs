@@ -6,37 +6,13 @@ use std::fmt::{self, Write as _};
 
 use super::check::Figures;
 use crate::callsite::StackMode;
+pub use crate::model::{Limit, Violation};
 use crate::report::text::{grouped, human_bytes};
 use crate::report::{Frame, Usage};
 use crate::thread::untracked;
 
 /// Frames shown per callsite in a failure message.
 const SHOWN_FRAMES: usize = 6;
-
-/// A limit a check can set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Limit {
-    /// [`MemoryCheck::max_retained_objects`](super::MemoryCheck::max_retained_objects).
-    RetainedObjects,
-    /// [`MemoryCheck::max_retained_bytes`](super::MemoryCheck::max_retained_bytes).
-    RetainedBytes,
-    /// [`MemoryCheck::max_peak_bytes`](super::MemoryCheck::max_peak_bytes).
-    PeakBytes,
-    /// [`MemoryCheck::max_allocated_objects`](super::MemoryCheck::max_allocated_objects).
-    AllocatedObjects,
-    /// [`MemoryCheck::max_allocated_bytes`](super::MemoryCheck::max_allocated_bytes).
-    AllocatedBytes,
-}
-
-impl Limit {
-    fn is_bytes(self) -> bool {
-        matches!(
-            self,
-            Limit::RetainedBytes | Limit::PeakBytes | Limit::AllocatedBytes
-        )
-    }
-}
 
 impl fmt::Display for Limit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -48,17 +24,6 @@ impl fmt::Display for Limit {
             Limit::AllocatedBytes => "allocated bytes",
         })
     }
-}
-
-/// One limit exceeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Violation {
-    /// Which limit.
-    pub limit: Limit,
-    /// The limit's value.
-    pub max: u64,
-    /// The measured value (above `max`).
-    pub measured: u64,
 }
 
 impl fmt::Display for Violation {

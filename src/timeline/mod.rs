@@ -1,10 +1,16 @@
-//! Memory over time: the process's RSS next to the live heap, a bounded timeline of samples,
-//! bounded job run events, and each job's retention trend.
+//! Memory over time: the background sampler, and the public face of what it and the run-finish
+//! path record (a bounded timeline of samples, bounded job run events, each job's retention
+//! trend).
 //!
-//! * **Process memory** (`process`): RSS from `/proc/self/statm`, the allocator's free bytes
-//!   (glibc `mallinfo2`), [`release_free_memory`] (glibc `malloc_trim(0)`). Read at every
-//!   report; the sampler refreshes glibc's figures at most once per 100× their cost
-//!   (`mallinfo2` walks every free chunk).
+//! Where each part lives: the stores and the trend summaries in `series` (below the registry:
+//! a finished run records its event and trend point there); what reports read of them — the
+//! process's memory, the history with job names resolved, the chart — in `report::memory`;
+//! this module only runs the sampler thread, which reads through the report's snapshot.
+//!
+//! * **Process memory**: RSS from `/proc/self/statm`, the allocator's free bytes (glibc
+//!   `mallinfo2`), [`release_free_memory`] (glibc `malloc_trim(0)`). Read at every report; the
+//!   sampler refreshes glibc's figures at most once per 100× their cost (`mallinfo2` walks
+//!   every free chunk).
 //! * **The sampler** ([`start`], [`stop`], or `ALLOCSCOPE_TIMELINE=500ms|1s|1m`): one
 //!   background thread, named `allocscope-timeline`, that runs with tracking suspended for its
 //!   whole life (everything it allocates is tracker overhead) and takes a sample every
@@ -26,43 +32,43 @@
 //!   stays under 2,048 per N minutes), plus the 64 runs with the largest retained-at-finish
 //!   bytes and the 64 with the largest peak since the process started (leaks and cliffs stay
 //!   visible however old). Runs in none of these sets are counted in
-//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 88 bytes
-//!   = 187 KiB. Events are recorded whether or not the sampler runs.
-//! * The stores and the trend summaries live in `series`, below the registry (a finished run
-//!   records its event and trend point there); this module samples, and builds the report's
-//!   view.
-//! * **Trends**: each job keeps a compact summary of its retained bytes after every
-//!   run (1.3 KiB per job, for any number of runs); the rule and its thresholds: the first [`WARMUP_RUNS`] run is
-//!   warm-up; fewer than [`MIN_RUNS_CONSIDERED`] considered runs → not enough; the last half
+//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 112 bytes
+//!   = 238 KiB. Events are recorded whether or not the sampler runs.
+//! * **Trends**: each job keeps a compact summary of its retained bytes after every run
+//!   (1.3 KiB per job, for any number of runs). The rule and its thresholds: the first
+//!   [`WARMUP_RUNS`] run is warm-up; fewer than [`MIN_RUNS_CONSIDERED`] considered runs → not enough; the last half
 //!   of the runs still growing by more than [`MIN_GROWTH_BYTES`] and 3× its residual noise →
 //!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
 //! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
-#[cfg(feature = "chart")]
-mod chart;
-mod process;
+mod above;
+mod limit;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use core::sync::atomic::{AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::{Condvar, Mutex};
 
+pub use crate::config::MemoryLine;
+pub use crate::report::release_free_memory;
+#[cfg(feature = "chart")]
+pub use crate::report::TimelineOptions;
 pub use crate::series::{
     MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
     WARMUP_RUNS,
 };
-#[cfg(feature = "chart")]
-pub use chart::TimelineOptions;
-pub(crate) use process::process_memory;
-pub use process::release_free_memory;
-use process::StatsCache;
+pub(crate) use above::{active_jobs, init_from_env as init_dump_above_from_env};
+pub use above::{
+    dump_above, set_dump_above, DumpAbove, DumpAboveStatus, DEFAULT_CHECK_EVERY, REARM_FRACTION,
+};
+pub use limit::{memory_limit, LimitSource, MemoryLimit};
 
 use crate::fork::{self, AtFork};
-use crate::registry::{self, JobEntry};
+use crate::report::process_memory_cached;
 use crate::report::snapshot::Snapshot;
-use crate::report::{JobLive, RunEvent, TimelineSample, TimelineStats};
+use crate::report::StatsCache;
 use crate::series::{self, RawSample};
 use crate::thread::untracked;
 
@@ -81,8 +87,6 @@ struct Sampler {
 }
 
 static SAMPLER: Mutex<Option<Sampler>> = Mutex::new(None);
-/// The running sampler's interval in nanoseconds, 0 when stopped (read by reports).
-static INTERVAL_NS: AtomicU64 = AtomicU64::new(0);
 
 /// The sampler handle's lock around `fork()`; in the child, the sampler thread does not exist,
 /// so its handle is forgotten (never joined) and the timeline reads as stopped.
@@ -100,7 +104,9 @@ impl AtFork for SamplerAtFork {
             if let Some(s) = SAMPLER.lock().take() {
                 core::mem::forget(s);
             }
-            INTERVAL_NS.store(0, Relaxed);
+            series::set_sampler_interval_ns(0);
+            // The child's inherited servers are forgotten, not stopped: none keeps it.
+            KEEPERS.store(0, Relaxed);
         }
     }
 }
@@ -122,40 +128,58 @@ pub fn start(interval: Duration) {
     untracked(|| {
         REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
         let mut sampler = SAMPLER.lock();
-        if let Some(s) = sampler.as_ref() {
-            s.shared.interval_ns.store(ns, Relaxed);
-            INTERVAL_NS.store(ns, Relaxed);
-            s.shared.wake.notify_all();
-            return;
-        }
-        let shared = Arc::new(Shared {
-            stop: Mutex::new(false),
-            wake: Condvar::new(),
-            interval_ns: AtomicU64::new(ns),
-        });
-        let s2 = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name("allocscope-timeline".into())
-            .spawn(move || untracked(|| run_sampler(&s2)));
-        match spawned {
-            Ok(thread) => {
-                INTERVAL_NS.store(ns, Relaxed);
-                *sampler = Some(Sampler { shared, thread });
-            }
-            Err(e) => eprintln!("allocscope: could not start the timeline sampler: {e}"),
-        }
+        WANTED.store(true, Relaxed);
+        run_with(&mut sampler, ns);
     })
+}
+
+/// Starts the sampler at `ns`, or changes the running one's interval. Called under `SAMPLER`.
+fn run_with(sampler: &mut Option<Sampler>, ns: u64) {
+    if let Some(s) = sampler.as_ref() {
+        s.shared.interval_ns.store(ns, Relaxed);
+        series::set_sampler_interval_ns(ns);
+        s.shared.wake.notify_all();
+        return;
+    }
+    let shared = Arc::new(Shared {
+        stop: Mutex::new(false),
+        wake: Condvar::new(),
+        interval_ns: AtomicU64::new(ns),
+    });
+    let s2 = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("allocscope-timeline".into())
+        .spawn(move || untracked(|| run_sampler(&s2)));
+    match spawned {
+        Ok(thread) => {
+            series::set_sampler_interval_ns(ns);
+            *sampler = Some(Sampler { shared, thread });
+        }
+        Err(e) => eprintln!("allocscope: could not start the timeline sampler: {e}"),
+    }
 }
 
 /// Stops the sampler and joins its thread (returns at once if it is not running). The samples
 /// taken so far stay in later reports.
+///
+/// While a live endpoint serves (`ALLOCSCOPE_HTTP` or `http::serve`), the sampler keeps
+/// running: its chart needs samples. It stops when the last server stops.
 pub fn stop() {
     let sampler = untracked(|| {
         REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
-        SAMPLER.lock().take()
+        let mut sampler = SAMPLER.lock();
+        WANTED.store(false, Relaxed);
+        if KEEPERS.load(Relaxed) > 0 {
+            return None;
+        }
+        sampler.take()
     });
+    join(sampler);
+}
+
+fn join(sampler: Option<Sampler>) {
     if let Some(s) = sampler {
-        INTERVAL_NS.store(0, Relaxed);
+        series::set_sampler_interval_ns(0);
         *s.shared.stop.lock() = true;
         s.shared.wake.notify_all();
         let _ = s.thread.join();
@@ -163,9 +187,55 @@ pub fn stop() {
     }
 }
 
+/// The interval of the sampler a live endpoint starts when none runs.
+pub const LIVE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Whether the program asked for the sampler ([`start`] and no [`stop`] since).
+static WANTED: AtomicBool = AtomicBool::new(false);
+/// Live endpoints that keep the sampler running.
+static KEEPERS: AtomicUsize = AtomicUsize::new(0);
+
+/// Keeps the sampler running while it lives (held by each live endpoint): starts it at
+/// [`LIVE_INTERVAL`] if it is not running; a running sampler keeps its interval.
+pub(crate) struct KeepSampling(());
+
+impl core::fmt::Debug for KeepSampling {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("KeepSampling")
+    }
+}
+
+pub(crate) fn keep_sampling() -> KeepSampling {
+    let ns = LIVE_INTERVAL.as_nanos() as u64;
+    untracked(|| {
+        REGISTERED.call_once(|| fork::register(&SAMPLER_AT_FORK));
+        let mut sampler = SAMPLER.lock();
+        KEEPERS.fetch_add(1, Relaxed);
+        if sampler.is_none() {
+            run_with(&mut sampler, ns);
+        }
+    });
+    KeepSampling(())
+}
+
+impl Drop for KeepSampling {
+    fn drop(&mut self) {
+        let sampler = untracked(|| {
+            let mut sampler = SAMPLER.lock();
+            let left = KEEPERS.fetch_sub(1, Relaxed).saturating_sub(1);
+            if left == 0 && !WANTED.load(Relaxed) {
+                sampler.take()
+            } else {
+                None
+            }
+        });
+        join(sampler);
+    }
+}
+
 /// The sampler's interval, `None` when it is not running.
 pub fn interval() -> Option<Duration> {
-    match INTERVAL_NS.load(Relaxed) {
+    match series::sampler_interval_ns() {
         0 => None,
         ns => Some(Duration::from_nanos(ns)),
     }
@@ -221,7 +291,7 @@ fn sample_now(cache: &mut StatsCache) {
     }
     let tracker = r.tracker.retained().bytes;
     let heap = r.all.retained().bytes.saturating_add(tracker);
-    let pm = process::process_memory_cached(heap, tracker, cache);
+    let pm = process_memory_cached(heap, tracker, cache);
     series::record_sample(RawSample {
         unix_ms: crate::model::unix_ms(),
         rss: pm.rss_bytes,
@@ -233,68 +303,6 @@ fn sample_now(cache: &mut StatsCache) {
     });
 }
 
-/// What a report carries of the timeline.
-pub(crate) struct History {
-    pub timeline: Vec<TimelineSample>,
-    pub run_events: Vec<RunEvent>,
-    pub stats: TimelineStats,
-}
-
-/// The timeline and run events, with job names resolved (`jobs`: every job entry, by id).
-pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
-    let name = |id: u32| -> String {
-        jobs.get(id as usize).map_or_else(
-            || registry::OTHER_JOBS_NAME.to_string(),
-            |j| j.name.to_string(),
-        )
-    };
-    let (raw_events, total) = series::events();
-    let run_events: Vec<RunEvent> = raw_events
-        .iter()
-        .map(|e| RunEvent {
-            job: name(e.job),
-            run: e.run,
-            start_unix_ms: e.start_unix_ms,
-            finish_unix_ms: e.finish_unix_ms,
-            duration_ns: e.duration_ns,
-            allocated: e.allocated,
-            peak_bytes: e.peak_bytes,
-            retained_at_finish: e.retained,
-            panicked: e.panicked,
-        })
-        .collect();
-    let (raw_samples, taken, dropped) = series::samples();
-    let timeline = raw_samples
-        .iter()
-        .map(|s| TimelineSample {
-            unix_ms: s.unix_ms,
-            rss_bytes: s.rss,
-            heap_live_bytes: s.heap,
-            not_returned_bytes: s.not_returned,
-            top_jobs: s.top[..s.n_top as usize]
-                .iter()
-                .map(|&(j, b)| JobLive {
-                    job: name(j),
-                    live_bytes: b,
-                })
-                .collect(),
-            merged: s.merged,
-        })
-        .collect();
-    History {
-        timeline,
-        stats: TimelineStats {
-            interval_ms: INTERVAL_NS.load(Relaxed) / 1_000_000,
-            samples_taken: taken,
-            samples_dropped: dropped,
-            max_samples: MAX_SAMPLES as u64,
-            run_events_total: total,
-            run_events_dropped: total.saturating_sub(run_events.len() as u64),
-        },
-        run_events,
-    }
-}
-
 /// Bytes the timeline and run-event stores occupy now (for the bound tests).
 #[doc(hidden)]
 pub fn store_bytes() -> usize {
@@ -303,11 +311,11 @@ pub fn store_bytes() -> usize {
 
 /// A duration as `ALLOCSCOPE_TIMELINE` takes it: a whole or decimal number followed by `ms`,
 /// `s`, `m` or `h` (`500ms`, `1s`, `1.5s`, `1m`).
-pub fn parse_interval(text: &str) -> Result<Duration, crate::Error> {
+pub fn parse_interval(text: &str) -> Result<Duration, crate::error::Error> {
     crate::config::parse_interval(text)
 }
 
-/// Applies `ALLOCSCOPE_TIMELINE` once (at the first call into allocscope's API): a valid
+/// Applies `ALLOCSCOPE_TIMELINE` once (called by `startup` when the first scope begins): a valid
 /// duration starts the sampler; an invalid one prints one line on stderr and leaves it off.
 pub(crate) fn init_from_env() {
     static ENV: std::sync::Once = std::sync::Once::new();

@@ -1,5 +1,12 @@
-//! Helpers shared by the integration tests (`mod common;` in a test file): stack mode set up,
-//! test data paths and fixtures, and golden-file comparison.
+//! Helpers shared by the integration tests, in one folder. `mod common;` in a test file gives
+//! this file: exact stacks ([`every`]), test data paths and fixtures, golden-file comparison,
+//! and the rule for tests that need an external tool ([`require_tool`], [`missing_tool`]).
+//! The larger helpers beside it are included by the tests that need them, each with
+//! `#[path = "common/<file>.rs"] mod <file>;`:
+//! * `chromium.rs` — headless Chromium over the DevTools pipe;
+//! * `pprof.rs` — reading pprof profiles back (the crate's own prost messages);
+//! * `distinct_stacks.rs` — many distinct stacks on demand;
+//! * `reliability.rs` — the reliability tests' watchdog, RNG, RSS and mixed workload.
 //!
 //! Not every test binary uses every helper. Helpers whose frames a test asserts on (functions
 //! that allocate, like `keep_boxes`) stay in their test file: their source file is part of
@@ -7,15 +14,14 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 use allocscope::{Report, StackMode};
 
-/// Turns exact stacks on, once for the whole test binary (the mode is process-wide: every test
-/// of a binary that needs it calls this first).
+/// Turns exact stacks on (`StackMode::Every`). The mode is process-wide: every test of a binary
+/// that needs exact callsites calls this first, also after a test of the same binary chose
+/// another mode.
 pub fn every() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| allocscope::set_stack_mode(StackMode::Every));
+    allocscope::set_stack_mode(StackMode::Every);
 }
 
 /// The path of test data file `name` in `tests/data/<dir>/`.
@@ -76,21 +82,46 @@ pub fn golden(dir: &str, name: &str, actual: &str) {
     }
 }
 
-/// Whether the external tool `cmd` runs (`cmd args` succeeds). When it does not, prints why the
-/// calling test skips (`.ci/run` installs `package`); tests skip only in that case.
-pub fn have_tool(cmd: &str, args: &[&str], package: &str) -> bool {
+/// Whether this is a CI run: `CI=true` (CI services set it; so does `.ci/run`). There, a test
+/// whose external tool is missing fails instead of skipping, so a green CI means every check ran.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// Says that a test cannot run because `what` is missing (`why`), and what installs it (Debian
+/// package `package`, which `.ci/run` installs). Under CI ([`under_ci`]) this panics: the test
+/// fails. Elsewhere it prints why the test skips; the caller then returns.
+pub fn missing_tool(what: &str, why: &str, package: &str) {
+    missing_tool_in(under_ci(), what, why, package)
+}
+
+/// [`missing_tool`] with the CI decision given (for the helper's own test).
+pub fn missing_tool_in(ci: bool, what: &str, why: &str, package: &str) {
+    let msg = format!("{what} is missing ({why}); .ci/run installs Debian's {package}");
+    if ci {
+        panic!("{msg}; under CI=true a test whose tool is missing fails");
+    }
+    eprintln!("skipped: {msg}");
+}
+
+/// Whether the external tool `cmd` runs (`cmd args` succeeds). When it does not: under CI the
+/// test fails here; elsewhere this prints why the test skips and returns `false`. Use as
+/// `if !common::require_tool("promtool", &["--version"], "prometheus") { return; }`.
+pub fn require_tool(cmd: &str, args: &[&str], package: &str) -> bool {
+    require_tool_in(under_ci(), cmd, args, package)
+}
+
+/// [`require_tool`] with the CI decision given (for the helper's own test).
+pub fn require_tool_in(ci: bool, cmd: &str, args: &[&str], package: &str) -> bool {
     match std::process::Command::new(cmd).args(args).output() {
         Ok(out) if out.status.success() => true,
         Ok(out) => {
-            eprintln!(
-                "skipped: `{cmd} {}` failed ({}); .ci/run installs Debian's {package}",
-                args.join(" "),
-                out.status
-            );
+            let why = format!("`{cmd} {}` failed: {}", args.join(" "), out.status);
+            missing_tool_in(ci, &format!("`{cmd}`"), &why, package);
             false
         }
         Err(e) => {
-            eprintln!("skipped: `{cmd}` not found ({e}); .ci/run installs Debian's {package}");
+            missing_tool_in(ci, &format!("`{cmd}`"), &format!("not found: {e}"), package);
             false
         }
     }

@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use super::{describe_stack_mode, entries, estimated, Entry};
 use crate::error::Detail;
+use crate::error::Error;
 use crate::report::{Frame, Report, Usage};
-use crate::Error;
 
 /// The top level of a DHAT file, field names as DHAT spells them.
 #[derive(Serialize)]

@@ -31,7 +31,7 @@ use std::borrow::Cow;
 
 use super::escape::{job_display_name, UNSCOPED};
 use super::{Frame, Report, Usage};
-use crate::StackMode;
+use crate::model::StackMode;
 
 /// One exported stack: a callsite, or a job's figures when the report has no callsites.
 struct Entry<'a> {

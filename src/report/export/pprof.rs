@@ -10,8 +10,9 @@ use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, Va
 use super::Frames;
 use super::{describe_stack_mode, entries, estimated, Entry};
 use crate::error::Detail;
+use crate::error::Error;
+use crate::model::StackMode;
 use crate::report::{Frame, Report};
-use crate::{Error, StackMode};
 
 /// The string table under construction: index 0 is `""`, each string stored once.
 struct Strings {

@@ -2,7 +2,7 @@
 //! a watchdog that turns a deadlock into a failure, a tiny RNG, RSS, and the mixed
 //! alloc/realloc/free workload with its independent ledger.
 //!
-//! Included with `#[path = "reliability_support/mod.rs"] mod support;`; not every binary
+//! Included with `#[path = "common/reliability.rs"] mod reliability;`; not every binary
 //! uses every item.
 #![allow(dead_code)]
 

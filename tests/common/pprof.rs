@@ -141,7 +141,7 @@ pub fn check_well_formed(p: &Profile) {
 pub fn get_body(addr: SocketAddr, path: &str) -> Vec<u8> {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(c, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut out = Vec::new();
     c.read_to_end(&mut out).unwrap();
     let end = out

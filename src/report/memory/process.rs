@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use crate::report::ProcessMemory;
+use super::ProcessMemory;
 
 /// Resident set size in bytes from `/proc/self/statm` (second field × page size); `None` when
 /// it cannot be read.

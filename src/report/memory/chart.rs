@@ -12,9 +12,11 @@ use std::fmt::Write as _;
 
 use plotters::prelude::*;
 
+use super::{RunEvent, TimelineSample};
+use crate::error::Error;
 use crate::report::escape::{job_display_name, xml_escape, xml_safe};
 use crate::report::text::human_bytes;
-use crate::{Error, Report};
+use crate::report::Report;
 
 /// Options for [`Report::timeline_svg`].
 #[derive(Clone, Debug)]
@@ -26,7 +28,7 @@ pub struct TimelineOptions {
     /// The chart's title (default: "Memory over time").
     pub title: Option<String>,
     /// Jobs drawn as their own line: those with the highest live bytes in any sample
-    /// (default 5, at most [`TOP_JOBS`](super::TOP_JOBS) per sample are recorded).
+    /// (default 5, at most [`TOP_JOBS`](crate::timeline::TOP_JOBS) per sample are recorded).
     pub top_jobs: usize,
     /// Draw a marker per run event (default true).
     pub run_markers: bool,
@@ -97,7 +99,7 @@ impl Report {
 
     fn timeline_svg_inner(&self, opts: &TimelineOptions) -> Result<String, Error> {
         let samples = &self.timeline;
-        let events: &[crate::RunEvent] = if opts.run_markers {
+        let events: &[RunEvent] = if opts.run_markers {
             &self.run_events
         } else {
             &[]
@@ -179,7 +181,7 @@ impl Report {
                 .draw()
                 .map_err(|e| render(&e))?;
 
-            let pts = |f: &dyn Fn(&crate::TimelineSample) -> u64| -> Vec<(f64, f64)> {
+            let pts = |f: &dyn Fn(&TimelineSample) -> u64| -> Vec<(f64, f64)> {
                 samples
                     .iter()
                     .map(|s| (x_of(s.unix_ms), f(s) as f64 / ydiv))

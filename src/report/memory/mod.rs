@@ -1,14 +1,29 @@
-//! The "memory over time" part of the report model: the process's memory next to the live
-//! heap, the timeline of samples, job run events, and each job's retention trend.
+//! Memory over time, as reports read it: the process's memory next to the live heap
+//! (`process`), the timeline of samples and the job run events with their names resolved
+//! (`history`), each job's retention trend, and the chart (`chart`, feature `chart`).
 //!
-//! Plain data (serde), like the rest of the model. Every field added here carries
-//! `#[serde(default)]` at its use in [`Report`](super::Report) / [`JobReport`](super::JobReport),
-//! so version-1 files (which have none of it) still read. How the figures are measured lives in
-//! the `timeline` module (`src/timeline/`); this file only says what they mean.
+//! Rules:
+//! * the model types here are plain data (serde); every field added carries `#[serde(default)]`
+//!   at its use in [`Report`](super::Report) / [`JobReport`](super::JobReport), so version-1
+//!   files (which have none of it) still read;
+//! * the stores the history reads and the trend summaries live in `series`, below the
+//!   registry; the background sampler that fills the timeline is `crate::timeline`, above the
+//!   reports: nothing here starts or names it.
 
 use serde::{Deserialize, Serialize};
 
-use super::Usage;
+#[cfg(feature = "chart")]
+mod chart;
+mod history;
+mod process;
+
+#[cfg(feature = "chart")]
+pub use chart::TimelineOptions;
+pub(crate) use history::history;
+pub use process::release_free_memory;
+pub(crate) use process::{process_memory, process_memory_cached, rss_bytes, StatsCache};
+
+pub use crate::model::RunEvent;
 pub use crate::series::{Trend, TrendKind};
 
 /// The process's memory as the operating system and the allocator see it, next to the live
@@ -82,30 +97,6 @@ pub struct TimelineSample {
     /// older samples are coarsened (see [`timeline`](crate::timeline)), and a coarse sample is
     /// the one with the highest RSS among the raw samples it replaces, so peaks survive.
     pub merged: u64,
-}
-
-/// One finished run of a job, as a marker on the timeline.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RunEvent {
-    /// The job's name.
-    pub job: String,
-    /// The run's number within its job, from 1.
-    pub run: u64,
-    /// When the run started, in milliseconds since the Unix epoch.
-    pub start_unix_ms: u64,
-    /// When the run finished, in milliseconds since the Unix epoch.
-    pub finish_unix_ms: u64,
-    /// Wall time of the run, in nanoseconds.
-    pub duration_ns: u64,
-    /// What the run allocated (inclusive of nested jobs).
-    pub allocated: Usage,
-    /// Highest live bytes of the run while it ran.
-    pub peak_bytes: u64,
-    /// What the run still held when it finished.
-    pub retained_at_finish: Usage,
-    /// Whether the run ended by a panic.
-    pub panicked: bool,
 }
 
 /// Counters of the bounded timeline and run-event stores: what was kept and what was dropped.

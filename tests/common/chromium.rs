@@ -6,7 +6,7 @@
 //! missed deadline, an error reply or a Chromium that exits panics with a one-line reason that
 //! names the command, and the browser's whole process group is killed when the [`Chromium`] is
 //! dropped (also while unwinding), so a hung browser fails the test instead of hanging the suite.
-//! Used with `#[path = "support/chromium.rs"] mod chromium;`.
+//! Used with `#[path = "common/chromium.rs"] mod chromium;`.
 
 use std::fs::File;
 use std::io::{Read, Write};
