@@ -10,8 +10,8 @@
 //! [`qualify_inlined`]): the function an address was compiled into is named by its symbol
 //! (`worker::main::{closure#0}`, keeping DWARF's closure index where DWARF has one); a frame
 //! DWARF names only by a short name (an inlined frame under `debug = "line-tables-only"`) is
-//! qualified by the nearest outer frame of the same source file (a closure by that function, a
-//! function by its module), else by its file's crate and module for the standard library and
+//! qualified by an outer frame of the same source file (a closure by the function calling from
+//! the line closest before the closure's, a function by the nearest one's module), else by its file's crate and module for the standard library and
 //! registry crates (`alloc::raw_vec::grow_one`), else made unique with its file
 //! (`load [jobs/load.rs]`). The heuristics
 //! that tell a memory check's job frames from its test's frames (`testing`) live here too,
@@ -246,11 +246,24 @@ pub(crate) fn qualify_inlined(frames: &mut [Frame]) {
         // Generic arguments go (DWARF's short names carry them): the path is what matters.
         let name = super::labels::short_name(&frames[i].function);
         let file = frames[i].file.clone();
-        let parent = file.as_ref().and_then(|file| {
+        let same_file = |f: &&Frame| {
+            file.is_some() && f.file.as_ref() == file.as_ref() && !is_short(&f.function)
+        };
+        let parent = if is_closure(&name) {
+            // The function a closure is written in calls (something that calls) it from a
+            // line at or above the closure's code: of the outer frames of its file, the one
+            // whose line comes closest before it. A function it was passed to that sits in the
+            // same file calls it from elsewhere in that file.
+            let line = frames[i].line;
             frames[i + 1..]
                 .iter()
-                .find(|f| f.file.as_ref() == Some(file) && !is_short(&f.function))
-        });
+                .filter(same_file)
+                .filter(|f| f.line.is_some() && f.line <= line)
+                .max_by_key(|f| f.line)
+                .or_else(|| frames[i + 1..].iter().find(same_file))
+        } else {
+            frames[i + 1..].iter().find(same_file)
+        };
         let qualified = match parent {
             Some(p) if is_closure(&name) => Some(format!("{}::{name}", p.function)),
             Some(p) => module_of(&p.function).map(|m| format!("{m}::{name}")),
@@ -514,6 +527,121 @@ mod tests {
         trim(&mut frames);
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(names, ["app::sync_customers", "app::main"]);
+    }
+
+    #[test]
+    fn the_enclosing_symbol_names_the_outermost_frame() {
+        let closure = "_ZN6worker4main28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE";
+        let main = "_ZN6worker4main17h0123456789abcdefE";
+        // DWARF's closure index is kept; the symbol gives the path.
+        assert_eq!(
+            qualify_outermost("{closure#1}", &[closure.to_string()]),
+            Some(("worker::main::{closure#1}".to_string(), closure.to_string()))
+        );
+        assert_eq!(
+            qualify_outermost("main", &[main.to_string()]).unwrap().0,
+            "worker::main"
+        );
+        // Generic arguments in DWARF's name do not stop the match.
+        let collect = "_ZN4core4iter6traits8iterator8Iterator7collect17h0123456789abcdefE";
+        assert_eq!(
+            qualify_outermost("collect<alloc::vec::Vec<u8>>", &[collect.to_string()])
+                .unwrap()
+                .0,
+            "core::iter::traits::iterator::Iterator::collect"
+        );
+        // Already a path, or a symbol of another function (aliased code): unchanged.
+        assert_eq!(
+            qualify_outermost("worker::main", &[main.to_string()]),
+            None
+        );
+        assert_eq!(qualify_outermost("other", &[main.to_string()]), None);
+        assert_eq!(qualify_outermost("main", &[]), None);
+    }
+
+    #[test]
+    fn short_inlined_names_are_qualified_by_their_file() {
+        let f = |name: &str, file: &str, line: u32| Frame {
+            function: name.into(),
+            file: Some(file.into()),
+            line: Some(line),
+        };
+        let src = "/app/src/jobs.rs";
+        let raw_vec = "/rustc/abc/library/alloc/src/raw_vec/mod.rs";
+        // Innermost first: two closures of two functions, both called through `run` (same
+        // file, defined above them), and a library function inlined.
+        let mut frames = vec![
+            f("grow_one<u8>", raw_vec, 10),
+            f("{closure#0}", src, 31),
+            f("app::jobs::run", src, 5),
+            f("app::jobs::second", src, 30),
+            f("{closure#0}<u64>", src, 21),
+            f("app::jobs::run", src, 5),
+            f("app::jobs::first", src, 20),
+            f("helper", src, 90),
+            f("app::main", "/app/src/main.rs", 3),
+            f("load", "/home/u/.cargo/registry/src/x/serde_json-1.0.1/src/de.rs", 7),
+            f("mystery", "/app/src/other.rs", 1),
+        ];
+        qualify_inlined(&mut frames);
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "alloc::raw_vec::grow_one",
+                "app::jobs::second::{closure#0}",
+                "app::jobs::run",
+                "app::jobs::second",
+                "app::jobs::first::{closure#0}",
+                "app::jobs::run",
+                "app::jobs::first",
+                "helper [src/jobs.rs]",
+                "app::main",
+                "serde_json::de::load",
+                "mystery [src/other.rs]",
+            ]
+        );
+        // Nested closures: the outer one is qualified first.
+        let mut frames = vec![
+            f("{closure#0}", src, 12),
+            f("{closure#1}", src, 11),
+            f("app::jobs::main", src, 10),
+        ];
+        qualify_inlined(&mut frames);
+        assert_eq!(
+            frames[0].function.as_str(),
+            "app::jobs::main::{closure#1}::{closure#0}"
+        );
+        // The allocator shims keep their names.
+        let mut frames = vec![f("__rust_alloc", src, 1), f("app::jobs::main", src, 2)];
+        qualify_inlined(&mut frames);
+        assert_eq!(frames[0].function.as_str(), "__rust_alloc");
+    }
+
+    #[test]
+    fn modules_of_functions_and_files() {
+        assert_eq!(module_of("worker::main::{closure#0}").as_deref(), Some("worker"));
+        assert_eq!(module_of("<worker::Cache>::insert").as_deref(), Some("worker"));
+        assert_eq!(
+            module_of("<a::b::C as core::ops::Drop>::drop").as_deref(),
+            Some("a::b")
+        );
+        assert_eq!(module_of("main"), None);
+        assert_eq!(
+            module_of_file("/rustc/h/library/core/src/iter/adapters/map.rs").as_deref(),
+            Some("core::iter::adapters::map")
+        );
+        assert_eq!(
+            module_of_file("/rustc/h/library/alloc/src/lib.rs").as_deref(),
+            Some("alloc")
+        );
+        assert_eq!(
+            module_of_file("/x/hashbrown-0.15.2/src/raw/mod.rs").as_deref(),
+            Some("hashbrown::raw")
+        );
+        assert_eq!(module_of_file("/app/src/main.rs"), None);
+        assert_eq!(segments("<a::B<T> as c::D>::f"), ["<a::B<T> as c::D>", "f"]);
+        assert_eq!(segments("f::<fn() -> u8>::g"), ["f", "<fn() -> u8>", "g"]);
     }
 
     #[test]
