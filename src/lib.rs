@@ -39,7 +39,8 @@
 //!   scope current at the realloc: a global cache that grows during job B shows up as held by
 //!   job B. (Some profilers keep the original owner instead; we charge the job that made the
 //!   memory grow, because that is the job to fix.)
-//! * **Bytes** are what the program asked for, without the tracker's 16-byte header. Blocks
+//! * **Bytes** are what the program asked for, without the tracker's header (8 bytes
+//!   per block for most, see `header`). Blocks
 //!   allocated outside any scope are "unscoped"; the tracker's own allocations are reported as
 //!   tracker overhead, never charged to a job.
 //! * Per-job counts are **exact** in every [`StackMode`]; the mode only decides how callsites
@@ -130,7 +131,7 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
+pub use registry::{LEDGER_RUNS, OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{
     grouped, human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
@@ -143,12 +144,13 @@ pub use report::{
 pub use report::{job_display_name, job_name_from_display, write_file_atomic};
 pub use report::{mark, report_since, Marker};
 pub use report::{
-    release_free_memory, JobLive, ProcessMemory, RunEvent, TimelineSample, TimelineStats, Trend,
-    TrendKind,
+    release_free_memory, JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample,
+    TimelineStats, Trend, TrendKind,
 };
 pub use report::{
     report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
+    RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, AGE_BUCKETS, FORMAT,
+    OLDEST_VERSION, VERSION,
 };
 pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
@@ -156,3 +158,4 @@ pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
+pub use series::LEAK_AGE_RUNS;

@@ -139,7 +139,13 @@ fn read(dir: &Path, name: &str) -> String {
 /// `go tool pprof -top` of the profile by retained bytes: (flat, name) per function.
 fn pprof_top(dir: &Path) -> Vec<(String, String)> {
     let out = Command::new("go")
-        .args(["tool", "pprof", "-top", "-sample_index=inuse_space", "-nodecount=1000"])
+        .args([
+            "tool",
+            "pprof",
+            "-top",
+            "-sample_index=inuse_space",
+            "-nodecount=1000",
+        ])
         .arg(dir.join("profile.pb.gz"))
         .env("HOME", dir)
         .env("PPROF_TMPDIR", dir)
@@ -203,7 +209,10 @@ fn labels_and_pprof_names_in_every_build_profile() {
             );
             assert!(line.contains("(src/main.rs:"), "debug = {debug}: {line}");
             let closure = format!("{function}::{{");
-            assert!(html.contains(&closure), "debug = {debug}: {closure} in HTML");
+            assert!(
+                html.contains(&closure),
+                "debug = {debug}: {closure} in HTML"
+            );
             assert!(svg.contains(&closure), "debug = {debug}: {closure} in SVG");
         }
         if !go {

@@ -64,6 +64,8 @@ fn job(name: &str, callsites: Vec<CallsiteReport>) -> JobReport {
         recent_runs: vec![],
         callsites,
         trend: Default::default(),
+        retained_by_run: Vec::new(),
+        retained_older: Default::default(),
     }
 }
 

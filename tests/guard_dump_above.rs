@@ -8,7 +8,7 @@
 #![cfg(all(feature = "cli", feature = "http"))]
 
 #[allow(dead_code)]
-#[path = "support/chromium.rs"]
+#[path = "common/chromium.rs"]
 mod chromium;
 mod common;
 
@@ -183,7 +183,7 @@ fn dumps_once_per_crossing() {
     // The profile is a gzipped profile.proto that go tool pprof reads.
     let gz = std::fs::read(&profiles[0]).unwrap();
     assert_eq!(&gz[..2], &[0x1f, 0x8b]);
-    if common::have_tool("go", &["version"], "golang-go") {
+    if common::require_tool("go", &["version"], "golang-go") {
         let out = Command::new("go")
             .args(["tool", "pprof", "-top", "-sample_index=inuse_space"])
             .arg(&profiles[0])
@@ -201,7 +201,7 @@ fn dumps_once_per_crossing() {
     }
 
     // The page opens in Chromium, without errors, and shows the job.
-    if common::have_tool(chromium::CHROMIUM, &["--version"], "chromium") {
+    if common::require_tool(chromium::CHROMIUM, &["--version"], "chromium") {
         let profile = tempfile::tempdir().unwrap();
         let mut browser = chromium::Chromium::launch(profile.path(), Duration::from_secs(60));
         let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" }));

@@ -174,6 +174,25 @@ fn every_path_answers() {
         metric(&text, "allocscope_job_runs_total{job=\"http_paths_job\"}"),
         Some(1)
     );
+    // The RSS breakdown family: every part, adding up to RSS (glibc: documented tolerance).
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        let rss = metric(&text, "allocscope_rss_bytes").unwrap();
+        let parts: Vec<u64> = allocscope::RssBreakdown::PARTS
+            .iter()
+            .map(|part| {
+                metric(
+                    &text,
+                    &format!("allocscope_rss_breakdown_bytes{{part=\"{part}\"}}"),
+                )
+                .unwrap_or_else(|| panic!("part {part} in {text}"))
+            })
+            .collect();
+        let sum: u64 = parts.iter().sum();
+        assert!(
+            sum.abs_diff(rss) <= (rss / 100).max(1 << 20),
+            "parts {parts:?} add up to RSS {rss}"
+        );
+    }
 
     let j = get(addr, "/report.json");
     assert_eq!(
@@ -685,9 +704,14 @@ fn metrics_cardinality_is_bounded_and_labels_escaped() {
     let text = get(addr, "/metrics").text();
     let series: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("allocscope_job_retained_bytes{"))
+        .filter(|l| l.starts_with("allocscope_job_retained_bytes{") && !l.contains("age="))
         .collect();
     assert!(series.len() <= 4, "3 jobs + (other): {series:?}");
+    let by_age = text
+        .lines()
+        .filter(|l| l.starts_with("allocscope_job_retained_bytes{") && l.contains("age="))
+        .count();
+    assert_eq!(by_age, series.len() * 5, "five age series per job series");
     assert!(text.contains("allocscope_job_retained_bytes{job=\"(other)\"}"));
     // Other tests' jobs may retain more than ours, so ours may be in "(other)"; escaping is
     // checked on the ones shown, and in the unit test of the escaper.

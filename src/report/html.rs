@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 use super::labels::{fold_std, short_file, short_name};
 use super::text::{grouped, human_bytes};
-use super::{CallsiteReport, FlameOptions, Frame, Report, ReportDiff};
+use super::{CallsiteReport, FlameOptions, Frame, ProcessMemory, Report, ReportDiff};
 
 /// Callsites listed per job.
 const CALLSITES_PER_JOB: usize = 10;
@@ -293,7 +293,7 @@ impl Report {
              <div class=\"card\">Freed, not returned<b>{}</b></div>\
              <div class=\"card\">Tracker<b>{}</b></div>\
              <div class=\"card\">Unscoped live<b>{}</b></div>\
-             <div class=\"card\">Allocator<b>{}</b></div></div>",
+             <div class=\"card\">Allocator<b>{}</b></div>{}</div>",
             human_bytes(p.heap_live_bytes),
             human_bytes(p.not_returned_bytes),
             human_bytes(p.tracker_bytes),
@@ -303,7 +303,11 @@ impl Report {
             } else {
                 &p.allocator
             }),
+            breakdown_cards(p),
         );
+        if let Some(note) = super::text::c_heap_advice(p) {
+            let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(&note));
+        }
 
         // The flamegraph first: inferno's script takes the page's first <svg>.
         flame_section(
@@ -532,6 +536,37 @@ impl ReportDiff {
         page_end(&mut out);
         out
     }
+}
+
+/// The RSS breakdown as cards (one per part, adding up to RSS), or one card saying it is
+/// unavailable.
+fn breakdown_cards(p: &ProcessMemory) -> String {
+    let Some(b) = &p.breakdown else {
+        return if p.allocator.is_empty() || p.allocator == "glibc malloc" {
+            String::new()
+        } else {
+            "<div class=\"card\" data-part=\"unavailable\">RSS breakdown<b>unavailable</b></div>"
+                .to_string()
+        };
+    };
+    let labels = [
+        "Rust heap",
+        "C heap (malloc outside Rust)",
+        "Freed, not returned",
+        "Tracker (with headers)",
+        "File-backed",
+        "Thread stacks",
+        "Other anonymous",
+    ];
+    let mut out = String::new();
+    for ((part, v), label) in b.parts().into_iter().zip(labels) {
+        let _ = write!(
+            out,
+            "<div class=\"card\" data-part=\"{part}\">RSS: {label}<b>{}</b></div>",
+            human_bytes(v)
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -20,11 +20,13 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
+use dashmap::DashMap;
+
 use super::symtab;
-use crate::fork::{self, AtFork, ShardedMap};
+use crate::fork::{self, AtFork};
 use crate::model::Frame;
 
-static CACHE: OnceLock<ShardedMap<usize, Arc<[Frame]>>> = OnceLock::new();
+static CACHE: OnceLock<DashMap<usize, Arc<[Frame]>>> = OnceLock::new();
 /// The symbol cache's shard locks around `fork()`.
 struct CacheAtFork;
 
@@ -51,7 +53,7 @@ static PARSED: AtomicBool = AtomicBool::new(false);
 /// Frames for one instruction pointer (innermost first), cached.
 fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     let cache = CACHE.get_or_init(|| {
-        let map = ShardedMap::new();
+        let map = DashMap::new();
         // Registered here, before the cache is published: all its locks are covered. The
         // stack table first: it is held while this cache is used (`stacks.rs`).
         super::stacks::register_for_fork();
@@ -59,7 +61,7 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
         fork::register(&symtab::STATE);
         map
     });
-    if let Some(f) = cache.get(&ip) {
+    if let Some(f) = cache.get(&ip).map(|f| f.clone()) {
         return f;
     }
     let mut frames = Vec::new();
@@ -172,8 +174,8 @@ pub(crate) fn qualify_outermost(dwarf: &str, symbols: &[String]) -> Option<(Stri
         let full = format!("{:#}", rustc_demangle::demangle(mangled));
         let segs = segments(&full);
         let (&last, parent) = segs.split_last()?;
-        let same = super::labels::short_name(last) == short
-            || (is_closure(last) && is_closure(dwarf));
+        let same =
+            super::labels::short_name(last) == short || (is_closure(last) && is_closure(dwarf));
         if !same {
             return None;
         }
@@ -551,10 +553,7 @@ mod tests {
             "core::iter::traits::iterator::Iterator::collect"
         );
         // Already a path, or a symbol of another function (aliased code): unchanged.
-        assert_eq!(
-            qualify_outermost("worker::main", &[main.to_string()]),
-            None
-        );
+        assert_eq!(qualify_outermost("worker::main", &[main.to_string()]), None);
         assert_eq!(qualify_outermost("other", &[main.to_string()]), None);
         assert_eq!(qualify_outermost("main", &[]), None);
     }
@@ -580,7 +579,11 @@ mod tests {
             f("app::jobs::first", src, 20),
             f("helper", src, 90),
             f("app::main", "/app/src/main.rs", 3),
-            f("load", "/home/u/.cargo/registry/src/x/serde_json-1.0.1/src/de.rs", 7),
+            f(
+                "load",
+                "/home/u/.cargo/registry/src/x/serde_json-1.0.1/src/de.rs",
+                7,
+            ),
             f("mystery", "/app/src/other.rs", 1),
         ];
         qualify_inlined(&mut frames);
@@ -620,8 +623,14 @@ mod tests {
 
     #[test]
     fn modules_of_functions_and_files() {
-        assert_eq!(module_of("worker::main::{closure#0}").as_deref(), Some("worker"));
-        assert_eq!(module_of("<worker::Cache>::insert").as_deref(), Some("worker"));
+        assert_eq!(
+            module_of("worker::main::{closure#0}").as_deref(),
+            Some("worker")
+        );
+        assert_eq!(
+            module_of("<worker::Cache>::insert").as_deref(),
+            Some("worker")
+        );
         assert_eq!(
             module_of("<a::b::C as core::ops::Drop>::drop").as_deref(),
             Some("a::b")

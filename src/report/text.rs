@@ -155,6 +155,9 @@ pub const DEFAULT_FLAG_OBJECTS_PER_RUN: u64 = 1_000_000;
 const ADVICE_MIN_BYTES: u64 = 16 << 20;
 /// ... and at least this share of RSS (percent).
 const ADVICE_MIN_PERCENT: u64 = 25;
+/// Heap outside Rust's allocator the text points at the `malloc` feature for: at least
+/// `ADVICE_MIN_BYTES` and this share of RSS (percent).
+const C_HEAP_ADVICE_PERCENT: u64 = 10;
 
 /// Options for [`Report::to_text_with`].
 #[derive(Clone, Debug)]
@@ -243,6 +246,39 @@ fn short_bytes(n: u64) -> String {
     }
 }
 
+/// The AGE column: which runs hold what the job retains (`JobReport::retained_by_run`):
+/// `only the latest run`, `runs 1–3`, `27 runs hold 120 KiB each` (four or more runs holding
+/// within 25% of each other), `5 runs, 3–40`, with `+ older` when runs beyond the ledger's
+/// window (or no finished run) hold some too; `-` when nothing is held or the report has no
+/// ledger (older files).
+pub(crate) fn age_text(j: &JobReport) -> String {
+    let held = j.retained_by_run.as_slice();
+    let older = !j.retained_older.is_zero();
+    let mut text = match held {
+        [] if older => return "older runs".to_string(),
+        [] => return "-".to_string(),
+        [one] if one.run == j.runs => "only the latest run".to_string(),
+        [one] => format!("run {}", one.run),
+        [first, .., last] => {
+            let n = held.len() as u64;
+            let bytes = held.iter().map(|r| r.retained.bytes);
+            let (min, max) = (bytes.clone().min().unwrap_or(0), bytes.max().unwrap_or(0));
+            if n >= 4 && max - min <= min / 4 {
+                let avg = held.iter().map(|r| r.retained.bytes).sum::<u64>() / n;
+                format!("{n} runs hold {} each", human_bytes(avg))
+            } else if last.run - first.run + 1 == n {
+                format!("runs {}\u{2013}{}", first.run, last.run)
+            } else {
+                format!("{n} runs, {}\u{2013}{}", first.run, last.run)
+            }
+        }
+    };
+    if older {
+        text.push_str(" + older");
+    }
+    text
+}
+
 /// Average objects allocated per finished run.
 fn objects_per_run(j: &JobReport) -> u64 {
     j.allocated.objects.checked_div(j.runs).unwrap_or(0)
@@ -251,10 +287,12 @@ fn objects_per_run(j: &JobReport) -> u64 {
 /// Sorts jobs for the table.
 fn sort_jobs(jobs: &mut [&JobReport], by: SortBy) {
     let rank = |k: TrendKind| match k {
-        TrendKind::Growing => 0,
-        TrendKind::Saturating => 1,
-        TrendKind::Steady => 2,
-        TrendKind::NotEnoughRuns => 3,
+        TrendKind::Leaking => 0,
+        TrendKind::Growing => 1,
+        TrendKind::Saturating => 2,
+        TrendKind::Replaced => 3,
+        TrendKind::Steady => 4,
+        TrendKind::NotEnoughRuns => 5,
     };
     jobs.sort_by(|a, b| {
         let primary = match by {
@@ -301,6 +339,54 @@ pub(crate) fn memory_line(p: &ProcessMemory) -> String {
     )
 }
 
+/// The RSS breakdown line: the parts that add up to RSS, or why there are none.
+pub(crate) fn breakdown_line(p: &ProcessMemory) -> Option<String> {
+    if p.allocator.is_empty() {
+        return None;
+    }
+    let Some(b) = &p.breakdown else {
+        // A glibc report without one was written before breakdowns existed (or `/proc` was
+        // unreadable): nothing to say. Another allocator: say why there is none.
+        if p.allocator == "glibc malloc" {
+            return None;
+        }
+        return Some(format!(
+            "RSS breakdown: unavailable (needs glibc malloc and /proc/self/smaps; allocator: {})",
+            p.allocator
+        ));
+    };
+    Some(format!(
+        "RSS {} = Rust heap {} + C heap (malloc outside Rust) {} + freed, not returned ~{} \
+         + tracker {}\n      + file-backed (code, mapped files) {} + thread stacks {} + other \
+         anonymous {}",
+        human_bytes(b.total_bytes()),
+        human_bytes(b.rust_heap_bytes),
+        human_bytes(b.c_heap_bytes),
+        human_bytes(b.not_returned_bytes),
+        human_bytes(b.tracker_bytes),
+        human_bytes(b.file_backed_bytes),
+        human_bytes(b.thread_stacks_bytes),
+        human_bytes(b.other_anon_bytes),
+    ))
+}
+
+/// Advice when the heap allocated outside Rust's allocator (C libraries calling `malloc`) is
+/// a large part of RSS: no job is charged for it unless the `malloc` feature is on.
+pub(crate) fn c_heap_advice(p: &ProcessMemory) -> Option<String> {
+    let c = p.breakdown.as_ref()?.c_heap_bytes;
+    if p.rss_bytes == 0 || c < ADVICE_MIN_BYTES || c * 100 < p.rss_bytes * C_HEAP_ADVICE_PERCENT {
+        return None;
+    }
+    let how = "build with allocscope's `malloc` feature (Linux/glibc) to charge C allocations \
+               to the jobs\n      that made them, with their C stacks";
+    Some(format!(
+        "note: {c_h} of RSS ({pct}%) is heap allocated outside Rust's allocator (C libraries \
+         calling malloc):\n      no job is charged for it; {how}.",
+        c_h = human_bytes(c),
+        pct = c * 100 / p.rss_bytes,
+    ))
+}
+
 /// Advice when freed memory the allocator kept is a large part of RSS: what it is, how much
 /// `release_free_memory` would give back, and the settings that prevent it.
 pub(crate) fn memory_advice(p: &ProcessMemory) -> Option<String> {
@@ -340,6 +426,9 @@ impl Report {
             mode_text(self.stack_mode),
         );
         let _ = writeln!(out, "{}", memory_line(&self.process));
+        if let Some(line) = breakdown_line(&self.process) {
+            let _ = writeln!(out, "{line}");
+        }
         if let Some(t) = &self.trigger {
             let _ = writeln!(out, "written because: {}", t.message);
             for a in &t.active {
@@ -354,6 +443,9 @@ impl Report {
             }
         }
         if let Some(advice) = memory_advice(&self.process) {
+            let _ = writeln!(out, "{advice}");
+        }
+        if let Some(advice) = c_heap_advice(&self.process) {
             let _ = writeln!(out, "{advice}");
         }
         if !self.tracker.installed {
@@ -403,13 +495,20 @@ impl Report {
             .max()
             .unwrap_or(3)
             .clamp(3, 40);
+        let ages: Vec<String> = jobs.iter().map(|j| age_text(j)).collect();
+        let age_width = ages
+            .iter()
+            .map(|a| a.chars().count())
+            .max()
+            .unwrap_or(3)
+            .max(3);
         let _ = writeln!(
             out,
-            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  TREND",
-            "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED",
+            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {:<age_width$}  TREND",
+            "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED", "AGE",
         );
         let flagged = |j: &JobReport| objects_per_run(j) > opts.flag_objects_per_run;
-        for (j, name) in jobs.iter().zip(&names) {
+        for ((j, name), age) in jobs.iter().zip(&names).zip(&ages) {
             let objs = if flagged(j) {
                 format!("{}!", grouped(j.allocated.objects))
             } else {
@@ -417,7 +516,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {}",
+                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {:<age_width$}  {}",
                 name,
                 grouped(j.runs),
                 objs,
@@ -425,6 +524,7 @@ impl Report {
                 human_bytes(j.peak_bytes),
                 grouped(j.retained.objects),
                 human_bytes(j.retained.bytes),
+                age,
                 j.trend.label(),
             );
         }

@@ -23,6 +23,9 @@ pub(crate) struct RawSample {
     pub rss: u64,
     pub heap: u64,
     pub not_returned: u64,
+    /// The RSS breakdown's parts in KiB, in `RssBreakdown::PARTS` order; all zero when
+    /// unavailable (a real breakdown always has file-backed pages).
+    pub parts_kib: [u32; 7],
     pub merged: u64,
     pub top: [(u32, u64); super::TOP_JOBS],
     pub n_top: u8,

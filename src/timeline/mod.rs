@@ -25,7 +25,7 @@
 //!   The newest 128 samples are at full resolution, the 128 before them at 2×, then 4×, …;
 //!   128 × (2¹⁶ − 1) intervals (97 days at 1 s, 2.3 hours at 1 ms) fit before the oldest
 //!   samples are dropped (counted in [`TimelineStats::samples_dropped`](crate::TimelineStats)).
-//!   At most 2048 × 128 bytes = 256 KiB.
+//!   At most 2048 × 160 bytes = 320 KiB (a sample holds the RSS breakdown in KiB).
 //! * **Run events are bounded** to [`MAX_RUN_EVENTS`]: every finished run is recorded by the
 //!   run-finish path (not the allocation path) under one short lock, with no allocation after
 //!   the first run: the most recent 2,048 runs (all runs of the last N minutes while the rate
@@ -68,7 +68,7 @@ pub use limit::{memory_limit, LimitSource, MemoryLimit};
 use crate::fork::{self, AtFork};
 use crate::report::process_memory_cached;
 use crate::report::snapshot::Snapshot;
-use crate::report::StatsCache;
+use crate::report::{tracked_live, StatsCache};
 use crate::series::{self, RawSample};
 use crate::thread::untracked;
 
@@ -289,14 +289,19 @@ fn sample_now(cache: &mut StatsCache) {
             n_top = (n_top + 1).min(TOP_JOBS);
         }
     }
-    let tracker = r.tracker.retained().bytes;
-    let heap = r.all.retained().bytes.saturating_add(tracker);
-    let pm = process_memory_cached(heap, tracker, cache);
+    let pm = process_memory_cached(tracked_live(r), cache);
+    let mut parts_kib = [0u32; 7];
+    if let Some(b) = pm.breakdown {
+        for (k, (_, bytes)) in parts_kib.iter_mut().zip(b.parts()) {
+            *k = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        }
+    }
     series::record_sample(RawSample {
         unix_ms: crate::model::unix_ms(),
         rss: pm.rss_bytes,
         heap: pm.heap_live_bytes,
         not_returned: pm.not_returned_bytes,
+        parts_kib,
         merged: 1,
         top,
         n_top: n_top as u8,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{JobLive, RunEvent, TimelineSample, TimelineStats};
+use super::{JobLive, RssBreakdown, RunEvent, TimelineSample, TimelineStats};
 use crate::registry::{self, JobEntry};
 use crate::series::{self, MAX_SAMPLES};
 
@@ -38,6 +38,8 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
             rss_bytes: s.rss,
             heap_live_bytes: s.heap,
             not_returned_bytes: s.not_returned,
+            breakdown: (s.parts_kib != [0; 7])
+                .then(|| RssBreakdown::from_parts(s.parts_kib.map(|k| u64::from(k) * 1024))),
             top_jobs: s.top[..s.n_top as usize]
                 .iter()
                 .map(|&(j, b)| JobLive {

@@ -138,30 +138,134 @@ fn glibc() -> &'static Glibc {
     })
 }
 
-/// glibc's arena statistics: (free bytes in arenas, bytes obtained from the OS, method).
-fn glibc_stats() -> Option<(u64, u64, &'static str)> {
+/// glibc's arena statistics.
+#[derive(Clone, Copy, Debug, Default)]
+struct GlibcStats {
+    /// Free bytes in the arenas (`fordblks`).
+    free: u64,
+    /// Bytes obtained from the OS and not given back (`arena + hblkhd`).
+    mapped: u64,
+    /// Bytes in use in chunks, chunk headers included (`uordblks + hblkhd`).
+    in_use: u64,
+    /// `"mallinfo2"` or `"mallinfo"`.
+    method: &'static str,
+}
+
+fn glibc_stats() -> Option<GlibcStats> {
     let g = glibc();
     if let Some(f) = g.mallinfo2 {
         // SAFETY: glibc's `mallinfo2` takes no arguments and only reads malloc's state under
         // its own locks.
         let m = unsafe { f() };
-        return Some((
-            m.fordblks as u64,
-            (m.arena as u64).saturating_add(m.hblkhd as u64),
-            "mallinfo2",
-        ));
+        return Some(GlibcStats {
+            free: m.fordblks as u64,
+            mapped: (m.arena as u64).saturating_add(m.hblkhd as u64),
+            in_use: (m.uordblks as u64).saturating_add(m.hblkhd as u64),
+            method: "mallinfo2",
+        });
     }
     if let Some(f) = g.mallinfo {
         // SAFETY: as above, for the older `mallinfo`.
         let m = unsafe { f() };
         let u = |v: libc::c_int| v as u32 as u64;
-        return Some((
-            u(m.fordblks),
-            u(m.arena).saturating_add(u(m.hblkhd)),
-            "mallinfo",
-        ));
+        return Some(GlibcStats {
+            free: u(m.fordblks),
+            mapped: u(m.arena).saturating_add(u(m.hblkhd)),
+            in_use: u(m.uordblks).saturating_add(u(m.hblkhd)),
+            method: "mallinfo",
+        });
     }
     None
+}
+
+/// Resident bytes of the process's mappings by kind, from `/proc/self/smaps`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SmapsParts {
+    /// File mappings and the kernel's `[vdso]`/`[vvar]`/`[vsyscall]`.
+    pub file: u64,
+    /// `[stack]` and anonymous read-write mappings directly above a `PROT_NONE` guard.
+    pub stacks: u64,
+    /// Every other anonymous mapping.
+    pub anon: u64,
+}
+
+/// glibc's arenas (non-main heaps) start at multiples of this (`HEAP_MAX_SIZE` on 64-bit):
+/// an anonymous read-write mapping there after a `PROT_NONE` one is the next arena, not a
+/// stack above its guard.
+const GLIBC_HEAP_ALIGN: u64 = 64 << 20;
+
+/// Reads and classifies `/proc/self/smaps`; `None` when it cannot be read.
+pub(crate) fn smaps_parts() -> Option<SmapsParts> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let parts = classify_smaps(&text);
+    (parts != SmapsParts::default()).then_some(parts)
+}
+
+/// The classification of `smaps` text (see [`SmapsParts`]).
+pub(crate) fn classify_smaps(text: &str) -> SmapsParts {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Kind {
+        File,
+        Stack,
+        Anon,
+    }
+    let mut parts = SmapsParts::default();
+    let mut kind = Kind::Anon;
+    // End address of the previous mapping, if it was an anonymous PROT_NONE one (a guard).
+    let mut guard_end: Option<u64> = None;
+    for line in text.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let Some(first) = fields.next() else {
+            continue;
+        };
+        if first.ends_with(':') {
+            if first == "Rss:" {
+                let kb: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let bytes = kb.saturating_mul(1024);
+                let slot = match kind {
+                    Kind::File => &mut parts.file,
+                    Kind::Stack => &mut parts.stacks,
+                    Kind::Anon => &mut parts.anon,
+                };
+                *slot = slot.saturating_add(bytes);
+            }
+            continue;
+        }
+        // A mapping's header line: `start-end perms offset dev inode [path]`.
+        let Some((start, end)) = first.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        let perms = fields.next().unwrap_or("");
+        let _offset = fields.next();
+        let _dev = fields.next();
+        let inode = fields.next().unwrap_or("0");
+        let path = fields.next().unwrap_or("");
+        let anonymous = inode == "0" && !path.starts_with('/');
+        kind = if !anonymous {
+            Kind::File
+        } else if path == "[stack]" {
+            Kind::Stack
+        } else if matches!(path, "[vdso]" | "[vvar]" | "[vsyscall]" | "[vvar_vclock]") {
+            Kind::File
+        } else if path.is_empty()
+            && perms.starts_with("rw")
+            && guard_end == Some(start)
+            && start % GLIBC_HEAP_ALIGN != 0
+        {
+            Kind::Stack
+        } else {
+            Kind::Anon
+        };
+        guard_end = (anonymous && path.is_empty() && perms.starts_with("---")).then_some(end);
+    }
+    parts
 }
 
 /// Whether glibc malloc serves the blocks the tracker forwards to its inner allocator,
@@ -217,72 +321,160 @@ pub(crate) fn allocator_name() -> &'static str {
     }
 }
 
-/// The process's memory now, given the tracker's live heap (all tracked live bytes) and the
-/// tracker's own live bytes. Call with tracking suspended.
-pub(crate) fn process_memory(heap_live_bytes: u64, tracker_bytes: u64) -> ProcessMemory {
-    let stats = if allocator_name() == "glibc malloc" {
-        glibc_stats()
-    } else {
-        None
-    };
-    memory_from(heap_live_bytes, tracker_bytes, stats)
+/// What the tracker counts live, from a snapshot's roll-up, and the tracker's own blocks now
+/// (its shared counters are always current): the breakdown uses the latter, so a report's
+/// transient memory (debug info parsed while it symbolizes) is the tracker's, not "C heap".
+pub(crate) fn tracked_live(r: &crate::report::snapshot::Rollup) -> TrackedLive {
+    let now = crate::registry::path(crate::registry::PATH_TRACKER)
+        .load()
+        .retained();
+    let tracker = r.tracker.retained();
+    let all = r.all.retained();
+    TrackedLive {
+        bytes: all.bytes.saturating_add(tracker.bytes),
+        objects: all.objects.saturating_add(tracker.objects),
+        tracker_bytes: tracker.bytes,
+        tracker_objects: tracker.objects,
+        tracker_now_bytes: now.bytes,
+        tracker_now_objects: now.objects,
+    }
 }
 
-/// glibc's statistics for the sampler, refreshed at most once per 100× their own cost:
-/// `mallinfo2` walks every free chunk of every arena (about 0.3 ms on a heap churned by the
-/// benchmarks), so at a 1 ms interval it would cost a third of a core. In between, samples
-/// reuse the last figures (RSS and the live heap are always fresh).
+/// What the tracker counts live, for the process-memory figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TrackedLive {
+    /// Every tracked live byte: jobs, unscoped and the tracker's own.
+    pub bytes: u64,
+    /// Every tracked live block.
+    pub objects: u64,
+    /// The tracker's own live bytes.
+    pub tracker_bytes: u64,
+    /// The tracker's own live blocks.
+    pub tracker_objects: u64,
+    /// The tracker's own live bytes when the process figures are read.
+    pub tracker_now_bytes: u64,
+    /// The tracker's own live blocks then.
+    pub tracker_now_objects: u64,
+}
+
+/// The process's memory now, given what the tracker counts live. Call with tracking
+/// suspended.
+pub(crate) fn process_memory(live: TrackedLive) -> ProcessMemory {
+    if allocator_name() != "glibc malloc" {
+        return memory_from(live, None, None);
+    }
+    let stats = glibc_stats();
+    let smaps = smaps_parts();
+    memory_from(live, stats, smaps)
+}
+
+/// glibc's statistics and the smaps classification for the sampler, refreshed at most once
+/// per 100× their own cost: `mallinfo2` walks every free chunk of every arena (about 0.3 ms on
+/// a heap churned by the benchmarks) and reading `/proc/self/smaps` costs about as much per
+/// few hundred mappings, so at a 1 ms interval they would cost a third of a core. In between,
+/// samples reuse the last figures (RSS and the live heap are always fresh).
 #[derive(Default)]
 pub(crate) struct StatsCache {
     next: Option<std::time::Instant>,
-    last: Option<(u64, u64, &'static str)>,
+    last: Option<(Option<GlibcStats>, Option<SmapsParts>)>,
 }
 
-/// [`process_memory`] for the sampler, with glibc's statistics from `cache` when fresh enough.
-pub(crate) fn process_memory_cached(
-    heap_live_bytes: u64,
-    tracker_bytes: u64,
-    cache: &mut StatsCache,
-) -> ProcessMemory {
+/// [`process_memory`] for the sampler, with glibc's statistics and the smaps classification
+/// from `cache` when fresh enough.
+pub(crate) fn process_memory_cached(live: TrackedLive, cache: &mut StatsCache) -> ProcessMemory {
     if allocator_name() != "glibc malloc" {
-        return memory_from(heap_live_bytes, tracker_bytes, None);
+        return memory_from(live, None, None);
     }
     let now = std::time::Instant::now();
     if cache.next.map_or(true, |next| now >= next) {
-        cache.last = glibc_stats();
+        cache.last = Some((glibc_stats(), smaps_parts()));
         let cost = now.elapsed();
         cache.next = Some(now + cost * 100);
     }
-    memory_from(heap_live_bytes, tracker_bytes, cache.last)
+    let (stats, smaps) = cache.last.unwrap_or_default();
+    memory_from(live, stats, smaps)
 }
 
+/// Bytes glibc holds for one tracked block besides its requested size: the tracker's header
+/// and glibc's chunk size word (its rounding to 16 bytes is not known per block).
+const TRACKED_BLOCK_OVERHEAD: u64 = crate::header::HEADER_SIZE as u64 + 8;
+
 fn memory_from(
-    heap_live_bytes: u64,
-    tracker_bytes: u64,
-    stats: Option<(u64, u64, &'static str)>,
+    live: TrackedLive,
+    stats: Option<GlibcStats>,
+    smaps: Option<SmapsParts>,
 ) -> ProcessMemory {
     let (rss, shared) = statm().unwrap_or((0, 0));
-    let (not_returned, mapped, method) = match stats {
-        Some((free, mapped, method)) => {
+    let heap_live_bytes = live.bytes;
+    let (mut not_returned, mapped, method) = match stats {
+        Some(g) => {
             // Anonymous resident memory no live block explains: an upper bound of what free
             // chunks can occupy (file-backed pages — code, mapped debug info — are not heap).
             let unexplained = if rss == 0 {
-                free
+                g.free
             } else {
                 rss.saturating_sub(shared).saturating_sub(heap_live_bytes)
             };
-            (free.min(unexplained), mapped, method)
+            (g.free.min(unexplained), g.mapped, g.method)
         }
         None => (0, 0, "unavailable"),
+    };
+    let breakdown = match (stats, smaps) {
+        (Some(g), Some(s)) => {
+            let b = breakdown(live, &g, &s);
+            not_returned = b.not_returned_bytes;
+            Some(b)
+        }
+        _ => None,
     };
     ProcessMemory {
         rss_bytes: rss,
         heap_live_bytes,
-        tracker_bytes,
+        tracker_bytes: live.tracker_bytes,
         not_returned_bytes: not_returned,
         allocator: allocator_name().to_string(),
         not_returned_method: method.to_string(),
         allocator_mapped_bytes: mapped,
+        breakdown,
+    }
+}
+
+/// Splits the anonymous pool among the heap's parts, each capped at what is left of it (see
+/// [`RssBreakdown`](crate::RssBreakdown)); the parts add up to the smaps total.
+fn breakdown(live: TrackedLive, g: &GlibcStats, s: &SmapsParts) -> crate::report::RssBreakdown {
+    let tracker_need = live.tracker_now_bytes.saturating_add(
+        live.tracker_now_objects
+            .saturating_mul(TRACKED_BLOCK_OVERHEAD),
+    );
+    let rust_need = live
+        .bytes
+        .saturating_sub(live.tracker_bytes)
+        .saturating_add(
+            live.objects
+                .saturating_sub(live.tracker_objects)
+                .saturating_mul(TRACKED_BLOCK_OVERHEAD),
+        );
+    let c_need = g
+        .in_use
+        .saturating_sub(tracker_need.saturating_add(rust_need));
+    let mut left = s.anon;
+    let mut take = |need: u64| {
+        let t = need.min(left);
+        left -= t;
+        t
+    };
+    let tracker_bytes = take(tracker_need);
+    let rust_heap_bytes = take(rust_need);
+    let c_heap_bytes = take(c_need);
+    let not_returned_bytes = take(g.free);
+    crate::report::RssBreakdown {
+        rust_heap_bytes,
+        c_heap_bytes,
+        not_returned_bytes,
+        tracker_bytes,
+        file_backed_bytes: s.file,
+        thread_stacks_bytes: s.stacks,
+        other_anon_bytes: left,
     }
 }
 
@@ -334,8 +526,68 @@ mod tests {
     fn glibc_is_detected_without_a_tracking_allocator() {
         // The unit-test binary uses System (glibc) as its global allocator.
         assert_eq!(allocator_name(), "glibc malloc");
-        let p = process_memory(0, 0);
+        let p = process_memory(TrackedLive::default());
         assert_eq!(p.not_returned_method, "mallinfo2");
         assert!(p.not_returned_bytes <= p.rss_bytes);
+        let b = p.breakdown.expect("smaps and mallinfo2 on linux-gnu");
+        // Nothing is tracked here: the whole heap glibc serves is outside the tracker.
+        assert_eq!(b.rust_heap_bytes, 0);
+        assert!(b.c_heap_bytes > 0, "{b:?}");
+        assert!(b.file_backed_bytes > 0, "{b:?}");
+    }
+}
+
+#[cfg(test)]
+mod smaps_tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+55d0a0000000-55d0a0002000 r--p 00000000 fe:00 247282                     /usr/bin/worker
+Rss:                   8 kB
+55d0a0002000-55d0a0010000 rw-p 00000000 00:00 0 
+Rss:                  16 kB
+55d0a1000000-55d0a2000000 rw-p 00000000 00:00 0                          [heap]
+Rss:                1024 kB
+7f0000000000-7f0000021000 rw-p 00000000 00:00 0 
+Rss:                 132 kB
+7f0000021000-7f0004000000 ---p 00000000 00:00 0 
+Rss:                   0 kB
+7f1000000000-7f1000001000 ---p 00000000 00:00 0 
+Rss:                   0 kB
+7f1000001000-7f1000801000 rw-p 00000000 00:00 0 
+Rss:                  24 kB
+VmFlags: rd wr mr mw me ac sd
+7f2000000000-7f2000001000 ---p 00000000 00:00 0 
+Rss:                   0 kB
+7f2000001000-7f2000002000 r--p 00000000 00:00 0 
+Rss:                   4 kB
+7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0                          [stack]
+Rss:                  20 kB
+7ffc00100000-7ffc00102000 r-xp 00000000 00:00 0                          [vdso]
+Rss:                   8 kB
+";
+
+    #[test]
+    fn mappings_are_classified() {
+        let p = classify_smaps(SAMPLE);
+        // The executable and the vDSO.
+        assert_eq!(p.file, 16 << 10);
+        // The main stack and the thread stack above its guard (the read-only map after the
+        // second guard is not a stack).
+        assert_eq!(p.stacks, 44 << 10);
+        // .bss, [heap], the 64 MiB-aligned arena, the read-only anonymous map.
+        assert_eq!(p.anon, (16 + 1024 + 132 + 4) << 10);
+    }
+
+    #[test]
+    fn an_arena_after_a_guard_is_not_a_stack() {
+        let text = "\
+7f0000000000-7f0004000000 ---p 00000000 00:00 0 
+Rss:                   0 kB
+7f0004000000-7f0004021000 rw-p 00000000 00:00 0 
+Rss:                 132 kB
+";
+        let p = classify_smaps(text);
+        assert_eq!((p.stacks, p.anon), (0, 132 << 10));
     }
 }
