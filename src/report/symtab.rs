@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn finds_the_enclosing_symbol_of_an_address() {
-        let addr = a_function_with_a_symbol as usize + 1;
+        let addr = a_function_with_a_symbol as *const () as usize + 1;
         let names = symbols_at(addr);
         let demangled: Vec<String> = names
             .iter()
