@@ -289,6 +289,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         history.timeline = Vec::new();
         history.run_events = Vec::new();
     }
+    let diagnostics = super::diagnose::diagnose(&totals, &jobs, &callsites);
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -323,6 +324,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         timeline: history.timeline,
         run_events: history.run_events,
         timeline_stats: history.stats,
+        diagnostics,
         trigger: None,
     }
 }

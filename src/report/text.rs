@@ -475,6 +475,7 @@ impl Report {
                 grouped(self.tracker.runs_overflowed)
             );
         }
+        out.push_str(&super::diagnose::text_notes(&self.diagnostics));
         let mut jobs: Vec<&JobReport> = self
             .jobs
             .iter()
