@@ -416,10 +416,7 @@ fn retained_by_origin(
             retained: r,
         });
     }
-    let older = Usage::new(
-        retained.objects.saturating_sub(objects),
-        retained.bytes.saturating_sub(bytes),
-    );
+    let older = retained - Usage::new(objects, bytes);
     let window = finished.min(registry::LEDGER_RUNS as u64);
     if let Some(kind) = ledger_verdict(&held, window, finished, older.bytes) {
         trend.kind = kind;

@@ -52,12 +52,14 @@ pub(crate) fn grouped_wide(n: u128) -> String {
     out
 }
 
-fn mode_text(mode: StackMode) -> String {
+/// The stack mode in words, as every output states it: `off`, `every allocation (exact)`,
+/// `sampled, one per 512 KiB (estimates)`.
+pub(crate) fn stack_mode_words(mode: StackMode) -> String {
     match mode {
         StackMode::Off => "off".into(),
         StackMode::Every => "every allocation (exact)".into(),
         StackMode::Sampled { mean_bytes } => {
-            format!("sampled, mean {} (estimates)", human_bytes(mean_bytes))
+            format!("sampled, one per {} (estimates)", human_bytes(mean_bytes))
         }
     }
 }
@@ -423,7 +425,7 @@ impl Report {
             human_bytes(t.live.bytes),
             grouped(t.live.objects),
             human_bytes(t.unscoped_live.bytes),
-            mode_text(self.stack_mode),
+            stack_mode_words(self.stack_mode),
         );
         let _ = writeln!(out, "{}", memory_line(&self.process));
         if let Some(line) = breakdown_line(&self.process) {
