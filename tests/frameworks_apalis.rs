@@ -71,7 +71,11 @@ fn check_exact(out: &Outcome) {
     // The leak: growing, or `leaking` when the retained-by-run ledger sees every old run
     // still holding what it kept.
     let expect: [(&str, (u64, u64), &[TrendKind]); 3] = [
-        ("leak_job", out.leaked, &[TrendKind::Growing, TrendKind::Leaking]),
+        (
+            "leak_job",
+            out.leaked,
+            &[TrendKind::Growing, TrendKind::Leaking],
+        ),
         ("cache_job", out.cached, &[TrendKind::Saturating]),
         ("churn_job", (0, 0), &[TrendKind::Steady]),
     ];
