@@ -184,7 +184,21 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
          <th>Allocated</th><th>Allocated objects</th><th>Stack (innermost first)</th></tr>\
          </thead><tbody>"
     );
-    for c in sites.iter().take(CALLSITES_PER_JOB) {
+    // One row per stack as shown (frames below the ones shown, folded std frames): rows that
+    // would read the same are one row, saying how many stacks it holds.
+    let mut rows = super::text::merge_alike(sites, |c| stack_cell(&c.frames));
+    rows.sort_by_key(|(c, _, _)| std::cmp::Reverse(c.retained.bytes));
+    for (c, stacks, cell) in rows.iter().take(CALLSITES_PER_JOB) {
+        let cell = match stacks {
+            1 => cell.clone(),
+            n => cell.replacen(
+                "</td>",
+                &format!(
+                    "<div class=\"loc\">({n} stacks that differ below these frames)</div></td>"
+                ),
+                1,
+            ),
+        };
         // An estimate reads `~` and says so on hover; an exact figure is plain.
         let td = |v: u64, text: String| {
             if c.estimated {
@@ -202,21 +216,25 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
             td(c.retained.objects, grouped(c.retained.objects)),
             td(c.allocated.bytes, human_bytes(c.allocated.bytes)),
             td(c.allocated.objects, grouped(c.allocated.objects)),
-            stack_cell(&c.frames)
+            cell
         );
     }
     out.push_str("</tbody></table>\n");
-    if sites.iter().take(CALLSITES_PER_JOB).any(|c| c.estimated) {
+    if rows
+        .iter()
+        .take(CALLSITES_PER_JOB)
+        .any(|(c, _, _)| c.estimated)
+    {
         out.push_str(
             "<p class=\"note\">~ marks estimates from sampled stacks (scaled from the \
              allocations sampled); the job's figures above them are exact.</p>\n",
         );
     }
-    if sites.len() > CALLSITES_PER_JOB {
+    if rows.len() > CALLSITES_PER_JOB {
         let _ = writeln!(
             out,
             "<p class=\"note\">{} more callsites in the JSON report.</p>",
-            sites.len() - CALLSITES_PER_JOB
+            rows.len() - CALLSITES_PER_JOB
         );
     }
 }
