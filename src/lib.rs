@@ -63,13 +63,14 @@
 //! 3. `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
 //!    `header` — the per-block metadata in front of each block; `thread` — per-thread state and
 //!    counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
+//!    `sources` — what the scope sources (span layers) saw and selected, for the report's notes;
 //! 4. `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
 //!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
 //!    (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
-//!    (`memory`);
+//!    (`memory`); the report's notes about lost figures (`diagnose`);
 //! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
 //!    before an OOM kill ([`timeline::set_dump_above`], `ALLOCSCOPE_DUMP_ABOVE`); [`budget`] —
 //!    per-job limits in production (`ALLOCSCOPE_BUDGETS`); `http` — the live endpoint (feature
@@ -112,6 +113,7 @@ mod registry;
 mod report;
 mod scope;
 mod series;
+mod sources;
 mod startup;
 pub mod testing;
 mod thread;
@@ -147,8 +149,8 @@ pub use report::{
     TimelineStats, Trend, TrendKind,
 };
 pub use report::{
-    report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, AGE_BUCKETS, FORMAT,
+    report, CallsiteReport, Diagnostic, Exclusive, FlameMetric, FlameOptions, Frame, JobReport,
+    Report, RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, AGE_BUCKETS, FORMAT,
     OLDEST_VERSION, VERSION,
 };
 pub use report::{ActiveJob, DumpTrigger};

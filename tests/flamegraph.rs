@@ -138,6 +138,7 @@ fn fixture() -> Report {
         timeline: vec![],
         run_events: vec![],
         timeline_stats: Default::default(),
+        diagnostics: Vec::new(),
         trigger: None,
     }
 }

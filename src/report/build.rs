@@ -289,6 +289,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         history.timeline = Vec::new();
         history.run_events = Vec::new();
     }
+    let diagnostics = super::diagnose::diagnose(&totals, &jobs, &callsites);
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -323,6 +324,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         timeline: history.timeline,
         run_events: history.run_events,
         timeline_stats: history.stats,
+        diagnostics,
         trigger: None,
     }
 }
@@ -414,10 +416,7 @@ fn retained_by_origin(
             retained: r,
         });
     }
-    let older = Usage::new(
-        retained.objects.saturating_sub(objects),
-        retained.bytes.saturating_sub(bytes),
-    );
+    let older = retained - Usage::new(objects, bytes);
     let window = finished.min(registry::LEDGER_RUNS as u64);
     if let Some(kind) = ledger_verdict(&held, window, finished, older.bytes) {
         trend.kind = kind;

@@ -6,6 +6,7 @@
 
 mod atomic;
 pub(crate) mod build;
+mod diagnose;
 mod diff;
 pub(crate) mod dump;
 pub(crate) mod escape;
@@ -27,6 +28,7 @@ pub use build::report;
 #[cfg(feature = "http")]
 pub(crate) use build::report_figures;
 pub(crate) use build::{job_counters_now, job_snapshot};
+pub use diagnose::Diagnostic;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
@@ -296,6 +298,11 @@ pub struct Report {
     /// What the timeline and run-event stores kept and dropped.
     #[serde(default)]
     pub timeline_stats: TimelineStats,
+    /// Notes about the report's own figures: memory likely charged to no job, jobs likely
+    /// missing (a tracing layer that selected no span), with causes and fixes. Empty when
+    /// nothing looks lost. Printed by the text and HTML reports.
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
     /// Why a guardrail wrote this report (a memory line crossed, a budget exceeded), with the
     /// jobs running at that moment; `None` (and absent from the JSON) otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
