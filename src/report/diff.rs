@@ -29,6 +29,11 @@ pub struct Change {
     pub bytes: i128,
 }
 
+/// Whether every change is zero (the per-age split is left out of the JSON then).
+fn no_change(changes: &[Change; 5]) -> bool {
+    changes.iter().all(Change::is_zero)
+}
+
 /// `newer - older` of two `u64` figures, exactly.
 pub(crate) fn difference(older: u64, newer: u64) -> i128 {
     i128::from(newer) - i128::from(older)
@@ -110,10 +115,10 @@ pub struct JobDiff {
     /// buckets of [`AGE_BUCKETS`](super::AGE_BUCKETS) (runs since each report's newest
     /// finished run; see [`JobReport::retained_by_age`]): a leak grows the old buckets, a
     /// replaced result only the newest. All zero when neither report has the split.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "no_change")]
     pub retained_change_by_age: [Change; 5],
     /// Whether either report has the split by run (files written before it have not).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub has_ages: bool,
 }
 
