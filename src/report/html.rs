@@ -640,9 +640,10 @@ mod tests {
 
     #[test]
     fn estimated_and_exact_callsites_are_told_apart() {
+        // Distinct frames: rows that would read the same are merged into one.
         let site = |bytes: u64, estimated: bool| CallsiteReport {
             scope: vec!["job".into()],
-            frames: Vec::new(),
+            frames: vec![Frame::new(format!("f{bytes}"), None, None)],
             allocated: crate::model::Usage { objects: 3, bytes },
             retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,

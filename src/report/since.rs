@@ -197,11 +197,6 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
     now
 }
 
-/// Site object counters are fixed point; rounded as `report()` does.
-fn fixed_to_objects(fx: u64) -> u64 {
-    fx.saturating_add(intern::OBJ_ONE / 2) / intern::OBJ_ONE
-}
-
 /// Subtracts the mark's figures from each callsite (entries with the same key merged first),
 /// dropping those with nothing since the mark.
 fn subtract_sites(
@@ -227,7 +222,7 @@ fn subtract_sites(
         .into_iter()
         .filter_map(|(key, mut c)| {
             if let Some(m) = mark.get(&key) {
-                let to_objects = fixed_to_objects;
+                let to_objects = super::build::fixed_to_objects;
                 let allocated = Usage::new(to_objects(m.alloc_objects), m.alloc_bytes);
                 let retained = Usage::new(
                     to_objects(m.alloc_objects.saturating_sub(m.free_objects)),
