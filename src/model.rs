@@ -1,7 +1,7 @@
 //! The model: plain data shared by every layer — figures, runs, frames, stack modes.
 //!
-//! Rules: nothing here knows about the allocator, the tables or the renderers; this module
-//! imports nothing from the crate except `error`. The registry stores [`RunReport`]s, the
+//! Rules: nothing here knows about the allocator, the tables or the renderers, and this
+//! module imports nothing from the crate. The registry stores [`RunReport`]s, the
 //! snapshot builds reports from [`Counters`], the renderers print them: all from here, so data
 //! flows one way (allocator → thread counters → registry → snapshot → renderers) and every
 //! layer can name the same types.
