@@ -626,7 +626,7 @@ mod tests {
     fn stacks_that_differ_below_the_shown_frames_are_one_row() {
         let site = |deep: &str, objects: u64| {
             let mut frames: Vec<Frame> = (0..12)
-                .map(|i| Frame::new(format!("app::f{i}"), Some("src/app.rs".into()), Some(i)))
+                .map(|i| Frame::new(format!("app::f{i}"), Some("src/app.rs"), Some(i)))
                 .collect();
             frames[10] = Frame::new(deep, None, None);
             CallsiteReport {
