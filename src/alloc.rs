@@ -97,6 +97,30 @@ impl Default for TrackingAllocator<System> {
     }
 }
 
+/// A call into the inner allocator. With the `malloc` feature, the `malloc` it may reach
+/// must not count the block again (`cmalloc::rust_inner` tells it so).
+#[inline(always)]
+fn inner_call<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(all(
+        feature = "malloc",
+        target_os = "linux",
+        target_env = "gnu",
+        target_pointer_width = "64"
+    ))]
+    {
+        crate::cmalloc::rust_inner(f)
+    }
+    #[cfg(not(all(
+        feature = "malloc",
+        target_os = "linux",
+        target_env = "gnu",
+        target_pointer_width = "64"
+    )))]
+    {
+        f()
+    }
+}
+
 /// Tracker's own allocations (counted with plain atomics, no thread state needed).
 #[cold]
 #[inline(never)]
@@ -322,7 +346,7 @@ unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) 
         let (wrapped, offset) = header::wrap_allocated(layout);
         let h = header::header_ptr(ptr).read();
         on_free(h, layout.size() as u64);
-        inner.dealloc(ptr.sub(offset), wrapped);
+        inner_call(|| inner.dealloc(ptr.sub(offset), wrapped));
     }
 }
 
@@ -397,7 +421,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             return core::ptr::null_mut();
         };
         // SAFETY: `wrapped` has non-zero size (it includes the header).
-        let base = unsafe { self.inner.alloc(wrapped) };
+        let base = unsafe { inner_call(|| self.inner.alloc(wrapped)) };
         if base.is_null() {
             return base;
         }
@@ -425,7 +449,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // SAFETY: as in `alloc`; the inner allocator zeroes the whole block, and we overwrite
         // only the header, which is outside the user bytes.
         unsafe {
-            let base = self.inner.alloc_zeroed(wrapped);
+            let base = inner_call(|| self.inner.alloc_zeroed(wrapped));
             if base.is_null() {
                 return base;
             }
@@ -454,7 +478,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             match state_ptr().as_ref() {
                 Some(t) if fast_free(t, h, layout.size() as u64) => {
                     let (wrapped, offset) = header::wrap_allocated(layout);
-                    self.inner.dealloc(ptr.sub(offset), wrapped);
+                    inner_call(|| self.inner.dealloc(ptr.sub(offset), wrapped));
                 }
                 _ => dealloc_slow(&self.inner, ptr, layout),
             }
@@ -478,9 +502,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
         // `new_wrapped`, in which we write the new header at the same offset.
         unsafe {
             let old = header::header_ptr(ptr).read();
-            let base = self
-                .inner
-                .realloc(ptr.sub(offset), wrapped, new_wrapped.size());
+            let base = inner_call(|| {
+                self.inner
+                    .realloc(ptr.sub(offset), wrapped, new_wrapped.size())
+            });
             if base.is_null() {
                 // The old block is untouched and still owned by the caller.
                 return base;
@@ -503,6 +528,71 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             realloc_slow(user, old, old_size, new_size)
         }
     }
+}
+
+/// Counts a new block of `size` bytes made outside `GlobalAlloc` (the `malloc` feature's C
+/// blocks) exactly as `alloc` counts one, and writes its header before `anchor`.
+///
+/// # Safety
+/// The `HEADER_SIZE` bytes before `anchor` must be writable and 8-aligned, inside the block.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
+    // SAFETY: as in `TrackingAllocator::alloc`, with `anchor` for the user pointer.
+    unsafe {
+        if let Some(t) = state_ptr().as_ref() {
+            if let Some((path, run)) = fast_alloc(t, size) {
+                header::write_unsited(anchor, path, run);
+                return;
+            }
+        }
+        alloc_slow(anchor, size);
+    }
+}
+
+/// Counts the free of a block recorded by [`record_alloc`] (header before `anchor`, `size`
+/// bytes), on any thread, exactly as `dealloc` does.
+///
+/// # Safety
+/// `anchor` must be that of a live block recorded by `record_alloc` or `record_realloc`.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
+    // SAFETY: per the caller, the header before `anchor` was written by us.
+    let h = unsafe { header::header_ptr(anchor).read() };
+    // SAFETY: as in `on_alloc`.
+    match unsafe { state_ptr().as_ref() } {
+        Some(t) if fast_free(t, h, size) => {}
+        _ => on_free(h, size),
+    }
+}
+
+/// Counts a resize made outside `GlobalAlloc`: the block whose header was `old` (`old_size`
+/// bytes) freed, the new one (`new_size` bytes, header before `anchor`) allocated in the
+/// current context, as `realloc` does.
+///
+/// # Safety
+/// As for [`record_alloc`], for the new block.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) unsafe fn record_realloc(old: Header, anchor: *mut u8, old_size: u64, new_size: u64) {
+    // SAFETY: the header bytes before `anchor` are ours to write (the caller's guarantee).
+    unsafe { realloc_slow(anchor, old, old_size, new_size) };
 }
 
 /// Whether a `TrackingAllocator` is installed as this program's global allocator.

@@ -98,6 +98,13 @@
 mod alloc;
 pub mod budget;
 mod callsite;
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+mod cmalloc;
 mod config;
 mod error;
 mod fork;
