@@ -45,12 +45,13 @@ use std::alloc::System;
 use crate::callsite::{self, capture, intern};
 use crate::header::{self, Header};
 use crate::registry::{self, PATH_TRACKER};
-use crate::thread::{self, ThreadState, TLS};
+use crate::thread::{self, ThreadSlot, ThreadState, TLS};
 
 /// A `GlobalAlloc` that attributes every block to the job scope that allocated it.
 ///
 /// Wraps any other global allocator (`System` by default, or mimalloc, jemalloc, …) and adds a
-/// 16-byte header in front of each block (`align` bytes for alignments above 16).
+/// header in front of each block: 8 bytes for alignments up to 8 (16 for sampled blocks and
+/// alignment 16, `align` bytes above; see the `header` module).
 ///
 /// ```
 /// use allocscope::TrackingAllocator;
@@ -148,10 +149,10 @@ fn tracker_alloc(bytes: u64) -> Header {
 #[inline(always)]
 fn choose_site(t: &ThreadState, path: u32, size: u64) -> (u32, f32) {
     let mode = callsite::MODE.load(Relaxed);
-    if mode == 0 {
+    if mode == callsite::MODE_OFF {
         return (0, 0.0);
     }
-    if mode >= 2 {
+    if mode != callsite::MODE_EVERY {
         let left = t.countdown.get().wrapping_sub(size as i64);
         t.countdown.set(left);
         if left > 0 {
@@ -182,8 +183,8 @@ fn sample(t: &ThreadState, path: u32, size: u64, mut mean: u64) -> (u32, f32) {
         callsite::init_early();
         mean = callsite::MODE.load(Relaxed);
         match mean {
-            0 => return (0, 0.0),
-            1 => return every(t, path, size),
+            callsite::MODE_OFF => return (0, 0.0),
+            callsite::MODE_EVERY => return every(t, path, size),
             callsite::MODE_UNSET => mean = callsite::DEFAULT_SAMPLE_BYTES,
             _ => {}
         }
@@ -270,98 +271,194 @@ fn on_alloc(size: u64) -> Header {
     }
 }
 
-/// The allocation fast path: a thread with a claimed slot, not busy, with no stack to record
-/// (mode `Off`, or sampled with the countdown not crossed); returns the block's path and run
-/// (its header has no callsite: `header::write_unsited`). Every condition is checked before
-/// anything is written, so `None` leaves the thread untouched and the caller takes the full
-/// path (`on_alloc`), which decides exactly as before. Inside the fast path nothing is called,
-/// so the allocator entry points need no saved registers beyond those around `malloc`.
+/// What the allocation fast path checked before the inner allocator is called: the thread's
+/// claimed slot and its sampling countdown after this block.
+#[derive(Clone, Copy)]
+struct FastAlloc {
+    slot: &'static ThreadSlot,
+    countdown: i64,
+}
+
+/// The allocation fast path's test: a thread with a claimed slot, not busy, with no stack to
+/// record (mode `Off`, or sampled with the countdown not crossed). Writes nothing, so it runs
+/// before the inner allocator is called and decides the block's layout: a fast-path block has
+/// no callsite and gets a narrow header; `None` means the full path (`on_alloc`) and a wide
+/// header. Inside the fast path nothing is called, so the allocator entry points need no saved
+/// registers beyond those around `malloc`.
 #[inline(always)]
-fn fast_alloc(t: &ThreadState, size: u64) -> Option<(u32, u32)> {
+fn fast_alloc_check(t: &ThreadState, size: u64) -> Option<FastAlloc> {
     if t.busy.get() {
         return None;
     }
-    let s = thread::claimed_slot(t)?;
+    let slot = thread::claimed_slot(t)?;
+    let mut countdown = t.countdown.get();
     let mode = callsite::MODE.load(Relaxed);
-    if mode != 0 {
-        // `Every` (1) always records a stack. Sampled (and `MODE_UNSET`, whose countdown is
-        // 0 on every thread until `sample` runs) stays here only while the countdown does not
+    if mode != callsite::MODE_OFF {
+        // `Every` always records a stack. Sampled (and `MODE_UNSET`, whose countdown is 0 on
+        // every thread until `sample` runs) stays here only while the countdown does not
         // cross zero, as in `choose_site`.
-        if mode < 2 {
+        if mode == callsite::MODE_EVERY {
             return None;
         }
-        let left = t.countdown.get().wrapping_sub(size as i64);
-        if left <= 0 {
+        countdown = countdown.wrapping_sub(size as i64);
+        if countdown <= 0 {
             return None;
         }
-        t.countdown.set(left);
     }
-    let run = t.run.get();
-    thread::count_alloc_in_slot(s, run, size);
-    Some((t.path.get(), run))
+    Some(FastAlloc { slot, countdown })
 }
 
-/// The free fast path: a block of the thread's current context with no callsite, freed on a
-/// thread with a claimed slot that is not busy. `false` (nothing written): take `on_free`.
+/// Records the block `fast_alloc_check` admitted (the inner allocator succeeded); returns its
+/// path and run.
 #[inline(always)]
-fn fast_free(t: &ThreadState, h: Header, size: u64) -> bool {
-    // One test for four conditions (same path, same run, no callsite, not busy): a chain of
-    // `||` compiled to a ladder of flag materialisations.
-    let differs =
-        (h.path ^ t.path.get()) | (h.run ^ t.run.get()) | h.site | u32::from(t.busy.get());
-    if differs != 0 || h.path == PATH_TRACKER {
+fn fast_alloc_commit(t: &ThreadState, f: FastAlloc, size: u64) -> (u32, u32) {
+    t.countdown.set(f.countdown);
+    let run = t.run.get();
+    thread::count_alloc_in_slot(f.slot, run, size);
+    (t.path.get(), run)
+}
+
+/// The free fast path's test: a narrow block (so no callsite) of the thread's current context,
+/// freed on a thread with a claimed slot that is not busy. Writes nothing; `None`: take
+/// `on_free`. The tracker's own blocks are wide, so never match.
+#[inline(always)]
+fn fast_free_check(t: &ThreadState, word: u64) -> Option<&'static ThreadSlot> {
+    // One test for four conditions (narrow, same path, same run, not busy): a chain of `||`
+    // compiled to a ladder of flag materialisations.
+    let differs = (word ^ header::narrow_word(t.path.get(), t.run.get())) | u64::from(t.busy.get());
+    if differs != 0 {
+        return None;
+    }
+    thread::claimed_slot(t)
+}
+
+/// Whether the next allocation of `size` bytes on this thread might record a callsite (so it
+/// needs a wide header): the conditions under which `choose_site` calls `every` or `sample`,
+/// read without changing anything. Errs towards `true`.
+fn may_record_site(t: Option<&ThreadState>, size: u64) -> bool {
+    let Some(t) = t else { return false };
+    if t.busy.get() {
         return false;
     }
-    match thread::claimed_slot(t) {
-        Some(s) => {
-            thread::count_free_in_slot(s, size);
-            true
-        }
-        None => false,
+    match callsite::MODE.load(Relaxed) {
+        callsite::MODE_OFF => false,
+        callsite::MODE_EVERY => true,
+        _ => t.countdown.get().wrapping_sub(size as i64) <= 0,
     }
 }
 
-/// Writes the header of the new block at `user` (of `size` bytes) through the full path.
+/// `alloc`/`alloc_zeroed` through the full path: a wide block (room for a callsite), its
+/// header from `on_alloc`.
 ///
 /// # Safety
-/// `user` must be the user pointer of a block just returned by the inner allocator, with the
-/// 16 header bytes before it inside the block.
+/// As for `GlobalAlloc::alloc` on a `TrackingAllocator` wrapping `inner`.
 #[cold]
 #[inline(never)]
-unsafe fn alloc_slow(user: *mut u8, size: u64) -> *mut u8 {
-    // SAFETY: the caller guarantees the header bytes before `user` are ours to write.
-    unsafe { header::header_ptr(user).write(on_alloc(size)) };
-    user
+unsafe fn alloc_slow<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) -> *mut u8 {
+    let Some((wrapped, offset)) = header::wrap_as(layout, true) else {
+        return core::ptr::null_mut();
+    };
+    // SAFETY: `wrapped` has non-zero size (it includes the header); on success the block has
+    // `offset` header bytes before `user`, ours to write (zeroed blocks: only the header is
+    // overwritten, outside the user bytes).
+    unsafe {
+        let base = if zeroed {
+            inner_call(|| inner.alloc_zeroed(wrapped))
+        } else {
+            inner_call(|| inner.alloc(wrapped))
+        };
+        if base.is_null() {
+            return base;
+        }
+        let user = base.add(offset);
+        header::write(user, offset, on_alloc(layout.size() as u64));
+        user
+    }
 }
 
 /// `dealloc` through the full path (`on_free`), then the inner allocator's free.
 ///
 /// # Safety
-/// As for `GlobalAlloc::dealloc` on a `TrackingAllocator` wrapping `inner`.
+/// As for `GlobalAlloc::dealloc` on a `TrackingAllocator` wrapping `inner`; `word` is the
+/// block's header word.
 #[cold]
 #[inline(never)]
-unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout) {
+unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout, word: u64) {
     // SAFETY: as in `TrackingAllocator::dealloc`.
     unsafe {
-        let (wrapped, offset) = header::wrap_allocated(layout);
-        let h = header::header_ptr(ptr).read();
+        let (wrapped, offset) = header::wrap_allocated(layout, word);
+        let h = header::read(ptr, word);
         on_free(h, layout.size() as u64);
         inner_call(|| inner.dealloc(ptr.sub(offset), wrapped));
     }
 }
 
-/// The bookkeeping of a successful realloc through the full path (`on_realloc`): the old block
-/// (header `old`, `old_size` bytes) freed, the new one at `user` (`new_size` bytes) allocated.
+/// `realloc` through the full path (`on_realloc`). In place (the inner allocator's realloc,
+/// keeping the header's offset), except for a narrow block whose new allocation may record a
+/// callsite: that one moves into a new wide block (allocate, copy, free), so the callsite has
+/// room in its header.
 ///
 /// # Safety
-/// As for `alloc_slow`, for the new block.
+/// As for `GlobalAlloc::realloc` on a `TrackingAllocator` wrapping `inner`; `word` is the
+/// block's header word.
 #[cold]
 #[inline(never)]
-unsafe fn realloc_slow(user: *mut u8, old: Header, old_size: u64, new_size: u64) -> *mut u8 {
-    let h = on_realloc(old, old_size, new_size);
-    // SAFETY: the caller guarantees the header bytes before `user` are ours to write.
-    unsafe { header::header_ptr(user).write(h) };
-    user
+unsafe fn realloc_slow<A: GlobalAlloc>(
+    inner: &A,
+    ptr: *mut u8,
+    layout: Layout,
+    word: u64,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: `layout` is the one the block was allocated with, so `wrap_allocated` gives the
+    // inner block (`ptr - offset`, `wrapped`); the inner realloc keeps the first `min(old,
+    // new)` bytes including the header (same offset), and returns a block valid for
+    // `new_wrapped`; a moved block gets `min(old, new)` user bytes copied between two distinct
+    // live blocks before the old one is freed.
+    unsafe {
+        let (wrapped, offset) = header::wrap_allocated(layout, word);
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return core::ptr::null_mut();
+        };
+        let old = header::read(ptr, word);
+        let (old_size, new_size64) = (layout.size() as u64, new_size as u64);
+        let t = state_ptr().as_ref();
+        if !header::is_wide(word) && may_record_site(t, new_size64) {
+            let Some((new_wrapped, new_offset)) = header::wrap_as(new_layout, true) else {
+                return core::ptr::null_mut();
+            };
+            let base = inner_call(|| inner.alloc(new_wrapped));
+            if base.is_null() {
+                return base;
+            }
+            let user = base.add(new_offset);
+            core::ptr::copy_nonoverlapping(ptr, user, layout.size().min(new_size));
+            inner_call(|| inner.dealloc(ptr.sub(offset), wrapped));
+            header::write(user, new_offset, on_realloc(old, old_size, new_size64));
+            return user;
+        }
+        let Some((new_wrapped, new_offset)) = header::wrap_as(new_layout, header::is_wide(word))
+        else {
+            return core::ptr::null_mut();
+        };
+        debug_assert_eq!(offset, new_offset);
+        let base = inner_call(|| inner.realloc(ptr.sub(offset), wrapped, new_wrapped.size()));
+        if base.is_null() {
+            // The old block is untouched and still owned by the caller.
+            return base;
+        }
+        let user = base.add(offset);
+        let mut h = on_realloc(old, old_size, new_size64);
+        if h.site != 0 && offset < header::WIDE_HEADER_SIZE {
+            // Only if the mode changed on another thread since `may_record_site`: a narrow
+            // header has no room, so the sample is not kept (its callsite figures undone).
+            intern::site_free(h.site, new_size64, h.weight);
+            h.site = 0;
+            h.weight = 0.0;
+        }
+        header::write(user, offset, h);
+        user
+    }
 }
 
 /// A free of a block of the tracker's own (no thread state needed).
@@ -409,132 +506,173 @@ fn on_realloc(old: Header, old_size: u64, new_size: u64) -> Header {
 }
 
 // SAFETY: every method upholds the `GlobalAlloc` contract by delegating to `inner` with the
-// enlarged layout from `header::wrap` and returning `base + offset`, which is aligned to the
+// enlarged layout from `header::wrap_as` and returning `base + offset`, which is aligned to the
 // caller's alignment and followed by at least `layout.size()` bytes of the same block; the
-// header lives in the 16 bytes before it, inside the block. `dealloc`/`realloc` recompute the
-// same wrapped layout from the caller's layout, as the contract requires them to pass the
-// layout the block was allocated with.
+// header lives in the `offset` bytes before it, inside the block. `dealloc`/`realloc` recompute
+// the same wrapped layout from the caller's layout and the header word's `WIDE` flag, as the
+// contract requires them to pass the layout the block was allocated with.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let Some((wrapped, offset)) = header::wrap(layout) else {
-            return core::ptr::null_mut();
-        };
-        // SAFETY: `wrapped` has non-zero size (it includes the header).
-        let base = unsafe { inner_call(|| self.inner.alloc(wrapped)) };
-        if base.is_null() {
-            return base;
-        }
         let size = layout.size() as u64;
-        // SAFETY: `base` points to `wrapped.size() >= offset` bytes, so `user` and the header
-        // before it (at `user - 16 >= base`, 8-aligned) are inside the block. A non-null
-        // `state_ptr` is this thread's `TLS` (as in `on_alloc`).
+        // SAFETY: a non-null `state_ptr` is this thread's `TLS` (as in `on_alloc`). On the fast
+        // path `base` points to `wrapped.size() >= offset` bytes, so `user` and the header
+        // before it (8-aligned) are inside the block.
         unsafe {
-            let user = base.add(offset);
             if let Some(t) = state_ptr().as_ref() {
-                if let Some((path, run)) = fast_alloc(t, size) {
-                    header::write_unsited(user, path, run);
+                if let Some(f) = fast_alloc_check(t, size) {
+                    let Some((wrapped, offset)) = header::wrap(layout) else {
+                        return core::ptr::null_mut();
+                    };
+                    let base = inner_call(|| self.inner.alloc(wrapped));
+                    if base.is_null() {
+                        return base;
+                    }
+                    let user = base.add(offset);
+                    let (path, run) = fast_alloc_commit(t, f, size);
+                    header::write_unsited(user, offset, path, run);
                     return user;
                 }
             }
-            alloc_slow(user, size)
+            alloc_slow(&self.inner, layout, false)
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let Some((wrapped, offset)) = header::wrap(layout) else {
-            return core::ptr::null_mut();
-        };
+        let size = layout.size() as u64;
         // SAFETY: as in `alloc`; the inner allocator zeroes the whole block, and we overwrite
         // only the header, which is outside the user bytes.
         unsafe {
-            let base = inner_call(|| self.inner.alloc_zeroed(wrapped));
-            if base.is_null() {
-                return base;
-            }
-            let user = base.add(offset);
-            let size = layout.size() as u64;
             if let Some(t) = state_ptr().as_ref() {
-                if let Some((path, run)) = fast_alloc(t, size) {
-                    header::write_unsited(user, path, run);
+                if let Some(f) = fast_alloc_check(t, size) {
+                    let Some((wrapped, offset)) = header::wrap(layout) else {
+                        return core::ptr::null_mut();
+                    };
+                    let base = inner_call(|| self.inner.alloc_zeroed(wrapped));
+                    if base.is_null() {
+                        return base;
+                    }
+                    let user = base.add(offset);
+                    let (path, run) = fast_alloc_commit(t, f, size);
+                    header::write_unsited(user, offset, path, run);
                     return user;
                 }
             }
-            alloc_slow(user, size)
+            alloc_slow(&self.inner, layout, true)
         }
     }
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `layout` is the one the block was allocated with (the `GlobalAlloc` contract),
-        // so `wrap` succeeded for it then. `ptr` came from our `alloc*`/`realloc` with this
+        // so `wrap_as` succeeded for it then. `ptr` came from our `alloc*`/`realloc` with this
         // layout, so its header is initialised and `ptr - offset` is the base the inner
         // allocator returned for `wrapped`.
         // The fast path calls nothing but the inner free (a tail call); everything else goes
         // to `dealloc_slow`, which starts over from the header.
         unsafe {
-            let h = header::header_ptr(ptr).read();
-            match state_ptr().as_ref() {
-                Some(t) if fast_free(t, h, layout.size() as u64) => {
-                    let (wrapped, offset) = header::wrap_allocated(layout);
+            let word = header::read_word(ptr);
+            if let Some(t) = state_ptr().as_ref() {
+                if let Some(s) = fast_free_check(t, word) {
+                    thread::count_free_in_slot(s, layout.size() as u64);
+                    let (wrapped, offset) = header::wrap_allocated(layout, word);
                     inner_call(|| self.inner.dealloc(ptr.sub(offset), wrapped));
+                    return;
                 }
-                _ => dealloc_slow(&self.inner, ptr, layout),
             }
+            dealloc_slow(&self.inner, ptr, layout, word)
         }
     }
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `layout` is the one the block was allocated with, so `wrap` succeeded for it.
-        let (wrapped, offset) = unsafe { header::wrap_allocated(layout) };
-        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
-            return core::ptr::null_mut();
-        };
-        let Some((new_wrapped, new_offset)) = header::wrap(new_layout) else {
-            return core::ptr::null_mut();
-        };
-        debug_assert_eq!(offset, new_offset);
-        // SAFETY: `ptr` came from us with `layout`, so `ptr - offset` is the inner block for
-        // `wrapped`; the inner realloc keeps the first `min(old, new)` bytes, including the
-        // header (the offset does not change with the size), and returns a block valid for
-        // `new_wrapped`, in which we write the new header at the same offset.
+        // SAFETY: `layout` is the one the block was allocated with, so `wrap_allocated` gives
+        // the inner block; the fast path's block is narrow (its test compares the whole word),
+        // so the new block keeps the 8-byte offset, checked for overflow by `wrap`; the inner
+        // realloc keeps the header bytes and returns a block valid for `new_wrapped`.
         unsafe {
-            let old = header::header_ptr(ptr).read();
-            let base = inner_call(|| {
-                self.inner
-                    .realloc(ptr.sub(offset), wrapped, new_wrapped.size())
-            });
-            if base.is_null() {
-                // The old block is untouched and still owned by the caller.
-                return base;
-            }
-            let user = base.add(offset);
-            let (old_size, new_size) = (layout.size() as u64, new_size as u64);
+            let word = header::read_word(ptr);
             if let Some(t) = state_ptr().as_ref() {
-                if fast_free(t, old, old_size) {
-                    // The free is recorded; the allocation is this thread's next event, so
-                    // `alloc_slow` (a fresh `on_alloc`) is exactly `on_realloc`'s second half.
-                    return match fast_alloc(t, new_size) {
-                        Some((path, run)) => {
-                            header::write_unsited(user, path, run);
-                            user
+                if let Some(s) = fast_free_check(t, word) {
+                    let new_size64 = new_size as u64;
+                    if let Some(f) = fast_alloc_check(t, new_size64) {
+                        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align())
+                        else {
+                            return core::ptr::null_mut();
+                        };
+                        let Some((new_wrapped, offset)) = header::wrap(new_layout) else {
+                            return core::ptr::null_mut();
+                        };
+                        let (wrapped, _) = header::wrap_allocated(layout, word);
+                        let base = inner_call(|| {
+                            self.inner
+                                .realloc(ptr.sub(offset), wrapped, new_wrapped.size())
+                        });
+                        if base.is_null() {
+                            return base;
                         }
-                        None => alloc_slow(user, new_size),
-                    };
+                        thread::count_free_in_slot(s, layout.size() as u64);
+                        let (path, run) = fast_alloc_commit(t, f, new_size64);
+                        let user = base.add(offset);
+                        header::write_unsited(user, offset, path, run);
+                        return user;
+                    }
                 }
             }
-            realloc_slow(user, old, old_size, new_size)
+            realloc_slow(&self.inner, ptr, layout, word, new_size)
         }
     }
 }
 
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
 /// Counts a new block of `size` bytes made outside `GlobalAlloc` (the `malloc` feature's C
-/// blocks) exactly as `alloc` counts one, and writes its header before `anchor`.
+/// blocks) exactly as `alloc` counts one, and writes its header before `anchor` (narrow
+/// without a callsite, wide with one).
 ///
 /// # Safety
-/// The `HEADER_SIZE` bytes before `anchor` must be writable and 8-aligned, inside the block.
+/// The `WIDE_HEADER_SIZE` bytes before `anchor` must be writable and 8-aligned, inside the
+/// block.
+#[inline(always)]
+pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
+    // SAFETY: as in `TrackingAllocator::alloc`, with `anchor` for the user pointer and room
+    // for a wide header before it.
+    unsafe {
+        if let Some(t) = state_ptr().as_ref() {
+            if let Some(f) = fast_alloc_check(t, size) {
+                let (path, run) = fast_alloc_commit(t, f, size);
+                header::write_unsited(anchor, header::HEADER_SIZE, path, run);
+                return;
+            }
+        }
+        record_alloc_slow(anchor, size);
+    }
+}
+
+/// [`record_alloc`]'s full path.
+///
+/// # Safety
+/// As for [`record_alloc`].
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[cold]
+#[inline(never)]
+unsafe fn record_alloc_slow(anchor: *mut u8, size: u64) {
+    let h = on_alloc(size);
+    // SAFETY: the caller guarantees room for a wide header.
+    unsafe { header::write(anchor, header_room(&h), h) };
+}
+
+/// The header room a C block's header needs: narrow without a callsite, wide with one.
 #[cfg(all(
     feature = "malloc",
     target_os = "linux",
@@ -542,17 +680,28 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     target_pointer_width = "64"
 ))]
 #[inline(always)]
-pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
-    // SAFETY: as in `TrackingAllocator::alloc`, with `anchor` for the user pointer.
-    unsafe {
-        if let Some(t) = state_ptr().as_ref() {
-            if let Some((path, run)) = fast_alloc(t, size) {
-                header::write_unsited(anchor, path, run);
-                return;
-            }
-        }
-        alloc_slow(anchor, size);
+fn header_room(h: &Header) -> usize {
+    if h.site == 0 {
+        header::HEADER_SIZE
+    } else {
+        header::WIDE_HEADER_SIZE
     }
+}
+
+/// The header of a block recorded by [`record_alloc`] or [`record_realloc`].
+///
+/// # Safety
+/// `anchor` must be that of a live block recorded by them.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) unsafe fn recorded_header(anchor: *mut u8) -> Header {
+    // SAFETY: per the caller, the header before `anchor` was written by us.
+    unsafe { header::read(anchor, header::read_word(anchor)) }
 }
 
 /// Counts the free of a block recorded by [`record_alloc`] (header before `anchor`, `size`
@@ -568,12 +717,17 @@ pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
 ))]
 #[inline(always)]
 pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
-    // SAFETY: per the caller, the header before `anchor` was written by us.
-    let h = unsafe { header::header_ptr(anchor).read() };
-    // SAFETY: as in `on_alloc`.
-    match unsafe { state_ptr().as_ref() } {
-        Some(t) if fast_free(t, h, size) => {}
-        _ => on_free(h, size),
+    // SAFETY: per the caller, the header before `anchor` was written by us; a non-null
+    // `state_ptr` is this thread's `TLS`.
+    unsafe {
+        let word = header::read_word(anchor);
+        if let Some(t) = state_ptr().as_ref() {
+            if let Some(s) = fast_free_check(t, word) {
+                thread::count_free_in_slot(s, size);
+                return;
+            }
+        }
+        on_free(header::read(anchor, word), size);
     }
 }
 
@@ -589,10 +743,11 @@ pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
     target_env = "gnu",
     target_pointer_width = "64"
 ))]
-#[inline(always)]
+#[inline(never)]
 pub(crate) unsafe fn record_realloc(old: Header, anchor: *mut u8, old_size: u64, new_size: u64) {
-    // SAFETY: the header bytes before `anchor` are ours to write (the caller's guarantee).
-    unsafe { realloc_slow(anchor, old, old_size, new_size) };
+    let h = on_realloc(old, old_size, new_size);
+    // SAFETY: the caller guarantees room for a wide header before `anchor`.
+    unsafe { header::write(anchor, header_room(&h), h) };
 }
 
 /// Whether a `TrackingAllocator` is installed as this program's global allocator.

@@ -37,8 +37,8 @@ use core::cell::Cell;
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::alloc::{record_alloc, record_free, record_realloc};
-use crate::header::{self, HEADER_SIZE};
+use crate::alloc::{record_alloc, record_free, record_realloc, recorded_header};
+use crate::header::WIDE_HEADER_SIZE;
 
 // glibc's own entry points (exported since GLIBC_2.2.5), which its `malloc` family wraps.
 extern "C" {
@@ -56,7 +56,10 @@ const TAG_BASE: u64 = 0xa11c_5c0e_0000_0008;
 /// The tag's bits that hold `log2(offset)`.
 const TAG_SHIFT_MASK: u64 = 0x3f0;
 
-const _: () = assert!(HEADER_SIZE + 16 <= SMALL_OFFSET, "size, header and tag fit");
+const _: () = assert!(
+    WIDE_HEADER_SIZE + 16 <= SMALL_OFFSET,
+    "size, header and tag fit"
+);
 const _: () = assert!(
     core::mem::size_of::<usize>() == 8,
     "glibc 64-bit chunk layout"
@@ -317,7 +320,7 @@ pub(crate) unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_v
     let (old_size, old_header) = unsafe {
         (
             user.sub(32).cast::<u64>().read(),
-            header::header_ptr(anchor(user)).read(),
+            recorded_header(anchor(user)),
         )
     };
     if offset == SMALL_OFFSET {

@@ -5,7 +5,7 @@
 //! moment stays locked forever in the child, so a child entering a scope or building a report
 //! could hang. Like glibc's malloc, the handlers here take every lock allocscope owns before
 //! the fork and release them after it — in the parent by unlocking, in the child by making each
-//! lock new again (see [`reset_raw`]): the child has no other thread, and a normal unlock could
+//! lock new again (its type's `INIT`, see [`reset`]): the child has no other thread, and a normal unlock could
 //! hand the lock to a parent thread that was parked on it (parking_lot's fair hand-off),
 //! leaving it held forever by a thread that does not exist there.
 //!
@@ -14,15 +14,16 @@
 //!   **participant**: it is registered with [`register`] before it is first locked (the
 //!   module that owns it registers it when it initialises it). Participants today:
 //!   - `registry`: the job list, each job's recent runs, the path lock, the run free list, and
-//!     the job-name and path indexes ([`ShardedMap`], every shard);
+//!     the job-name and path indexes (`DashMap`s, every shard);
 //!   - `scope`: the `on_run_finished` hook table;
 //!   - `report::dump`: the automatic dump settings and the dump write lock;
 //!   - `report::stacks`: the stack table, held while the symbol cache below is used, so
 //!     it is always registered (and taken) before it;
-//!   - `report::symbolize`: the symbol cache ([`ShardedMap`], every shard);
+//!   - `report::symbolize`: the symbol cache (a `DashMap`, every shard);
 //!   - `testing`: the check-slot table;
 //!   - `series`: the run-event and timeline-sample stores;
-//!   - `timeline`: the sampler handle.
+//!   - `timeline`: the sampler handle;
+//!   - `http`: the server started from the environment (`FROM_ENV`).
 //! * No participant's lock is held while another participant's lock is acquired (each module
 //!   keeps its locks to itself), so the prepare handler may take them in registration order
 //!   without deadlocking — except the stack table, held while the symbol cache is used,
@@ -31,17 +32,26 @@
 //!   be registered half-way through a fork.
 //! * This module is a leaf: it knows lock types, not the modules that own them.
 //!
-//! Not covered (no lock of ours): the allocation hot path takes no lock at all; the lock-free
-//! stack and site tables need nothing. `std::sync::Once`s that were running at the fork (the
-//! first environment read, a table's first initialisation) and the `backtrace` crate's own
-//! lock cannot be reset: a fork at the very instant another thread runs one of those is not
-//! covered. Fork-then-exec is always safe.
+//! Locks of ours that are not participants, and why a fork cannot hang on them:
+//! - `callsite::cached`'s snapshot build lock: only ever `try_lock`ed, from the allocation path
+//!   (where registering would take a lock). A child that finds it held keeps the module
+//!   snapshot it has; frames outside it fall back to libgcc's unwinder.
+//! - the HTTP server's report lock (`http::server`'s `Shared::build`): only the server's own
+//!   threads take it, and they do not exist in a forked child (a server the child starts has
+//!   its own). `http`'s `FROM_ENV` (the server started from `ALLOCSCOPE_HTTP`) is a participant.
+//!
+//! Not covered: `std::sync::Once`s that were running at the fork (the first environment read,
+//! a table's first initialisation) and the `backtrace` crate's own lock cannot be reset: a fork
+//! at the very instant another thread runs one of those is not covered. The allocation hot
+//! path takes no lock at all; the lock-free stack and site tables need nothing. Fork-then-exec
+//! is always safe.
 
 use core::sync::atomic::{AtomicBool, Ordering::*};
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 
-use parking_lot::{Mutex, RwLock};
+use dashmap::DashMap;
+use parking_lot::lock_api::{self, RawMutex, RawRwLock};
+use parking_lot::Mutex;
 
 /// Something holding locks that must be taken around `fork()`.
 pub(crate) trait AtFork: Sync {
@@ -58,16 +68,17 @@ pub(crate) trait AtFork: Sync {
     unsafe fn release(&self, child: bool);
 }
 
-impl<T: Send> AtFork for Mutex<T> {
+impl<R: RawMutex + Sync, T: Send> AtFork for lock_api::Mutex<R, T> {
     fn prepare(&self) {
         core::mem::forget(self.lock());
     }
 
     unsafe fn release(&self, child: bool) {
-        // SAFETY: per the trait: this thread holds the lock through a forgotten guard.
+        // SAFETY: per the trait: this thread holds the lock through a forgotten guard; in the
+        // child no other thread exists (see `reset`).
         unsafe {
             if child {
-                reset_raw((self.raw() as *const parking_lot::RawMutex).cast_mut());
+                reset(self.raw(), R::INIT);
             } else {
                 self.force_unlock();
             }
@@ -75,19 +86,42 @@ impl<T: Send> AtFork for Mutex<T> {
     }
 }
 
-impl<T: Send + Sync> AtFork for RwLock<T> {
+impl<R: RawRwLock + Sync, T: Send + Sync> AtFork for lock_api::RwLock<R, T> {
     fn prepare(&self) {
         core::mem::forget(self.write());
     }
 
     unsafe fn release(&self, child: bool) {
-        // SAFETY: per the trait: this thread holds the write lock through a forgotten guard.
+        // SAFETY: per the trait: this thread holds the write lock through a forgotten guard; in
+        // the child no other thread exists (see `reset`).
         unsafe {
             if child {
-                reset_raw((self.raw() as *const parking_lot::RawRwLock).cast_mut());
+                reset(self.raw(), R::INIT);
             } else {
                 self.force_unlock_write();
             }
+        }
+    }
+}
+
+/// A `DashMap` is covered through its shard locks (dashmap's `raw-api`): every shard's write
+/// lock is taken, in shard order, and released in reverse.
+impl<K, V, S> AtFork for DashMap<K, V, S>
+where
+    K: Eq + Hash + Send + Sync,
+    V: Send + Sync,
+    S: BuildHasher + Clone + Send + Sync,
+{
+    fn prepare(&self) {
+        for shard in self.shards() {
+            shard.prepare();
+        }
+    }
+
+    unsafe fn release(&self, child: bool) {
+        for shard in self.shards().iter().rev() {
+            // SAFETY: per the trait; `prepare` took every shard.
+            unsafe { shard.release(child) };
         }
     }
 }
@@ -159,152 +193,34 @@ unsafe fn release_all(child: bool) {
     }
 }
 
-/// Makes a raw lock new (unlocked, no waiters).
+/// Makes a raw lock new (unlocked, no waiters): writes `init` (the lock type's `INIT`) over it.
 ///
 /// # Safety
-/// `raw` points to a lock that no live thread holds or waits for (true in the child just
-/// after `fork()` for locks the prepare handler held); the lock's state is entirely atomics,
-/// so writing it through a pointer derived from a shared reference is a write into
-/// `UnsafeCell`s.
-pub(crate) unsafe fn reset_raw<R: ResetLock>(raw: *mut R) {
+/// `raw` is a lock that no live thread holds or waits for (true in the child just after
+/// `fork()` for locks the prepare handler held); the lock's state is entirely atomics, so
+/// writing it through a pointer derived from a shared reference is a write into `UnsafeCell`s.
+unsafe fn reset<R>(raw: &R, init: R) {
     // SAFETY: per the caller.
-    unsafe { raw.write(R::NEW) };
-}
-
-/// A raw lock's unlocked state.
-pub(crate) trait ResetLock {
-    const NEW: Self;
-}
-
-impl ResetLock for parking_lot::RawMutex {
-    const NEW: Self = <parking_lot::RawMutex as parking_lot::lock_api::RawMutex>::INIT;
-}
-
-impl ResetLock for parking_lot::RawRwLock {
-    const NEW: Self = <parking_lot::RawRwLock as parking_lot::lock_api::RawRwLock>::INIT;
-}
-
-// ---------------------------------------------------------------------------------------------
-// A concurrent map whose locks the handlers can take
-// ---------------------------------------------------------------------------------------------
-
-/// Shards of [`ShardedMap`].
-const SHARDS: usize = 16;
-
-/// FNV-1a: a small deterministic hash for choosing a shard and inside shards (keys are ids and
-/// job names chosen by the program, not by an attacker).
-#[derive(Default)]
-pub(crate) struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = h;
-    }
-}
-
-type Shard<K, V> = RwLock<HashMap<K, V, BuildHasherDefault<Fnv>>>;
-
-/// A concurrent hash map of `SHARDS` `RwLock`ed shards — what `dashmap` does, with locks this
-/// module can take around `fork()` (dashmap's shard locks are private). Readers of different
-/// shards never contend; an entry is never removed.
-pub(crate) struct ShardedMap<K, V> {
-    shards: [Shard<K, V>; SHARDS],
-}
-
-impl<K: Hash + Eq, V: Clone> ShardedMap<K, V> {
-    pub(crate) fn new() -> Self {
-        ShardedMap {
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::default())),
-        }
-    }
-
-    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, V> {
-        let mut h = Fnv::default();
-        key.hash(&mut h);
-        &self.shards[(h.finish() >> 7) as usize % SHARDS]
-    }
-
-    /// The value of `key`, cloned.
-    pub(crate) fn get<Q>(&self, key: &Q) -> Option<V>
-    where
-        K: std::borrow::Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.shard(key).read().get(key).cloned()
-    }
-
-    /// Inserts (or replaces) `key`.
-    pub(crate) fn insert(&self, key: K, value: V) {
-        self.shard(&key).write().insert(key, value);
-    }
-
-    /// Entries in all shards.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
-    }
-}
-
-impl<K: Send + Sync, V: Send + Sync> AtFork for ShardedMap<K, V> {
-    fn prepare(&self) {
-        for s in &self.shards {
-            s.prepare();
-        }
-    }
-
-    unsafe fn release(&self, child: bool) {
-        for s in self.shards.iter().rev() {
-            // SAFETY: per the trait; `prepare` took every shard.
-            unsafe { s.release(child) };
-        }
-    }
-}
-
-impl<K, V> std::fmt::Debug for ShardedMap<K, V> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ShardedMap").finish_non_exhaustive()
-    }
+    unsafe { (raw as *const R).cast_mut().write(init) };
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sharded_map_finds_what_it_stores() {
-        let m: ShardedMap<Box<str>, u32> = ShardedMap::new();
-        for i in 0..1000u32 {
-            m.insert(format!("job {i}").into(), i);
-        }
-        assert_eq!(m.len(), 1000);
-        assert_eq!(m.get("job 417"), Some(417));
-        assert_eq!(m.get("job 1000"), None);
-    }
+    use parking_lot::{Mutex, RwLock};
 
     #[test]
     fn locks_are_released_in_the_parent_and_reset_in_the_child() {
         // Local locks only: the process-wide handlers would also reset other tests' locks.
         let m: Mutex<u32> = Mutex::new(0);
         let r: RwLock<u32> = RwLock::new(0);
-        let map: ShardedMap<u32, u32> = ShardedMap::new();
+        let map: DashMap<u32, u32> = DashMap::with_shard_amount(4);
         for child in [false, true] {
             m.prepare();
             r.prepare();
             map.prepare();
             assert!(m.try_lock().is_none() && r.try_read().is_none());
+            assert!(map.try_get(&1).is_locked(), "every shard is held");
             // SAFETY: `prepare` ran on this thread just above and nothing else uses the locks.
             unsafe {
                 map.release(child);
@@ -315,6 +231,9 @@ mod tests {
             *r.write() += 1;
             map.insert(1, 1);
         }
-        assert_eq!((*m.lock(), *r.read(), map.get(&1)), (2, 2, Some(1)));
+        assert_eq!(
+            (*m.lock(), *r.read(), map.get(&1).map(|v| *v)),
+            (2, 2, Some(1))
+        );
     }
 }

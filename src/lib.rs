@@ -39,7 +39,8 @@
 //!   scope current at the realloc: a global cache that grows during job B shows up as held by
 //!   job B. (Some profilers keep the original owner instead; we charge the job that made the
 //!   memory grow, because that is the job to fix.)
-//! * **Bytes** are what the program asked for, without the tracker's 16-byte header. Blocks
+//! * **Bytes** are what the program asked for, without the tracker's header (8 bytes
+//!   per block for most, see `header`). Blocks
 //!   allocated outside any scope are "unscoped"; the tracker's own allocations are reported as
 //!   tracker overhead, never charged to a job.
 //! * Per-job counts are **exact** in every [`StackMode`]; the mode only decides how callsites
@@ -62,13 +63,15 @@
 //! 3. `alloc` — the `GlobalAlloc` wrapper, the hot path (its rules are at the top of the file);
 //!    `header` — the per-block metadata in front of each block; `thread` — per-thread state and
 //!    counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
+//!    `sources` — what the scope sources (span layers) saw and selected, for the report's notes;
+//!    `cmalloc` — the C `malloc` family (feature `malloc`), counting C blocks through `alloc`;
 //! 4. `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
 //!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
 //!    (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
-//!    (`memory`);
+//!    (`memory`); the report's notes about lost figures (`diagnose`);
 //! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
 //!    before an OOM kill ([`timeline::set_dump_above`], `ALLOCSCOPE_DUMP_ABOVE`); [`budget`] —
 //!    per-job limits in production (`ALLOCSCOPE_BUDGETS`); `http` — the live endpoint (feature
@@ -118,6 +121,7 @@ mod registry;
 mod report;
 mod scope;
 mod series;
+mod sources;
 mod startup;
 pub mod testing;
 mod thread;
@@ -136,7 +140,7 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use registry::{OTHER_JOBS_NAME, RECENT_RUNS};
+pub use registry::{LEDGER_RUNS, OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{
     grouped, human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
@@ -153,8 +157,9 @@ pub use report::{
     TimelineStats, Trend, TrendKind,
 };
 pub use report::{
-    report, CallsiteReport, Exclusive, FlameMetric, FlameOptions, Frame, JobReport, Report,
-    RunReport, SharedStr, Totals, TrackerStats, Usage, FORMAT, OLDEST_VERSION, VERSION,
+    report, CallsiteReport, Diagnostic, Exclusive, FlameMetric, FlameOptions, Frame, JobReport,
+    Report, RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, AGE_BUCKETS, FORMAT,
+    OLDEST_VERSION, VERSION,
 };
 pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
@@ -162,3 +167,4 @@ pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
+pub use series::LEAK_AGE_RUNS;

@@ -367,12 +367,17 @@ impl Default for StackMode {
     }
 }
 
+/// [`StackMode::Off`] as one number (see [`StackMode::encode`]).
+pub(crate) const MODE_OFF: u64 = 0;
+/// [`StackMode::Every`] as one number; any larger number is the mean of a sampled mode.
+pub(crate) const MODE_EVERY: u64 = 1;
+
 impl StackMode {
-    /// The mode as one number: 0 = off, 1 = every, n ≥ 2 = sampled with mean n.
+    /// The mode as one number: `MODE_OFF`, `MODE_EVERY`, n ≥ 2 = sampled with mean n.
     pub(crate) fn encode(self) -> u64 {
         match self {
-            StackMode::Off => 0,
-            StackMode::Every => 1,
+            StackMode::Off => MODE_OFF,
+            StackMode::Every => MODE_EVERY,
             // The rule of `mean_bytes`: 0 is off, 1 is every allocation.
             StackMode::Sampled { mean_bytes } => mean_bytes,
         }
@@ -381,8 +386,8 @@ impl StackMode {
     /// The inverse of [`encode`](Self::encode).
     pub(crate) fn decode(v: u64) -> StackMode {
         match v {
-            0 => StackMode::Off,
-            1 => StackMode::Every,
+            MODE_OFF => StackMode::Off,
+            MODE_EVERY => StackMode::Every,
             mean_bytes => StackMode::Sampled { mean_bytes },
         }
     }

@@ -16,13 +16,15 @@
 //! charged to an overflow entry and counted, never dropped silently. Path and run tables are
 //! `static` arrays of atomics: zero pages until used, readable without locks.
 
-use core::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 
-use crate::fork::{self, AtFork, ShardedMap};
+use dashmap::DashMap;
+
+use crate::fork::{self, AtFork};
 use crate::model::{Counters, RunReport};
 
 /// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
@@ -159,8 +161,8 @@ impl RunHistory {
 
 struct Tables {
     jobs: RwLock<Vec<Arc<JobEntry>>>,
-    job_ids: ShardedMap<Box<str>, u32>,
-    path_ids: ShardedMap<(u32, u32), u32>,
+    job_ids: DashMap<Box<str>, u32>,
+    path_ids: DashMap<(u32, u32), u32>,
     path_lock: Mutex<()>,
     free_runs: Mutex<VecDeque<u32>>,
     next_run: AtomicU32,
@@ -215,12 +217,13 @@ fn tables() -> &'static Tables {
     TABLES.get_or_init(|| {
         let t = Tables {
             jobs: RwLock::new(Vec::new()),
-            job_ids: ShardedMap::new(),
-            path_ids: ShardedMap::new(),
+            job_ids: DashMap::new(),
+            path_ids: DashMap::new(),
             path_lock: Mutex::new(()),
             free_runs: Mutex::new(VecDeque::new()),
             next_run: AtomicU32::new(1),
         };
+        ledger_init(JOB_OTHER);
         t.jobs
             .write()
             .push(Arc::new(JobEntry::new(OTHER_JOBS_NAME)));
@@ -298,11 +301,11 @@ impl JobEntry {
 /// The id of job `name`, creating it if needed. Must run untracked (it may allocate).
 pub(crate) fn job_id(name: &str) -> u32 {
     let t = tables();
-    if let Some(id) = t.job_ids.get(name) {
+    if let Some(id) = t.job_ids.get(name).map(|id| *id) {
         return id;
     }
     let mut jobs = t.jobs.write();
-    if let Some(id) = t.job_ids.get(name) {
+    if let Some(id) = t.job_ids.get(name).map(|id| *id) {
         return id;
     }
     if jobs.len() >= MAX_JOBS {
@@ -310,6 +313,7 @@ pub(crate) fn job_id(name: &str) -> u32 {
         return JOB_OTHER;
     }
     let id = jobs.len() as u32;
+    ledger_init(id);
     jobs.push(Arc::new(JobEntry::new(name)));
     t.job_ids.insert(name.into(), id);
     id
@@ -341,11 +345,11 @@ pub(crate) fn path_id(parent: Option<u32>, job: u32) -> u32 {
         return parent;
     }
     let t = tables();
-    if let Some(id) = t.path_ids.get(&(parent, job)) {
+    if let Some(id) = t.path_ids.get(&(parent, job)).map(|id| *id) {
         return id;
     }
     let _g = t.path_lock.lock();
-    if let Some(id) = t.path_ids.get(&(parent, job)) {
+    if let Some(id) = t.path_ids.get(&(parent, job)).map(|id| *id) {
         return id;
     }
     let id = PATH_COUNT.load(Relaxed);
@@ -419,6 +423,14 @@ pub(crate) struct RunSlot {
     pub free_bytes: AtomicU64,
     live: AtomicI64,
     peak: AtomicI64,
+    /// The record of the last run that finished in this slot, kept until the slot finishes
+    /// its next run, so that frees of that run's blocks find its job and run number:
+    /// `fin_token` is its token (0 while rewritten), `fin_job` its job, `fin_run` its job's
+    /// run number, `fin_parent` the token of the run it was nested in.
+    fin_token: AtomicU32,
+    fin_job: AtomicU32,
+    fin_run: AtomicU64,
+    fin_parent: AtomicU32,
 }
 
 impl RunSlot {
@@ -426,6 +438,10 @@ impl RunSlot {
         Self {
             gen: AtomicU32::new(0),
             parent: AtomicU32::new(0),
+            fin_token: AtomicU32::new(0),
+            fin_job: AtomicU32::new(0),
+            fin_run: AtomicU64::new(0),
+            fin_parent: AtomicU32::new(0),
             alloc_objects: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             free_objects: AtomicU64::new(0),
@@ -494,9 +510,17 @@ pub(crate) struct RunTotals {
     pub peak_bytes: u64,
 }
 
-/// Ends a run: returns its figures and recycles its slot. Must run untracked.
-pub(crate) fn run_end(token: u32) -> Option<RunTotals> {
+/// Ends a run, run number `number` of job `job`: returns its figures and recycles its slot.
+/// Must run untracked.
+///
+/// The finish record and the ledger entry are written before the token goes stale, and the
+/// figures read after, so a free of the run's blocks on another thread is counted once: in the
+/// run's figures (token still active) or in its ledger entry (stale), except for a free that
+/// tested the token just before and added just after (a window of a few instructions).
+pub(crate) fn run_end(token: u32, job: u32, number: u64) -> Option<RunTotals> {
     let slot = token_slot(token)?;
+    ledger_begin_finish(slot, token, job, number);
+    slot.gen.fetch_add(1, AcqRel);
     let totals = RunTotals {
         counters: Counters {
             alloc_objects: slot.alloc_objects.load(Relaxed),
@@ -506,7 +530,7 @@ pub(crate) fn run_end(token: u32) -> Option<RunTotals> {
         },
         peak_bytes: slot.peak.load(Relaxed).max(0) as u64,
     };
-    slot.gen.fetch_add(1, Release);
+    ledger_end_finish(job, number, &totals.counters);
     tables().free_runs.lock().push_back(token >> 16);
     Some(totals)
 }
@@ -535,10 +559,224 @@ pub(crate) fn run_add(token: u32, ao: u64, ab: u64, fo: u64, fb: u64, live: i64,
     }
 }
 
-/// A free, from another thread or after a context switch, of a block allocated by run `token`.
+/// A free, from another thread or after a context switch, of a block allocated by run `token`:
+/// charged to the run while it is active, to its ledger entry once it finished.
 #[inline]
 pub(crate) fn run_remote_free(token: u32, bytes: u64) {
-    if token != 0 {
+    if token == 0 {
+        return;
+    }
+    if run_active(token) {
         run_add(token, 0, 0, 1, bytes, -(bytes as i64), 0);
+    } else {
+        ledger_free(token, bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retained by run of origin
+// ---------------------------------------------------------------------------------------------
+
+/// Finished runs of a job whose holdings are kept apart, by run number; older runs' blocks are
+/// counted together (a report's `retained_older`).
+pub const LEDGER_RUNS: usize = 64;
+
+/// What one finished run still holds: its retained figures when it finished, less every free
+/// of its blocks since (charged here by `ledger_free`, from any thread, at any later time).
+struct LedgerEntry {
+    /// The job's run number (from 1); 0 while the entry is empty or being rewritten.
+    run: AtomicU64,
+    /// The run's token, so that a free finds the entry only for blocks of that very run.
+    token: AtomicU32,
+    at_finish_objects: AtomicU64,
+    at_finish_bytes: AtomicU64,
+    freed_objects: AtomicU64,
+    freed_bytes: AtomicU64,
+}
+
+impl LedgerEntry {
+    const fn new() -> Self {
+        Self {
+            run: AtomicU64::new(0),
+            token: AtomicU32::new(0),
+            at_finish_objects: AtomicU64::new(0),
+            at_finish_bytes: AtomicU64::new(0),
+            freed_objects: AtomicU64::new(0),
+            freed_bytes: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A job's last `LEDGER_RUNS` finished runs, in a ring indexed by run number: 64 × 48 bytes =
+/// 3 KiB per job, allocated when the job is created (once; jobs are never removed).
+pub(crate) struct Ledger {
+    entries: [LedgerEntry; LEDGER_RUNS],
+}
+
+/// Each job's ledger by job id, reachable from the free path without a lock.
+static LEDGERS: [AtomicPtr<Ledger>; MAX_JOBS] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_JOBS];
+
+/// Creates job `id`'s ledger (once). Must run untracked (it allocates).
+fn ledger_init(id: u32) {
+    if let Some(slot) = LEDGERS.get(id as usize) {
+        if slot.load(Acquire).is_null() {
+            let l: &'static mut Ledger = Box::leak(Box::new(Ledger {
+                entries: [const { LedgerEntry::new() }; LEDGER_RUNS],
+            }));
+            slot.store(l, Release);
+        }
+    }
+}
+
+fn ledger(job: u32) -> Option<&'static Ledger> {
+    let p = LEDGERS.get(job as usize)?.load(Acquire);
+    // SAFETY: non-null pointers in `LEDGERS` come from `Box::leak` in `ledger_init` and are
+    // never freed or replaced.
+    unsafe { p.as_ref() }
+}
+
+/// What a finished run of a job still holds now, for reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunHolding {
+    /// The job's run number.
+    pub run: u64,
+    /// Still-live blocks allocated by the run (inclusive of runs nested in it).
+    pub retained: Counters,
+    /// Whether any of the run's blocks was freed after the run finished.
+    pub freed_since: bool,
+}
+
+/// Job `job`'s finished runs among its last `LEDGER_RUNS` (run numbers above
+/// `finished - LEDGER_RUNS`), oldest first, with what each still holds (including runs that
+/// hold nothing).
+pub(crate) fn job_holdings(job: u32, finished: u64) -> Vec<RunHolding> {
+    let Some(l) = ledger(job) else {
+        return Vec::new();
+    };
+    let oldest = finished.saturating_sub(LEDGER_RUNS as u64);
+    let mut out: Vec<RunHolding> = Vec::with_capacity(LEDGER_RUNS);
+    for e in &l.entries {
+        for _ in 0..100 {
+            let run = e.run.load(Acquire);
+            if run == 0 || run <= oldest || run > finished {
+                break;
+            }
+            let ao = e.at_finish_objects.load(Relaxed);
+            let ab = e.at_finish_bytes.load(Relaxed);
+            let fo = e.freed_objects.load(Relaxed);
+            let fb = e.freed_bytes.load(Relaxed);
+            core::sync::atomic::fence(Acquire);
+            if e.run.load(Relaxed) != run {
+                continue;
+            }
+            out.push(RunHolding {
+                run,
+                retained: Counters {
+                    alloc_objects: ao,
+                    alloc_bytes: ab,
+                    free_objects: fo.min(ao),
+                    free_bytes: fb.min(ab),
+                },
+                freed_since: fo != 0,
+            });
+            break;
+        }
+    }
+    out.sort_by_key(|h| h.run);
+    out
+}
+
+/// Records, before the run's token goes stale, that run `number` of `job` (token `token`,
+/// nested in `parent`) is finishing: the slot keeps the record until it is reused (FIFO: after
+/// ~65,535 later runs of the process) and the job's ledger gets an empty entry for the run.
+fn ledger_begin_finish(slot: &RunSlot, token: u32, job: u32, number: u64) {
+    slot.fin_token.store(0, Relaxed);
+    core::sync::atomic::fence(Release);
+    slot.fin_job.store(job, Relaxed);
+    slot.fin_run.store(number, Relaxed);
+    slot.fin_parent.store(slot.parent.load(Relaxed), Relaxed);
+    slot.fin_token.store(token, Release);
+    if let Some(l) = ledger(job) {
+        let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
+        e.run.store(0, Relaxed);
+        core::sync::atomic::fence(Release);
+        e.token.store(token, Relaxed);
+        for a in [
+            &e.at_finish_objects,
+            &e.at_finish_bytes,
+            &e.freed_objects,
+            &e.freed_bytes,
+        ] {
+            a.store(0, Relaxed);
+        }
+        e.run.store(number, Release);
+    }
+}
+
+/// Sets what run `number` of `job` held when it finished (after its token went stale: frees
+/// from then on are charged through `ledger_free`).
+fn ledger_end_finish(job: u32, number: u64, retained: &Counters) {
+    if let Some(l) = ledger(job) {
+        let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
+        if e.run.load(Acquire) == number {
+            e.at_finish_objects.store(
+                retained.alloc_objects.saturating_sub(retained.free_objects),
+                Relaxed,
+            );
+            e.at_finish_bytes.store(
+                retained.alloc_bytes.saturating_sub(retained.free_bytes),
+                Relaxed,
+            );
+        }
+    }
+}
+
+/// The finish record of the run `token` if its slot still holds it: (job, run number, parent
+/// token).
+fn finished_record(token: u32) -> Option<(u32, u64, u32)> {
+    let idx = (token >> 16) as usize;
+    if idx == 0 || idx > MAX_RUNS {
+        return None;
+    }
+    let slot = &RUNS[idx];
+    if slot.fin_token.load(Acquire) != token {
+        return None;
+    }
+    let rec = (
+        slot.fin_job.load(Relaxed),
+        slot.fin_run.load(Relaxed),
+        slot.fin_parent.load(Relaxed),
+    );
+    core::sync::atomic::fence(Acquire);
+    (slot.fin_token.load(Relaxed) == token).then_some(rec)
+}
+
+/// A free of a block of the finished run `token`: charged back to that run in its job's
+/// ledger, then to the runs it was nested in (an active one through `run_add`, a finished one
+/// through its own ledger). Lock-free; a run whose record is gone (its slot reused) or that
+/// left its job's window is not charged (its blocks are counted in `retained_older`).
+#[cold]
+#[inline(never)]
+fn ledger_free(mut token: u32, bytes: u64) {
+    for _ in 0..=MAX_DEPTH {
+        let Some((job, number, parent)) = finished_record(token) else {
+            return;
+        };
+        if let Some(l) = ledger(job) {
+            let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
+            if e.run.load(Acquire) == number && e.token.load(Relaxed) == token {
+                e.freed_objects.fetch_add(1, Relaxed);
+                e.freed_bytes.fetch_add(bytes, Relaxed);
+            }
+        }
+        if parent == 0 {
+            return;
+        }
+        if run_active(parent) {
+            run_add(parent, 0, 0, 1, bytes, -(bytes as i64), 0);
+            return;
+        }
+        token = parent;
     }
 }

@@ -90,11 +90,11 @@ impl ActiveRun {
     /// figures the thread accumulated are flushed). Calls the hooks in the caller's context.
     pub(crate) fn finish(self, panicked: bool) -> RunReport {
         let report = untracked(|| {
-            let totals = registry::run_end(self.token);
             let entry = registry::job(self.job);
             // Release: the thread left the run's scope (its figures are flushed) before this, and a
             // snapshot reads `runs` first with acquire (see `report::snapshot`).
             let run = entry.runs.fetch_add(1, Release) + 1;
+            let totals = registry::run_end(self.token, self.job, run);
             entry.active_runs.fetch_sub(1, Relaxed);
             if panicked {
                 entry.panicked_runs.fetch_add(1, Relaxed);

@@ -9,6 +9,22 @@
 //! Reports read pending figures directly from the slots, under a per-slot sequence counter that
 //! the owner makes odd while it flushes, so figures are neither lost nor counted twice.
 //!
+//! # The slot lock (what keeps a report's read consistent)
+//! A flush moves figures from a slot into the shared counters; a report that read the slot
+//! before the flush and the shared counters after it would count them twice. Reports first
+//! read optimistically (sequence numbers, no lock, owners never wait). When that read cannot be
+//! made consistent (owners flushed during each attempt), the report **holds** every in-use
+//! slot's `lock` while it reads the slots and the shared path counters. The owner takes its own
+//! slot's lock around every flush and context switch (one uncontended swap on its own cache
+//! line; never on the alloc/free path), so it waits — spinning, then yielding — only while a
+//! report holds it, for the length of one read of the path counters. Rules:
+//! * Only `flush_slot`'s callers (context switch, thread exit) and `hold_slots` take a lock;
+//!   nothing is allocated, and no other lock is taken, while the owner holds its own.
+//! * The locks are a `fork` participant (taken before, released after), so a child never
+//!   inherits a held one.
+//! * Not async-signal-safe: a signal handler that enters a scope while its thread is flushing
+//!   waits for itself (scopes in signal handlers are not supported).
+//!
 //! The thread-local `TLS` is `const`-initialised and has no destructor, so it is usable during
 //! thread teardown. Releasing a slot at thread exit needs a destructor; that lives in a second
 //! thread-local (`SlotOwner`) that is touched only on the cold path that claims a slot. A thread
@@ -81,6 +97,9 @@ thread_local! {
 pub(crate) struct ThreadSlot {
     /// Odd while the owner flushes or switches context.
     seq: AtomicU32,
+    /// Held by the owner while it flushes or switches context, and by a report reading under
+    /// locks (see the module docs).
+    lock: AtomicBool,
     in_use: AtomicBool,
     path: AtomicU32,
     run: AtomicU32,
@@ -96,6 +115,7 @@ impl ThreadSlot {
     const fn new() -> Self {
         Self {
             seq: AtomicU32::new(0),
+            lock: AtomicBool::new(false),
             in_use: AtomicBool::new(false),
             path: AtomicU32::new(PATH_UNSCOPED),
             run: AtomicU32::new(0),
@@ -210,9 +230,12 @@ impl Drop for SlotOwner {
                 let slot = &SLOTS[s as usize - 1];
                 // Fold what is pending into the shared counters, then stop using the slot:
                 // this thread's remaining allocations (later destructors) use shared atomics.
+                register_at_fork();
+                lock_slot(slot);
                 flush_slot(slot, t.path.get(), t.run.get());
                 t.slot.set(SLOT_NONE);
                 t.slot_ref.set(None);
+                unlock_slot(slot);
                 slot.in_use.store(false, Release);
             }
             t.busy.set(was_busy);
@@ -293,8 +316,54 @@ pub(crate) fn count_free_shared(path: u32, run: u32, bytes: u64) {
     registry::run_remote_free(run, bytes);
 }
 
+/// Takes a slot's lock: spins briefly, then yields (the holder is a report reading the path
+/// counters, or the owner flushing; neither holds it long).
+fn lock_slot(s: &ThreadSlot) {
+    let mut spins = 0u32;
+    while s.lock.swap(true, Acquire) {
+        while s.lock.load(Relaxed) {
+            if spins < 100 {
+                spins += 1;
+                core::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn unlock_slot(s: &ThreadSlot) {
+    s.lock.store(false, Release);
+}
+
+/// The slot locks around `fork()`: a child must not inherit one held by a thread it does not
+/// have (its next context switch, or a report, would wait forever).
+struct SlotsAtFork;
+
+impl crate::fork::AtFork for SlotsAtFork {
+    fn prepare(&self) {
+        for s in SLOTS.iter() {
+            lock_slot(s);
+        }
+    }
+
+    unsafe fn release(&self, _child: bool) {
+        // A spin flag has no waiters to hand over to: unlocking is the same in both processes.
+        for s in SLOTS.iter() {
+            unlock_slot(s);
+        }
+    }
+}
+
+/// Registers the slot locks with `fork` before this thread first takes one.
+#[inline]
+fn register_at_fork() {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| crate::fork::register(&SlotsAtFork));
+}
+
 /// Folds a slot's pending figures into the shared counters of `path` and `run`, and zeroes it.
-/// Only the owning thread calls this.
+/// Only the owning thread calls this, holding the slot's lock.
 fn flush_slot(s: &ThreadSlot, path: u32, run: u32) {
     let seq = s.seq.load(Relaxed);
     s.seq.store(seq.wrapping_add(1), Relaxed);
@@ -332,6 +401,8 @@ pub(crate) fn switch_context(path: u32, run: u32) -> (u32, u32) {
         let s = t.slot.get();
         if s != SLOT_NONE && s != SLOT_UNCLAIMED {
             let slot = &SLOTS[s as usize - 1];
+            register_at_fork();
+            lock_slot(slot);
             let seq = slot.seq.load(Relaxed);
             flush_slot(slot, prev.0, prev.1);
             // Re-open the sequence to publish the new context atomically with the flush.
@@ -340,6 +411,7 @@ pub(crate) fn switch_context(path: u32, run: u32) -> (u32, u32) {
             slot.path.store(path, Relaxed);
             slot.run.store(run, Relaxed);
             slot.seq.store(seq.wrapping_add(4), Release);
+            unlock_slot(slot);
         }
         t.path.set(path);
         t.run.set(run);
@@ -363,39 +435,82 @@ pub(crate) struct Pending {
     pub counters: Counters,
 }
 
-/// Reads every in-use slot's pending figures without stopping its owner. A slot whose owner is
-/// mid-flush is retried a bounded number of times (an owner that vanished, e.g. in a forked
-/// child, must not hang the reader).
-pub(crate) fn pending_all(out: &mut Vec<Pending>) {
+/// Reads every in-use slot's pending figures without stopping its owner (optimistic read).
+/// Returns `false` when a slot could not be read because its owner stayed mid-flush for a few
+/// attempts: the read is then incomplete, and the caller reads again or under
+/// [`hold_slots`].
+pub(crate) fn pending_all(out: &mut Vec<Pending>) -> bool {
     out.clear();
+    let mut complete = true;
     for s in SLOTS.iter() {
         if !s.in_use.load(Acquire) {
             continue;
         }
-        for _ in 0..10_000 {
+        let mut read = false;
+        for _ in 0..64 {
             let s1 = s.seq.load(Acquire);
             if s1 & 1 == 1 {
                 core::hint::spin_loop();
                 continue;
             }
-            let p = Pending {
-                slot: s,
-                seq: s1,
-                path: s.path.load(Relaxed),
-                counters: Counters {
-                    alloc_objects: s.alloc_objects.load(Relaxed),
-                    alloc_bytes: s.alloc_bytes.load(Relaxed),
-                    free_objects: s.free_objects.load(Relaxed),
-                    free_bytes: s.free_bytes.load(Relaxed),
-                },
-            };
+            let p = read_slot(s, s1);
             core::sync::atomic::fence(Acquire);
             if s.seq.load(Relaxed) == s1 {
                 out.push(p);
+                read = true;
                 break;
             }
         }
+        complete &= read;
     }
+    complete
+}
+
+fn read_slot(s: &'static ThreadSlot, seq: u32) -> Pending {
+    Pending {
+        slot: s,
+        seq,
+        path: s.path.load(Relaxed),
+        counters: Counters {
+            alloc_objects: s.alloc_objects.load(Relaxed),
+            alloc_bytes: s.alloc_bytes.load(Relaxed),
+            free_objects: s.free_objects.load(Relaxed),
+            free_bytes: s.free_bytes.load(Relaxed),
+        },
+    }
+}
+
+/// Every in-use slot held by a report: no owner flushes or switches context until it is
+/// dropped, so the pending figures read under it and the shared counters read while it is
+/// held are one consistent read. Hold it only for that read (owners wait meanwhile).
+pub(crate) struct HeldSlots(Vec<&'static ThreadSlot>);
+
+impl Drop for HeldSlots {
+    fn drop(&mut self) {
+        for s in &self.0 {
+            unlock_slot(s);
+        }
+    }
+}
+
+/// Takes the lock of every in-use slot and reads its pending figures into `out` (the fallback
+/// of a report whose optimistic reads kept meeting flushes). Must run untracked, and the caller
+/// must not enter or leave a scope while holding the result.
+pub(crate) fn hold_slots(out: &mut Vec<Pending>) -> HeldSlots {
+    register_at_fork();
+    out.clear();
+    let mut held = Vec::with_capacity(64);
+    for s in SLOTS.iter() {
+        if !s.in_use.load(Acquire) {
+            continue;
+        }
+        lock_slot(s);
+        held.push(s);
+        // The owner changes path and counters' context only under the lock, which we hold:
+        // the path read is the context of the counters read.
+        out.push(read_slot(s, s.seq.load(Relaxed)));
+    }
+    HeldSlots(held)
 }
 
 /// Whether no slot read by [`pending_all`] has flushed since (a flush moves pending figures

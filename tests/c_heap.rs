@@ -30,13 +30,18 @@ extern "C" {
     fn pvalloc(size: usize) -> *mut c_void;
 }
 
+type HeapJob = unsafe extern "C" fn(*mut *mut c_void) -> i32;
+type FreeOnThread = unsafe extern "C" fn(*mut c_void) -> i32;
+type CFree = unsafe extern "C" fn(*mut c_void);
+type CMalloc = unsafe extern "C" fn(usize) -> *mut c_void;
+
 /// The C library's functions.
 struct CLib {
-    heap_job: unsafe extern "C" fn(*mut *mut c_void) -> i32,
-    free_on_thread: unsafe extern "C" fn(*mut c_void) -> i32,
-    c_free: unsafe extern "C" fn(*mut c_void),
-    c_malloc: unsafe extern "C" fn(usize) -> *mut c_void,
-    leaky_c_callsite: unsafe extern "C" fn(usize) -> *mut c_void,
+    heap_job: HeapJob,
+    free_on_thread: FreeOnThread,
+    c_free: CFree,
+    c_malloc: CMalloc,
+    leaky_c_callsite: CMalloc,
 }
 
 fn target() -> String {
@@ -96,11 +101,15 @@ fn clib() -> &'static CLib {
         // signature written here.
         unsafe {
             CLib {
-                heap_job: std::mem::transmute::<*mut c_void, _>(sym("heap_job")),
-                free_on_thread: std::mem::transmute::<*mut c_void, _>(sym("free_on_thread")),
-                c_free: std::mem::transmute::<*mut c_void, _>(sym("c_free")),
-                c_malloc: std::mem::transmute::<*mut c_void, _>(sym("c_malloc")),
-                leaky_c_callsite: std::mem::transmute::<*mut c_void, _>(sym("leaky_c_callsite")),
+                heap_job: std::mem::transmute::<*mut c_void, HeapJob>(sym("heap_job")),
+                free_on_thread: std::mem::transmute::<*mut c_void, FreeOnThread>(sym(
+                    "free_on_thread",
+                )),
+                c_free: std::mem::transmute::<*mut c_void, CFree>(sym("c_free")),
+                c_malloc: std::mem::transmute::<*mut c_void, CMalloc>(sym("c_malloc")),
+                leaky_c_callsite: std::mem::transmute::<*mut c_void, CMalloc>(sym(
+                    "leaky_c_callsite",
+                )),
             }
         }
     })

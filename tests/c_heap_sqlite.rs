@@ -103,7 +103,10 @@ fn sqlite_leak_is_charged_to_its_job_exactly() {
     });
     let after = sqlite_ledger();
     let (bytes, blocks) = (after.0 - before.0, after.1 - before.1);
-    assert!(blocks > 0 && bytes > 0, "SQLite kept something: {bytes} B in {blocks}");
+    assert!(
+        blocks > 0 && bytes > 0,
+        "SQLite kept something: {bytes} B in {blocks}"
+    );
     let r = report();
     let leaky = r.job("sqlite_leaky").unwrap();
     // SQLite's default allocator asks malloc for 8 more bytes than it counts (a size prefix).
@@ -114,8 +117,11 @@ fn sqlite_leak_is_charged_to_its_job_exactly() {
     );
     // Named by SQLite's C functions.
     assert!(
-        leaky.callsites.iter().any(|c| c.retained.bytes > 0
-            && c.frames.iter().any(|f| f.function.starts_with("sqlite3"))),
+        leaky
+            .callsites
+            .iter()
+            .any(|c| c.retained.bytes > 0
+                && c.frames.iter().any(|f| f.function.starts_with("sqlite3"))),
         "{:#?}",
         leaky.callsites
     );

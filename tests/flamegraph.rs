@@ -64,6 +64,8 @@ fn job(name: &str, callsites: Vec<CallsiteReport>) -> JobReport {
         recent_runs: vec![],
         callsites,
         trend: Default::default(),
+        retained_by_run: Vec::new(),
+        retained_older: Default::default(),
     }
 }
 
@@ -136,6 +138,7 @@ fn fixture() -> Report {
         timeline: vec![],
         run_events: vec![],
         timeline_stats: Default::default(),
+        diagnostics: Vec::new(),
         trigger: None,
     }
 }

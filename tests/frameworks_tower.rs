@@ -23,6 +23,9 @@ fn reserve(kept: &Kept) {
     kept.lock().unwrap().reserve(64);
 }
 
+/// A runtime to use in one statement (`runtime().block_on(..)`): figures are read after it is
+/// dropped, when its workers have let go of every spawned task (a worker may still hold a
+/// finished task's cell, allocated in the job, just after its output was read).
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -134,8 +137,7 @@ async fn futures_poll_once<F: std::future::Future>(
 fn a_naming_function_gives_a_job_per_kind_and_subtasks_stay_in_it() {
     static KEPT: Kept = Mutex::new(Vec::new());
     reserve(&KEPT);
-    let rt = runtime();
-    rt.block_on(async {
+    runtime().block_on(async {
         let mut service = ServiceBuilder::new()
             .layer(JobLayer::new(|m: &Message| m.kind))
             .service(service_fn(|m: Message| async move {
@@ -174,7 +176,12 @@ fn a_naming_function_gives_a_job_per_kind_and_subtasks_stay_in_it() {
                 objects: 5,
                 bytes: 5 * bytes
             },
-            "{name}"
+            "{name}: {}",
+            report().to_text_with(&allocscope::TextOptions {
+                job: Some(name.to_string()),
+                top_callsites: 5,
+                ..Default::default()
+            })
         );
     }
 }

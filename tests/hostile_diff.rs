@@ -51,6 +51,8 @@ fn report(runs: u64, figure: u64, ts: u64) -> Report {
         recent_runs: vec![],
         callsites: sites.clone(),
         trend: Default::default(),
+        retained_by_run: Vec::new(),
+        retained_older: Default::default(),
     };
     let mut r = Report::from_json(&allocscope::report().to_json()).unwrap();
     r.timestamp_unix_ms = ts;

@@ -85,6 +85,8 @@ fn fixture(scale: u64) -> Report {
             recent_runs: vec![],
             callsites: vec![site],
             trend: Default::default(),
+            retained_by_run: Vec::new(),
+            retained_older: Default::default(),
         });
     }
     all.push(CallsiteReport {

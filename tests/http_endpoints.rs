@@ -704,9 +704,14 @@ fn metrics_cardinality_is_bounded_and_labels_escaped() {
     let text = get(addr, "/metrics").text();
     let series: Vec<&str> = text
         .lines()
-        .filter(|l| l.starts_with("allocscope_job_retained_bytes{"))
+        .filter(|l| l.starts_with("allocscope_job_retained_bytes{") && !l.contains("age="))
         .collect();
     assert!(series.len() <= 4, "3 jobs + (other): {series:?}");
+    let by_age = text
+        .lines()
+        .filter(|l| l.starts_with("allocscope_job_retained_bytes{") && l.contains("age="))
+        .count();
+    assert_eq!(by_age, series.len() * 5, "five age series per job series");
     assert!(text.contains("allocscope_job_retained_bytes{job=\"(other)\"}"));
     // Other tests' jobs may retain more than ours, so ours may be in "(other)"; escaping is
     // checked on the ones shown, and in the unit test of the escaper.

@@ -13,7 +13,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("records over time", &["series"]),
     (
         "hot path and tables",
-        &["header", "thread", "registry", "callsite", "alloc"],
+        &[
+            "header", "thread", "registry", "callsite", "alloc", "sources", "cmalloc",
+        ],
     ),
     ("reports", &["report"]),
     ("outlets", &["timeline", "http", "budget"]),

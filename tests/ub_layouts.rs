@@ -156,3 +156,67 @@ fn failed_requests_return_null_and_are_not_counted() {
     );
     assert_eq!(run.retained_at_finish, Usage::default());
 }
+
+/// Narrow (8-byte) and wide (16-byte) headers meet across stack modes: blocks allocated in one
+/// mode are grown and shrunk in another (a narrow block whose realloc records a stack moves to
+/// a wide one; a wide block stays wide), contents kept, figures exact, callsites balanced.
+#[test]
+fn headers_survive_mode_changes_between_alloc_and_realloc() {
+    use allocscope::{set_stack_mode, StackMode};
+    let modes = [
+        StackMode::Off,
+        StackMode::Every,
+        StackMode::Sampled { mean_bytes: 64 },
+    ];
+    let sizes: Vec<usize> = (1..=70).chain([255, 4096, 65_537]).collect();
+    let ((objects, bytes), run) = track_scope_run("ub_modes", || {
+        let mut objects = 0u64;
+        let mut bytes = 0u64;
+        for a in modes {
+            for b in modes {
+                for &size in &sizes {
+                    for shift in [0u32, 3, 4, 6] {
+                        let align = 1usize << shift;
+                        let layout = Layout::from_size_align(size, align).unwrap();
+                        let seed = size ^ align ^ 0x55;
+                        // SAFETY: as in `every_size_and_alignment_round_trips`.
+                        unsafe {
+                            set_stack_mode(a);
+                            let p = alloc(layout);
+                            assert!(!p.is_null());
+                            fill_and_check(p, size, seed);
+                            set_stack_mode(b);
+                            let bigger = bigger_of(size);
+                            let q = realloc(p, layout, bigger);
+                            assert!(!q.is_null());
+                            assert_eq!(q as usize % align, 0);
+                            check(q, size, seed, "realloc up across modes");
+                            fill_and_check(q, bigger, seed + 1);
+                            set_stack_mode(a);
+                            let smaller = (size / 2).max(1);
+                            let grown = Layout::from_size_align(bigger, align).unwrap();
+                            let r = realloc(q, grown, smaller);
+                            assert!(!r.is_null());
+                            check(r, smaller, seed + 1, "realloc down across modes");
+                            set_stack_mode(b);
+                            dealloc(r, Layout::from_size_align(smaller, align).unwrap());
+                        }
+                        objects += 3;
+                        bytes += (size + bigger_of(size) + (size / 2).max(1)) as u64;
+                    }
+                }
+            }
+        }
+        set_stack_mode(StackMode::Off);
+        (objects, bytes)
+    });
+    assert_eq!(run.allocated, Usage::new(objects, bytes));
+    assert_eq!(run.retained_at_finish, Usage::default());
+    let r = report();
+    let j = r.job("ub_modes").cloned().unwrap();
+    assert_eq!(j.retained, Usage::default());
+    // Every callsite's sampled figures went back to zero live: no sample was lost or doubled.
+    for c in &j.callsites {
+        assert_eq!(c.retained.bytes, 0, "{:?}", c.frames.first());
+    }
+}

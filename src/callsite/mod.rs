@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::config;
 
 pub use crate::model::{StackMode, DEFAULT_SAMPLE_BYTES};
+pub(crate) use crate::model::{MODE_EVERY, MODE_OFF};
 
-/// 0 = off, 1 = every, n ≥ 2 = sampled with mean n. Read on every allocation.
+/// `MODE_OFF`, `MODE_EVERY`, n ≥ 2 = sampled with mean n. Read on every allocation.
 ///
 /// Starts as [`MODE_UNSET`], which the allocator treats as "sampled": every thread's first
 /// allocation takes the cold sampling path (its countdown starts at 0), and the first one in
@@ -121,16 +122,22 @@ pub enum Unwinder {
     Cached,
 }
 
-pub(crate) static UNWINDER: AtomicU8 = AtomicU8::new(0);
+/// `UNWINDER` codes: `Auto` (resolved when read), then each explicit choice.
+const UNWINDER_AUTO: u8 = 0;
+const UNWINDER_FRAME_POINTERS: u8 = 1;
+const UNWINDER_DWARF: u8 = 2;
+const UNWINDER_CACHED: u8 = 3;
+
+pub(crate) static UNWINDER: AtomicU8 = AtomicU8::new(UNWINDER_AUTO);
 
 /// Chooses the unwinder used to record stacks.
 pub fn set_unwinder(unwinder: Unwinder) {
     UNWINDER.store(
         match unwinder {
-            Unwinder::Auto => 0,
-            Unwinder::FramePointers => 1,
-            Unwinder::Dwarf => 2,
-            Unwinder::Cached => 3,
+            Unwinder::Auto => UNWINDER_AUTO,
+            Unwinder::FramePointers => UNWINDER_FRAME_POINTERS,
+            Unwinder::Dwarf => UNWINDER_DWARF,
+            Unwinder::Cached => UNWINDER_CACHED,
         },
         Relaxed,
     );
@@ -139,9 +146,9 @@ pub fn set_unwinder(unwinder: Unwinder) {
 /// The unwinder in effect (`Auto` resolved to what it picks).
 pub fn unwinder() -> Unwinder {
     match UNWINDER.load(Relaxed) {
-        1 => Unwinder::FramePointers,
-        2 => Unwinder::Dwarf,
-        3 => Unwinder::Cached,
+        UNWINDER_FRAME_POINTERS => Unwinder::FramePointers,
+        UNWINDER_DWARF => Unwinder::Dwarf,
+        UNWINDER_CACHED => Unwinder::Cached,
         _ if capture::frame_pointers_default() => Unwinder::FramePointers,
         _ if cached::SUPPORTED => Unwinder::Cached,
         _ => Unwinder::Dwarf,

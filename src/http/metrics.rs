@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use crate::report::{job_display_name, Report};
+use crate::report::{job_display_name, Report, AGE_BUCKETS};
 
 /// The label value of the jobs beyond the top N.
 pub(crate) const OTHER: &str = "(other)";
@@ -30,6 +30,8 @@ struct JobFigures {
     retained_bytes: u64,
     retained_objects: u64,
     peak_bytes: u64,
+    /// Retained bytes by `AGE_BUCKETS`.
+    retained_by_age: [u64; 5],
 }
 
 impl JobFigures {
@@ -40,6 +42,9 @@ impl JobFigures {
         self.retained_bytes = self.retained_bytes.saturating_add(o.retained_bytes);
         self.retained_objects = self.retained_objects.saturating_add(o.retained_objects);
         self.peak_bytes = self.peak_bytes.max(o.peak_bytes);
+        for (a, b) in self.retained_by_age.iter_mut().zip(o.retained_by_age) {
+            *a = a.saturating_add(b);
+        }
     }
 }
 
@@ -80,6 +85,7 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
             retained_bytes: j.retained.bytes,
             retained_objects: j.retained.objects,
             peak_bytes: j.peak_bytes,
+            retained_by_age: j.retained_by_age().map(|u| u.bytes),
         };
         if series.len() < max_jobs {
             series.push((escape_label(&label_of(&j.name)), f));
@@ -115,7 +121,9 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
         (
             "allocscope_job_retained_bytes",
             "gauge",
-            "Bytes the job's runs allocated that are still live.",
+            "Bytes the job's runs allocated that are still live; with an `age` label, split by \
+             the age in runs of the run that allocated them (0, 1, 2-3, 4-7, 8+: runs since \
+             the job's newest finished run; 8+ includes older runs and runs in progress).",
             |f| f.retained_bytes,
         ),
         (
@@ -136,6 +144,14 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for (job, f) in &series {
             let _ = writeln!(out, "{name}{{job=\"{job}\"}} {}", get(f));
+        }
+        if name == "allocscope_job_retained_bytes" {
+            // Five more series per job, in the same family: they sum to the one without `age`.
+            for (job, f) in &series {
+                for (age, bytes) in AGE_BUCKETS.iter().zip(f.retained_by_age) {
+                    let _ = writeln!(out, "{name}{{job=\"{job}\",age=\"{age}\"}} {bytes}");
+                }
+            }
         }
     }
 
@@ -272,6 +288,52 @@ mod tests {
     }
 
     #[test]
+    fn retained_bytes_by_age_sum_to_the_total() {
+        let mut report = crate::report::report_figures();
+        report.jobs.clear();
+        let held = |run, bytes| crate::report::RunRetained {
+            run,
+            retained: crate::model::Usage::new(1, bytes),
+        };
+        report.jobs.push(crate::report::JobReport {
+            name: "aged".to_string(),
+            runs: 20,
+            active_runs: 0,
+            panicked_runs: 0,
+            allocated: crate::model::Usage::new(9, 10_000),
+            retained: crate::model::Usage::new(6, 1_111_111),
+            peak_bytes: 0,
+            exclusive: Default::default(),
+            recent_runs: Vec::new(),
+            callsites: Vec::new(),
+            trend: Default::default(),
+            // Ages 17, 12, 6, 3, 1, 0 (and 1 older).
+            retained_by_run: vec![
+                held(3, 1),
+                held(8, 10),
+                held(14, 100),
+                held(17, 1000),
+                held(19, 10_000),
+                held(20, 100_000),
+            ],
+            retained_older: crate::model::Usage::new(1, 1_000_000),
+        });
+        let text = render(&report, 100);
+        for (age, bytes) in [
+            ("0", 100_000),
+            ("1", 10_000),
+            ("2-3", 1000),
+            ("4-7", 100),
+            ("8+", 1_000_011),
+        ] {
+            let line =
+                format!("allocscope_job_retained_bytes{{job=\"aged\",age=\"{age}\"}} {bytes}");
+            assert!(text.contains(&line), "{line} in\n{text}");
+        }
+        assert!(text.contains("allocscope_job_retained_bytes{job=\"aged\"} 1111111"));
+    }
+
+    #[test]
     fn jobs_named_like_the_summed_series_keep_their_own() {
         let mut report = crate::report::report_figures();
         report.jobs.clear();
@@ -296,6 +358,8 @@ mod tests {
                 recent_runs: Vec::new(),
                 callsites: Vec::new(),
                 trend: Default::default(),
+                retained_by_run: Vec::new(),
+                retained_older: Default::default(),
             });
         }
         let text = render(&report, 100);

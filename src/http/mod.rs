@@ -88,7 +88,6 @@ mod routes;
 mod server;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 pub use server::HttpServer;
@@ -278,8 +277,17 @@ fn env_server_for(addr: SocketAddr) -> Option<(SocketAddr, HttpOptions)> {
     (served == addr).then(|| (served, HttpOptions::default()))
 }
 
-/// The server started from [`ENV_VAR`], kept for the life of the process.
-static FROM_ENV: OnceLock<Mutex<Option<HttpServer>>> = OnceLock::new();
+/// The server started from [`ENV_VAR`], kept for the life of the process. Reached only through
+/// [`from_env`], which registers its lock with `fork` before the first use.
+static FROM_ENV: parking_lot::Mutex<Option<HttpServer>> = parking_lot::Mutex::new(None);
+
+/// [`FROM_ENV`], registered with `fork` (a child that reads `env_server_addr` while another
+/// thread of the parent held the lock at the fork must not hang).
+fn from_env() -> &'static parking_lot::Mutex<Option<HttpServer>> {
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| crate::fork::register(&FROM_ENV));
+    &FROM_ENV
+}
 
 /// Starts the server named by `ALLOCSCOPE_HTTP`, if set, once. Called by `startup` when the first
 /// scope begins (never from inside the allocator), after the other environment settings are
@@ -300,10 +308,7 @@ pub(crate) fn start_from_env() {
                         "allocscope: serving http://{}/ ({ENV_VAR})",
                         server.local_addr()
                     );
-                    *FROM_ENV
-                        .get_or_init(|| Mutex::new(None))
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(server);
+                    *from_env().lock() = Some(server);
                 }
                 Err(e) => eprintln!("allocscope: {ENV_VAR}={addr}: {e}"),
             }
@@ -314,10 +319,5 @@ pub(crate) fn start_from_env() {
 /// The address of the server started from [`ENV_VAR`] (`None` if the variable is unset or
 /// the server could not start). Its server runs for the life of the process.
 pub fn env_server_addr() -> Option<SocketAddr> {
-    FROM_ENV
-        .get()?
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .map(HttpServer::local_addr)
+    from_env().lock().as_ref().map(HttpServer::local_addr)
 }

@@ -9,8 +9,12 @@
 //! * A span is selected when its name is one of [`ScopeLayer::spans_named`], its target starts
 //!   with a [`ScopeLayer::target_prefix`], the [`ScopeLayer::predicate`] accepts its metadata,
 //!   or it has the [`ScopeLayer::job_field`]. With no rule, no span is selected.
-//! * Job name: the value of the job field when the span records one at creation, else the
-//!   span's name.
+//! * Job name, first that applies: the [`ScopeLayer::job_name_fn`] function (given the span
+//!   and its ancestors); the value of the [`ScopeLayer::job_field`] when the span records one
+//!   at creation; the value of the [`ScopeLayer::ancestor_job_field`] recorded by the nearest
+//!   ancestor span that has it; the span's name. Ancestors that only give a name are not
+//!   selected by that: they are not runs (a span per worker names its tasks' jobs without
+//!   becoming a one-run job itself).
 //! * Nesting: a span created where another scope is current (a selected span entered, a
 //!   `track_scope`) nests in it; a span with an explicit parent nests in its nearest selected
 //!   ancestor (else in the scope current where it is created).
@@ -19,6 +23,9 @@
 //!   so they cost a few nanoseconds; only spans that may be selected look up their extensions.
 //! * Enters and exits are stacked per thread; an exit out of order (guards dropped out of
 //!   order) restores the right scope when the last of them exits.
+//! * Once installed, the layer counts the spans it has seen and selected, and the span
+//!   callsites its rules match (`sources`): reports say when it selected none or far fewer
+//!   than it has seen, and when a level filter disables the spans it would select.
 
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::cell::RefCell;
@@ -27,18 +34,21 @@ use std::sync::Arc;
 
 use ::tracing_core::field::{Field, Visit};
 use ::tracing_core::span::{Attributes, Id};
-use ::tracing_core::{Metadata, Subscriber};
+use ::tracing_core::subscriber::Interest;
+use ::tracing_core::{Level, LevelFilter, Metadata, Subscriber};
 use ::tracing_subscriber::layer::Context;
 use ::tracing_subscriber::registry::LookupSpan;
 use ::tracing_subscriber::Layer;
 
 use crate::scope::OwnedRun;
+use crate::sources::{self, SpanLayerStats, Verbosity};
 use crate::thread::{self, untracked};
 
 /// Counters in the per-layer selected-span filter (a power of two).
 const FILTER_SLOTS: usize = 4096;
 
 type Predicate = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync + 'static>;
+type NameFn = Arc<dyn Fn(&SpanLineage<'_>) -> Option<String> + Send + Sync + 'static>;
 
 /// A [`tracing_subscriber::Layer`] that turns selected spans into allocscope job runs.
 ///
@@ -56,8 +66,12 @@ pub struct ScopeLayer {
     target_prefixes: Vec<String>,
     predicate: Option<Predicate>,
     job_field: Option<String>,
+    ancestor_job_field: Option<String>,
+    name_fn: Option<NameFn>,
     /// How many selected spans hash to each counter; zero means "no selected span here".
     filter: Box<[AtomicU32]>,
+    /// Seen and selected spans, once the layer is installed (`on_layer`).
+    stats: Option<Arc<SpanLayerStats>>,
 }
 
 impl Default for ScopeLayer {
@@ -73,6 +87,8 @@ impl fmt::Debug for ScopeLayer {
             .field("target_prefixes", &self.target_prefixes)
             .field("predicate", &self.predicate.is_some())
             .field("job_field", &self.job_field)
+            .field("ancestor_job_field", &self.ancestor_job_field)
+            .field("job_name_fn", &self.name_fn.is_some())
             .finish()
     }
 }
@@ -85,7 +101,10 @@ impl ScopeLayer {
             target_prefixes: Vec::new(),
             predicate: None,
             job_field: None,
+            ancestor_job_field: None,
+            name_fn: None,
             filter: (0..FILTER_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            stats: None,
         }
     }
 
@@ -126,6 +145,75 @@ impl ScopeLayer {
         self
     }
 
+    /// Names a selected span's job by the value of this field recorded by its nearest ancestor
+    /// span that has it, when the span itself has no [`job_field`](Self::job_field) value. The
+    /// ancestor is **not** selected by this (it is not a run): a framework's spans, all alike,
+    /// take their job from a span the program opens around each worker.
+    ///
+    /// With apalis, whose `.enable_tracing()` gives every task a span `task` (fields `task_id`,
+    /// `attempt`; level DEBUG) nested in the span current where the worker calls its service:
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// let subscriber = tracing_subscriber::registry().with(
+    ///     allocscope::tracing::ScopeLayer::new()
+    ///         .spans_named(["task"])
+    ///         .ancestor_job_field("job"),
+    /// );
+    /// // Each worker runs in its own span:
+    /// //   worker.run().instrument(tracing::info_span!("worker", job = "send_email"))
+    /// # drop(subscriber);
+    /// ```
+    pub fn ancestor_job_field(mut self, field: impl Into<String>) -> Self {
+        self.ancestor_job_field = Some(field.into());
+        self
+    }
+
+    /// Names a selected span's job with `name`, given the span and its ancestors (nearest
+    /// first); `None` falls back to the other rules. Called once per selected span, with
+    /// tracking suspended. Return names from a small set (a worker, a task type — not an id).
+    ///
+    /// ```
+    /// use tracing_subscriber::layer::SubscriberExt;
+    ///
+    /// // Each task span is a run of the job named after the span around its worker,
+    /// // e.g. `info_span!("email_worker")`.
+    /// let layer = allocscope::tracing::ScopeLayer::new()
+    ///     .spans_named(["task"])
+    ///     .job_name_fn(|span| span.ancestors().first().map(|a| a.name().to_owned()));
+    /// # drop(tracing_subscriber::registry().with(layer));
+    /// ```
+    pub fn job_name_fn<F>(mut self, name: F) -> Self
+    where
+        F: Fn(&SpanLineage<'_>) -> Option<String> + Send + Sync + 'static,
+    {
+        self.name_fn = Some(Arc::new(name));
+        self
+    }
+
+    /// The rules in words, for the report's notes.
+    fn rules_text(&self) -> String {
+        let mut rules = Vec::new();
+        if !self.names.is_empty() {
+            rules.push(format!("spans named {:?}", self.names));
+        }
+        if !self.target_prefixes.is_empty() {
+            rules.push(format!("targets starting with {:?}", self.target_prefixes));
+        }
+        if self.predicate.is_some() {
+            rules.push("a predicate".to_owned());
+        }
+        if let Some(f) = &self.job_field {
+            rules.push(format!("spans with the field {f:?}"));
+        }
+        if rules.is_empty() {
+            "no rule".to_owned()
+        } else {
+            rules.join(", ")
+        }
+    }
+
     /// Whether spans of this callsite are selected.
     fn selects(&self, meta: &Metadata<'_>) -> bool {
         self.names.iter().any(|n| n == meta.name())
@@ -152,21 +240,114 @@ impl ScopeLayer {
         self.filter_slot(id).load(Relaxed) != 0
     }
 
-    /// The job name of a selected span.
-    fn job_name(&self, attrs: &Attributes<'_>) -> String {
+    /// The job name of a selected span. Runs untracked.
+    fn job_name<S>(&self, attrs: &Attributes<'_>, span: &SpanRef<'_, S>) -> String
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        if let Some(name_fn) = &self.name_fn {
+            let mut fields = AllFields(Vec::new());
+            attrs.record(&mut fields);
+            let ancestors: Vec<_> = span.scope().skip(1).map(|s| s.metadata()).collect();
+            let lineage = SpanLineage {
+                span: attrs.metadata(),
+                ancestors: &ancestors,
+                fields: &fields.0,
+            };
+            if let Some(name) = name_fn(&lineage) {
+                return name;
+            }
+        }
         if let Some(field) = self.job_field.as_deref() {
-            let mut visit = FieldValue { field, value: None };
-            attrs.record(&mut visit);
-            if let Some(value) = visit.value {
+            if let Some(value) = field_value(attrs, field) {
                 return value;
+            }
+        }
+        if self.ancestor_job_field.is_some() {
+            let inherited = span
+                .scope()
+                .skip(1)
+                .find_map(|s| s.extensions().get::<AncestorJob>().map(|a| a.0.clone()));
+            if let Some(name) = inherited {
+                return name;
             }
         }
         attrs.metadata().name().to_owned()
     }
 }
 
+/// A selected span and its ancestors, given to [`ScopeLayer::job_name_fn`].
+#[derive(Debug)]
+pub struct SpanLineage<'a> {
+    span: &'static Metadata<'static>,
+    ancestors: &'a [&'static Metadata<'static>],
+    fields: &'a [(&'static str, String)],
+}
+
+impl<'a> SpanLineage<'a> {
+    /// The span's metadata (name, target, level, field names).
+    pub fn metadata(&self) -> &'static Metadata<'static> {
+        self.span
+    }
+
+    /// The span's ancestors, nearest (its parent) first.
+    pub fn ancestors(&self) -> &'a [&'static Metadata<'static>] {
+        self.ancestors
+    }
+
+    /// The value of the span's field `name` recorded at its creation, as text (`Display` of
+    /// strings, `Debug` of other values).
+    pub fn field(&self, name: &str) -> Option<&'a str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type SpanRef<'a, S> = ::tracing_subscriber::registry::SpanRef<'a, S>;
+
 /// Per-span state of a selected span, in the span's extensions.
 struct SpanRun(OwnedRun);
+
+/// The [`ScopeLayer::ancestor_job_field`] value of a span that has it, in its extensions.
+struct AncestorJob(String);
+
+/// The value of field `field` recorded at creation, as text.
+fn field_value(attrs: &Attributes<'_>, field: &str) -> Option<String> {
+    let mut visit = FieldValue { field, value: None };
+    attrs.record(&mut visit);
+    visit.value
+}
+
+/// Every field recorded at creation, as text.
+struct AllFields(Vec<(&'static str, String)>);
+
+impl Visit for AllFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push((field.name(), value.to_owned()));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.push((field.name(), format!("{value:?}")));
+    }
+}
+
+/// A level's verbosity (1 = ERROR … 5 = TRACE).
+fn verbosity(level: Level) -> Verbosity {
+    match level {
+        Level::ERROR => 1,
+        Level::WARN => 2,
+        Level::INFO => 3,
+        Level::DEBUG => 4,
+        Level::TRACE => 5,
+    }
+}
+
+/// The most verbose level any filter of the process enables now (0: none).
+fn max_level() -> Option<Verbosity> {
+    Some(LevelFilter::current().into_level().map_or(0, verbosity))
+}
 
 /// Extracts one field's value as text.
 struct FieldValue<'a> {
@@ -197,12 +378,51 @@ impl<S> Layer<S> for ScopeLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        if self.stats.is_none() {
+            untracked(|| {
+                let stats = Arc::new(SpanLayerStats::new(self.rules_text(), max_level));
+                sources::register_span_layer(&stats);
+                self.stats = Some(stats);
+            });
+        }
+    }
+
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        if meta.is_span() && self.selects(meta) {
+            if let Some(stats) = &self.stats {
+                stats.matched_callsites.fetch_add(1, Relaxed);
+            }
+        }
+        Interest::always()
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if !self.selects(attrs.metadata()) {
+        if let Some(stats) = &self.stats {
+            stats.seen.fetch_add(1, Relaxed);
+        }
+        let selected = self.selects(attrs.metadata());
+        let names_descendants = self
+            .ancestor_job_field
+            .as_deref()
+            .is_some_and(|f| attrs.metadata().fields().field(f).is_some());
+        if !selected && !names_descendants {
             return;
         }
         untracked(|| {
             let Some(span) = ctx.span(id) else { return };
+            if names_descendants {
+                let field = self.ancestor_job_field.as_deref().unwrap_or_default();
+                if let Some(value) = field_value(attrs, field) {
+                    span.extensions_mut().insert(AncestorJob(value));
+                }
+            }
+            if !selected {
+                return;
+            }
+            if let Some(stats) = &self.stats {
+                stats.selected.fetch_add(1, Relaxed);
+            }
             // Contextual spans nest in what is current here; explicit parents in their
             // nearest selected ancestor.
             let parent = if attrs.is_contextual() {
@@ -213,7 +433,7 @@ where
                     .find_map(|s| s.extensions().get::<SpanRun>().map(|r| r.0.handle()))
             };
             let parent = parent.map_or_else(thread::current_context, |h| h.parts());
-            let run = OwnedRun::begin(&self.job_name(attrs), parent);
+            let run = OwnedRun::begin(&self.job_name(attrs, &span), parent);
             span.extensions_mut().insert(SpanRun(run));
             self.filter_slot(id).fetch_add(1, Relaxed);
         });

@@ -11,11 +11,13 @@ use core::sync::atomic::Ordering::*;
 use super::snapshot::Snapshot;
 use super::{stacks, symbolize};
 use super::{
-    CallsiteReport, Exclusive, JobReport, Report, Totals, TrackerStats, Usage, FORMAT, VERSION,
+    CallsiteReport, Exclusive, JobReport, Report, RunRetained, Totals, TrackerStats, Usage, FORMAT,
+    VERSION,
 };
 use crate::callsite::{self, intern};
 use crate::model::Counters;
 use crate::registry;
+use crate::series::{ledger_verdict, RunHeld, Trend};
 use crate::thread::{self, untracked};
 
 /// Takes a snapshot of every job's figures.
@@ -256,6 +258,8 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
                 h.trend.trend(inc.retained().bytes),
             )
         };
+        let (retained_by_run, retained_older, trend) =
+            retained_by_origin(j as u32, runs.finished, inc.retained(), trend);
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -271,6 +275,8 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
             recent_runs,
             callsites: job_sites,
             trend,
+            retained_by_run,
+            retained_older,
         });
     }
     sort_jobs(&mut jobs);
@@ -283,6 +289,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         history.timeline = Vec::new();
         history.run_events = Vec::new();
     }
+    let diagnostics = super::diagnose::diagnose(&totals, &jobs, &callsites);
     Report {
         format: FORMAT.to_string(),
         version: VERSION,
@@ -317,6 +324,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
         timeline: history.timeline,
         run_events: history.run_events,
         timeline_stats: history.stats,
+        diagnostics,
         trigger: None,
     }
 }
@@ -376,4 +384,45 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
         .collect();
         Some((snap.rollup.inclusive[job as usize].retained(), callsites))
     })
+}
+
+/// Job `job`'s retained figures split by run of origin (the registry's ledger, read now), the
+/// rest (`retained` less the runs listed) as older, and the trend with the ledger's verdict
+/// where it can tell (`series::ledger_verdict`).
+fn retained_by_origin(
+    job: u32,
+    finished: u64,
+    retained: Usage,
+    mut trend: Trend,
+) -> (Vec<RunRetained>, Usage, Trend) {
+    let holdings = registry::job_holdings(job, finished);
+    let mut by_run = Vec::new();
+    let mut held = Vec::with_capacity(holdings.len());
+    let (mut objects, mut bytes) = (0u64, 0u64);
+    for h in &holdings {
+        let r = h.retained.retained();
+        held.push(RunHeld {
+            age: finished - h.run,
+            bytes: r.bytes,
+            freed_since: h.freed_since,
+        });
+        if r.is_zero() {
+            continue;
+        }
+        objects = objects.saturating_add(r.objects);
+        bytes = bytes.saturating_add(r.bytes);
+        by_run.push(RunRetained {
+            run: h.run,
+            retained: r,
+        });
+    }
+    let older = Usage::new(
+        retained.objects.saturating_sub(objects),
+        retained.bytes.saturating_sub(bytes),
+    );
+    let window = finished.min(registry::LEDGER_RUNS as u64);
+    if let Some(kind) = ledger_verdict(&held, window, finished, older.bytes) {
+        trend.kind = kind;
+    }
+    (by_run, older, trend)
 }

@@ -216,10 +216,15 @@ pub(crate) fn scale_shift(total: u128) -> u32 {
 
 /// Renders folded lines with inferno. Every count is divided by `2^shift` and inferno's
 /// `factor` multiplies them back for the labels (estimates then, stated in the subtitle); the
-/// title and frame names must already be XML-safe. Unless `opts.full_names`, frames get short
-/// labels: each function frame gets a `data-label` with its [`short_name`], its static text is
-/// rewritten with it (truncated to the same width), and inferno's script labels frames from
-/// `data-label` when it redraws (zoom, resize). Titles (tooltips) keep full names.
+/// title and frame names must already be XML-safe.
+///
+/// Labels: inferno cuts a name that does not fit on the left (`TextTruncateDirection::Left`),
+/// so the function's own name stays in view, also when its script relabels frames from their
+/// tooltips on zoom or resize. Unless `opts.full_names`, one post-processing step then gives
+/// each function frame a short label: the frame carries `data-label` with its [`short_name`]
+/// (through inferno's frame attributes), and [`short_labels`] rewrites the frame's static
+/// text with it, cut to the width inferno gave the text. Inferno's script is left as it is;
+/// titles (tooltips) keep full names.
 pub(crate) fn render(
     mut options: inferno::flamegraph::Options<'_>,
     folded: &str,
@@ -236,6 +241,7 @@ pub(crate) fn render(
         });
     }
     options.title = xml_safe(&options.title).into_owned();
+    options.text_truncate_direction = inferno::flamegraph::TextTruncateDirection::Left;
     if !opts.full_names {
         let mut attrs = String::new();
         let mut seen = std::collections::HashSet::new();
@@ -343,20 +349,12 @@ impl Report {
     }
 }
 
-/// inferno's script line that derives a frame's label from its title.
-const LABEL_FROM_TITLE: &str =
-    r#"var txt = find_child(e, "title").textContent.replace(/\([^(]*\)$/,"");"#;
-
-/// See [`render`]: static texts of frames with a `data-label` rewritten, and the script taught
-/// to prefer `data-label`.
+/// The post-processing step of [`render`]: the static text of each frame with a `data-label`
+/// becomes that label, cut (on the left, as inferno cuts) to the characters inferno's text had.
+/// Nothing else of the SVG changes.
 fn short_labels(svg: &str) -> String {
-    let svg = svg.replacen(
-        LABEL_FROM_TITLE,
-        r#"var txt = e.getAttribute("data-label") || find_child(e, "title").textContent.replace(/\([^(]*\)$/,"");"#,
-        1,
-    );
     let mut out = String::with_capacity(svg.len());
-    let mut rest = svg.as_str();
+    let mut rest = svg;
     const MARK: &str = "data-label=\"";
     while let Some(at) = rest.find(MARK) {
         let start = at + MARK.len();
@@ -385,13 +383,14 @@ fn short_labels(svg: &str) -> String {
         let label = unescape(label);
         let new = if old.is_empty() {
             String::new()
-        } else if old.ends_with("..") {
+        } else if old.starts_with("..") {
             let fit = old.chars().count();
-            if label.chars().count() < fit {
+            let len = label.chars().count();
+            if len < fit {
                 label
             } else {
-                let keep: String = label.chars().take(fit.saturating_sub(2)).collect();
-                format!("{keep}..")
+                let keep: String = label.chars().skip(len + 2 - fit).collect();
+                format!("..{keep}")
             }
         } else {
             label
@@ -439,4 +438,36 @@ fn empty_svg(title: &str, opts: &FlameOptions) -> String {
         xml_escape(&what),
         xml_escape(hint),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_labels;
+
+    #[test]
+    fn short_labels_replace_static_text_cut_on_the_left_as_inferno_cuts() {
+        let g = |label: &str, text: &str| {
+            format!(
+                "<g data-label=\"{label}\"><title>t</title><rect/><text x=\"1\">{text}</text></g>"
+            )
+        };
+        let svg = [
+            g("Vec::push", "alloc::vec::Vec&lt;T&gt;::push"),
+            g("HashMap::insert", "..V&gt;::insert"),
+            g("HashMap::get", "..ap&lt;K,V&gt;::get"),
+            g("f", ""),
+        ]
+        .concat();
+        let out = short_labels(&svg);
+        assert!(out.contains(">Vec::push</text>"), "{out}");
+        // 12 characters were shown ("..V>::insert"): the label keeps its last 10.
+        assert!(out.contains(">..ap::insert</text>"), "{out}");
+        // A label shorter than what was shown is shown whole.
+        assert!(out.contains(">HashMap::get</text>"), "{out}");
+        assert!(
+            out.contains("<text x=\"1\"></text>"),
+            "too narrow stays empty: {out}"
+        );
+        assert_eq!(short_labels("<svg>no labels</svg>"), "<svg>no labels</svg>");
+    }
 }

@@ -46,6 +46,7 @@ table.sortable th[aria-sort=descending]::after{content:" \25BC"}
 .stack div{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;max-width:900px}.loc{color:#888}
 .flame{border:1px solid #ddd}.flame>svg{display:block;width:100%}.chart img{max-width:100%;border:1px solid #ddd}
 details{margin:4px 0}summary{cursor:pointer}.note{color:#666;font-size:12px}
+.diagnostic{background:#fff4e5;border-left:4px solid #e69500;padding:6px 10px;white-space:pre-wrap}
 "#;
 
 /// Sorts tables of class `sortable` when a header is clicked: by each cell's `data-v` (a
@@ -308,6 +309,8 @@ impl Report {
         if let Some(note) = super::text::c_heap_advice(p) {
             let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(&note));
         }
+
+        out.push_str(&super::diagnose::html_notes(&self.diagnostics));
 
         // The flamegraph first: inferno's script takes the page's first <svg>.
         flame_section(

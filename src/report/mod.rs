@@ -6,6 +6,7 @@
 
 mod atomic;
 pub(crate) mod build;
+mod diagnose;
 mod diff;
 pub(crate) mod dump;
 pub(crate) mod escape;
@@ -27,6 +28,7 @@ pub use build::report;
 #[cfg(feature = "http")]
 pub(crate) use build::report_figures;
 pub(crate) use build::{job_counters_now, job_snapshot};
+pub use diagnose::Diagnostic;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
 pub use dump::{
     auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
@@ -121,6 +123,58 @@ pub struct JobReport {
     /// "not enough runs" in version-1 files).
     #[serde(default)]
     pub trend: Trend,
+    /// What the job retains, split by the run that allocated it: one entry per finished run
+    /// among its last [`LEDGER_RUNS`](crate::LEDGER_RUNS) (64) that still holds something,
+    /// oldest first (newest last). A run's blocks freed at any later time, on any thread, are
+    /// taken off its entry. Empty in files written before these fields existed.
+    #[serde(default)]
+    pub retained_by_run: Vec<RunRetained>,
+    /// What the job retains from runs older than that window, and from blocks of no finished
+    /// run (runs still in progress, a scope entered after its run finished, runs beyond the
+    /// run table's capacity). `retained_by_run` plus `retained_older` equals `retained`.
+    #[serde(default)]
+    pub retained_older: Usage,
+}
+
+/// Age buckets of [`JobReport::retained_by_age`], in runs since the job's newest finished run:
+/// the newest run, the one before, 2–3, 4–7, and 8 or more (with `retained_older`). These are
+/// the `age` label values of `/metrics`' `allocscope_job_retained_bytes`.
+pub const AGE_BUCKETS: [&str; 5] = ["0", "1", "2-3", "4-7", "8+"];
+
+impl JobReport {
+    /// What the job retains by age of the run that allocated it, in the buckets of
+    /// [`AGE_BUCKETS`]; the last one includes `retained_older`. The five sum to `retained`.
+    pub fn retained_by_age(&self) -> [Usage; 5] {
+        let mut out = [Usage::default(); 5];
+        let add = |u: &mut Usage, r: Usage| {
+            *u = Usage::new(
+                u.objects.saturating_add(r.objects),
+                u.bytes.saturating_add(r.bytes),
+            )
+        };
+        for r in &self.retained_by_run {
+            let bucket = match self.runs.saturating_sub(r.run) {
+                0 => 0,
+                1 => 1,
+                2..=3 => 2,
+                4..=7 => 3,
+                _ => 4,
+            };
+            add(&mut out[bucket], r.retained);
+        }
+        add(&mut out[4], self.retained_older);
+        out
+    }
+}
+
+/// What the blocks one run of a job allocated still hold (see
+/// [`JobReport::retained_by_run`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRetained {
+    /// The job's run number, counted from 1 (as [`RunReport::run`](crate::RunReport)).
+    pub run: u64,
+    /// Its still-live blocks (inclusive of jobs nested in the run).
+    pub retained: Usage,
 }
 
 /// A job's own figures, without nested jobs.
@@ -237,6 +291,11 @@ pub struct Report {
     /// What the timeline and run-event stores kept and dropped.
     #[serde(default)]
     pub timeline_stats: TimelineStats,
+    /// Notes about the report's own figures: memory likely charged to no job, jobs likely
+    /// missing (a tracing layer that selected no span), with causes and fixes. Empty when
+    /// nothing looks lost. Printed by the text and HTML reports.
+    #[serde(default)]
+    pub diagnostics: Vec<Diagnostic>,
     /// Why a guardrail wrote this report (a memory line crossed, a budget exceeded), with the
     /// jobs running at that moment; `None` (and absent from the JSON) otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -14,12 +14,23 @@
 //! 2. The path counters are read as shared counters **plus** each thread's pending
 //!    (not yet flushed) figures, and the pending figures are re-checked with each slot's
 //!    sequence number: when a thread flushed while we read (its figures could then be seen in
-//!    both places, or in neither), the read is repeated (up to 16 times).
+//!    both places), the read is repeated (up to `OPTIMISTIC_READS` times, owners never
+//!    wait). If every attempt met a flush, the read is made under the slots' locks
+//!    (`thread::hold_slots`): no thread flushes or switches context while the pending figures
+//!    and the shared counters are read, so the read is consistent by construction. An
+//!    inconsistent read is never used.
 //! 3. Paths are rolled up into jobs (inclusive: every job on the path; exclusive: the
 //!    innermost), and into process totals.
 //!
 //! Hence: in any snapshot, a job's `allocated` includes every allocation of every run it
 //! counts in `runs` (per-run allocations are never missing), and no figure is counted twice.
+//!
+//! **Cumulative figures never go back.** Each allocation is counted either in a shared
+//! counter (where it stays) or in a slot's pending figures (until a flush moves it to the
+//! shared counter). A consistent read counts each allocation that happened before the read of
+//! its slot exactly once, so runs, allocated objects and allocated bytes — per path, per job
+//! (sums over fixed paths) and per process — of a later snapshot are never below an earlier
+//! one's. `tests/hostile_monotonic.rs` checks it over 100,000 reports and 10,000 scrapes.
 //! Figures of runs still active, and of other threads' work in progress, may be partly in it.
 
 use std::sync::Arc;
@@ -30,8 +41,8 @@ use crate::model::Counters;
 use crate::registry::{self, JobEntry, PATH_TRACKER, PATH_UNSCOPED};
 use crate::thread;
 
-/// Times the path read is repeated when a thread flushed meanwhile.
-const RETRIES: usize = 16;
+/// Optimistic reads of the paths before reading under the slots' locks.
+const OPTIMISTIC_READS: usize = 4;
 
 /// One job's run counts, read before its figures.
 #[derive(Clone, Copy, Debug, Default)]
@@ -162,20 +173,25 @@ impl Snapshot {
     }
 }
 
-/// Every path's counters: the shared ones plus what threads have not flushed yet. Retried (a
-/// bounded number of times) when a thread flushed while we read, since its figures would then
-/// be counted in both places or in neither.
+/// Every path's counters: the shared ones plus what threads have not flushed yet. Read
+/// optimistically a few times; when a thread flushed during every attempt (its figures could
+/// be in both places), read once more holding the slots' locks.
 fn path_counters(count: usize) -> Vec<Counters> {
     let mut pending = Vec::new();
-    let mut figs = Vec::new();
-    for _ in 0..RETRIES {
-        thread::pending_all(&mut pending);
-        figs = (0..count)
-            .map(|i| registry::path(i as u32).load())
-            .collect();
-        if thread::pending_unchanged(&pending) {
+    let mut figs = Vec::with_capacity(count);
+    let mut consistent = false;
+    for _ in 0..OPTIMISTIC_READS {
+        let complete = thread::pending_all(&mut pending);
+        shared_counters(count, &mut figs);
+        if complete && thread::pending_unchanged(&pending) {
+            consistent = true;
             break;
         }
+    }
+    if !consistent {
+        let held = thread::hold_slots(&mut pending);
+        shared_counters(count, &mut figs);
+        drop(held);
     }
     for p in &pending {
         if let Some(f) = figs.get_mut(p.path as usize) {
@@ -183,4 +199,10 @@ fn path_counters(count: usize) -> Vec<Counters> {
         }
     }
     figs
+}
+
+/// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
+fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
+    figs.clear();
+    figs.extend((0..count).map(|i| registry::path(i as u32).load()));
 }

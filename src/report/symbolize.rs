@@ -11,10 +11,12 @@
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-use crate::fork::{self, AtFork, ShardedMap};
+use dashmap::DashMap;
+
+use crate::fork::{self, AtFork};
 use crate::model::Frame;
 
-static CACHE: OnceLock<ShardedMap<usize, Arc<[Frame]>>> = OnceLock::new();
+static CACHE: OnceLock<DashMap<usize, Arc<[Frame]>>> = OnceLock::new();
 /// The symbol cache's shard locks around `fork()`.
 struct CacheAtFork;
 
@@ -41,14 +43,14 @@ static PARSED: AtomicBool = AtomicBool::new(false);
 /// Frames for one instruction pointer (innermost first), cached.
 fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     let cache = CACHE.get_or_init(|| {
-        let map = ShardedMap::new();
+        let map = DashMap::new();
         // Registered here, before the cache is published: all its locks are covered. The
         // stack table first: it is held while this cache is used (`stacks.rs`).
         super::stacks::register_for_fork();
         fork::register(&CACHE_AT_FORK);
         map
     });
-    if let Some(f) = cache.get(&ip) {
+    if let Some(f) = cache.get(&ip).map(|f| f.clone()) {
         return f;
     }
     let mut frames = Vec::new();

@@ -246,6 +246,39 @@ fn short_bytes(n: u64) -> String {
     }
 }
 
+/// The AGE column: which runs hold what the job retains (`JobReport::retained_by_run`):
+/// `only the latest run`, `runs 1–3`, `27 runs hold 120 KiB each` (four or more runs holding
+/// within 25% of each other), `5 runs, 3–40`, with `+ older` when runs beyond the ledger's
+/// window (or no finished run) hold some too; `-` when nothing is held or the report has no
+/// ledger (older files).
+pub(crate) fn age_text(j: &JobReport) -> String {
+    let held = j.retained_by_run.as_slice();
+    let older = !j.retained_older.is_zero();
+    let mut text = match held {
+        [] if older => return "older runs".to_string(),
+        [] => return "-".to_string(),
+        [one] if one.run == j.runs => "only the latest run".to_string(),
+        [one] => format!("run {}", one.run),
+        [first, .., last] => {
+            let n = held.len() as u64;
+            let bytes = held.iter().map(|r| r.retained.bytes);
+            let (min, max) = (bytes.clone().min().unwrap_or(0), bytes.max().unwrap_or(0));
+            if n >= 4 && max - min <= min / 4 {
+                let avg = held.iter().map(|r| r.retained.bytes).sum::<u64>() / n;
+                format!("{n} runs hold {} each", human_bytes(avg))
+            } else if last.run - first.run + 1 == n {
+                format!("runs {}\u{2013}{}", first.run, last.run)
+            } else {
+                format!("{n} runs, {}\u{2013}{}", first.run, last.run)
+            }
+        }
+    };
+    if older {
+        text.push_str(" + older");
+    }
+    text
+}
+
 /// Average objects allocated per finished run.
 fn objects_per_run(j: &JobReport) -> u64 {
     j.allocated.objects.checked_div(j.runs).unwrap_or(0)
@@ -254,10 +287,12 @@ fn objects_per_run(j: &JobReport) -> u64 {
 /// Sorts jobs for the table.
 fn sort_jobs(jobs: &mut [&JobReport], by: SortBy) {
     let rank = |k: TrendKind| match k {
-        TrendKind::Growing => 0,
-        TrendKind::Saturating => 1,
-        TrendKind::Steady => 2,
-        TrendKind::NotEnoughRuns => 3,
+        TrendKind::Leaking => 0,
+        TrendKind::Growing => 1,
+        TrendKind::Saturating => 2,
+        TrendKind::Replaced => 3,
+        TrendKind::Steady => 4,
+        TrendKind::NotEnoughRuns => 5,
     };
     jobs.sort_by(|a, b| {
         let primary = match by {
@@ -440,6 +475,7 @@ impl Report {
                 grouped(self.tracker.runs_overflowed)
             );
         }
+        out.push_str(&super::diagnose::text_notes(&self.diagnostics));
         let mut jobs: Vec<&JobReport> = self
             .jobs
             .iter()
@@ -460,13 +496,20 @@ impl Report {
             .max()
             .unwrap_or(3)
             .clamp(3, 40);
+        let ages: Vec<String> = jobs.iter().map(|j| age_text(j)).collect();
+        let age_width = ages
+            .iter()
+            .map(|a| a.chars().count())
+            .max()
+            .unwrap_or(3)
+            .max(3);
         let _ = writeln!(
             out,
-            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  TREND",
-            "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED",
+            "\n{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {:<age_width$}  TREND",
+            "JOB", "RUNS", "ALLOC OBJS", "ALLOC", "PEAK", "RETAIN OBJS", "RETAINED", "AGE",
         );
         let flagged = |j: &JobReport| objects_per_run(j) > opts.flag_objects_per_run;
-        for (j, name) in jobs.iter().zip(&names) {
+        for ((j, name), age) in jobs.iter().zip(&names).zip(&ages) {
             let objs = if flagged(j) {
                 format!("{}!", grouped(j.allocated.objects))
             } else {
@@ -474,7 +517,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {}",
+                "{:<width$}  {:>7}  {:>12}  {:>10}  {:>10}  {:>12}  {:>10}  {:<age_width$}  {}",
                 name,
                 grouped(j.runs),
                 objs,
@@ -482,6 +525,7 @@ impl Report {
                 human_bytes(j.peak_bytes),
                 grouped(j.retained.objects),
                 human_bytes(j.retained.bytes),
+                age,
                 j.trend.label(),
             );
         }

@@ -25,8 +25,10 @@ use crate::fork::{self, AtFork};
 use crate::model::{RunEvent, RunReport};
 pub(crate) use store::RawSample;
 use store::{Events, Samples, StoredEvent};
-pub(crate) use trend::TrendSummary;
-pub use trend::{Trend, TrendKind, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, WARMUP_RUNS};
+pub(crate) use trend::{ledger_verdict, RunHeld, TrendSummary};
+pub use trend::{
+    Trend, TrendKind, LEAK_AGE_RUNS, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, WARMUP_RUNS,
+};
 
 /// Live bytes of this many jobs are kept per timeline sample (the largest at that instant).
 pub const TOP_JOBS: usize = 5;

@@ -56,6 +56,13 @@ pub enum TrendKind {
     /// Too few runs past the warm-up to tell.
     #[default]
     NotEnoughRuns,
+    /// Runs older than [`LEAK_AGE_RUNS`] keep what they allocated and never free any of it,
+    /// and so do the recent runs: every run leaves something behind for good (from the
+    /// retained-by-run ledger).
+    Leaking,
+    /// Only the newest runs (the latest, or the one before) hold memory: each run replaces
+    /// what the previous one kept (a "latest result" or a replaced cache; from the ledger).
+    Replaced,
 }
 
 impl TrendKind {
@@ -66,6 +73,8 @@ impl TrendKind {
             TrendKind::Saturating => "saturating",
             TrendKind::Steady => "steady",
             TrendKind::NotEnoughRuns => "-",
+            TrendKind::Leaking => "leaking",
+            TrendKind::Replaced => "replaced",
         }
     }
 }
@@ -93,6 +102,55 @@ pub const MIN_RUNS_CONSIDERED: u64 = 4;
 pub const MIN_GROWTH_BYTES: f64 = 4096.0;
 /// Segments kept per job.
 pub const SEGMENTS: usize = 16;
+
+/// Age in runs (0 = the job's newest finished run) from which a run that still holds what it
+/// allocated counts as "old" for the `leaking` verdict.
+pub const LEAK_AGE_RUNS: u64 = 8;
+
+/// What one finished run of a job still holds, for the ledger's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunHeld {
+    /// Runs since (0 = the newest finished run).
+    pub age: u64,
+    /// Bytes its blocks still hold.
+    pub bytes: u64,
+    /// Whether any of its blocks was freed after it finished.
+    pub freed_since: bool,
+}
+
+/// The verdict the retained-by-run ledger gives, when it can tell: `Leaking` when the job has
+/// finished at least `LEAK_AGE_RUNS + 2` runs, at least two runs older than `LEAK_AGE_RUNS`
+/// hold memory they never freed any of, they are at least half of the old runs in the
+/// ledger's window, and at least half of the recent runs (ages 1 to `LEAK_AGE_RUNS - 1`) hold
+/// memory too (a warm-up's old runs hold, its recent ones do not); `Replaced` when the job has
+/// finished at least 3 runs, holds memory, and only runs of age 0 or 1 hold any (nothing in
+/// `older_bytes`, the runs beyond the window). `None` otherwise: the series' verdict stands.
+/// `runs` lists the window's finished runs (all of them: `window` = how many there are).
+pub(crate) fn ledger_verdict(
+    runs: &[RunHeld],
+    window: u64,
+    finished: u64,
+    older_bytes: u64,
+) -> Option<TrendKind> {
+    let holders = || runs.iter().filter(|r| r.bytes > 0);
+    if finished >= LEAK_AGE_RUNS + 2 {
+        let old_runs = window.saturating_sub(LEAK_AGE_RUNS);
+        let old_keepers = holders()
+            .filter(|r| r.age >= LEAK_AGE_RUNS && !r.freed_since)
+            .count() as u64;
+        let recent_runs = (LEAK_AGE_RUNS - 1).min(window.saturating_sub(1));
+        let recent_holders = holders()
+            .filter(|r| r.age >= 1 && r.age < LEAK_AGE_RUNS)
+            .count() as u64;
+        if old_keepers >= 2 && old_keepers * 2 >= old_runs && recent_holders * 2 >= recent_runs {
+            return Some(TrendKind::Leaking);
+        }
+    }
+    if finished >= 3 && older_bytes == 0 && holders().count() > 0 && holders().all(|r| r.age <= 1) {
+        return Some(TrendKind::Replaced);
+    }
+    None
+}
 
 /// Regression statistics of a run of consecutive points.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -259,6 +317,59 @@ impl TrendSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn held(ages_bytes: &[(u64, u64)]) -> Vec<RunHeld> {
+        ages_bytes
+            .iter()
+            .map(|&(age, bytes)| RunHeld {
+                age,
+                bytes,
+                freed_since: false,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ledger_tells_leaks_replacements_and_warm_ups_apart() {
+        // 20 runs, each keeping 1 KiB: leaking.
+        let leak = held(&(0..20).map(|a| (a, 1024)).collect::<Vec<_>>());
+        assert_eq!(ledger_verdict(&leak, 20, 20, 0), Some(TrendKind::Leaking));
+        // Only the newest run holds: replaced (also after the window slid).
+        let mut replaced = held(&(0..20).map(|a| (a, 0)).collect::<Vec<_>>());
+        replaced[0].bytes = 1024;
+        assert_eq!(
+            ledger_verdict(&replaced, 20, 20, 0),
+            Some(TrendKind::Replaced)
+        );
+        assert_eq!(
+            ledger_verdict(&replaced, 20, 200, 0),
+            Some(TrendKind::Replaced)
+        );
+        // Runs 1-3 of 20 (ages 17-19) hold: a warm-up, neither.
+        let warm = held(
+            &(0..20)
+                .map(|a| (a, if a >= 17 { 4096 } else { 0 }))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(ledger_verdict(&warm, 20, 20, 0), None);
+        // ... also when those runs are just old enough (11 runs finished).
+        let warm = held(
+            &(0..11)
+                .map(|a| (a, if a >= 8 { 4096 } else { 0 }))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(ledger_verdict(&warm, 11, 11, 0), None);
+        // Old runs that drain (their blocks are freed later): not a leak.
+        let mut drain = leak.clone();
+        for r in drain.iter_mut().filter(|r| r.age >= 8) {
+            r.freed_since = true;
+        }
+        assert_eq!(ledger_verdict(&drain, 20, 20, 0), None);
+        // Too few runs, or something older than the window: no verdict from the ledger.
+        assert_eq!(ledger_verdict(&leak[..5], 5, 5, 0), None);
+        assert_eq!(ledger_verdict(&replaced, 20, 200, 1), None);
+        assert_eq!(ledger_verdict(&held(&[(0, 0), (1, 0)]), 2, 2, 0), None);
+    }
 
     /// The summary of `values`, and the last of them (what the job holds now when nothing
     /// changed after its last run).

@@ -88,6 +88,7 @@ pub struct MemoryCheck {
     name: String,
     warmup: u32,
     limits: Limits,
+    max_age_runs: Option<u64>,
     ignore: Vec<Ignore>,
     show_callsites: usize,
 }
@@ -98,6 +99,7 @@ impl fmt::Debug for MemoryCheck {
             .field("name", &self.name)
             .field("warmup", &self.warmup)
             .field("limits", &self.limits)
+            .field("no_retention_older_than", &self.max_age_runs)
             .field(
                 "ignore",
                 &self.ignore.iter().map(Ignore::describe).collect::<Vec<_>>(),
@@ -114,9 +116,37 @@ impl MemoryCheck {
             name: name.into(),
             warmup: 0,
             limits: Limits::default(),
+            max_age_runs: None,
             ignore: Vec::new(),
             show_callsites: DEFAULT_SHOWN_CALLSITES,
         }
+    }
+
+    /// Fails if runs `runs` or more runs older than the newest still hold memory: a job may
+    /// keep what its latest `runs` runs made (`0`: nothing at all; `1`: the latest result, as
+    /// a cache of the last answer does) but never older runs' blocks. The check runs the job
+    /// `runs + 1` more times before the measured run, under the same job, and reads what each
+    /// of those runs still holds after the measured one (the job's retained-by-run ledger,
+    /// [`JobReport::retained_by_run`](crate::report::JobReport::retained_by_run)); the
+    /// measured run is the newest.
+    ///
+    /// ```
+    /// # #[global_allocator]
+    /// # static A: allocscope::TrackingAllocator = allocscope::TrackingAllocator::system();
+    /// # fn main() {
+    /// use allocscope::testing::MemoryCheck;
+    /// use std::sync::Mutex;
+    /// static LATEST: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    /// // Each run replaces the previous run's result: only the newest run holds memory.
+    /// MemoryCheck::new("latest result")
+    ///     .no_retention_older_than(1)
+    ///     .assert(|| *LATEST.lock().unwrap() = Some(vec![1u8; 4096]));
+    /// *LATEST.lock().unwrap() = None;
+    /// # }
+    /// ```
+    pub fn no_retention_older_than(mut self, runs: u64) -> Self {
+        self.max_age_runs = Some(runs);
+        self
     }
 
     /// The check's name.
@@ -246,6 +276,18 @@ impl MemoryCheck {
         }
 
         let mut lease = Lease::acquire(&self.name);
+        // Runs before the measured one, for `no_retention_older_than`: the first of them is
+        // the job's run `first`.
+        let aged = match self.max_age_runs {
+            Some(age) => {
+                let first = untracked(|| finished_runs(&lease.job)) + 1;
+                for _ in 0..=age {
+                    let ((), _) = track_scope_run(&lease.job, || drop(job()));
+                }
+                Some((age, first))
+            }
+            None => None,
+        };
         let before = untracked(|| job_counters_now(&lease.job)).unwrap_or_default();
         let ((), mut run) = track_scope_run(&lease.job, || drop(job()));
         if run.unmeasured {
@@ -278,6 +320,12 @@ impl MemoryCheck {
             held = untracked(|| self.held(&lease, mode, &run, &caller));
         }
         lease.clean = held.retained.is_zero();
+        let old_runs = aged.map(|(age, first)| {
+            (
+                age,
+                untracked(|| held_by_runs_older_than(&lease.job, age, first)),
+            )
+        });
         drop(lease);
         if run.unmeasured {
             untracked(|| {
@@ -308,6 +356,13 @@ impl MemoryCheck {
             };
             let violations = self.violations(&figures);
             if violations.is_empty() {
+                if let Some((age, held)) = old_runs.filter(|(_, h)| !h.is_zero()) {
+                    return Err(CheckFailure::OldRunsRetain {
+                        figures: Box::new(figures),
+                        runs: age,
+                        held,
+                    });
+                }
                 return Ok(figures);
             }
             Err(CheckFailure::Exceeded {
@@ -557,6 +612,29 @@ fn sub(a: Usage, b: Usage) -> Usage {
     )
 }
 
+/// Finished runs of the job `name` so far. Untracked.
+fn finished_runs(name: &str) -> u64 {
+    let id = crate::registry::job_id(name);
+    crate::registry::job(id)
+        .runs
+        .load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// What runs of the job `name` numbered `first` or later, `age` or more runs older than its
+/// newest finished run, still hold. Untracked.
+fn held_by_runs_older_than(name: &str, age: u64, first: u64) -> Usage {
+    let id = crate::registry::job_id(name);
+    let finished = crate::registry::job(id)
+        .runs
+        .load(core::sync::atomic::Ordering::Acquire);
+    crate::registry::job_holdings(id, finished)
+        .iter()
+        .filter(|h| h.run >= first && finished - h.run >= age)
+        .fold(Usage::default(), |a, h| {
+            let r = h.retained.retained();
+            Usage::new(a.objects + r.objects, a.bytes + r.bytes)
+        })
+}
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,13 +94,24 @@ pub enum CheckFailure {
         /// The job the run ran as.
         job: String,
     },
+    /// Runs `runs` or more runs older than the measured (newest) one still hold memory
+    /// ([`MemoryCheck::no_retention_older_than`](super::MemoryCheck::no_retention_older_than)).
+    OldRunsRetain {
+        /// What the measured run did.
+        figures: Box<Figures>,
+        /// The age, in runs, from which nothing may be held.
+        runs: u64,
+        /// What those runs still hold.
+        held: Usage,
+    },
 }
 
 impl CheckFailure {
     /// The measured figures, when the check ran.
     pub fn figures(&self) -> Option<&Figures> {
         match self {
-            CheckFailure::Exceeded { figures, .. } => Some(figures),
+            CheckFailure::Exceeded { figures, .. }
+            | CheckFailure::OldRunsRetain { figures, .. } => Some(figures),
             _ => None,
         }
     }
@@ -147,6 +158,20 @@ impl fmt::Display for CheckFailure {
                  switch it between tests of one binary), or run the tests with \
                  ALLOCSCOPE_STACKS=every.\n",
                 filters.join(", ")
+            ),
+            CheckFailure::OldRunsRetain {
+                figures,
+                runs,
+                held,
+            } => format!(
+                "allocscope: memory check {:?} in test `{}` failed: runs {runs} or more runs \
+                 older than the newest still hold {} in {} objects (job {:?}); a run's blocks \
+                 must be freed within {runs} later runs (no_retention_older_than({runs})).\n",
+                figures.check,
+                figures.test,
+                bytes_text(held.bytes),
+                grouped(held.objects),
+                figures.job,
             ),
             CheckFailure::Unmeasured { check, test, job } => format!(
                 "allocscope: memory check {check:?} in test `{test}` could not measure its \

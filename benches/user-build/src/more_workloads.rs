@@ -70,6 +70,12 @@ fn record(rng: &mut Rng, id: u64) -> Record {
 /// Generates `records` records, serialises them, parses the text into a `Value`, pretty-prints
 /// it, and parses that into typed records again. Returns a checksum.
 pub fn serde_doc(records: usize) -> u64 {
+    let mut out = 0;
+    crate::unit(|| out = serde_doc_once(records));
+    out
+}
+
+fn serde_doc_once(records: usize) -> u64 {
     let mut rng = Rng::new(7);
     let doc: Vec<Record> = (0..records as u64).map(|i| record(&mut rng, i)).collect();
     let text = serde_json::to_string(&doc).unwrap_or_default();
@@ -94,4 +100,69 @@ pub fn live_objects<const WORDS: usize>(n: usize) -> u64 {
     }
     black_box(&keep);
     keep.iter().step_by(4096).map(|b| b[0]).sum()
+}
+
+/// `Value` trees of many small strings and maps: `docs` documents, each generated, printed
+/// compactly, parsed into a `Value` and walked; the trees of the previous document are dropped
+/// while the next one is built (frees of an earlier unit's blocks). Returns a checksum.
+pub fn serde_values(docs: usize) -> u64 {
+    let mut rng = Rng::new(11);
+    let mut sum = 0u64;
+    let mut previous: Vec<serde_json::Value> = Vec::new();
+    for d in 0..docs as u64 {
+        crate::unit(|| {
+            let doc: Vec<Record> = (0..400).map(|i| record(&mut rng, d * 400 + i)).collect();
+            let text = serde_json::to_string(&doc).unwrap_or_default();
+            drop(doc);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(arr) = value.as_array() {
+                for v in arr {
+                    if let Some(obj) = v.as_object() {
+                        sum = sum.wrapping_add(obj.len() as u64);
+                    }
+                }
+            }
+            previous.clear();
+            previous.push(value);
+            black_box(&previous);
+        });
+    }
+    black_box(sum)
+}
+
+/// `to_string_pretty` growing one buffer by realloc, `rounds` times over one large `Value`
+/// (a few MB each: every growth step reallocates the same string). Returns a checksum.
+pub fn serde_pretty(rounds: usize) -> u64 {
+    let mut rng = Rng::new(13);
+    let doc: Vec<Record> = (0..8_000).map(|i| record(&mut rng, i)).collect();
+    let value = serde_json::to_value(&doc).unwrap_or_default();
+    drop(doc);
+    let mut total = 0u64;
+    for _ in 0..rounds {
+        crate::unit(|| {
+            let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+            total = total.wrapping_add(pretty.len() as u64);
+        });
+    }
+    black_box(total)
+}
+
+/// Typed structs with `Vec<String>` fields: `rounds` round trips of a document through typed
+/// records (parse, modify, print), one long run per document. Returns a checksum.
+pub fn serde_typed(rounds: usize) -> u64 {
+    let mut rng = Rng::new(17);
+    let doc: Vec<Record> = (0..6_000).map(|i| record(&mut rng, i)).collect();
+    let mut text = serde_json::to_string(&doc).unwrap_or_default();
+    drop(doc);
+    for r in 0..rounds {
+        crate::unit(|| {
+            let mut back: Vec<Record> = serde_json::from_str(&text).unwrap_or_default();
+            for rec in &mut back {
+                rec.tags.push(format!("round{r}"));
+                rec.tags.retain(|t| t.len() < 12);
+            }
+            text = serde_json::to_string(&back).unwrap_or_default();
+        });
+    }
+    black_box(text.len() as u64)
 }

@@ -42,7 +42,7 @@ pub struct ProcessMemory {
     /// (another OS, `/proc` not mounted); the text then says "RSS unavailable".
     pub rss_bytes: u64,
     /// Every byte the tracker counts as live: jobs, unscoped blocks and the tracker's own
-    /// blocks (requested sizes; the 16-byte headers are not included).
+    /// blocks (requested sizes; the per-block headers are not included).
     pub heap_live_bytes: u64,
     /// Live bytes of the tracker's own allocations (tables, reports, symbol caches).
     pub tracker_bytes: u64,
@@ -243,12 +243,13 @@ pub struct TimelineStats {
 }
 
 impl Trend {
-    /// The trend as the TREND column prints it: `growing +12.3 KiB/run`, `saturating`,
-    /// `steady`, or `-` (not enough runs).
+    /// The trend as the TREND column prints it: `growing +12.3 KiB/run`, `leaking +12.3
+    /// KiB/run`, `saturating`, `replaced`, `steady`, or `-` (not enough runs).
     pub fn label(&self) -> String {
         match self.kind {
-            TrendKind::Growing => format!(
-                "growing +{}/run",
+            TrendKind::Growing | TrendKind::Leaking => format!(
+                "{} +{}/run",
+                self.kind.as_str(),
                 super::text::human_bytes(self.bytes_per_run.max(0.0).round() as u64)
             ),
             k => k.as_str().to_string(),

@@ -42,6 +42,7 @@ fn setup(config: &str) -> Result<bool, String> {
             ))
         }
     };
+    let _ = ub::UNIT.set(|f| allocscope::track_scope("doc", f));
     allocscope::set_stack_mode(mode);
     allocscope::set_unwinder(unwinder);
     Ok(scoped)

@@ -4,11 +4,16 @@
 //! for CPU time and wall time, and the median peak RSS ratio.
 //!
 //! ```text
-//! ub_run --nofp DIR --fp DIR [--rounds N] [--workloads churn,job,threads,serde]
+//! ub_run --nofp DIR --fp DIR [--rounds N]
+//!        [--workloads churn,job,threads,serde,serde_values,serde_pretty,serde_typed]
 //!        [--no-heaptrack] [--mem] [--raw FILE]
 //! ```
 //!
-//! `DIR`s hold `ub_system`, `ub_allocscope` and `ub_dhat` built without / with frame pointers.
+//! Beside every allocscope figure stand the two floors, measured in the same rounds:
+//! `floor_header` (`ub_header`: `System` with allocscope's 8-byte header, counting nothing)
+//! and `floor_count` (`ub_count`: per-thread counters, no header).
+//!
+//! `DIR`s hold `ub_system`, `ub_allocscope`, `ub_header`, `ub_count` and `ub_dhat` built without / with frame pointers.
 //! Rows ending in `_fp` come from the frame-pointer build and are divided by that build's
 //! `System` run of the same round. The slow configurations (libgcc DWARF unwinding, dhat-rs,
 //! heaptrack) run the workload at 1/10 size against `System` at that size. heaptrack's CPU
@@ -127,7 +132,7 @@ fn main() {
     let mut nofp = PathBuf::from("target/user-build/nofp/release");
     let mut fp: Option<PathBuf> = None;
     let mut rounds = 5usize;
-    let mut workloads = "churn,job,threads,serde".to_string();
+    let mut workloads = "churn,job,threads,serde,serde_values,serde_pretty,serde_typed".to_string();
     let mut heaptrack = true;
     let mut mem = false;
     let mut raw: Option<PathBuf> = None;
@@ -186,9 +191,15 @@ fn main() {
             });
         }
     };
-    // Every workload: `System`, then allocscope in each configuration against it.
+    // Every workload: `System`, the two floors (`floor_header`: allocscope's 8-byte header
+    // and no counting; `floor_count`: per-thread counting and no header), then allocscope in
+    // each configuration, all against `System` in the same rounds.
+    let floors = |d: &PathBuf| (d.join("ub_header"), d.join("ub_count"));
     let system_and_tracked = |tasks: &mut Vec<Task>, w: &str| {
         add(tasks, "system", w, w, sys(&nofp), "system", false, "system");
+        let (header, count) = floors(&nofp);
+        add(tasks, "floor_header", w, w, header, "h8", false, "system");
+        add(tasks, "floor_count", w, w, count, "count", false, "system");
         for c in ["outside", "off", "sampled", "every"] {
             add(tasks, c, w, w, tracked(&nofp), c, false, "system");
         }
