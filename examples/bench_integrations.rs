@@ -1,4 +1,4 @@
-//! Costs of the integrations (issue 14), as ratios measured alternately in one run:
+//! Costs of the integrations, as ratios measured alternately in one run:
 //!
 //! * tracing: enter+exit of an unselected span with `ScopeLayer` vs the same subscriber
 //!   without it; enter+exit of a selected span; create+close of a selected span (one run);

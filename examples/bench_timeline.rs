@@ -1,4 +1,4 @@
-//! The cost of the timeline (issue 10): an allocating workload under `TrackingAllocator`, with
+//! The cost of the timeline: an allocating workload under `TrackingAllocator`, with
 //! the sampler off, at 1 s and at 10 ms, measured alternately in the same process (rounds in
 //! rotating order, medians), and the cost of finishing a run (which records its event and its
 //! trend point).

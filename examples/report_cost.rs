@@ -1,4 +1,4 @@
-//! The cost of building reports with many callsites (issue 15, items 9 and 10; figures in
+//! The cost of building reports with many callsites (figures in
 //! BENCHMARKS.md): records N distinct stacks (N from the command line, default 20,000; the
 //! stress test builds 100,000), then times `report()` several times (the first symbolizes
 //! every stack; later ones have nothing new to symbolize), `write_json`, `read_json`, and

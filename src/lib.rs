@@ -65,7 +65,8 @@
 //!    counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
 //!    `sources` — what the scope sources (span layers) saw and selected, for the report's notes;
 //!    `cmalloc` — the C `malloc` family (feature `malloc`), counting C blocks through `alloc`;
-//! 4. `report` — the one snapshot path (`snapshot`), symbolization and the stack table that
+//! 4. `report` — the one snapshot path (`snapshot`), symbolization (`symbolize`, full names
+//!    from the loaded objects' symbol tables: `symtab`) and the stack table that
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
 //!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps

@@ -1,7 +1,7 @@
 //! The model: plain data shared by every layer — figures, runs, frames, stack modes.
 //!
-//! Rules: nothing here knows about the allocator, the tables or the renderers; this module
-//! imports nothing from the crate except `error`. The registry stores [`RunReport`]s, the
+//! Rules: nothing here knows about the allocator, the tables or the renderers, and this
+//! module imports nothing from the crate. The registry stores [`RunReport`]s, the
 //! snapshot builds reports from [`Counters`], the renderers print them: all from here, so data
 //! flows one way (allocator → thread counters → registry → snapshot → renderers) and every
 //! layer can name the same types.
@@ -44,6 +44,24 @@ impl core::ops::Add for Usage {
 impl core::ops::AddAssign for Usage {
     fn add_assign(&mut self, o: Usage) {
         *self = *self + o;
+    }
+}
+
+/// `self - o`, each field clamped at 0 (a difference of figures never goes negative: what was
+/// freed meanwhile makes it a lower bound).
+impl core::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, o: Usage) -> Usage {
+        Usage::new(
+            self.objects.saturating_sub(o.objects),
+            self.bytes.saturating_sub(o.bytes),
+        )
+    }
+}
+
+impl core::ops::SubAssign for Usage {
+    fn sub_assign(&mut self, o: Usage) {
+        *self = *self - o;
     }
 }
 
@@ -401,9 +419,74 @@ pub(crate) fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A UTC date and time: the one calendar conversion behind every date allocscope prints
+/// (report headers, marks, dump file names, the chart's clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Utc {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    pub second: u32,
+    pub millis: u32,
+}
+
+impl Utc {
+    /// The UTC time `unix_ms` milliseconds after the Unix epoch (proleptic Gregorian calendar,
+    /// H. Hinnant's `civil_from_days`).
+    pub(crate) fn from_unix_ms(unix_ms: u64) -> Utc {
+        let secs = unix_ms / 1000;
+        let rem = (secs % 86_400) as u32;
+        let z = (secs / 86_400) as i64 + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        Utc {
+            year: yoe + era * 400 + i64::from(month <= 2),
+            month,
+            day,
+            hour: rem / 3600,
+            minute: rem / 60 % 60,
+            second: rem % 60,
+            millis: (unix_ms % 1000) as u32,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_differences_clamp_at_zero() {
+        assert_eq!(Usage::new(5, 100) - Usage::new(2, 40), Usage::new(3, 60));
+        assert_eq!(Usage::new(1, 10) - Usage::new(2, 40), Usage::new(0, 0));
+        let mut u = Usage::new(4, 4);
+        u -= Usage::new(1, 5);
+        assert_eq!(u, Usage::new(3, 0));
+    }
+
+    #[test]
+    fn utc_dates() {
+        let t = Utc::from_unix_ms(0);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.millis),
+            (1970, 1, 1, 0, 0)
+        );
+        // 2023-11-14 22:13:20.123 UTC; and a leap day.
+        let t = Utc::from_unix_ms(1_700_000_000_123);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis),
+            (2023, 11, 14, 22, 13, 20, 123)
+        );
+        let t = Utc::from_unix_ms(951_782_400_000);
+        assert_eq!((t.year, t.month, t.day), (2000, 2, 29));
+    }
 
     #[test]
     fn counters_retained_saturates() {

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use crate::fork;
 
 /// Live span layers listed at most (a process has one or two).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) const MAX_SPAN_LAYERS: usize = 16;
 
 /// Verbosity of a span level: 1 = ERROR … 5 = TRACE; 0 = off (as a maximum).
@@ -40,6 +41,7 @@ pub(crate) struct SpanLayerStats {
     pub(crate) max_level: fn() -> Option<Verbosity>,
 }
 
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 impl SpanLayerStats {
     pub(crate) fn new(rules: String, max_level: fn() -> Option<Verbosity>) -> Self {
         SpanLayerStats {
@@ -71,6 +73,7 @@ fn layers() -> &'static Mutex<Vec<Weak<SpanLayerStats>>> {
 }
 
 /// Lists an installed span layer. Call with tracking suspended.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn register_span_layer(stats: &Arc<SpanLayerStats>) {
     let mut list = layers().lock();
     list.retain(|s| s.strong_count() > 0);

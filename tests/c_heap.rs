@@ -297,9 +297,10 @@ fn c_leak_is_found_by_its_c_callsite() {
         .iter()
         .find(|c| c.retained.bytes == 4096)
         .expect("the leak's callsite");
-    assert_eq!(
-        site.frames.first().map(|f| f.function.as_str()),
-        Some("leaky_c_callsite"),
+    assert!(
+        site.frames
+            .first()
+            .is_some_and(|f| f.function.starts_with("leaky_c_callsite")),
         "the first frame is the C function that called malloc: {:#?}",
         site.frames
     );

@@ -1,4 +1,4 @@
-//! The environment decides before the first tracked allocation (issue 15, items 12 and 3), in
+//! The environment decides before the first tracked allocation, in
 //! child processes of this test binary:
 //!
 //! * `ALLOCSCOPE_STACKS` is applied by the allocator's first allocation (without allocating),

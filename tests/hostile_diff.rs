@@ -1,4 +1,4 @@
-//! Issue 15, item 4: every figure difference of a diff (runs, objects, bytes) is exact for any
+//! Every figure difference of a diff (runs, objects, bytes) is exact for any
 //! `u64` inputs, in text, JSON, folded stacks and both SVGs; sums of figures too.
 
 use allocscope::{

@@ -1,4 +1,4 @@
-//! Issue 15, items 5 and 6: the one atomic writer (`write_json`, `write_file_atomic`, every
+//! The one atomic writer (`write_json`, `write_file_atomic`, every
 //! CLI `-o`) replaces only a regular file or nothing; a symbolic link is written through to its
 //! target; a failed write (file size limit, like a full disk) leaves the previous file intact.
 #![cfg(unix)]

@@ -1,4 +1,4 @@
-//! Issue 15, items 7 and 8: hostile job, frame and title text. Every SVG (all jobs, one job,
+//! Hostile job, frame and title text. Every SVG (all jobs, one job,
 //! empty, diff, CLI `--title`) is well-formed XML 1.0 (parsed by quick-xml, every character
 //! checked against XML 1.0's `Char`); distinct jobs stay distinct in text, folded stacks,
 //! pprof labels and DHAT frames, through one documented encoding (`job_display_name`).

@@ -84,3 +84,49 @@ fn a_bad_address_is_reported_and_the_program_goes_on() {
         "reported once"
     );
 }
+
+#[test]
+fn serve_on_the_variables_address_shares_its_server() {
+    if std::env::var_os(CHILD).is_some() {
+        let addr: std::net::SocketAddr = std::env::var("ALLOCSCOPE_HTTP").unwrap().parse().unwrap();
+        // The first call into allocscope starts the variable's server; `serve` on the same
+        // address is that server, not "address in use".
+        let shared = allocscope::http::serve(addr).expect("the variable's server");
+        assert_eq!(shared.local_addr(), addr);
+        assert_eq!(allocscope::http::env_server_addr(), Some(addr));
+        // Other options on that address: a clear error, not a silent downgrade.
+        let err = allocscope::http::serve_with(
+            addr,
+            allocscope::http::HttpOptions {
+                token: Some("t".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ALLOCSCOPE_HTTP"), "{err}");
+        // Dropping the shared handle leaves the variable's server serving.
+        drop(shared);
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        println!("CHILD shared ok: {}", text.starts_with("HTTP/1.1 200"));
+        return;
+    }
+    // A port free now, named by the variable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (stdout, stderr) = run_child(
+        "serve_on_the_variables_address_shares_its_server",
+        &format!("127.0.0.1:{port}"),
+    );
+    assert!(
+        stdout.contains("CHILD shared ok: true"),
+        "{stdout}\n{stderr}"
+    );
+}

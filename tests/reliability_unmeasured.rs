@@ -1,4 +1,4 @@
-//! Runs that cannot be measured say so (issue 15, item 1). A `.track_scope()` future that is
+//! Runs that cannot be measured say so. A `.track_scope()` future that is
 //! forgotten keeps its run slot for good; after 65,535 of them every later run found no slot
 //! and reported zeros, so `MemoryCheck::no_leaks()` passed on a leaking job, `track_scope_run`
 //! returned zeros and a run keeping 2 MiB wrote no automatic dump. Now: a check measures its

@@ -1,4 +1,4 @@
-//! Issue 15, item 10: a repeated `report()` with nothing new to symbolize does not symbolize
+//! A repeated `report()` with nothing new to symbolize does not symbolize
 //! again (the stack table, `src/report/stacks.rs`), keeps the report's order, and the table
 //! stays bounded by distinct stacks and frames. Timings are in BENCHMARKS.md
 //! (`examples/report_cost.rs`), not here.
@@ -78,7 +78,7 @@ fn repeated_reports_do_not_symbolize_again() {
     );
     let job2 = second.job("cached").unwrap();
     assert_eq!(job2.callsites, job.callsites);
-    // No frame text is copied (issue 15, item 10): the second report's frames, its job
+    // No frame text is copied: the second report's frames, its job
     // list's and the first report's all share one string per distinct frame.
     let ptr = |c: &CallsiteReport| c.frames[0].function.as_ptr();
     let shared = second.callsites[0].frames[0].function.as_str();

@@ -1,4 +1,4 @@
-//! Issue 15, items 13–15: the text report says why a job that holds memory lists no callsite
+//! The text report says why a job that holds memory lists no callsite
 //! (and how to get callsites); flamegraphs can leave unscoped memory out (`--no-unscoped`);
 //! callsites can be listed by allocated, retained or peak bytes (`--callsites-by`).
 

@@ -1,4 +1,4 @@
-//! Issue 15, item 9: the version-2 wire format (a stack table, callsites naming stacks by
+//! The version-2 wire format (a stack table, callsites naming stacks by
 //! index) is at least 10× smaller than frames written inline, round-trips exactly, still
 //! reads version 1; reading streams (a gigabyte of `[` is refused after a few KiB, an
 //! oversized file before reading) and a corrupt table is an error, not a panic.

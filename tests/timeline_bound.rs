@@ -1,4 +1,4 @@
-//! Memory bound of the timeline and run events (issue 10): many runs on 4 threads with the
+//! Memory bound of the timeline and run events: many runs on 4 threads with the
 //! sampler at 1 ms keep the timeline within `MAX_SAMPLES`, the events within `MAX_RUN_EVENTS`
 //! (every other run counted as dropped), the stores within their documented bytes, and the
 //! tracker's memory flat.

@@ -1,4 +1,4 @@
-//! The timeline shows the cliff (issue 10): with the sampler at 100 ms, a job that allocates
+//! The timeline shows the cliff: with the sampler at 100 ms, a job that allocates
 //! 200 MiB and keeps it shows as a jump of at least 200 MB between the sample before its run
 //! and the sample after, and its run event lies between those two samples. The chart of that
 //! report is well-formed SVG with axes, a legend and the run's job name in a `<title>`.

@@ -1,4 +1,4 @@
-//! The glibc fragmentation case (issue 10): a batch of 200,000 × 1 KiB blocks of which 1 in 64
+//! The glibc fragmentation case: a batch of 200,000 × 1 KiB blocks of which 1 in 64
 //! is kept leaves most of the RSS as freed memory glibc did not return to the OS. The report
 //! must say so (`not_returned_bytes` is most of RSS − live heap), and `release_free_memory`
 //! must give it back (RSS drops, and so does the next report's `not_returned_bytes`).

@@ -1,4 +1,4 @@
-//! The memory-over-time model (issue 10): version-1 files still read (with defaults), version-2
+//! The memory-over-time model: version-1 files still read (with defaults), version-2
 //! reports round-trip through JSON with every new field, and the text says "RSS unavailable"
 //! when RSS is 0.
 

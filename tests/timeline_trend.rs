@@ -1,4 +1,4 @@
-//! Trends per job (issue 10): growing with its per-run growth, saturating, steady, not enough
+//! Trends per job: growing with its per-run growth, saturating, steady, not enough
 //! runs; on one thread and with runs interleaved across 4 threads. Each test uses its own job
 //! names, so tests running in parallel in this binary do not disturb each other.
 

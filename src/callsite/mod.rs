@@ -42,13 +42,22 @@ pub(crate) static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
 /// index.
 static THREADS_SEEDED: AtomicU64 = AtomicU64::new(0);
 
-/// Selects which allocations record a stack. Takes effect immediately on every thread; blocks
-/// already allocated keep the weight they were recorded with, so their frees stay exact.
+/// Selects which allocations record a stack. Blocks already allocated keep the weight they
+/// were recorded with, so their frees stay exact.
+///
+/// `Off` and `Every` apply to every thread's next allocation. A sampled mean applies to the
+/// calling thread at once (it draws a new gap with the new mean at its next allocation); every
+/// other thread first uses up the gap it already drew with the previous mean, then draws with
+/// the new one. Switching from a large mean to a small one therefore samples other threads
+/// only after up to about one previous mean of their allocations.
 pub fn set_stack_mode(mode: StackMode) {
     init_from_env();
     MODE.store(mode.encode(), Relaxed);
-    // Redraw this thread's sampling gap for the new mean.
-    let _ = crate::thread::TLS.try_with(|t| t.rng.set(0));
+    // This thread draws a new gap for the new mean at its next allocation.
+    let _ = crate::thread::TLS.try_with(|t| {
+        t.rng.set(0);
+        t.countdown.set(0);
+    });
 }
 
 /// The current [`StackMode`].

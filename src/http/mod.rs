@@ -234,6 +234,16 @@ pub fn serve(addr: impl ToSocketAddrs) -> Result<HttpServer, Error> {
 /// Errors: the address does not resolve; it is not loopback and `allow_remote` is off; it is
 /// in use (for example by a second `serve` on the same address); an option is out of range.
 pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<HttpServer, Error> {
+    serve_on(addr, options, true)
+}
+
+/// [`serve_with`]; `share` looks for the environment's server on the same address first
+/// (off when starting that server).
+fn serve_on(
+    addr: impl ToSocketAddrs,
+    options: HttpOptions,
+    share: bool,
+) -> Result<HttpServer, Error> {
     crate::callsite::init_from_env();
     crate::thread::untracked(|| {
         validate(&options)?;
@@ -255,7 +265,7 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<Http
                 )));
             }
         }
-        if let Some(env) = env_server_for(addr) {
+        if let Some(env) = share.then(|| env_server_for(addr)).flatten() {
             if env.1 == options {
                 return Ok(HttpServer::shared_handle(env.0));
             }
@@ -269,10 +279,21 @@ pub fn serve_with(addr: impl ToSocketAddrs, options: HttpOptions) -> Result<Http
 }
 
 /// The environment's server when it listens on `addr` (a fixed port, not 0), with its options.
+/// If `ALLOCSCOPE_HTTP` names `addr` and its server has not started yet (no scope has begun),
+/// it starts now, so the two do not race for the address.
 fn env_server_for(addr: SocketAddr) -> Option<(SocketAddr, HttpOptions)> {
     if addr.port() == 0 {
         return None;
     }
+    let named = crate::config::http_addr()?;
+    let names_addr = named
+        .as_str()
+        .to_socket_addrs()
+        .is_ok_and(|mut a| a.next() == Some(addr));
+    if !names_addr {
+        return None;
+    }
+    start_from_env();
     let served = env_server_addr()?;
     (served == addr).then(|| (served, HttpOptions::default()))
 }
@@ -302,7 +323,7 @@ pub(crate) fn start_from_env() {
             let Some(addr) = crate::config::http_addr() else {
                 return;
             };
-            match serve(addr.as_str()) {
+            match serve_on(addr.as_str(), HttpOptions::default(), false) {
                 Ok(server) => {
                     eprintln!(
                         "allocscope: serving http://{}/ ({ENV_VAR})",

@@ -341,8 +341,10 @@ pub(crate) fn sort_jobs(jobs: &mut [JobReport]) {
     });
 }
 
-fn fixed_to_objects(fx: u64) -> u64 {
-    (fx + intern::OBJ_ONE / 2) / intern::OBJ_ONE
+/// A site's fixed-point object count, rounded to whole objects; saturating, so a counter near
+/// `u64::MAX` (sampled weights summed over a long run) rounds down instead of overflowing.
+pub(crate) fn fixed_to_objects(fx: u64) -> u64 {
+    fx.saturating_add(intern::OBJ_ONE / 2) / intern::OBJ_ONE
 }
 
 pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
@@ -416,13 +418,25 @@ fn retained_by_origin(
             retained: r,
         });
     }
-    let older = Usage::new(
-        retained.objects.saturating_sub(objects),
-        retained.bytes.saturating_sub(bytes),
-    );
+    let older = retained - Usage::new(objects, bytes);
     let window = finished.min(registry::LEDGER_RUNS as u64);
     if let Some(kind) = ledger_verdict(&held, window, finished, older.bytes) {
         trend.kind = kind;
     }
     (by_run, older, trend)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_point_counts_round_and_saturate() {
+        assert_eq!(fixed_to_objects(0), 0);
+        assert_eq!(fixed_to_objects(intern::OBJ_ONE), 1);
+        assert_eq!(fixed_to_objects(intern::OBJ_ONE / 2), 1);
+        assert_eq!(fixed_to_objects(intern::OBJ_ONE / 2 - 1), 0);
+        // Overflowed (a debug-build panic) before it saturated.
+        assert_eq!(fixed_to_objects(u64::MAX), u64::MAX / intern::OBJ_ONE);
+    }
 }

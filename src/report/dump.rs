@@ -27,6 +27,7 @@ use super::wire;
 use super::{Report, RunReport};
 use crate::config;
 use crate::error::Error;
+use crate::model::Utc;
 use crate::thread::untracked;
 
 pub use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
@@ -537,30 +538,11 @@ fn sanitize(job: &str) -> String {
 
 /// `YYYYMMDDTHHMMSS.mmmZ` (UTC) for milliseconds since the Unix epoch.
 fn utc_stamp(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let t = Utc::from_unix_ms(unix_ms);
     format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        unix_ms % 1000
+        "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
     )
-}
-
-/// Year, month, day of a day count since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 /// Applies the dump variables (parsed by [`config::dumps`]) once.

@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use super::labels::{fold_std, short_file, short_name};
 use super::text::{grouped, human_bytes};
 use super::{CallsiteReport, FlameOptions, Frame, ProcessMemory, Report, ReportDiff};
+use crate::model::Utc;
 
 /// Callsites listed per job.
 const CALLSITES_PER_JOB: usize = 10;
@@ -103,23 +104,10 @@ fn page_end(out: &mut String) {
 
 /// `unix_ms` as `YYYY-MM-DD HH:MM:SS UTC`.
 pub(crate) fn utc(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = Utc::from_unix_ms(unix_ms);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
     )
 }
 
@@ -196,7 +184,21 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
          <th>Allocated</th><th>Allocated objects</th><th>Stack (innermost first)</th></tr>\
          </thead><tbody>"
     );
-    for c in sites.iter().take(CALLSITES_PER_JOB) {
+    // One row per stack as shown (frames below the ones shown, folded std frames): rows that
+    // would read the same are one row, saying how many stacks it holds.
+    let mut rows = super::text::merge_alike(sites, |c| stack_cell(&c.frames));
+    rows.sort_by_key(|(c, _, _)| std::cmp::Reverse(c.retained.bytes));
+    for (c, stacks, cell) in rows.iter().take(CALLSITES_PER_JOB) {
+        let cell = match stacks {
+            1 => cell.clone(),
+            n => cell.replacen(
+                "</td>",
+                &format!(
+                    "<div class=\"loc\">({n} stacks that differ below these frames)</div></td>"
+                ),
+                1,
+            ),
+        };
         // An estimate reads `~` and says so on hover; an exact figure is plain.
         let td = |v: u64, text: String| {
             if c.estimated {
@@ -214,21 +216,25 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
             td(c.retained.objects, grouped(c.retained.objects)),
             td(c.allocated.bytes, human_bytes(c.allocated.bytes)),
             td(c.allocated.objects, grouped(c.allocated.objects)),
-            stack_cell(&c.frames)
+            cell
         );
     }
     out.push_str("</tbody></table>\n");
-    if sites.iter().take(CALLSITES_PER_JOB).any(|c| c.estimated) {
+    if rows
+        .iter()
+        .take(CALLSITES_PER_JOB)
+        .any(|(c, _, _)| c.estimated)
+    {
         out.push_str(
             "<p class=\"note\">~ marks estimates from sampled stacks (scaled from the \
              allocations sampled); the job's figures above them are exact.</p>\n",
         );
     }
-    if sites.len() > CALLSITES_PER_JOB {
+    if rows.len() > CALLSITES_PER_JOB {
         let _ = writeln!(
             out,
             "<p class=\"note\">{} more callsites in the JSON report.</p>",
-            sites.len() - CALLSITES_PER_JOB
+            rows.len() - CALLSITES_PER_JOB
         );
     }
 }
@@ -253,7 +259,7 @@ impl Report {
             out,
             "<h1>allocscope report</h1>\n<p class=\"meta\">Taken {} · stacks: {} · {} jobs</p>",
             utc(self.timestamp_unix_ms),
-            esc(&describe_mode(self)),
+            esc(&super::text::stack_mode_words(self.stack_mode)),
             self.jobs.len()
         );
         if let Some(t) = &self.trigger {
@@ -382,16 +388,6 @@ impl Report {
         }
         page_end(&mut out);
         out
-    }
-}
-
-fn describe_mode(r: &Report) -> String {
-    match r.stack_mode {
-        crate::model::StackMode::Off => "off".to_string(),
-        crate::model::StackMode::Every => "every allocation (exact)".to_string(),
-        crate::model::StackMode::Sampled { mean_bytes } => {
-            format!("sampled, one per {} (estimates)", human_bytes(mean_bytes))
-        }
     }
 }
 
@@ -594,9 +590,10 @@ mod tests {
 
     #[test]
     fn estimated_and_exact_callsites_are_told_apart() {
+        // Distinct frames: rows that would read the same are merged into one.
         let site = |bytes: u64, estimated: bool| CallsiteReport {
             scope: vec!["job".into()],
-            frames: Vec::new(),
+            frames: vec![Frame::new(format!("f{bytes}"), None, None)],
             allocated: crate::model::Usage { objects: 3, bytes },
             retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,

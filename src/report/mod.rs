@@ -19,6 +19,7 @@ mod since;
 pub(crate) mod snapshot;
 mod stacks;
 pub(crate) mod symbolize;
+pub(crate) mod symtab;
 pub(crate) mod text;
 mod trigger;
 mod wire;

@@ -152,10 +152,10 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
     drop(table);
 
     now.totals = Totals {
-        live: sub(now.totals.live, all.retained()),
-        allocated: sub(now.totals.allocated, all.allocated()),
-        unscoped_live: sub(now.totals.unscoped_live, unscoped.retained()),
-        unscoped_allocated: sub(now.totals.unscoped_allocated, unscoped.allocated()),
+        live: now.totals.live - all.retained(),
+        allocated: now.totals.allocated - all.allocated(),
+        unscoped_live: now.totals.unscoped_live - unscoped.retained(),
+        unscoped_allocated: now.totals.unscoped_allocated - unscoped.allocated(),
     };
     now.callsites = subtract_sites(std::mem::take(&mut now.callsites), &sites);
 
@@ -175,11 +175,11 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
             let (runs0, panicked0) = id.and_then(|i| m.jobs.get(i)).copied().unwrap_or((0, 0));
             j.runs = j.runs.saturating_sub(runs0);
             j.panicked_runs = j.panicked_runs.saturating_sub(panicked0);
-            j.allocated = sub(j.allocated, inc.allocated());
-            j.retained = sub(j.retained, inc.retained());
+            j.allocated -= inc.allocated();
+            j.retained -= inc.retained();
             j.exclusive = Exclusive {
-                allocated: sub(j.exclusive.allocated, exc.allocated()),
-                retained: sub(j.exclusive.retained, exc.retained()),
+                allocated: j.exclusive.allocated - exc.allocated(),
+                retained: j.exclusive.retained - exc.retained(),
             };
             j.recent_runs.retain(|r| r.run > runs0);
             j.peak_bytes = j
@@ -195,19 +195,6 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
         .collect::<Vec<JobReport>>();
     super::build::sort_jobs(&mut now.jobs);
     now
-}
-
-/// `a - b`, each field clamped at 0.
-fn sub(a: Usage, b: Usage) -> Usage {
-    Usage::new(
-        a.objects.saturating_sub(b.objects),
-        a.bytes.saturating_sub(b.bytes),
-    )
-}
-
-/// Site object counters are fixed point; rounded as `report()` does.
-fn fixed_to_objects(fx: u64) -> u64 {
-    fx.saturating_add(intern::OBJ_ONE / 2) / intern::OBJ_ONE
 }
 
 /// Subtracts the mark's figures from each callsite (entries with the same key merged first),
@@ -235,14 +222,14 @@ fn subtract_sites(
         .into_iter()
         .filter_map(|(key, mut c)| {
             if let Some(m) = mark.get(&key) {
-                let to_objects = fixed_to_objects;
+                let to_objects = super::build::fixed_to_objects;
                 let allocated = Usage::new(to_objects(m.alloc_objects), m.alloc_bytes);
                 let retained = Usage::new(
                     to_objects(m.alloc_objects.saturating_sub(m.free_objects)),
                     m.alloc_bytes.saturating_sub(m.free_bytes),
                 );
-                c.allocated = sub(c.allocated, allocated);
-                c.retained = sub(c.retained, retained);
+                c.allocated -= allocated;
+                c.retained -= retained;
             }
             (!c.allocated.is_zero()).then_some(c)
         })

@@ -4,7 +4,16 @@
 //! tracker's). Results are cached per instruction pointer, so rendering a report twice
 //! resolves each address once. Inlined frames are kept (one instruction pointer can expand to
 //! several frames). The frames of the allocator machinery are trimmed from the top of each
-//! stack, so the first frame a user sees is the code that asked for memory. The heuristics
+//! stack, so the first frame a user sees is the code that asked for memory.
+//!
+//! **Names are full paths** in every build profile (see [`qualify_outermost`] and
+//! [`qualify_inlined`]): the function an address was compiled into is named by its symbol
+//! (`worker::main::{closure#0}`, keeping DWARF's closure index where DWARF has one); a frame
+//! DWARF names only by a short name (an inlined frame under `debug = "line-tables-only"`) is
+//! qualified by an outer frame of the same source file (a closure by the function calling from
+//! the line closest before the closure's, a function by the nearest one's module), else by its file's crate and module for the standard library and
+//! registry crates (`alloc::raw_vec::grow_one`), else made unique with its file
+//! (`load [jobs/load.rs]`). The heuristics
 //! that tell a memory check's job frames from its test's frames (`testing`) live here too,
 //! beside the ones they build on.
 
@@ -13,6 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use dashmap::DashMap;
 
+use super::symtab;
 use crate::fork::{self, AtFork};
 use crate::model::Frame;
 
@@ -48,6 +58,7 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
         // stack table first: it is held while this cache is used (`stacks.rs`).
         super::stacks::register_for_fork();
         fork::register(&CACHE_AT_FORK);
+        fork::register(&symtab::STATE);
         map
     });
     if let Some(f) = cache.get(&ip).map(|f| f.clone()) {
@@ -58,7 +69,13 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     backtrace::resolve(ip as *mut core::ffi::c_void, |sym| {
         let function = sym
             .name()
-            .map(|n| format!("{n:#}"))
+            .map(|n| {
+                let full = format!("{n:#}");
+                if let Some(mangled) = n.as_str().filter(|m| is_mangled(m)) {
+                    symtab::remember_system_name(&full, mangled);
+                }
+                full
+            })
             .unwrap_or_else(|| format!("{ip:#x}"));
         frames.push(Frame {
             function: function.into(),
@@ -78,6 +95,14 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
             file: None,
             line: None,
         })];
+    }
+    // The outermost frame is the function the address was compiled into: its symbol names it.
+    if let Some(outer) = frames.last_mut() {
+        let symbols = symtab::symbols_at(ip.saturating_sub(1));
+        if let Some((full, mangled)) = qualify_outermost(&outer.function, &symbols) {
+            symtab::remember_system_name(&full, &mangled);
+            outer.function = full.into();
+        }
     }
     let frames: Arc<[Frame]> = frames.into();
     cache.insert(ip, frames.clone());
@@ -116,6 +141,177 @@ fn dynamic_symbol(ip: usize) -> Option<Frame> {
 pub(crate) fn release_debug_info() {
     if PARSED.swap(false, Relaxed) {
         backtrace::clear_symbol_cache();
+        symtab::clear();
+    }
+}
+
+/// Whether a symbol name is a mangled Rust name (legacy `_ZN…E` or v0 `_R…`).
+fn is_mangled(name: &str) -> bool {
+    rustc_demangle::try_demangle(name).is_ok()
+}
+
+/// A name's path segments, split at the `::` outside any `<…>` (`<a::B as c::D>::f` is
+/// `<a::B as c::D>`, `f`).
+fn segments(name: &str) -> Vec<&str> {
+    let b = name.as_bytes();
+    let mut depth = 0i32;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'<' => depth += 1,
+            b'>' if i > 0 && b[i - 1] == b'-' => {}
+            b'>' => depth -= 1,
+            b':' if depth == 0 && b.get(i + 1) == Some(&b':') => {
+                out.push(&name[start..i]);
+                i += 2;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out.push(&name[start..]);
+    out
+}
+
+/// A name without a path: what DWARF gives for functions under `line-tables-only`. Not the
+/// compiler's own symbols (`__rust_alloc`, `__rdl_alloc`: the allocator shims keep those
+/// names wherever they are inlined) nor addresses.
+fn is_short(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('<')
+        && !name.starts_with("0x")
+        && !name.starts_with("__")
+        && segments(name).len() == 1
+}
+
+/// A closure, async block or coroutine segment (`{closure#0}`, `{{closure}}`).
+fn is_closure(segment: &str) -> bool {
+    segment.starts_with('{')
+}
+
+/// The full name of the outermost frame of an address, from the mangled `symbols` enclosing
+/// it, and the symbol used; `None` when DWARF's name is already a path or no symbol matches
+/// it (symbols that alias another function's code).
+pub(crate) fn qualify_outermost(dwarf: &str, symbols: &[String]) -> Option<(String, String)> {
+    if !is_short(dwarf) {
+        return None;
+    }
+    let short = super::labels::short_name(dwarf);
+    symbols.iter().find_map(|mangled| {
+        let full = format!("{:#}", rustc_demangle::demangle(mangled));
+        let segs = segments(&full);
+        let (&last, parent) = segs.split_last()?;
+        let same =
+            super::labels::short_name(last) == short || (is_closure(last) && is_closure(dwarf));
+        if !same {
+            return None;
+        }
+        if !is_closure(dwarf) || parent.is_empty() {
+            return Some((full.clone(), mangled.clone()));
+        }
+        // DWARF's own closure segment: it has the index (`{closure#1}`) the legacy mangling
+        // lacks (`{{closure}}`); generic arguments go, as the symbol has none.
+        Some((format!("{}::{short}", parent.join("::")), mangled.clone()))
+    })
+}
+
+/// The module path of a qualified function (`worker::main::{closure#0}` → `worker`,
+/// `<worker::Cache>::insert` → `worker`); `None` when it has none.
+fn module_of(function: &str) -> Option<String> {
+    let mut segs = segments(function);
+    while segs.last().is_some_and(|s| is_closure(s)) {
+        segs.pop();
+    }
+    segs.pop()?;
+    if let Some(first) = segs.first().copied().filter(|s| s.starts_with('<')) {
+        // A method: the module of its type (`<a::B as c::D>` → `a`).
+        let inner = first.trim_start_matches('<').trim_end_matches('>');
+        let ty = inner.split(" as ").next().unwrap_or(inner);
+        let mut ty_segs = segments(ty);
+        ty_segs.pop()?;
+        return (!ty_segs.is_empty()).then(|| ty_segs.join("::"));
+    }
+    (!segs.is_empty()).then(|| segs.join("::"))
+}
+
+/// The crate and module of a source file whose crate is known from its path: the standard
+/// library (`/library/alloc/src/raw_vec/mod.rs` → `alloc::raw_vec`) and crates from a registry
+/// or vendored (`/serde_json-1.0.140/src/de.rs` → `serde_json::de`).
+fn module_of_file(file: &str) -> Option<String> {
+    let (krate, rest) = if let Some(i) = file.find("/library/") {
+        let rest = &file[i + "/library/".len()..];
+        let (krate, rest) = rest.split_once("/src/")?;
+        (krate.to_string(), rest)
+    } else {
+        // `<name>-<version>/src/…`: the last such directory in the path.
+        let i = file.rfind("/src/")?;
+        let dir = file[..i].rsplit('/').next()?;
+        let (name, version) = dir.rsplit_once('-')?;
+        if !version.starts_with(|c: char| c.is_ascii_digit()) {
+            return None;
+        }
+        (name.replace('-', "_"), &file[i + "/src/".len()..])
+    };
+    let rest = rest.strip_suffix(".rs")?;
+    let rest = rest
+        .strip_suffix("/mod")
+        .or_else(|| (rest == "lib" || rest == "main").then_some(""))
+        .unwrap_or(rest);
+    let mut path = krate;
+    for part in rest.split('/').filter(|p| !p.is_empty()) {
+        path.push_str("::");
+        path.push_str(part);
+    }
+    Some(path)
+}
+
+/// Gives every short-named frame of a stack (innermost first, before trimming) a full name;
+/// see the module docs for the rule.
+pub(crate) fn qualify_inlined(frames: &mut [Frame]) {
+    for i in (0..frames.len()).rev() {
+        if !is_short(&frames[i].function) {
+            continue;
+        }
+        // Generic arguments go (DWARF's short names carry them): the path is what matters.
+        let name = super::labels::short_name(&frames[i].function);
+        let file = frames[i].file.clone();
+        let same_file = |f: &&Frame| {
+            file.is_some() && f.file.as_ref() == file.as_ref() && !is_short(&f.function)
+        };
+        let parent = if is_closure(&name) {
+            // The function a closure is written in calls (something that calls) it from a
+            // line at or above the closure's code: of the outer frames of its file, the one
+            // whose line comes closest before it. A function it was passed to that sits in the
+            // same file calls it from elsewhere in that file.
+            let line = frames[i].line;
+            frames[i + 1..]
+                .iter()
+                .filter(same_file)
+                .filter(|f| f.line.is_some() && f.line <= line)
+                .max_by_key(|f| f.line)
+                .or_else(|| frames[i + 1..].iter().find(same_file))
+        } else {
+            frames[i + 1..].iter().find(same_file)
+        };
+        let qualified = match parent {
+            Some(p) if is_closure(&name) => Some(format!("{}::{name}", p.function)),
+            Some(p) => module_of(&p.function).map(|m| format!("{m}::{name}")),
+            None => None,
+        };
+        let qualified = qualified.or_else(|| {
+            let file = file.as_deref()?;
+            Some(match module_of_file(file) {
+                Some(m) => format!("{m}::{name}"),
+                None => format!("{name} [{}]", super::labels::short_file(file)),
+            })
+        });
+        if let Some(q) = qualified {
+            frames[i].function = q.into();
+        }
     }
 }
 
@@ -183,6 +379,7 @@ pub(crate) fn symbolize(ips: &[usize]) -> Vec<Frame> {
     for &ip in ips {
         out.extend(resolve_ip(ip).iter().cloned());
     }
+    qualify_inlined(&mut out);
     trim(&mut out);
     out
 }
@@ -363,6 +560,128 @@ mod tests {
         trim(&mut frames);
         let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
         assert_eq!(names, ["app::sync_customers", "app::main"]);
+    }
+
+    #[test]
+    fn the_enclosing_symbol_names_the_outermost_frame() {
+        let closure = "_ZN6worker4main28_$u7b$$u7b$closure$u7d$$u7d$17h0123456789abcdefE";
+        let main = "_ZN6worker4main17h0123456789abcdefE";
+        // DWARF's closure index is kept; the symbol gives the path.
+        assert_eq!(
+            qualify_outermost("{closure#1}", &[closure.to_string()]),
+            Some(("worker::main::{closure#1}".to_string(), closure.to_string()))
+        );
+        assert_eq!(
+            qualify_outermost("main", &[main.to_string()]).unwrap().0,
+            "worker::main"
+        );
+        // Generic arguments in DWARF's name do not stop the match.
+        let collect = "_ZN4core4iter6traits8iterator8Iterator7collect17h0123456789abcdefE";
+        assert_eq!(
+            qualify_outermost("collect<alloc::vec::Vec<u8>>", &[collect.to_string()])
+                .unwrap()
+                .0,
+            "core::iter::traits::iterator::Iterator::collect"
+        );
+        // Already a path, or a symbol of another function (aliased code): unchanged.
+        assert_eq!(qualify_outermost("worker::main", &[main.to_string()]), None);
+        assert_eq!(qualify_outermost("other", &[main.to_string()]), None);
+        assert_eq!(qualify_outermost("main", &[]), None);
+    }
+
+    #[test]
+    fn short_inlined_names_are_qualified_by_their_file() {
+        let f = |name: &str, file: &str, line: u32| Frame {
+            function: name.into(),
+            file: Some(file.into()),
+            line: Some(line),
+        };
+        let src = "/app/src/jobs.rs";
+        let raw_vec = "/rustc/abc/library/alloc/src/raw_vec/mod.rs";
+        // Innermost first: two closures of two functions, both called through `run` (same
+        // file, defined above them), and a library function inlined.
+        let mut frames = vec![
+            f("grow_one<u8>", raw_vec, 10),
+            f("{closure#0}", src, 31),
+            f("app::jobs::run", src, 5),
+            f("app::jobs::second", src, 30),
+            f("{closure#0}<u64>", src, 21),
+            f("app::jobs::run", src, 5),
+            f("app::jobs::first", src, 20),
+            f("helper", src, 90),
+            f("app::main", "/app/src/main.rs", 3),
+            f(
+                "load",
+                "/home/u/.cargo/registry/src/x/serde_json-1.0.1/src/de.rs",
+                7,
+            ),
+            f("mystery", "/app/src/other.rs", 1),
+        ];
+        qualify_inlined(&mut frames);
+        let names: Vec<&str> = frames.iter().map(|f| f.function.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "alloc::raw_vec::grow_one",
+                "app::jobs::second::{closure#0}",
+                "app::jobs::run",
+                "app::jobs::second",
+                "app::jobs::first::{closure#0}",
+                "app::jobs::run",
+                "app::jobs::first",
+                "helper [src/jobs.rs]",
+                "app::main",
+                "serde_json::de::load",
+                "mystery [src/other.rs]",
+            ]
+        );
+        // Nested closures: the outer one is qualified first.
+        let mut frames = vec![
+            f("{closure#0}", src, 12),
+            f("{closure#1}", src, 11),
+            f("app::jobs::main", src, 10),
+        ];
+        qualify_inlined(&mut frames);
+        assert_eq!(
+            frames[0].function.as_str(),
+            "app::jobs::main::{closure#1}::{closure#0}"
+        );
+        // The allocator shims keep their names.
+        let mut frames = vec![f("__rust_alloc", src, 1), f("app::jobs::main", src, 2)];
+        qualify_inlined(&mut frames);
+        assert_eq!(frames[0].function.as_str(), "__rust_alloc");
+    }
+
+    #[test]
+    fn modules_of_functions_and_files() {
+        assert_eq!(
+            module_of("worker::main::{closure#0}").as_deref(),
+            Some("worker")
+        );
+        assert_eq!(
+            module_of("<worker::Cache>::insert").as_deref(),
+            Some("worker")
+        );
+        assert_eq!(
+            module_of("<a::b::C as core::ops::Drop>::drop").as_deref(),
+            Some("a::b")
+        );
+        assert_eq!(module_of("main"), None);
+        assert_eq!(
+            module_of_file("/rustc/h/library/core/src/iter/adapters/map.rs").as_deref(),
+            Some("core::iter::adapters::map")
+        );
+        assert_eq!(
+            module_of_file("/rustc/h/library/alloc/src/lib.rs").as_deref(),
+            Some("alloc")
+        );
+        assert_eq!(
+            module_of_file("/x/hashbrown-0.15.2/src/raw/mod.rs").as_deref(),
+            Some("hashbrown::raw")
+        );
+        assert_eq!(module_of_file("/app/src/main.rs"), None);
+        assert_eq!(segments("<a::B<T> as c::D>::f"), ["<a::B<T> as c::D>", "f"]);
+        assert_eq!(segments("f::<fn() -> u8>::g"), ["f", "<fn() -> u8>", "g"]);
     }
 
     #[test]

@@ -52,12 +52,14 @@ pub(crate) fn grouped_wide(n: u128) -> String {
     out
 }
 
-fn mode_text(mode: StackMode) -> String {
+/// The stack mode in words, as every output states it: `off`, `every allocation (exact)`,
+/// `sampled, one per 512 KiB (estimates)`.
+pub(crate) fn stack_mode_words(mode: StackMode) -> String {
     match mode {
         StackMode::Off => "off".into(),
         StackMode::Every => "every allocation (exact)".into(),
         StackMode::Sampled { mean_bytes } => {
-            format!("sampled, mean {} (estimates)", human_bytes(mean_bytes))
+            format!("sampled, one per {} (estimates)", human_bytes(mean_bytes))
         }
     }
 }
@@ -423,7 +425,7 @@ impl Report {
             human_bytes(t.live.bytes),
             grouped(t.live.objects),
             human_bytes(t.unscoped_live.bytes),
-            mode_text(self.stack_mode),
+            stack_mode_words(self.stack_mode),
         );
         let _ = writeln!(out, "{}", memory_line(&self.process));
         if let Some(line) = breakdown_line(&self.process) {
@@ -583,9 +585,12 @@ fn write_callsites(
     top: usize,
     order: CallsiteOrder,
 ) {
-    let mut listed: Vec<&CallsiteReport> = sites.iter().filter(|c| order.key(c) > 0).collect();
+    // One row per label: stacks that differ only below the top frame read the same here.
+    let mut listed = merge_alike(sites.iter().filter(|c| order.key(c) > 0), |c| {
+        stack_text(&c.frames)
+    });
     // Stable: ties keep the report's order (retained, then allocated bytes).
-    listed.sort_by_key(|c| std::cmp::Reverse(order.key(c)));
+    listed.sort_by_key(|(c, _, _)| std::cmp::Reverse(order.key(c)));
     listed.truncate(top);
     // Shares divide like by like: when any callsite's figure is an estimate, the whole is the
     // sum of the job's callsite figures (the estimated whole), never the job's exact total,
@@ -614,9 +619,12 @@ fn write_callsites(
         );
     }
     let mut cum = 0u64;
-    for c in &listed {
+    for (c, stacks, label) in &listed {
         let est = if c.estimated { "~" } else { "" };
-        let site = stack_text(&c.frames);
+        let site = match stacks {
+            1 => label.clone(),
+            n => format!("{label} ({n} stacks)"),
+        };
         if order == CallsiteOrder::Peak {
             let _ = writeln!(
                 out,
@@ -650,11 +658,46 @@ fn write_callsites(
                 human_bytes(whole)
             );
         }
-        _ if listed.iter().any(|c| c.estimated) => {
+        _ if listed.iter().any(|(c, _, _)| c.estimated) => {
             let _ = writeln!(out, "  (~ marks estimates from sampled stacks)");
         }
         _ => {}
     }
+}
+
+/// Callsites a view shows alike (`label`: what it shows of one) as one row each: figures summed
+/// (peaks too: an upper bound, as for stacks folded into one callsite), estimated if any part
+/// is, the frames of the first. Each row comes with the number of callsites in it and its
+/// label; rows keep the order of their first callsite.
+pub(crate) fn merge_alike<'a>(
+    sites: impl IntoIterator<Item = &'a CallsiteReport>,
+    label: impl Fn(&CallsiteReport) -> String,
+) -> Vec<(CallsiteReport, usize, String)> {
+    use crate::model::Usage;
+    let add = |a: Usage, b: Usage| Usage {
+        objects: a.objects.saturating_add(b.objects),
+        bytes: a.bytes.saturating_add(b.bytes),
+    };
+    let mut rows: Vec<(CallsiteReport, usize, String)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for c in sites {
+        let key = label(c);
+        match index.get(&key) {
+            Some(&i) => {
+                let (row, n, _) = &mut rows[i];
+                row.allocated = add(row.allocated, c.allocated);
+                row.retained = add(row.retained, c.retained);
+                row.peak_bytes = row.peak_bytes.saturating_add(c.peak_bytes);
+                row.estimated |= c.estimated;
+                *n += 1;
+            }
+            None => {
+                index.insert(key.clone(), rows.len());
+                rows.push((c.clone(), 1, key));
+            }
+        }
+    }
+    rows
 }
 
 /// The estimated whole a job's callsite shares divide by: the sum of its callsites' figures

@@ -305,8 +305,8 @@ impl MemoryCheck {
             }
             untracked(|| {
                 let after = job_counters_now(&lease.job).unwrap_or_default();
-                run.allocated = sub(after.allocated(), before.allocated());
-                run.retained_at_finish = sub(after.retained(), before.retained());
+                run.allocated = after.allocated() - before.allocated();
+                run.retained_at_finish = after.retained() - before.retained();
             });
         }
         let mut held = untracked(|| self.held(&lease, mode, &run, &caller));
@@ -430,10 +430,7 @@ impl MemoryCheck {
                 .and_then(|b| b.get(&(c.scope.clone(), c.frames.clone())))
                 .copied()
                 .unwrap_or_default();
-            let retained = Usage::new(
-                c.retained.objects.saturating_sub(before.objects),
-                c.retained.bytes.saturating_sub(before.bytes),
-            );
+            let retained = c.retained - before;
             if retained.is_zero() {
                 continue;
             }
@@ -479,10 +476,7 @@ impl MemoryCheck {
     }
 
     fn retained_exceeded(&self, held: &Held) -> bool {
-        let counted = Usage::new(
-            held.retained.objects.saturating_sub(held.ignored.objects),
-            held.retained.bytes.saturating_sub(held.ignored.bytes),
-        );
+        let counted = held.retained - held.ignored;
         self.limits
             .violations(counted, 0, Usage::default())
             .iter()
@@ -534,10 +528,7 @@ pub struct Figures {
 impl Figures {
     /// What the retained limits are checked against: `retained` minus `ignored`.
     pub fn retained_checked(&self) -> Usage {
-        Usage::new(
-            self.retained.objects.saturating_sub(self.ignored.objects),
-            self.retained.bytes.saturating_sub(self.ignored.bytes),
-        )
+        self.retained - self.ignored
     }
 }
 
@@ -602,14 +593,6 @@ pub struct HeldCallsite {
 fn test_name() -> String {
     let t = std::thread::current();
     t.name().unwrap_or("<unnamed thread>").to_string()
-}
-
-/// `a - b`, each field clamped at 0.
-fn sub(a: Usage, b: Usage) -> Usage {
-    Usage::new(
-        a.objects.saturating_sub(b.objects),
-        a.bytes.saturating_sub(b.bytes),
-    )
 }
 
 /// Finished runs of the job `name` so far. Untracked.

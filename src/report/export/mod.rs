@@ -152,13 +152,8 @@ fn estimated(report: &Report) -> bool {
     report.callsites.iter().any(|c| c.estimated)
 }
 
-/// The stack mode in words, for comments in exported files.
+/// The stack mode in words, for comments in exported files (`stacks: every allocation
+/// (exact)`, the words of every output).
 fn describe_stack_mode(mode: StackMode) -> String {
-    match mode {
-        StackMode::Off => "stacks off".to_string(),
-        StackMode::Every => "a stack for every allocation".to_string(),
-        StackMode::Sampled { mean_bytes } => {
-            format!("sampled stacks, one per {mean_bytes} bytes on average")
-        }
-    }
+    format!("stacks: {}", super::text::stack_mode_words(mode))
 }

@@ -46,6 +46,9 @@ struct Tables {
     strings: Strings,
     functions: Vec<Function>,
     function_ids: HashMap<(i64, i64), u64>,
+    /// The file of the first function of each name (string ids): pprof merges functions by
+    /// name, so another function of that name is named with its file.
+    name_files: HashMap<i64, i64>,
     locations: Vec<Location>,
     location_ids: HashMap<(u64, i64), u64>,
     /// Location id by stack-table frame id (0: not met yet).
@@ -56,22 +59,34 @@ struct Tables {
 const MAPPING_ID: u64 = 1;
 
 impl Tables {
-    fn function(&mut self, name: &str, file: Option<&str>) -> u64 {
-        let name = self.strings.id(name);
-        let file = self.strings.id(file.unwrap_or(""));
-        let next = self.functions.len() as u64 + 1;
-        let id = *self.function_ids.entry((name, file)).or_insert(next);
-        if id == next {
-            // No system name: pprof would take an equal one for a mangled name still to
-            // simplify, and strip every `<…>` from Rust names such as `<T as Trait>::f`.
-            self.functions.push(Function {
-                id,
-                name,
-                system_name: 0,
-                filename: file,
-                start_line: 0,
-            });
+    fn function(&mut self, function: &str, file: Option<&str>) -> u64 {
+        let name = self.strings.id(function);
+        let file_id = self.strings.id(file.unwrap_or(""));
+        if let Some(&id) = self.function_ids.get(&(name, file_id)) {
+            return id;
         }
+        let id = self.functions.len() as u64 + 1;
+        self.function_ids.insert((name, file_id), id);
+        // Two functions never share a name (pprof aggregates by name): the symbolizer gives
+        // full paths, and one still met in two files is told apart by its file.
+        let first_file = *self.name_files.entry(name).or_insert(file_id);
+        let shown = if first_file == file_id {
+            name
+        } else {
+            let file = super::super::labels::short_file(file.unwrap_or("?"));
+            self.strings.id(&format!("{function} [{file}]"))
+        };
+        // The mangled symbol when this process read it (never equal to the name, so pprof
+        // keeps the name as it is instead of demangling and simplifying it again).
+        let system_name = crate::report::symtab::system_name(function)
+            .map_or(0, |mangled| self.strings.id(&mangled));
+        self.functions.push(Function {
+            id,
+            name: shown,
+            system_name,
+            filename: file_id,
+            start_line: 0,
+        });
         id
     }
 
@@ -267,6 +282,7 @@ fn profile(input: Input<'_>, default: PprofDefault) -> Profile {
         strings: Strings::new(),
         functions: Vec::new(),
         function_ids: HashMap::new(),
+        name_files: HashMap::new(),
         locations: Vec::new(),
         location_ids: HashMap::new(),
         by_frame_id: Vec::new(),

@@ -330,13 +330,10 @@ fn trim_num(v: f64) -> String {
 
 /// A Unix time in milliseconds as UTC `HH:MM:SS.mmm`.
 fn clock(unix_ms: u64) -> String {
-    let ms = unix_ms % 1000;
-    let s = unix_ms / 1000;
+    let t = crate::model::Utc::from_unix_ms(unix_ms);
     format!(
-        "{:02}:{:02}:{:02}.{ms:03} UTC",
-        (s / 3600) % 24,
-        (s / 60) % 60,
-        s % 60
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        t.hour, t.minute, t.second, t.millis
     )
 }
 
