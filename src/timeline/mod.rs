@@ -68,7 +68,7 @@ pub use limit::{memory_limit, LimitSource, MemoryLimit};
 use crate::fork::{self, AtFork};
 use crate::report::process_memory_cached;
 use crate::report::snapshot::Snapshot;
-use crate::report::{tracked_live, StatsCache};
+use crate::report::{rss_bytes, tracked_live, StatsCache};
 use crate::series::{self, RawSample};
 use crate::thread::untracked;
 
@@ -267,46 +267,64 @@ fn run_sampler(shared: &Shared) {
 /// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most; the
 /// allocator's statistics come through `cache` (see `StatsCache`).
 fn sample_now(cache: &mut StatsCache) {
-    let snap = Snapshot::take();
-    let r = &snap.rollup;
-    let mut top = [(0u32, 0u64); TOP_JOBS];
-    let mut n_top = 0usize;
-    for (j, c) in r.inclusive.iter().enumerate() {
-        let live = c.retained().bytes;
-        if live == 0 {
+    // RSS is read just before and just after the heap's snapshot and the sample keeps the
+    // larger: the pages resident around the moment the heap was read, so a block freed (and
+    // unmapped) between the two reads does not make the heap exceed the RSS. A sample whose
+    // heap still exceeds its RSS is taken again, at most `COHERENT_TRIES` times in all; what
+    // can remain is memory allocated but not yet written (Linux makes a page resident when it
+    // is first written; a large zeroed block is not resident until then), at most the blocks
+    // being allocated at that instant.
+    for attempt in 1..=COHERENT_TRIES {
+        let rss_before = rss_bytes().unwrap_or(0);
+        let snap = Snapshot::take();
+        let r = &snap.rollup;
+        let mut pm = process_memory_cached(tracked_live(r), cache);
+        pm.rss_bytes = pm.rss_bytes.max(rss_before);
+        if pm.heap_live_bytes > pm.rss_bytes && pm.rss_bytes > 0 && attempt < COHERENT_TRIES {
             continue;
         }
-        // Insertion into the small sorted array (largest first).
-        let mut i = n_top;
-        while i > 0 && top[i - 1].1 < live {
-            if i < TOP_JOBS {
-                top[i] = top[i - 1];
+        let mut top = [(0u32, 0u64); TOP_JOBS];
+        let mut n_top = 0usize;
+        for (j, c) in r.inclusive.iter().enumerate() {
+            let live = c.retained().bytes;
+            if live == 0 {
+                continue;
             }
-            i -= 1;
+            // Insertion into the small sorted array (largest first).
+            let mut i = n_top;
+            while i > 0 && top[i - 1].1 < live {
+                if i < TOP_JOBS {
+                    top[i] = top[i - 1];
+                }
+                i -= 1;
+            }
+            if i < TOP_JOBS {
+                top[i] = (j as u32, live);
+                n_top = (n_top + 1).min(TOP_JOBS);
+            }
         }
-        if i < TOP_JOBS {
-            top[i] = (j as u32, live);
-            n_top = (n_top + 1).min(TOP_JOBS);
+        let mut parts_kib = [0u32; 7];
+        if let Some(b) = pm.breakdown {
+            for (k, (_, bytes)) in parts_kib.iter_mut().zip(b.parts()) {
+                *k = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+            }
         }
+        series::record_sample(RawSample {
+            unix_ms: crate::model::unix_ms(),
+            rss: pm.rss_bytes,
+            heap: pm.heap_live_bytes,
+            not_returned: pm.not_returned_bytes,
+            parts_kib,
+            merged: 1,
+            top,
+            n_top: n_top as u8,
+        });
+        return;
     }
-    let pm = process_memory_cached(tracked_live(r), cache);
-    let mut parts_kib = [0u32; 7];
-    if let Some(b) = pm.breakdown {
-        for (k, (_, bytes)) in parts_kib.iter_mut().zip(b.parts()) {
-            *k = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
-        }
-    }
-    series::record_sample(RawSample {
-        unix_ms: crate::model::unix_ms(),
-        rss: pm.rss_bytes,
-        heap: pm.heap_live_bytes,
-        not_returned: pm.not_returned_bytes,
-        parts_kib,
-        merged: 1,
-        top,
-        n_top: n_top as u8,
-    });
 }
+
+/// Reads a sample takes at most to have its heap within its RSS (see `sample_now`).
+const COHERENT_TRIES: u32 = 3;
 
 /// Bytes the timeline and run-event stores occupy now (for the bound tests).
 #[doc(hidden)]

@@ -7,6 +7,12 @@
 //! positions plotters' own coordinate mapping gives. All text that comes from the report (job
 //! names, the title) is made XML-safe first: characters XML 1.0 forbids become U+FFFD, and
 //! plotters escapes `& < > " '`.
+//!
+//! Rules: the x-axis spans the samples (first to last) when there are any, so the lines run
+//! edge to edge; runs that finished before the first or after the last sample are drawn at
+//! that edge in their own colour, counted in the legend and said to be outside in their hover
+//! text; with no samples the axis spans the runs. The legend is a band below the plot: it never
+//! covers data.
 
 use std::fmt::Write as _;
 
@@ -83,6 +89,10 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(0xe3, 0x77, 0xc2),
 ];
 const RSS_COLOR: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+/// RSS_COLOR at 45 % on white.
+const NOT_RETURNED_COLOR: RGBColor = RGBColor(0xee, 0xa8, 0xa9);
+const MARKER_COLOR: RGBColor = RGBColor(0x55, 0x55, 0x55);
+const OUTSIDE_COLOR: RGBColor = RGBColor(0x00, 0x8b, 0x8b);
 const HEAP_COLOR: RGBColor = RGBColor(0x33, 0x33, 0x33);
 
 impl Report {
@@ -115,22 +125,25 @@ impl Report {
             opts.width.clamp(300, 10_000),
             opts.height.clamp(200, 10_000),
         );
-        let t0 = samples
-            .iter()
-            .map(|s| s.unix_ms)
-            .chain(events.iter().map(|e| e.start_unix_ms))
-            .min()
-            .unwrap_or(0);
-        let t1 = samples
-            .iter()
-            .map(|s| s.unix_ms)
-            .chain(events.iter().map(|e| e.finish_unix_ms))
-            .max()
-            .unwrap_or(t0)
-            .max(t0 + 1);
+        // The x-axis spans the samples when there are any (the lines then run edge to edge);
+        // run events only when there are none.
+        let (t0, t1) = match (samples.first(), samples.last()) {
+            (Some(_), Some(_)) => (
+                samples.iter().map(|s| s.unix_ms).min().unwrap_or(0),
+                samples.iter().map(|s| s.unix_ms).max().unwrap_or(0),
+            ),
+            _ => (
+                events.iter().map(|e| e.start_unix_ms).min().unwrap_or(0),
+                events.iter().map(|e| e.finish_unix_ms).max().unwrap_or(0),
+            ),
+        };
+        let t1 = t1.max(t0 + 1);
+        // Runs that finished outside the sampled range: drawn at the edge they are beyond.
+        let before = events.iter().filter(|e| e.finish_unix_ms < t0).count();
+        let after = events.iter().filter(|e| e.finish_unix_ms > t1).count();
         let span_s = (t1 - t0) as f64 / 1000.0;
         let (tdiv, tunit) = time_unit(span_s);
-        let x_of = |ms: u64| (ms.saturating_sub(t0)) as f64 / 1000.0 / tdiv;
+        let x_of = |ms: u64| (ms.clamp(t0, t1) - t0) as f64 / 1000.0 / tdiv;
         let x_max = x_of(t1);
 
         // The jobs drawn as lines: highest live bytes in any sample.
@@ -159,12 +172,62 @@ impl Report {
         let render =
             |e: &dyn std::fmt::Display| Error::Render(format!("timeline chart: {e}").into());
 
+        // The legend: its own band below the plot, never over the data.
+        let mut legend: Vec<(String, RGBColor, u32, bool)> = Vec::new();
+        if samples.iter().any(|s| s.rss_bytes > 0) {
+            legend.push(("RSS".into(), RSS_COLOR, 2, false));
+        }
+        if !samples.is_empty() {
+            legend.push(("live heap (tracked)".into(), HEAP_COLOR, 2, false));
+        }
+        if samples.iter().any(|s| s.not_returned_bytes > 0) {
+            legend.push((
+                "freed, not returned to the OS".into(),
+                NOT_RETURNED_COLOR,
+                1,
+                false,
+            ));
+        }
+        for (i, (job, _)) in job_max.iter().enumerate() {
+            legend.push((
+                format!("job {}", xml_safe(&job_display_name(job))),
+                PALETTE[i % PALETTE.len()],
+                1,
+                false,
+            ));
+        }
+        if events.len() > before + after {
+            legend.push(("run finished (hover: job)".into(), MARKER_COLOR, 1, true));
+        }
+        if before + after > 0 {
+            legend.push((
+                format!(
+                    "runs outside the sampled range, at its edge: {before} before, {after} after"
+                ),
+                OUTSIDE_COLOR,
+                3,
+                true,
+            ));
+        }
+        let entry_w = |label: &str| 40 + 13 * label.chars().count() as u32 / 2;
+        let mut rows = 1u32;
+        let mut x = 0u32;
+        for (label, ..) in &legend {
+            if x > 0 && x + entry_w(label) > w.saturating_sub(24) {
+                rows += 1;
+                x = 0;
+            }
+            x += entry_w(label);
+        }
+        let legend_h = (rows * 18 + 10).min(h / 2);
+
         let mut svg = String::new();
         let mut hover: Vec<(i32, i32, i32, i32, String)> = Vec::new();
         {
             let root = SVGBackend::with_string(&mut svg, (w, h)).into_drawing_area();
             root.fill(&WHITE).map_err(|e| render(&e))?;
-            let mut chart = ChartBuilder::on(&root)
+            let (plot_area, legend_area) = root.split_vertically(h - legend_h);
+            let mut chart = ChartBuilder::on(&plot_area)
                 .caption(&title, ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(38)
@@ -194,29 +257,21 @@ impl Report {
                             pts(&|s| s.rss_bytes),
                             RSS_COLOR.stroke_width(2),
                         ))
-                        .map_err(|e| render(&e))?
-                        .label("RSS")
-                        .legend(|(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], RSS_COLOR.stroke_width(2))
-                        });
+                        .map_err(|e| render(&e))?;
                 }
                 chart
                     .draw_series(LineSeries::new(
                         pts(&|s| s.heap_live_bytes),
                         HEAP_COLOR.stroke_width(2),
                     ))
-                    .map_err(|e| render(&e))?
-                    .label("live heap (tracked)")
-                    .legend(|(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], HEAP_COLOR.stroke_width(2))
-                    });
+                    .map_err(|e| render(&e))?;
                 if samples.iter().any(|s| s.not_returned_bytes > 0) {
-                    let c = RSS_COLOR.mix(0.45);
                     chart
-                        .draw_series(LineSeries::new(pts(&|s| s.not_returned_bytes), c))
-                        .map_err(|e| render(&e))?
-                        .label("freed, not returned to the OS")
-                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+                        .draw_series(LineSeries::new(
+                            pts(&|s| s.not_returned_bytes),
+                            NOT_RETURNED_COLOR,
+                        ))
+                        .map_err(|e| render(&e))?;
                 }
             }
             for (i, (job, _)) in job_max.iter().enumerate() {
@@ -237,41 +292,42 @@ impl Report {
                         }
                     }
                 }
-                let mut labelled = false;
                 for st in stretches.into_iter().filter(|s| !s.is_empty()) {
-                    let series = chart
+                    chart
                         .draw_series(LineSeries::new(st, color.stroke_width(1)))
                         .map_err(|e| render(&e))?;
-                    if !labelled {
-                        labelled = true;
-                        series
-                            .label(format!("job {}", xml_safe(&job_display_name(job))))
-                            .legend(move |(x, y)| {
-                                PathElement::new(vec![(x, y), (x + 18, y)], color)
-                            });
-                    }
                 }
             }
             if !events.is_empty() {
-                let marker = RGBColor(0x55, 0x55, 0x55);
                 let tick = y_max * 0.04;
+                let outside = |e: &RunEvent| e.finish_unix_ms < t0 || e.finish_unix_ms > t1;
                 chart
                     .draw_series(events.iter().map(|e| {
                         let x = x_of(e.finish_unix_ms);
-                        PathElement::new(vec![(x, 0.0), (x, tick)], marker.mix(0.6))
+                        if outside(e) {
+                            PathElement::new(
+                                vec![(x, 0.0), (x, tick * 2.0)],
+                                OUTSIDE_COLOR.stroke_width(3),
+                            )
+                        } else {
+                            PathElement::new(vec![(x, 0.0), (x, tick)], MARKER_COLOR.mix(0.6))
+                        }
                     }))
-                    .map_err(|e| render(&e))?
-                    .label("run finished (hover: job)")
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x + 9, y - 5), (x + 9, y + 5)], marker)
-                    });
+                    .map_err(|e| render(&e))?;
                 for e in events {
                     let (xs, _) = chart.backend_coord(&(x_of(e.start_unix_ms), 0.0));
                     let (xf, yb) = chart.backend_coord(&(x_of(e.finish_unix_ms), 0.0));
                     let (_, yt) = chart.backend_coord(&(0.0, tick));
+                    let where_ = if e.finish_unix_ms < t0 {
+                        " (before the first sample)"
+                    } else if e.finish_unix_ms > t1 {
+                        " (after the last sample)"
+                    } else {
+                        ""
+                    };
                     let text = format!(
                         "{} #{}: {} to {} ({:.3} s), allocated {} in {} objects, peak {}, \
-                         retained at finish {}{}",
+                         retained at finish {}{}{where_}",
                         e.job,
                         e.run,
                         clock(e.start_unix_ms),
@@ -287,14 +343,35 @@ impl Report {
                     hover.push((x, yt - 2, (xf - x + 2).max(4), (yb - yt + 4).max(6), text));
                 }
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.4))
-                .label_font(("sans-serif", 13))
-                .draw()
-                .map_err(|e| render(&e))?;
+            // The legend band.
+            let (mut lx, mut ly) = (12i32, 8i32);
+            for (label, color, width, marker) in &legend {
+                let ew = entry_w(label) as i32;
+                if lx > 12 && lx + ew > w as i32 - 12 {
+                    lx = 12;
+                    ly += 18;
+                }
+                let swatch = if *marker {
+                    PathElement::new(
+                        vec![(lx + 9, ly + 2), (lx + 9, ly + 12)],
+                        color.stroke_width(*width),
+                    )
+                } else {
+                    PathElement::new(
+                        vec![(lx, ly + 7), (lx + 20, ly + 7)],
+                        color.stroke_width(*width),
+                    )
+                };
+                legend_area.draw(&swatch).map_err(|e| render(&e))?;
+                legend_area
+                    .draw(&Text::new(
+                        label.clone(),
+                        (lx + 26, ly),
+                        ("sans-serif", 13).into_font().color(&BLACK),
+                    ))
+                    .map_err(|e| render(&e))?;
+                lx += ew;
+            }
             root.present().map_err(|e| render(&e))?;
         }
         if !hover.is_empty() {
@@ -352,5 +429,50 @@ mod tests {
         assert_eq!(trim_num(2.50), "2.5");
         assert_eq!(trim_num(3.0), "3");
         assert_eq!(clock(3_723_004), "01:02:03.004 UTC");
+    }
+
+    /// The x-axis spans the samples; runs beyond them are drawn at the edge and said to be
+    /// outside; the legend is below the plot, never over it.
+    #[test]
+    fn axis_spans_the_samples_and_outside_runs_are_marked() {
+        let mut r = crate::report::build::report();
+        r.timeline = (0..11)
+            .map(|i| TimelineSample {
+                unix_ms: 100_000 + i * 1000,
+                rss_bytes: 50 << 20,
+                heap_live_bytes: 10 << 20,
+                merged: 1,
+                ..Default::default()
+            })
+            .collect();
+        let run = |finish_ms: u64| RunEvent {
+            job: "j".into(),
+            run: 1,
+            start_unix_ms: finish_ms - 10,
+            finish_unix_ms: finish_ms,
+            ..Default::default()
+        };
+        r.run_events = vec![run(50_000), run(105_000), run(200_000), run(300_000)];
+        let svg = r.timeline_svg(&TimelineOptions::default()).unwrap();
+        assert!(svg.contains("(s)"), "10 s of samples: seconds");
+        assert!(
+            svg.contains("runs outside the sampled range, at its edge: 1 before, 2 after"),
+            "{svg}"
+        );
+        assert!(svg.contains("(before the first sample)</title>"));
+        assert_eq!(svg.matches("(after the last sample)</title>").count(), 2);
+        // The last axis label is the samples' end (10 s), not the last run's (200 s).
+        assert!(!svg.contains(">200<") && !svg.contains(">190<"), "{svg}");
+        // Legend text sits below the x-axis label.
+        let y_of = |needle: &str| -> i32 {
+            let at = svg.find(needle).unwrap_or_else(|| panic!("{needle}"));
+            let tag = &svg[svg[..at].rfind("<text").unwrap()..at];
+            let y = tag.split("y=\"").nth(1).unwrap();
+            y[..y.find('"').unwrap()].parse().unwrap()
+        };
+        assert!(
+            y_of(">\nRSS\n<") > y_of(">\ntime since"),
+            "legend below the plot"
+        );
     }
 }
