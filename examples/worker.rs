@@ -302,6 +302,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(top) = leak.callsites.first() {
         writeln!(summary, "Top callsite: {}", top.top_function())?;
     }
+    // Which run holds it: every run of the leak still holds what it added; the latest
+    // summary is held by the newest run only.
+    for name in ["sync_customers", "render_report", "warm_cache"] {
+        if let Some(j) = report.job(name) {
+            let runs: Vec<String> = j
+                .retained_by_run
+                .iter()
+                .map(|r| format!("#{} {}", r.run, human_bytes(r.retained.bytes)))
+                .collect();
+            writeln!(
+                summary,
+                "{name}: {} ({}) — held by runs: {}",
+                j.trend.label(),
+                j.age_label(),
+                if runs.is_empty() {
+                    "none".to_string()
+                } else {
+                    runs.join(", ")
+                },
+            )?;
+        }
+    }
     print!("{summary}");
     if let Some(last) = allocscope::finish()? {
         println!("Final report: {}", last.display());

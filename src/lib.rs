@@ -135,7 +135,7 @@ pub use integrations::tower;
 pub use integrations::tracing;
 pub use registry::{LEDGER_RUNS, OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{
-    grouped, human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
+    human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
 #[cfg(feature = "chart")]
 pub use report::TimelineOptions;

@@ -129,6 +129,9 @@ fn leaking_replacing_and_warming_jobs_are_told_apart() {
     let warmer = job("rbr warmer");
     assert_sums(&warmer);
     assert!(warmer.retained_by_run.is_empty());
+    assert!(report()
+        .to_html()
+        .contains("title=\"older runs: 11.7 KiB in 300 objects\""));
     assert_eq!(warmer.retained_older, Usage::new(300, 300 * OBJ));
 
     // Frees outside the job, long after: charged back to each run, older ones to the older
@@ -278,4 +281,43 @@ fn no_retention_older_than_passes_a_latest_result_and_fails_a_leak() {
         allocscope::testing::CheckFailure::OldRunsRetain { runs: 2, .. }
     ));
     LEAK.lock().unwrap().clear();
+}
+
+#[test]
+fn diff_shows_the_change_per_age() {
+    let leaked = store(400);
+    let run = |n: usize| {
+        for _ in 0..n {
+            track_scope("rbr diff leak", || {
+                leaked.lock().unwrap().extend((0..10).map(|_| obj()))
+            });
+        }
+    };
+    run(20);
+    let older = report();
+    run(10);
+    let newer = report();
+    let diff = newer.diff(&older);
+    let j = diff
+        .jobs
+        .iter()
+        .find(|j| j.name == "rbr diff leak")
+        .unwrap();
+    assert!(j.has_ages);
+    // Each report's buckets count runs back from its own newest run: only "8+" grows (by the
+    // 10 runs that aged past 8), the younger buckets hold the same 400 B per run.
+    let bytes: Vec<i128> = j.retained_change_by_age.iter().map(|c| c.bytes).collect();
+    assert_eq!(bytes, vec![0, 0, 0, 0, 10 * 400]);
+    let text = diff.to_text();
+    assert!(
+        text.contains("by age of run (runs ago): 8+ +3.9 KiB"),
+        "{text}"
+    );
+    // The HTML page charts the job's runs: one bar per run, older runs grey.
+    let html = newer.to_html();
+    assert!(
+        html.contains("title=\"run 30: 400 B in 10 objects\""),
+        "bar of run 30"
+    );
+    leaked.lock().unwrap().clear();
 }

@@ -388,4 +388,58 @@ mod tests {
             "{summed}"
         );
     }
+
+    #[test]
+    fn trends_have_a_slope_and_one_kind_per_job_but_not_for_the_summed_series() {
+        let mut report = crate::report::report_figures();
+        report.jobs.clear();
+        for (i, (name, kind, slope)) in [
+            ("leaky", crate::series::TrendKind::Growing, 4096.5),
+            ("cache", crate::series::TrendKind::Saturating, 0.0),
+            ("late", crate::series::TrendKind::Steady, -3.0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            report.jobs.push(crate::report::JobReport {
+                name: name.to_string(),
+                runs: 9,
+                active_runs: 0,
+                panicked_runs: 0,
+                allocated: crate::model::Usage::new(1, 1000 - i as u64),
+                retained: crate::model::Usage::new(1, 1000 - i as u64),
+                peak_bytes: 0,
+                exclusive: Default::default(),
+                recent_runs: Vec::new(),
+                callsites: Vec::new(),
+                trend: crate::series::Trend {
+                    kind,
+                    bytes_per_run: slope,
+                    runs_considered: 8,
+                },
+                retained_by_run: Vec::new(),
+                retained_older: Default::default(),
+            });
+        }
+        let text = render(&report, 2);
+        let lines = |prefix: &str| -> Vec<&str> {
+            text.lines().filter(|l| l.starts_with(prefix)).collect()
+        };
+        assert_eq!(
+            lines("allocscope_job_retained_growth_bytes_per_run{"),
+            [
+                "allocscope_job_retained_growth_bytes_per_run{job=\"leaky\"} 4096.5",
+                "allocscope_job_retained_growth_bytes_per_run{job=\"cache\"} 0",
+            ]
+        );
+        assert_eq!(
+            lines("allocscope_job_trend{"),
+            [
+                "allocscope_job_trend{job=\"leaky\",trend=\"growing\"} 1",
+                "allocscope_job_trend{job=\"cache\",trend=\"saturating\"} 1",
+            ]
+        );
+        assert_eq!(lines("allocscope_dumps_total{").len(), 4);
+        assert!(text.contains("# TYPE allocscope_job_budget_breaches_total counter\n"));
+    }
 }

@@ -29,6 +29,11 @@ pub struct Change {
     pub bytes: i128,
 }
 
+/// Whether every change is zero (the per-age split is left out of the JSON then).
+fn no_change(changes: &[Change; 5]) -> bool {
+    changes.iter().all(Change::is_zero)
+}
+
 /// `newer - older` of two `u64` figures, exactly.
 pub(crate) fn difference(older: u64, newer: u64) -> i128 {
     i128::from(newer) - i128::from(older)
@@ -106,6 +111,15 @@ pub struct JobDiff {
     pub allocated_change: Change,
     /// The job's callsites (inclusive of nested jobs), by retained growth, largest first.
     pub callsites: Vec<CallsiteDiff>,
+    /// The change in what the job retains by age of the run that allocated it, in the
+    /// buckets of [`AGE_BUCKETS`](super::AGE_BUCKETS) (runs since each report's newest
+    /// finished run; see [`JobReport::retained_by_age`]): a leak grows the old buckets, a
+    /// replaced result only the newest. All zero when neither report has the split.
+    #[serde(default, skip_serializing_if = "no_change")]
+    pub retained_change_by_age: [Change; 5],
+    /// Whether either report has the split by run (files written before it have not).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub has_ages: bool,
 }
 
 /// The difference between two reports: per job and per callsite, the change in retained
@@ -192,6 +206,17 @@ impl Report {
                             o.map_or(&[], |j| j.callsites.as_slice()),
                             n.map_or(&[], |j| j.callsites.as_slice()),
                         ),
+                        retained_change_by_age: {
+                            let ages = |j: Option<&JobReport>| {
+                                j.map(|j| j.retained_by_age()).unwrap_or_default()
+                            };
+                            let (a, b) = (ages(o), ages(n));
+                            core::array::from_fn(|i| Change::between(a[i], b[i]))
+                        },
+                        has_ages: [o, n]
+                            .iter()
+                            .flatten()
+                            .any(|j| !j.retained_by_run.is_empty()),
                     }
                 })
                 .collect();
@@ -438,6 +463,15 @@ impl ReportDiff {
                 signed_count(j.retained_change.objects),
                 signed_bytes(j.allocated_change.bytes),
             );
+            if j.has_ages && j.retained_change_by_age.iter().any(|c| !c.is_zero()) {
+                let parts: Vec<String> = super::AGE_BUCKETS
+                    .iter()
+                    .zip(&j.retained_change_by_age)
+                    .filter(|(_, c)| !c.is_zero())
+                    .map(|(age, c)| format!("{age} {}", signed_bytes(c.bytes)))
+                    .collect();
+                let _ = writeln!(out, "  by age of run (runs ago): {}", parts.join(", "));
+            }
         }
         if opts.job.is_none() && unchanged > 0 {
             let s = if unchanged == 1 { "" } else { "s" };

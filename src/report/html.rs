@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 
 use super::labels::{fold_std, short_file, short_name};
 use super::text::{grouped, human_bytes};
-use super::{CallsiteReport, FlameOptions, Frame, ProcessMemory, Report, ReportDiff};
+use super::{CallsiteReport, FlameOptions, Frame, JobReport, ProcessMemory, Report, ReportDiff};
 use crate::model::Utc;
 
 /// Callsites listed per job.
@@ -47,6 +47,8 @@ table.sortable th[aria-sort=descending]::after{content:" \25BC"}
 .stack div{overflow:hidden;text-overflow:ellipsis;white-space:nowrap;max-width:900px}.loc{color:#888}
 .flame{border:1px solid #ddd}.flame>svg{display:block;width:100%}.chart img{max-width:100%;border:1px solid #ddd}
 details{margin:4px 0}summary{cursor:pointer}.note{color:#666;font-size:12px}
+.runs{display:flex;align-items:flex-end;gap:1px;height:64px;border-bottom:1px solid #999;margin:6px 0 2px}
+.runs div{flex:0 0 7px;background:#c60;min-height:1px}.runs div.older{background:#888;flex-basis:14px;margin-right:4px}
 .diagnostic{background:#fff4e5;border-left:4px solid #e69500;padding:6px 10px;white-space:pre-wrap}
 "#;
 
@@ -335,6 +337,7 @@ impl Report {
             ("peak", "Peak (run)"),
             ("retained", "Retained"),
             ("retained_objects", "Retained objects"),
+            ("age", "Held by runs"),
             ("trend", "Trend"),
         ] {
             let _ = write!(out, "<th data-key=\"{key}\">{label}</th>");
@@ -343,7 +346,7 @@ impl Report {
         for (i, j) in self.jobs.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "<tr><td class=\"name\"><a href=\"#job-{i}\">{}</a></td>{}{}{}{}{}{}{}<td>{}</td></tr>",
+                "<tr><td class=\"name\"><a href=\"#job-{i}\">{}</a></td>{}{}{}{}{}{}{}<td>{}</td><td>{}</td></tr>",
                 esc(&j.name),
                 count_td(j.runs),
                 count_td(j.active_runs),
@@ -352,6 +355,7 @@ impl Report {
                 bytes_td(j.peak_bytes),
                 bytes_td(j.retained.bytes),
                 count_td(j.retained.objects),
+                esc(&super::text::age_text(j)),
                 esc(&j.trend.label()),
             );
         }
@@ -378,6 +382,7 @@ impl Report {
                 grouped(j.runs),
                 esc(&j.trend.label())
             );
+            runs_chart(&mut out, j);
             if j.callsites.is_empty() {
                 out.push_str(
                     "<p class=\"note\">No callsites (stacks off, or nothing sampled).</p>\n",
@@ -389,6 +394,51 @@ impl Report {
         page_end(&mut out);
         out
     }
+}
+
+/// A job's retained bytes by the run that allocated them, as a bar chart (plain `div`s, no
+/// script): one bar per run of the ledger's window that still holds something, oldest first,
+/// after a grey bar for older runs; each bar's tooltip gives the run and its figures.
+fn runs_chart(out: &mut String, j: &JobReport) {
+    if j.retained_by_run.is_empty() && j.retained_older.is_zero() {
+        return;
+    }
+    let max = j
+        .retained_by_run
+        .iter()
+        .map(|r| r.retained.bytes)
+        .chain([j.retained_older.bytes])
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let pct = |b: u64| (b as f64 * 100.0 / max as f64).max(1.0);
+    out.push_str("<div class=\"runs\">");
+    if !j.retained_older.is_zero() {
+        let _ = write!(
+            out,
+            "<div class=\"older\" style=\"height:{:.1}%\" title=\"older runs: {} in {} objects\"></div>",
+            pct(j.retained_older.bytes),
+            human_bytes(j.retained_older.bytes),
+            grouped(j.retained_older.objects),
+        );
+    }
+    for r in &j.retained_by_run {
+        let _ = write!(
+            out,
+            "<div style=\"height:{:.1}%\" title=\"run {}: {} in {} objects\"></div>",
+            pct(r.retained.bytes),
+            r.run,
+            human_bytes(r.retained.bytes),
+            grouped(r.retained.objects),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "</div><p class=\"note\">Retained by the run that allocated it (of the last {} runs, \
+         newest right; grey: older runs): {}</p>",
+        crate::registry::LEDGER_RUNS,
+        esc(&super::text::age_text(j)),
+    );
 }
 
 #[cfg(feature = "chart")]
@@ -571,6 +621,44 @@ fn breakdown_cards(p: &ProcessMemory) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stacks_that_differ_below_the_shown_frames_are_one_row() {
+        let site = |deep: &str, objects: u64| {
+            let mut frames: Vec<Frame> = (0..12)
+                .map(|i| Frame::new(format!("app::f{i}"), Some("src/app.rs"), Some(i)))
+                .collect();
+            frames[10] = Frame::new(deep, None, None);
+            CallsiteReport {
+                scope: vec!["job".into()],
+                frames,
+                allocated: crate::model::Usage {
+                    objects,
+                    bytes: objects * 8,
+                },
+                retained: crate::model::Usage {
+                    objects,
+                    bytes: objects * 8,
+                },
+                peak_bytes: 0,
+                estimated: false,
+            }
+        };
+        let mut out = String::new();
+        callsite_rows(&mut out, &[site("tokio::a", 298), site("tokio::b", 2)]);
+        assert_eq!(out.matches("<tr><td").count(), 1, "{out}");
+        assert!(
+            out.contains("(2 stacks that differ below these frames)"),
+            "{out}"
+        );
+        assert!(out.contains("data-v=\"300\""), "{out}");
+        // Shown frames that differ: two rows.
+        let mut other = site("tokio::a", 1);
+        other.frames[0] = Frame::new("app::elsewhere", None, None);
+        let mut out = String::new();
+        callsite_rows(&mut out, &[site("tokio::a", 298), other]);
+        assert_eq!(out.matches("<tr><td").count(), 2, "{out}");
+    }
 
     #[test]
     fn escaping_and_helpers() {

@@ -143,6 +143,13 @@ pub struct JobReport {
 pub const AGE_BUCKETS: [&str; 5] = ["0", "1", "2-3", "4-7", "8+"];
 
 impl JobReport {
+    /// Which runs hold what the job retains, in words, as the text table's AGE column prints
+    /// it: `only the latest run`, `runs 1–3`, `27 runs hold 120 KiB each`, `+ older` when runs
+    /// beyond the window hold some too, `-` when nothing is held.
+    pub fn age_label(&self) -> String {
+        text::age_text(self)
+    }
+
     /// What the job retains by age of the run that allocated it, in the buckets of
     /// [`AGE_BUCKETS`]; the last one includes `retained_older`. The five sum to `retained`.
     pub fn retained_by_age(&self) -> [Usage; 5] {

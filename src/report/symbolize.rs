@@ -58,7 +58,6 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
         // stack table first: it is held while this cache is used (`stacks.rs`).
         super::stacks::register_for_fork();
         fork::register(&CACHE_AT_FORK);
-        fork::register(&symtab::STATE);
         map
     });
     if let Some(f) = cache.get(&ip).map(|f| f.clone()) {

@@ -14,13 +14,15 @@
 //!   kept mangled; the file is mapped read-only while it is read, and unmapped after;
 //! * the tables are dropped by [`clear`] with the symbolizer's other parsed debug information
 //!   (after each report): resolved addresses stay in the symbolizer's cache;
-//! * one lock, a `fork` participant registered by the symbolizer after its cache (the order in
-//!   which they are taken).
+//! * one lock, a `fork` participant registered before its first use, after the stack table (held
+//!   while it is taken).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use parking_lot::Mutex;
+use std::sync::Once;
+
+use parking_lot::{Mutex, MutexGuard};
 
 /// A loaded object: where it is mapped and which file it came from.
 struct Loaded {
@@ -45,13 +47,24 @@ pub(crate) struct State {
 }
 
 /// The state, behind the one lock (see the module rules).
-pub(crate) static STATE: Mutex<Option<State>> = Mutex::new(None);
+static STATE: Mutex<Option<State>> = Mutex::new(None);
+
+/// The state, locked; its lock is registered with `fork` before its first use, after the stack
+/// table's (held while this one is taken: the fork handlers take them in that order too).
+fn state() -> MutexGuard<'static, Option<State>> {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        super::stacks::register_for_fork();
+        crate::fork::register(&STATE);
+    });
+    STATE.lock()
+}
 
 /// The mangled names of the function symbols enclosing `addr` (an address inside the code,
 /// not a return address: the caller subtracts one), several when symbols alias one address.
 /// Empty when no loaded object's symbol table covers it.
 pub(crate) fn symbols_at(addr: usize) -> Vec<String> {
-    let mut guard = STATE.lock();
+    let mut guard = state();
     let state = guard.get_or_insert_with(State::default);
     let mut index = state.find(addr);
     if index.is_none() {
@@ -89,7 +102,7 @@ pub(crate) fn symbols_at(addr: usize) -> Vec<String> {
 
 /// Remembers that frames named `function` come from the mangled symbol `mangled`.
 pub(crate) fn remember_system_name(function: &str, mangled: &str) {
-    let mut guard = STATE.lock();
+    let mut guard = state();
     let state = guard.get_or_insert_with(State::default);
     if !state.system.contains_key(function) {
         state.system.insert(function.into(), mangled.into());
@@ -99,8 +112,7 @@ pub(crate) fn remember_system_name(function: &str, mangled: &str) {
 /// The mangled symbol a function name was read from, when this process symbolized it.
 #[cfg_attr(not(feature = "pprof"), allow(dead_code))]
 pub(crate) fn system_name(function: &str) -> Option<String> {
-    STATE
-        .lock()
+    state()
         .as_ref()
         .and_then(|s| s.system.get(function))
         .map(|m| m.to_string())
@@ -108,7 +120,7 @@ pub(crate) fn system_name(function: &str) -> Option<String> {
 
 /// Drops the symbol tables read so far (see the module rules).
 pub(crate) fn clear() {
-    if let Some(state) = STATE.lock().as_mut() {
+    if let Some(state) = state().as_mut() {
         state.tables = HashMap::new();
     }
 }

@@ -35,7 +35,7 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// An integer with thousands separators.
-pub fn grouped(n: u64) -> String {
+pub(crate) fn grouped(n: u64) -> String {
     grouped_wide(n.into())
 }
 

@@ -207,6 +207,18 @@ fn main() {
     if mem {
         for w in ["objects16", "objects24", "objects32"] {
             system_and_tracked(&mut tasks, w);
+            // The former 16-byte header, for the before/after of the 8-byte one.
+            let (header, _) = floors(&nofp);
+            add(
+                &mut tasks,
+                "floor_header16",
+                w,
+                w,
+                header,
+                "h16",
+                false,
+                "system",
+            );
             add(
                 &mut tasks,
                 "dhat",
