@@ -623,6 +623,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stacks_that_differ_below_the_shown_frames_are_one_row() {
+        let site = |deep: &str, objects: u64| {
+            let mut frames: Vec<Frame> = (0..12)
+                .map(|i| Frame::new(format!("app::f{i}"), Some("src/app.rs"), Some(i)))
+                .collect();
+            frames[10] = Frame::new(deep, None, None);
+            CallsiteReport {
+                scope: vec!["job".into()],
+                frames,
+                allocated: crate::model::Usage {
+                    objects,
+                    bytes: objects * 8,
+                },
+                retained: crate::model::Usage {
+                    objects,
+                    bytes: objects * 8,
+                },
+                peak_bytes: 0,
+                estimated: false,
+            }
+        };
+        let mut out = String::new();
+        callsite_rows(&mut out, &[site("tokio::a", 298), site("tokio::b", 2)]);
+        assert_eq!(out.matches("<tr><td").count(), 1, "{out}");
+        assert!(
+            out.contains("(2 stacks that differ below these frames)"),
+            "{out}"
+        );
+        assert!(out.contains("data-v=\"300\""), "{out}");
+        // Shown frames that differ: two rows.
+        let mut other = site("tokio::a", 1);
+        other.frames[0] = Frame::new("app::elsewhere", None, None);
+        let mut out = String::new();
+        callsite_rows(&mut out, &[site("tokio::a", 298), other]);
+        assert_eq!(out.matches("<tr><td").count(), 2, "{out}");
+    }
+
+    #[test]
     fn escaping_and_helpers() {
         assert_eq!(
             esc("<script>alert('x')</script>&\""),
