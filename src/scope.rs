@@ -323,6 +323,11 @@ pub struct HookId(u64);
 /// Use it to log one memory line per job, the way APM tools show them. A panicking hook is
 /// caught and counted; it does not disturb the tracker or other hooks.
 ///
+/// A hook may run jobs (`track_scope` inside it works and is counted as usual), but runs that
+/// finish **while a hook is running on the same thread** do not call the hooks again: a hook
+/// that runs a job would otherwise call itself without end. Those runs are still counted,
+/// recorded in `recent_runs` and run events, and seen by automatic dumps.
+///
 /// ```
 /// allocscope::on_run_finished(|run| {
 ///     if run.retained_at_finish.bytes > 1 << 20 {
@@ -346,7 +351,23 @@ pub fn remove_hook(id: HookId) -> bool {
     })
 }
 
+thread_local! {
+    /// Set while this thread runs the hooks (const, no destructor).
+    static IN_HOOK: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
 fn run_hooks(report: &RunReport) {
+    // A run finished inside a hook (on this thread) does not call the hooks again.
+    if IN_HOOK.try_with(|h| h.replace(true)).unwrap_or(true) {
+        return;
+    }
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            let _ = IN_HOOK.try_with(|h| h.set(false));
+        }
+    }
+    let _leave = Leave;
     let hooks: Vec<Hook> = untracked(|| hooks().read().iter().map(|(_, h)| h.clone()).collect());
     for hook in &hooks {
         if catch_unwind(AssertUnwindSafe(|| hook(report))).is_err() {

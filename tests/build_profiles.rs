@@ -187,16 +187,18 @@ fn labels_and_pprof_names_in_every_build_profile() {
             .skip_while(|l| !l.contains("top callsites"))
             .filter(|l| l.contains("KiB") && l.contains('%'))
             .collect();
-        assert_eq!(callsites.len(), 2, "debug = {debug}:\n{text}");
         if debug == "0" {
-            // No debug information: no file:line, no inlined frames; the symbol table still
-            // names each function by its full path.
+            // No debug information: no file:line, no inlined frames (both closures were
+            // inlined into `run`, so their rows read the same and are one row); the symbol
+            // table still names each function by its full path.
+            assert!(!callsites.is_empty(), "debug = 0:\n{text}");
             assert!(!text.contains("main.rs:"), "debug = 0:\n{text}");
             for l in &callsites {
                 assert!(l.contains("profiles_user::"), "debug = 0: {l}\n{text}");
             }
             continue;
         }
+        assert_eq!(callsites.len(), 2, "debug = {debug}:\n{text}");
         // File and line, and each closure named with the function it is written in.
         for (function, kib) in [("first", "97.7 KiB"), ("second", "293 KiB")] {
             let line = callsites

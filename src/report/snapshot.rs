@@ -182,6 +182,8 @@ fn path_counters(count: usize) -> Vec<Counters> {
     let mut consistent = false;
     for _ in 0..OPTIMISTIC_READS {
         let complete = thread::pending_all(&mut pending);
+        #[cfg(test)]
+        tests::between_reads();
         shared_counters(count, &mut figs);
         if complete && thread::pending_unchanged(&pending) {
             consistent = true;
@@ -205,4 +207,75 @@ fn path_counters(count: usize) -> Vec<Counters> {
 fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
     figs.clear();
     figs.extend((0..count).map(|i| registry::path(i as u32).load()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::PATH_OVERFLOW;
+    use crate::thread::{count_alloc, switch_context, TLS};
+    use std::cell::RefCell;
+    use std::sync::mpsc;
+
+    thread_local! {
+        /// Run by this thread's snapshots between reading the slots and the shared counters.
+        static BETWEEN: RefCell<Option<Box<dyn FnMut()>>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn between_reads() {
+        BETWEEN.with(|b| {
+            if let Some(f) = b.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    /// A thread flushes in the window of every optimistic read (the worst interleaving, made
+    /// deterministic): the snapshot must not count the flushed figures twice. Flush `i` leaves
+    /// one allocation fewer pending than the read before it saw, so a read that kept an
+    /// inconsistent attempt counts more allocations than were ever made.
+    #[test]
+    fn a_flush_in_every_read_window_is_not_counted_twice() {
+        const FIRST_PENDING: u64 = 64;
+        let path = PATH_OVERFLOW;
+        let (go, go_rx) = mpsc::channel::<()>();
+        let (done, done_rx) = mpsc::channel::<()>();
+        let helper = std::thread::spawn(move || {
+            let alloc = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_alloc(t, 8)));
+            switch_context(path, 0);
+            alloc(FIRST_PENDING);
+            done.send(()).unwrap();
+            let mut next = FIRST_PENDING;
+            while go_rx.recv().is_ok() {
+                switch_context(path, 0);
+                next -= 1;
+                alloc(next);
+                done.send(()).unwrap();
+            }
+            // Leaving: the exit flush moves the rest to the shared counters.
+        });
+        done_rx.recv().unwrap();
+        let flushes = std::rc::Rc::new(core::cell::Cell::new(0u64));
+        let counted = flushes.clone();
+        BETWEEN.with(|b| {
+            *b.borrow_mut() = Some(Box::new(move || {
+                counted.set(counted.get() + 1);
+                go.send(()).unwrap();
+                done_rx.recv().unwrap();
+            }))
+        });
+        let during = Snapshot::take().paths[path as usize];
+        BETWEEN.with(|b| b.borrow_mut().take());
+        helper.join().unwrap();
+        let after = Snapshot::take().paths[path as usize];
+        assert!(flushes.get() >= 1);
+        assert!(
+            during.alloc_objects <= after.alloc_objects,
+            "{} objects while the helper flushed, {} when it was done ({} flushes)",
+            during.alloc_objects,
+            after.alloc_objects,
+            flushes.get()
+        );
+        assert_eq!(during.alloc_bytes, during.alloc_objects * 8);
+    }
 }
