@@ -98,6 +98,30 @@ impl Default for TrackingAllocator<System> {
     }
 }
 
+/// A call into the inner allocator. With the `malloc` feature, the `malloc` it may reach
+/// must not count the block again (`cmalloc::rust_inner` tells it so).
+#[inline(always)]
+fn inner_call<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(all(
+        feature = "malloc",
+        target_os = "linux",
+        target_env = "gnu",
+        target_pointer_width = "64"
+    ))]
+    {
+        crate::cmalloc::rust_inner(f)
+    }
+    #[cfg(not(all(
+        feature = "malloc",
+        target_os = "linux",
+        target_env = "gnu",
+        target_pointer_width = "64"
+    )))]
+    {
+        f()
+    }
+}
+
 /// Tracker's own allocations (counted with plain atomics, no thread state needed).
 #[cold]
 #[inline(never)]
@@ -339,9 +363,9 @@ unsafe fn alloc_slow<A: GlobalAlloc>(inner: &A, layout: Layout, zeroed: bool) ->
     // overwritten, outside the user bytes).
     unsafe {
         let base = if zeroed {
-            inner.alloc_zeroed(wrapped)
+            inner_call(|| inner.alloc_zeroed(wrapped))
         } else {
-            inner.alloc(wrapped)
+            inner_call(|| inner.alloc(wrapped))
         };
         if base.is_null() {
             return base;
@@ -365,7 +389,7 @@ unsafe fn dealloc_slow<A: GlobalAlloc>(inner: &A, ptr: *mut u8, layout: Layout, 
         let (wrapped, offset) = header::wrap_allocated(layout, word);
         let h = header::read(ptr, word);
         on_free(h, layout.size() as u64);
-        inner.dealloc(ptr.sub(offset), wrapped);
+        inner_call(|| inner.dealloc(ptr.sub(offset), wrapped));
     }
 }
 
@@ -403,13 +427,13 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
             let Some((new_wrapped, new_offset)) = header::wrap_as(new_layout, true) else {
                 return core::ptr::null_mut();
             };
-            let base = inner.alloc(new_wrapped);
+            let base = inner_call(|| inner.alloc(new_wrapped));
             if base.is_null() {
                 return base;
             }
             let user = base.add(new_offset);
             core::ptr::copy_nonoverlapping(ptr, user, layout.size().min(new_size));
-            inner.dealloc(ptr.sub(offset), wrapped);
+            inner_call(|| inner.dealloc(ptr.sub(offset), wrapped));
             header::write(user, new_offset, on_realloc(old, old_size, new_size64));
             return user;
         }
@@ -418,7 +442,7 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
             return core::ptr::null_mut();
         };
         debug_assert_eq!(offset, new_offset);
-        let base = inner.realloc(ptr.sub(offset), wrapped, new_wrapped.size());
+        let base = inner_call(|| inner.realloc(ptr.sub(offset), wrapped, new_wrapped.size()));
         if base.is_null() {
             // The old block is untouched and still owned by the caller.
             return base;
@@ -500,7 +524,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                     let Some((wrapped, offset)) = header::wrap(layout) else {
                         return core::ptr::null_mut();
                     };
-                    let base = self.inner.alloc(wrapped);
+                    let base = inner_call(|| self.inner.alloc(wrapped));
                     if base.is_null() {
                         return base;
                     }
@@ -525,7 +549,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                     let Some((wrapped, offset)) = header::wrap(layout) else {
                         return core::ptr::null_mut();
                     };
-                    let base = self.inner.alloc_zeroed(wrapped);
+                    let base = inner_call(|| self.inner.alloc_zeroed(wrapped));
                     if base.is_null() {
                         return base;
                     }
@@ -553,7 +577,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                 if let Some(s) = fast_free_check(t, word) {
                     thread::count_free_in_slot(s, layout.size() as u64);
                     let (wrapped, offset) = header::wrap_allocated(layout, word);
-                    self.inner.dealloc(ptr.sub(offset), wrapped);
+                    inner_call(|| self.inner.dealloc(ptr.sub(offset), wrapped));
                     return;
                 }
             }
@@ -581,9 +605,10 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                             return core::ptr::null_mut();
                         };
                         let (wrapped, _) = header::wrap_allocated(layout, word);
-                        let base = self
-                            .inner
-                            .realloc(ptr.sub(offset), wrapped, new_wrapped.size());
+                        let base = inner_call(|| {
+                            self.inner
+                                .realloc(ptr.sub(offset), wrapped, new_wrapped.size())
+                        });
                         if base.is_null() {
                             return base;
                         }
@@ -598,6 +623,131 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             realloc_slow(&self.inner, ptr, layout, word, new_size)
         }
     }
+}
+
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+/// Counts a new block of `size` bytes made outside `GlobalAlloc` (the `malloc` feature's C
+/// blocks) exactly as `alloc` counts one, and writes its header before `anchor` (narrow
+/// without a callsite, wide with one).
+///
+/// # Safety
+/// The `WIDE_HEADER_SIZE` bytes before `anchor` must be writable and 8-aligned, inside the
+/// block.
+#[inline(always)]
+pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
+    // SAFETY: as in `TrackingAllocator::alloc`, with `anchor` for the user pointer and room
+    // for a wide header before it.
+    unsafe {
+        if let Some(t) = state_ptr().as_ref() {
+            if let Some(f) = fast_alloc_check(t, size) {
+                let (path, run) = fast_alloc_commit(t, f, size);
+                header::write_unsited(anchor, header::HEADER_SIZE, path, run);
+                return;
+            }
+        }
+        record_alloc_slow(anchor, size);
+    }
+}
+
+/// [`record_alloc`]'s full path.
+///
+/// # Safety
+/// As for [`record_alloc`].
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[cold]
+#[inline(never)]
+unsafe fn record_alloc_slow(anchor: *mut u8, size: u64) {
+    let h = on_alloc(size);
+    // SAFETY: the caller guarantees room for a wide header.
+    unsafe { header::write(anchor, header_room(&h), h) };
+}
+
+/// The header room a C block's header needs: narrow without a callsite, wide with one.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+fn header_room(h: &Header) -> usize {
+    if h.site == 0 {
+        header::HEADER_SIZE
+    } else {
+        header::WIDE_HEADER_SIZE
+    }
+}
+
+/// The header of a block recorded by [`record_alloc`] or [`record_realloc`].
+///
+/// # Safety
+/// `anchor` must be that of a live block recorded by them.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) unsafe fn recorded_header(anchor: *mut u8) -> Header {
+    // SAFETY: per the caller, the header before `anchor` was written by us.
+    unsafe { header::read(anchor, header::read_word(anchor)) }
+}
+
+/// Counts the free of a block recorded by [`record_alloc`] (header before `anchor`, `size`
+/// bytes), on any thread, exactly as `dealloc` does.
+///
+/// # Safety
+/// `anchor` must be that of a live block recorded by `record_alloc` or `record_realloc`.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(always)]
+pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
+    // SAFETY: per the caller, the header before `anchor` was written by us; a non-null
+    // `state_ptr` is this thread's `TLS`.
+    unsafe {
+        let word = header::read_word(anchor);
+        if let Some(t) = state_ptr().as_ref() {
+            if let Some(s) = fast_free_check(t, word) {
+                thread::count_free_in_slot(s, size);
+                return;
+            }
+        }
+        on_free(header::read(anchor, word), size);
+    }
+}
+
+/// Counts a resize made outside `GlobalAlloc`: the block whose header was `old` (`old_size`
+/// bytes) freed, the new one (`new_size` bytes, header before `anchor`) allocated in the
+/// current context, as `realloc` does.
+///
+/// # Safety
+/// As for [`record_alloc`], for the new block.
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+#[inline(never)]
+pub(crate) unsafe fn record_realloc(old: Header, anchor: *mut u8, old_size: u64, new_size: u64) {
+    let h = on_realloc(old, old_size, new_size);
+    // SAFETY: the caller guarantees room for a wide header before `anchor`.
+    unsafe { header::write(anchor, header_room(&h), h) };
 }
 
 /// Whether a `TrackingAllocator` is installed as this program's global allocator.

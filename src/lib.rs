@@ -64,6 +64,7 @@
 //!    `header` — the per-block metadata in front of each block; `thread` — per-thread state and
 //!    counters; `registry` — paths, jobs, runs; `callsite` — stack capture and interning;
 //!    `sources` — what the scope sources (span layers) saw and selected, for the report's notes;
+//!    `cmalloc` — the C `malloc` family (feature `malloc`), counting C blocks through `alloc`;
 //! 4. `report` — the one snapshot path (`snapshot`), symbolization (`symbolize`, full names
 //!    from the loaded objects' symbol tables: `symtab`) and the stack table that
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
@@ -101,6 +102,13 @@
 mod alloc;
 pub mod budget;
 mod callsite;
+#[cfg(all(
+    feature = "malloc",
+    target_os = "linux",
+    target_env = "gnu",
+    target_pointer_width = "64"
+))]
+mod cmalloc;
 mod config;
 mod error;
 mod fork;

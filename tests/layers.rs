@@ -14,7 +14,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "hot path and tables",
         &[
-            "header", "thread", "registry", "callsite", "alloc", "sources",
+            "header", "thread", "registry", "callsite", "alloc", "sources", "cmalloc",
         ],
     ),
     ("reports", &["report"]),

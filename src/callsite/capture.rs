@@ -142,6 +142,12 @@ fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option
 pub(crate) fn thread_stack(t: &ThreadState) -> Option<(usize, usize)> {
     match t.stack_hi.get() {
         0 => {
+            // A C block (feature `malloc`) may be allocated inside `pthread_getattr_np` itself,
+            // under the lock `stack_bounds` would take again: no lookup then.
+            #[cfg(all(feature = "malloc", target_env = "gnu", target_pointer_width = "64"))]
+            if crate::cmalloc::in_c() {
+                return None;
+            }
             let (lo, hi) = stack_bounds()?;
             t.stack_lo.set(lo);
             t.stack_hi.set(hi);

@@ -82,12 +82,18 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
             line: sym.lineno(),
         });
     });
-    if frames.is_empty() {
-        frames.push(Frame {
+    if frames
+        .iter()
+        .all(|f| f.file.is_none() && f.function.starts_with("0x"))
+    {
+        // `backtrace` lists the loaded libraries once per process: a library loaded with
+        // `dlopen` later (a plugin, a C library's module) is unknown to it. The dynamic
+        // loader knows it: its exported symbol, with the library as the file.
+        frames = vec![dynamic_symbol(ip).unwrap_or_else(|| Frame {
             function: format!("{ip:#x}").into(),
             file: None,
             line: None,
-        });
+        })];
     }
     // The outermost frame is the function the address was compiled into: its symbol names it.
     if let Some(outer) = frames.last_mut() {
@@ -100,6 +106,31 @@ fn resolve_ip(ip: usize) -> Arc<[Frame]> {
     let frames: Arc<[Frame]> = frames.into();
     cache.insert(ip, frames.clone());
     frames
+}
+
+/// The dynamic symbol containing `ip` and its library's path, from the dynamic loader
+/// (`dladdr`); `None` when it knows none.
+fn dynamic_symbol(ip: usize) -> Option<Frame> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: `dladdr` only reads the loader's tables and fills `info`; the strings it
+        // points to belong to loaded objects and are copied before returning.
+        unsafe {
+            let mut info: libc::Dl_info = core::mem::zeroed();
+            if libc::dladdr(ip as *const libc::c_void, &mut info) == 0 || info.dli_sname.is_null() {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(info.dli_sname).to_string_lossy();
+            let file = (!info.dli_fname.is_null())
+                .then(|| std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy());
+            Some(Frame::new(&*name, file.as_deref(), None))
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = ip;
+        None
+    }
 }
 
 /// Drops the debug information `backtrace` parsed and mapped to resolve new addresses (tens of
