@@ -182,3 +182,41 @@ fn scope_join_and_spawn_carry_the_callers_scope_to_a_thief() {
     assert_eq!(j.allocated.objects, 2);
     assert!(j.allocated.bytes >= 64);
 }
+
+/// A binary tree of `allocscope::rayon::join`s, one 16-byte allocation per leaf.
+fn tree(depth: u32) -> usize {
+    if depth == 0 {
+        return black_box(Box::new([1u8; 16])).len() / 16;
+    }
+    let (a, b) = allocscope::rayon::join(|| tree(depth - 1), || tree(depth - 1));
+    a + b
+}
+
+/// `pool.install` moves the closure to a worker, out of the caller's scope: through
+/// `allocscope::rayon::install`, all 4,096 leaf allocations of a tree of joins are charged to
+/// the caller's job (plain `pool.install` charged none of them).
+#[test]
+fn install_carries_the_scope_into_the_pool() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(4)
+        .build()
+        .unwrap();
+    for round in 0..3 {
+        let name = format!("install_tree_{round}");
+        let leaves = track_scope(&name, || {
+            allocscope::rayon::install(&pool, || {
+                assert!(current_scope().is_some(), "no scope inside install");
+                tree(12)
+            })
+        });
+        assert_eq!(leaves, 4096);
+        let a = job(&name);
+        assert_eq!(a.runs, 1);
+        // Every leaf's box, plus nothing else is required: at least the 4,096 leaves.
+        assert!(
+            a.allocated.objects >= 4096,
+            "round {round}: {} objects charged to {name}",
+            a.allocated.objects
+        );
+    }
+}

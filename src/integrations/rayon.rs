@@ -8,8 +8,9 @@
 //! * The fix is to enter the caller's scope inside each task: [`ScopeHandle::wrap`] for the
 //!   one-argument closures of parallel iterators (`par_iter().map(h.wrap(f))`), and [`join`]
 //!   and [`spawn`] here, which carry the caller's context (also "no scope") to both halves.
-//! * Capture the handle where the job's scope is current, outside `install`: inside
-//!   `pool.install(..)` the closure already runs on a worker, in that worker's scope.
+//! * `pool.install(..)` moves its closure to one of the pool's workers, out of the caller's
+//!   scope: use [`install`] here, which runs the closure in the caller's scope on that worker,
+//!   so [`join`], [`spawn`] and `ScopeHandle::current()` inside it carry the caller's job on.
 //!
 //! [`ScopeHandle::wrap`]: crate::ScopeHandle::wrap
 
@@ -33,6 +34,29 @@ where
 {
     let scope = ScopeHandle::current();
     ::rayon::join(|| scope.enter(a), || scope.enter(b))
+}
+
+/// [`ThreadPool::install`](::rayon::ThreadPool::install), with the closure run in the
+/// caller's scope on the pool's worker (plain `pool.install` runs it in the worker's own
+/// scope, so everything inside, [`join`] included, would be charged elsewhere).
+///
+/// ```
+/// let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+/// let n = allocscope::track_scope("tree", || {
+///     allocscope::rayon::install(&pool, || {
+///         let (a, b) = allocscope::rayon::join(|| vec![1u8; 8], || vec![2u8; 8]);
+///         a.len() + b.len()
+///     })
+/// });
+/// assert_eq!(n, 16);
+/// ```
+pub fn install<OP, R>(pool: &::rayon::ThreadPool, op: OP) -> R
+where
+    OP: FnOnce() -> R + Send,
+    R: Send,
+{
+    let scope = ScopeHandle::current();
+    pool.install(|| scope.enter(op))
 }
 
 /// [`rayon::spawn`](::rayon::spawn), with the task run in the caller's scope.
