@@ -458,6 +458,17 @@ impl Utc {
     }
 }
 
+/// `YYYY-MM-DD HH:MM:SS UTC`, as reports print a time.
+impl core::fmt::Display for Utc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+            self.year, self.month, self.day, self.hour, self.minute, self.second
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,15 +104,6 @@ fn page_end(out: &mut String) {
     );
 }
 
-/// `unix_ms` as `YYYY-MM-DD HH:MM:SS UTC`.
-pub(crate) fn utc(unix_ms: u64) -> String {
-    let t = Utc::from_unix_ms(unix_ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year, t.month, t.day, t.hour, t.minute, t.second
-    )
-}
-
 /// The flamegraph SVG ready to inline: without the XML prolog and doctype.
 fn inline_svg(svg: &str) -> &str {
     svg.find("<svg").map_or(svg, |i| &svg[i..])
@@ -260,7 +251,7 @@ impl Report {
         let _ = writeln!(
             out,
             "<h1>allocscope report</h1>\n<p class=\"meta\">Taken {} · stacks: {} · {} jobs</p>",
-            utc(self.timestamp_unix_ms),
+            Utc::from_unix_ms(self.timestamp_unix_ms),
             esc(&super::text::stack_mode_words(self.stack_mode)),
             self.jobs.len()
         );
@@ -274,7 +265,7 @@ impl Report {
                         esc(&super::escape::job_display_name(&a.job)),
                         a.active_runs,
                         if a.active_runs == 1 { "" } else { "s" },
-                        utc(a.since_unix_ms)
+                        Utc::from_unix_ms(a.since_unix_ms)
                     )
                 })
                 .collect();
@@ -526,8 +517,8 @@ impl ReportDiff {
         let _ = writeln!(
             out,
             "<h1>allocscope diff</h1>\n<p class=\"meta\">From {} to {} · live heap {} → {}</p>",
-            utc(self.older_timestamp_unix_ms),
-            utc(self.newer_timestamp_unix_ms),
+            Utc::from_unix_ms(self.older_timestamp_unix_ms),
+            Utc::from_unix_ms(self.newer_timestamp_unix_ms),
             human_bytes(self.older_live.bytes),
             human_bytes(self.newer_live.bytes),
         );
@@ -668,8 +659,11 @@ mod tests {
         );
         // Characters XML 1.0 forbids become visible text, so the page stays well-formed.
         assert_eq!(esc("a\u{0}b\u{1b}\u{fffe}"), "a\\u{0}b\\u{1b}\\u{fffe}");
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_700_000_000_000), "2023-11-14 22:13:20 UTC");
+        assert_eq!(Utc::from_unix_ms(0).to_string(), "1970-01-01 00:00:00 UTC");
+        assert_eq!(
+            Utc::from_unix_ms(1_700_000_000_000).to_string(),
+            "2023-11-14 22:13:20 UTC"
+        );
         assert_eq!(base64(b"Man"), "TWFu");
         assert_eq!(base64(b"Ma"), "TWE=");
         assert_eq!(base64(b"M"), "TQ==");

@@ -440,7 +440,7 @@ impl Report {
                     crate::report::escape::job_display_name(&a.job),
                     a.active_runs,
                     if a.active_runs == 1 { "" } else { "s" },
-                    crate::report::html::utc(a.since_unix_ms)
+                    crate::model::Utc::from_unix_ms(a.since_unix_ms)
                 );
             }
         }
