@@ -49,6 +49,25 @@ pub(crate) fn http_addr() -> Option<String> {
     (!addr.is_empty()).then_some(addr)
 }
 
+/// Longest part of a variable's value a message shows (in characters, before escaping).
+pub(crate) const SHOWN_CHARS: usize = 64;
+
+/// A variable's value as an error message shows it: control characters, quotes and
+/// backslashes escaped as in Rust strings (`\n`, `\u{1b}`), cut after [`SHOWN_CHARS`]
+/// characters with the full length said (`…(100000 bytes)`), so a hostile value can neither
+/// flood stderr nor drive the terminal.
+pub(crate) fn shown(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_debug)
+        .collect();
+    if value.chars().nth(SHOWN_CHARS).is_some() {
+        out.push_str(&format!("…({} bytes)", value.len()));
+    }
+    out
+}
+
 /// The timeline sampler's interval.
 pub(crate) const TIMELINE: &str = "ALLOCSCOPE_TIMELINE";
 /// The memory line above which a report is dumped ([`MemoryLine::parse`] syntax).

@@ -130,3 +130,28 @@ fn serve_on_the_variables_address_shares_its_server() {
         "{stdout}\n{stderr}"
     );
 }
+
+/// A hostile value (100 KB with control characters) is cut and escaped in the one-line
+/// message: no raw control character reaches stderr, and the line stays short.
+#[test]
+fn a_hostile_value_is_cut_and_escaped_in_the_message() {
+    if std::env::var_os(CHILD).is_some() {
+        let r = track_scope("env_hostile_job", || vec![1u8; 10].len());
+        println!("CHILD ran: {r} {:?}", allocscope::http::env_server_addr());
+        return;
+    }
+    let value = format!("\u{1b}[31mred\u{7}\r{}", "x".repeat(100_000));
+    let (stdout, stderr) = run_child("a_hostile_value_is_cut_and_escaped_in_the_message", &value);
+    assert!(stdout.contains("CHILD ran: 10 None"), "{stdout}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("ALLOCSCOPE_HTTP="))
+        .unwrap_or_else(|| panic!("no message: {}", &stderr[..stderr.len().min(2000)]));
+    assert!(line.len() < 400, "{} bytes: {}", line.len(), &line[..400]);
+    assert!(line.contains("\\u{1b}[31mred\\u{7}\\r"), "{line}");
+    assert!(line.contains("(100010 bytes)"), "{line}");
+    assert!(
+        !stderr.contains(['\u{1b}', '\u{7}', '\r']),
+        "a raw control character reached stderr"
+    );
+}

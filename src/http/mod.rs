@@ -331,7 +331,7 @@ pub(crate) fn start_from_env() {
                     );
                     *from_env().lock() = Some(server);
                 }
-                Err(e) => eprintln!("allocscope: {ENV_VAR}={addr}: {e}"),
+                Err(e) => eprintln!("allocscope: {ENV_VAR}={}: {e}", crate::config::shown(&addr)),
             }
         })
     });
