@@ -144,7 +144,7 @@ fn code_budgets_hooks_intervals_and_metrics() {
     // writing a report in a debug build may take longer than the interval.
     budget::set_dir(None);
     budget::set_log(false);
-    budget::set_interval(Duration::from_millis(500));
+    budget::set_interval(Duration::from_millis(1500));
     budget::set_budget(
         "code_peaky",
         Some(
@@ -173,7 +173,7 @@ fn code_budgets_hooks_intervals_and_metrics() {
             within.fetch_add(black_box(vec![1u8; size]).len() as u64, Relaxed)
         });
     }
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1600));
     budget::set_dir(Some(dir.path().to_path_buf()));
     track_scope("code_peaky", || black_box(vec![1u8; 1 << 20]).len());
     assert!(budget::remove_breach_hook(hook));
