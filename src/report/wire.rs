@@ -11,10 +11,14 @@
 //!   report's callsites (frames are keyed by address, shared with the report, never copied),
 //!   then the report is serialized once.
 //! * Reading ([`read`]) streams from any JSON source (`&str`, or a file through a 64 KiB
-//!   buffer) straight into the model: no `serde_json::Value` tree, so memory follows the
+//!   buffer) straight into the model: no `serde_json::Value` tree for what follows the
+//!   header and the stack table, so for files in the written order memory follows the
 //!   report's content, not the size of the text (whitespace, or a gigabyte of `[`, costs
-//!   nothing: the first token that cannot start a report is an error). `"format"` and
-//!   `"version"` must come before any other field and are checked as soon as they are read.
+//!   nothing: the first token that cannot start a report is an error). Keys may come in any
+//!   order (JSON objects are unordered: `jq -S`, sorted-key writers): report fields met before
+//!   the header and the table are complete are kept as `serde_json::Value` (bounded by the
+//!   file, nested at most 128 levels) and resolved once they are. Before `"format"` has been
+//!   read, a key that is no report field refuses the input at that key.
 //! * Limits: nesting is bounded by the model's own depth: a bracket where the model expects
 //!   something else is a type error at that bracket; values of fields this version does not
 //!   know are skipped without recursion or storage; header values are parsed with
@@ -257,6 +261,9 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
         let mut format: Option<String> = None;
         let mut version: Option<u64> = None;
         let mut table = Table::default();
+        let (mut have_frames, mut have_stacks) = (false, false);
+        // Report fields met before the stack table is complete, resolved once it is.
+        let mut early: Vec<(String, serde_json::Value)> = Vec::new();
         let first_other = loop {
             let Some(key) = map.next_key::<String>()? else {
                 break None;
@@ -281,26 +288,44 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
                     let v = map.next_value::<serde_json::Value>()?;
                     version = Some(check_version(v.as_u64()).map_err(|e| self.refuse(e))?);
                 }
-                "frames" if format.is_some() && version.is_some() => {
+                "frames" => {
                     table.frames = map.next_value()?;
+                    have_frames = true;
                 }
-                "stacks" if format.is_some() && version.is_some() => {
+                "stacks" => {
                     table.stacks = map.next_value()?;
+                    have_stacks = true;
                 }
-                _ => break Some(key),
+                _ => {
+                    // A key no report has, before "format" said this is one: not a report.
+                    if format.is_none() && !report_fields().contains(&key.as_str()) {
+                        return Err(self.refuse(Error::InvalidReport(
+                            format!(
+                                "{} is not a field of an allocscope report and no \"format\": \
+                             \"allocscope\" came before it; this is not an allocscope report",
+                                crate::config::shown(&key)
+                            )
+                            .into(),
+                        )));
+                    }
+                    // Stream from here once the header and the table (or, in version 1,
+                    // the header alone) are known; until then keep the field.
+                    let table_done = (have_frames && have_stacks) || version == Some(1);
+                    if format.is_some() && version.is_some() && table_done {
+                        break Some(key);
+                    }
+                    early.push((key, map.next_value()?));
+                }
             }
         };
         let Some(format) = format else {
             return Err(self.refuse(Error::InvalidReport(
-                "no \"format\": \"allocscope\" field first; this is not an allocscope report"
-                    .into(),
+                "no \"format\": \"allocscope\" field; this is not an allocscope report".into(),
             )));
         };
         let Some(version) = version else {
             return Err(self.refuse(Error::InvalidReport(
-                "missing or non-integer \"version\" field (it must come right after \
-                 \"format\")"
-                    .into(),
+                "missing or non-integer \"version\" field".into(),
             )));
         };
         if table
@@ -316,16 +341,54 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
         let frames = std::mem::take(&mut table.frames);
         table.frames = frames.into_iter().map(|f| table.share(f)).collect();
         READING.with(|r| *r.borrow_mut() = Some(table));
+        let ended = first_other.is_none();
         Report::deserialize(de::value::MapAccessDeserializer::new(Replay {
             header: vec![
                 ("format", Header::Str(format)),
                 ("version", Header::Int(version)),
             ],
+            early: early.into_iter(),
+            early_value: None,
             pending: first_other,
             value: None,
+            ended,
             inner: map,
         }))
     }
+}
+
+/// The names of the report's own fields (from its derived `Deserialize`), for telling a
+/// report's key from a stranger's before `"format"` has been read.
+fn report_fields() -> &'static [&'static str] {
+    use std::sync::OnceLock;
+    static FIELDS: OnceLock<&'static [&'static str]> = OnceLock::new();
+    FIELDS.get_or_init(|| {
+        /// A deserializer that only records the field names it is asked for.
+        struct Names<'a>(&'a mut &'static [&'static str]);
+        impl<'de> Deserializer<'de> for Names<'_> {
+            type Error = de::value::Error;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+                Err(de::Error::custom("field names only"))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _: &'static str,
+                fields: &'static [&'static str],
+                _: V,
+            ) -> Result<V::Value, Self::Error> {
+                *self.0 = fields;
+                Err(de::Error::custom("field names only"))
+            }
+            serde::forward_to_deserialize_any! {
+                bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+                byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+                enum identifier ignored_any
+            }
+        }
+        let mut fields: &'static [&'static str] = &[];
+        let _ = Report::deserialize(Names(&mut fields));
+        fields
+    })
 }
 
 /// The version rule: `OLDEST_VERSION..=VERSION` are read.
@@ -355,9 +418,15 @@ enum Header {
 /// so that the report's derived `Deserialize` sees every field.
 struct Replay<A> {
     header: Vec<(&'static str, Header)>,
+    /// Fields read before the stack table, replayed after the header.
+    early: std::vec::IntoIter<(String, serde_json::Value)>,
+    /// The early field whose value is next.
+    early_value: Option<serde_json::Value>,
     pending: Option<String>,
     /// The value of the replayed key just returned.
     value: Option<Header>,
+    /// The input map has ended (nothing more to ask it for).
+    ended: bool,
     inner: A,
 }
 
@@ -375,10 +444,19 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
                 .deserialize(de::value::StrDeserializer::<A::Error>::new(key))
                 .map(Some);
         }
+        if let Some((key, value)) = self.early.next() {
+            self.early_value = Some(value);
+            return seed
+                .deserialize(de::value::StringDeserializer::<A::Error>::new(key))
+                .map(Some);
+        }
         if let Some(key) = self.pending.take() {
             return seed
                 .deserialize(de::value::StringDeserializer::<A::Error>::new(key))
                 .map(Some);
+        }
+        if self.ended {
+            return Ok(None);
         }
         self.inner.next_key_seed(seed)
     }
@@ -387,7 +465,10 @@ impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
         match self.value.take() {
             Some(Header::Str(s)) => seed.deserialize(de::value::StringDeserializer::new(s)),
             Some(Header::Int(v)) => seed.deserialize(de::value::U64Deserializer::new(v)),
-            None => self.inner.next_value_seed(seed),
+            None => match self.early_value.take() {
+                Some(v) => seed.deserialize(v).map_err(de::Error::custom),
+                None => self.inner.next_value_seed(seed),
+            },
         }
     }
 }
