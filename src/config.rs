@@ -50,12 +50,14 @@ pub(crate) fn http_addr() -> Option<String> {
 }
 
 /// Longest part of a variable's value a message shows (in characters, before escaping).
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // used by the live endpoint only
 pub(crate) const SHOWN_CHARS: usize = 64;
 
 /// A variable's value as an error message shows it: control characters, quotes and
 /// backslashes escaped as in Rust strings (`\n`, `\u{1b}`), cut after [`SHOWN_CHARS`]
 /// characters with the full length said (`…(100000 bytes)`), so a hostile value can neither
 /// flood stderr nor drive the terminal.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // used by the live endpoint only
 pub(crate) fn shown(value: &str) -> String {
     let mut out: String = value
         .chars()

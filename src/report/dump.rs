@@ -364,6 +364,7 @@ pub(crate) enum DumpReason {
 
 impl DumpReason {
     /// Every reason, in label order.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // used by the live endpoint only
     pub(crate) const ALL: [DumpReason; 4] = [
         DumpReason::Run,
         DumpReason::Exit,
@@ -390,6 +391,7 @@ fn count_dump(reason: DumpReason) {
 }
 
 /// Dumps written so far in this process, by reason.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // used by the live endpoint only
 pub(crate) fn dumps_written() -> [(DumpReason, u64); 4] {
     DumpReason::ALL.map(|r| (r, DUMPS_WRITTEN[r as usize].load(Relaxed)))
 }

@@ -197,6 +197,7 @@ static KEEPERS: AtomicUsize = AtomicUsize::new(0);
 
 /// Keeps the sampler running while it lives (held by each live endpoint): starts it at
 /// [`LIVE_INTERVAL`] if it is not running; a running sampler keeps its interval.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // used by the live endpoint only
 pub(crate) struct KeepSampling(());
 
 impl core::fmt::Debug for KeepSampling {
@@ -205,6 +206,7 @@ impl core::fmt::Debug for KeepSampling {
     }
 }
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // used by the live endpoint only
 pub(crate) fn keep_sampling() -> KeepSampling {
     let ns = LIVE_INTERVAL.as_nanos() as u64;
     untracked(|| {
