@@ -336,14 +336,18 @@ impl Report {
     /// [`write_json`](Self::write_json) (version 2, or version 1), checking its format and
     /// version.
     ///
-    /// Streaming: the text is parsed straight into the report, without an intermediate JSON
-    /// tree. `"format"` and `"version"` must come before the other fields (as allocscope
-    /// writes them); nesting deeper than 128 levels is an error.
+    /// Streaming: in the order allocscope writes it, the text is parsed straight into the
+    /// report, without an intermediate JSON tree. Keys may come in any order (fields before
+    /// the header and stack table are kept as JSON values until they are known); a key no
+    /// report has before `"format"` is refused at once; nesting deeper than 128 levels is an
+    /// error. Callsites naming stacks may materialise at most 4 frames per byte of text (plus
+    /// about a million); more is refused.
     pub fn from_json(text: &str) -> Result<Report, Error> {
         crate::thread::untracked(|| {
             if text.trim().is_empty() {
                 return Err(Error::InvalidReport("empty input, no JSON at all".into()));
             }
+            wire::count_input(text.len());
             wire::read(serde_json::Deserializer::from_str(text))
         })
     }

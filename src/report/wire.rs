@@ -24,6 +24,10 @@
 //!   know are skipped without recursion or storage; header values are parsed with
 //!   serde_json's limit of 128 levels. Files larger than 4 GiB are refused before reading
 //!   (see [`Report::read_json`]). A stack index outside the table is an error, never a panic.
+//!   Each callsite naming a stack gets its own copy of its frames, so the frames materialised
+//!   that way are bounded: at most [`FRAMES_PER_INPUT_BYTE`] per byte of input read so far
+//!   plus [`FRAMES_FLOOR`] (about 160 bytes of memory per byte of input); beyond that the
+//!   input is refused.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -44,6 +48,23 @@ thread_local! {
     static WRITING: RefCell<Option<HashMap<usize, u32>>> = const { RefCell::new(None) };
     /// While reading: the stack table read from the file.
     static READING: RefCell<Option<Table>> = const { RefCell::new(None) };
+    /// While reading: bytes of input handed to the parser so far ([`count_input`]).
+    static INPUT_BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Frames that stack indices may materialise per byte of input: every callsite that names a
+/// stack gets its own `Vec<Frame>` (40 bytes a frame), so without a bound 2,000 callsites
+/// naming one 250,000-frame stack (a 1 MB file) would ask for 24 GB. A report allocscope
+/// writes needs far less: a callsite object takes well over 32 bytes and names at most
+/// 128 frames.
+pub(crate) const FRAMES_PER_INPUT_BYTE: u64 = 4;
+/// Frames any input may materialise regardless of its size (40 MB).
+pub(crate) const FRAMES_FLOOR: u64 = 1 << 20;
+
+/// Tells the reader on this thread that `n` more bytes of input were handed to the parser
+/// (the bound on materialised frames grows with them). Called by the sources of [`read`].
+pub(crate) fn count_input(n: usize) {
+    INPUT_BYTES.with(|b| b.set(b.get().saturating_add(n as u64)));
 }
 
 /// The stack table as stored: distinct frames, and stacks as frame indices.
@@ -57,6 +78,9 @@ struct Table {
     seen: HashSet<Frame>,
     #[serde(skip)]
     strings: SharedStrings,
+    /// While reading: frames materialised from stack indices so far.
+    #[serde(skip)]
+    materialised: u64,
 }
 
 impl Table {
@@ -105,9 +129,9 @@ pub(crate) fn deserialize_frames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<
         }
         fn visit_u64<E: de::Error>(self, id: u64) -> Result<Vec<Frame>, E> {
             READING.with(|r| {
-                let r = r.borrow();
+                let mut r = r.borrow_mut();
                 let table = r
-                    .as_ref()
+                    .as_mut()
                     .ok_or_else(|| E::custom(format!("stack index {id} but no stack table")))?;
                 let stack = usize::try_from(id)
                     .ok()
@@ -118,6 +142,19 @@ pub(crate) fn deserialize_frames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<
                             table.stacks.len()
                         ))
                     })?;
+                let input = INPUT_BYTES.with(Cell::get);
+                let allowed = input
+                    .saturating_mul(FRAMES_PER_INPUT_BYTE)
+                    .saturating_add(FRAMES_FLOOR);
+                let total = table.materialised.saturating_add(stack.len() as u64);
+                if total > allowed {
+                    return Err(E::custom(format!(
+                        "the callsites name stacks of more than {allowed} frames in all, more \
+                         than {FRAMES_PER_INPUT_BYTE} per byte of this {input}-byte input \
+                         (plus {FRAMES_FLOOR}); refused as an amplification"
+                    )));
+                }
+                table.materialised = total;
                 stack
                     .iter()
                     .map(|&f| {
@@ -145,6 +182,7 @@ impl Drop for Reset {
     fn drop(&mut self) {
         WRITING.with(|w| *w.borrow_mut() = None);
         READING.with(|r| *r.borrow_mut() = None);
+        INPUT_BYTES.with(|b| b.set(0));
     }
 }
 
