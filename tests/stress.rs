@@ -98,8 +98,9 @@ fn million_runs_ten_thousand_names_stay_bounded() {
     assert_eq!(s.jobs_overflowed, 0);
     assert_eq!(s.paths_overflowed, 0);
     assert_eq!(s.runs_overflowed, 0);
-    // The tracker's own memory: job entries (name, counters, 16 recent runs each) and their
-    // index; it depends on the number of names, not on the number of runs.
+    // The tracker's own memory: job entries (name, counters, 16 recent runs, the trend
+    // summary, the 64-run retained-by-run ledger of 3 KiB) and their index; it depends on the
+    // number of names, not on the number of runs.
     let grown = s.overhead.bytes.saturating_sub(before.overhead.bytes);
     let per_name = grown / NAMES as u64;
     let rss_grown = rss_after.saturating_sub(rss_before);
@@ -114,7 +115,7 @@ fn million_runs_ten_thousand_names_stay_bounded() {
         rss_after / MIB
     );
     assert!(
-        per_name <= 4096,
+        per_name <= 8192,
         "tracker overhead per job name: {per_name} bytes"
     );
     assert!(
