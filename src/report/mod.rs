@@ -41,7 +41,7 @@ pub(crate) use export::{live_pprof, PprofDefault};
 pub use flame::{FlameMetric, FlameOptions};
 #[cfg(feature = "chart")]
 pub use memory::TimelineOptions;
-pub(crate) use memory::{process_memory_cached, rss_bytes, tracked_live, StatsCache};
+pub(crate) use memory::{process_memory_cached, read_raw, rss_bytes, tracked_live, StatsCache};
 pub use memory::{
     release_free_memory, JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample,
     TimelineStats, Trend, TrendKind,

@@ -18,6 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::report::read_raw;
+
 /// Where a memory limit comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -227,35 +229,6 @@ pub(crate) fn working_set(
         })
         .unwrap_or(0);
     Some(usage.saturating_sub(inactive))
-}
-
-/// Reads a small file into `buf` with raw `open`/`read` (no allocation), returning its text
-/// (cut at the buffer's size). `path_nul` ends with a NUL byte.
-fn read_raw<'a>(path_nul: &[u8], buf: &'a mut [u8]) -> Option<&'a str> {
-    if path_nul.last() != Some(&0) {
-        return None;
-    }
-    // SAFETY: `path_nul` is NUL-terminated (checked above) and lives across the call.
-    let fd = unsafe { libc::open(path_nul.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    let mut len = 0usize;
-    while len < buf.len() {
-        // SAFETY: writes at most `buf.len() - len` bytes into `buf[len..]`, which we own.
-        let n = unsafe { libc::read(fd, buf[len..].as_mut_ptr().cast(), buf.len() - len) };
-        if n <= 0 {
-            break;
-        }
-        len += n as usize;
-    }
-    // SAFETY: `fd` was opened above and is closed once.
-    unsafe { libc::close(fd) };
-    // A cut in the middle of a character only loses the last line.
-    match std::str::from_utf8(&buf[..len]) {
-        Ok(s) => Some(s),
-        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).ok(),
-    }
 }
 
 /// The NUL-terminated paths of the usage and stat files of `limit`'s cgroup (`None` for

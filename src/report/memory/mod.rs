@@ -22,7 +22,7 @@ pub use chart::TimelineOptions;
 pub(crate) use history::history;
 pub use process::release_free_memory;
 pub(crate) use process::{
-    process_memory, process_memory_cached, rss_bytes, tracked_live, StatsCache,
+    process_memory, process_memory_cached, read_raw, rss_bytes, tracked_live, StatsCache,
 };
 
 pub use crate::model::RunEvent;

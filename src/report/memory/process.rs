@@ -21,7 +21,7 @@ fn statm() -> Option<(u64, u64)> {
     #[cfg(target_os = "linux")]
     {
         let mut buf = [0u8; 128];
-        let text = read_small("/proc/self/statm\0", &mut buf)?;
+        let text = read_raw(b"/proc/self/statm\0", &mut buf)?;
         let mut fields = text.split_ascii_whitespace().skip(1);
         let resident: u64 = fields.next()?.parse().ok()?;
         let shared: u64 = fields.next()?.parse().ok()?;
@@ -36,12 +36,14 @@ fn statm() -> Option<(u64, u64)> {
     }
 }
 
-/// Reads a small file into `buf` with raw `open`/`read` (no allocation: the sampler calls it
-/// at a high rate), returning its text.
-#[cfg(target_os = "linux")]
-fn read_small<'a>(path_nul: &str, buf: &'a mut [u8]) -> Option<&'a str> {
-    debug_assert!(path_nul.ends_with('\0'));
-    // SAFETY: `path_nul` is NUL-terminated (all callers pass literals ending in "\0").
+/// Reads a small file into `buf` with raw `open`/`read` (no allocation: safe from the sampler
+/// and the memory-line check, which run at a high rate), returning its text cut at the
+/// buffer's size. `path_nul` must end with a NUL byte; anything else reads as `None`.
+pub(crate) fn read_raw<'a>(path_nul: &[u8], buf: &'a mut [u8]) -> Option<&'a str> {
+    if path_nul.last() != Some(&0) {
+        return None;
+    }
+    // SAFETY: `path_nul` is NUL-terminated (checked above) and lives across the call.
     let fd = unsafe { libc::open(path_nul.as_ptr().cast(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
         return None;
@@ -57,7 +59,11 @@ fn read_small<'a>(path_nul: &str, buf: &'a mut [u8]) -> Option<&'a str> {
     }
     // SAFETY: `fd` was opened above and is closed once.
     unsafe { libc::close(fd) };
-    std::str::from_utf8(&buf[..len]).ok()
+    // A cut in the middle of a character only loses the last line.
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(s) => Some(s),
+        Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).ok(),
+    }
 }
 
 /// glibc's `struct mallinfo2` (glibc ≥ 2.33): every field a `size_t`.
