@@ -794,6 +794,7 @@ mod tests {
             },
             peak_bytes: retained,
             estimated,
+            retained_by_age: Default::default(),
         }
     }
 
