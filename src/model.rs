@@ -258,21 +258,12 @@ pub struct RunEvent {
     pub panicked: bool,
 }
 
+/// The event of a run: its name is the run report's, shared (a reference count, no copy and
+/// no allocation).
 impl From<&RunReport> for RunEvent {
     fn from(r: &RunReport) -> Self {
         RunEvent {
             job: r.job.clone(),
-            ..RunEvent::unnamed(r)
-        }
-    }
-}
-
-impl RunEvent {
-    /// The event of `r` without its job name (which does not allocate): the run-event store
-    /// keeps the job's id beside it and names it when a report is built.
-    pub(crate) fn unnamed(r: &RunReport) -> Self {
-        RunEvent {
-            job: SharedStr::default(),
             run: r.run,
             start_unix_ms: r.finished_unix_ms.saturating_sub(r.duration_ns / 1_000_000),
             finish_unix_ms: r.finished_unix_ms,

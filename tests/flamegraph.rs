@@ -308,8 +308,8 @@ fn json_round_trip_keeps_everything() {
 
 #[test]
 fn a_missing_golden_file_fails_unless_blessed() {
-    // This file's helper used to write a missing golden file and pass: a renderer change that
-    // lost a golden file could never fail.
+    // A helper that wrote a missing golden file and passed would let a renderer change that
+    // lost a golden file go unnoticed.
     if common::blessing() {
         return;
     }

@@ -24,13 +24,7 @@ pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
             .map_or_else(|| other.clone(), |j| j.name.clone())
     };
     let (stored, total) = series::events();
-    let run_events: Vec<RunEvent> = stored
-        .into_iter()
-        .map(|(job, event)| RunEvent {
-            job: name(job),
-            ..event
-        })
-        .collect();
+    let run_events: Vec<RunEvent> = stored.into_iter().map(|(_, event)| event).collect();
     let (raw_samples, taken, dropped) = series::samples();
     let timeline = raw_samples
         .iter()
