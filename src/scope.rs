@@ -79,8 +79,9 @@ impl ActiveRun {
         untracked(|| {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);
-            let token = registry::run_begin(parent_run);
             let entry = registry::job(job);
+            let seq = entry.started.fetch_add(1, Relaxed).wrapping_add(1);
+            let token = registry::run_begin(parent_run, seq);
             if entry.active_runs.fetch_add(1, Relaxed) == 0 {
                 entry.active_since_ms.store(unix_ms(), Relaxed);
             }

@@ -45,6 +45,7 @@ fn site(
         retained: Usage::new(retained.0, retained.1),
         peak_bytes: retained.1,
         estimated: false,
+        retained_by_age: Default::default(),
     }
 }
 
