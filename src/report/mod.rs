@@ -66,6 +66,7 @@ pub(crate) const OLDEST_VERSION: u32 = 1;
 #[non_exhaustive]
 pub struct CallsiteReport {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
+    #[serde(deserialize_with = "crate::model::read_job_names")]
     pub scope: Vec<String>,
     /// The stack, innermost (the code that asked for memory) first. In the JSON of
     /// [`Report::to_json`] / [`Report::write_json`], an index into the report's stack table.
@@ -155,7 +156,8 @@ impl CallsiteReport {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct JobReport {
-    /// The job's name.
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES)).
+    #[serde(deserialize_with = "crate::model::read_job_name")]
     pub name: String,
     /// Finished runs.
     pub runs: u64,
@@ -417,8 +419,11 @@ impl Report {
         self.version
     }
 
-    /// The job called `name`, if it ran.
+    /// The job called `name`, if it ran. A name longer than
+    /// [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES) finds the job stored under its cut
+    /// form ([`stored_job_name`](crate::stored_job_name)).
     pub fn job(&self, name: &str) -> Option<&JobReport> {
+        let name = &*crate::model::stored_job_name(name);
         self.jobs.iter().find(|j| j.name == name)
     }
 
