@@ -12,6 +12,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+use crate::model::AtomicCounters;
+
 /// Distinct stacks kept (power of two). 4 MiB of address space.
 pub(crate) const STACK_CAP: usize = 1 << 18;
 /// Total frames stored across all stacks. 64 MiB of address space, touched as used.
@@ -51,15 +53,16 @@ pub(crate) struct SiteEntry {
     pub stack: AtomicU32,
     pub ready: AtomicBool,
     pub estimated: AtomicBool,
-    pub alloc_objects: AtomicU64,
-    pub alloc_bytes: AtomicU64,
-    pub free_objects: AtomicU64,
-    pub free_bytes: AtomicU64,
+    /// Objects in `OBJ_ONE` units, bytes rounded per block.
+    pub counters: AtomicCounters,
     /// Highest live bytes (`alloc_bytes - free_bytes`) seen right after one of the site's
     /// allocations. Exact on one thread; with frees racing on other threads it may be off by
     /// the frees in flight (a Relaxed read of `free_bytes`).
     pub peak_bytes: AtomicU64,
 }
+
+// One cache line per site: the counters an allocation writes share it with its key.
+const _: () = assert!(core::mem::size_of::<SiteEntry>() == 64);
 
 /// Fixed-point unit of one object in site counters.
 pub(crate) const OBJ_ONE: u64 = 1 << 16;
@@ -71,10 +74,7 @@ static SITES: [SiteEntry; SITE_CAP] = [const {
         stack: AtomicU32::new(0),
         ready: AtomicBool::new(false),
         estimated: AtomicBool::new(false),
-        alloc_objects: AtomicU64::new(0),
-        alloc_bytes: AtomicU64::new(0),
-        free_objects: AtomicU64::new(0),
-        free_bytes: AtomicU64::new(0),
+        counters: AtomicCounters::new(),
         peak_bytes: AtomicU64::new(0),
     }
 }; SITE_CAP];
@@ -213,12 +213,10 @@ pub(crate) fn weighted(size: u64, weight: f32) -> (u64, u64) {
 pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
-    s.alloc_objects.fetch_add(o, Relaxed);
     let live = s
-        .alloc_bytes
-        .fetch_add(b, Relaxed)
-        .wrapping_add(b)
-        .saturating_sub(s.free_bytes.load(Relaxed));
+        .counters
+        .add_alloc(o, b)
+        .saturating_sub(s.counters.free_bytes.load(Relaxed));
     // Same cache line as the counters just written; the read-modify-write only when higher.
     if live > s.peak_bytes.load(Relaxed) {
         s.peak_bytes.fetch_max(live, Relaxed);
@@ -235,8 +233,7 @@ pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
 pub(crate) fn site_free(id: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
-    s.free_objects.fetch_add(o, Relaxed);
-    s.free_bytes.fetch_add(b, Relaxed);
+    s.counters.add_free(o, b);
 }
 
 /// Ids of all published sites.

@@ -371,7 +371,7 @@ impl Visit for FieldValue<'_> {
 
 thread_local! {
     /// Selected spans entered on this thread, innermost last: (span id, context to restore).
-    static ENTERED: RefCell<Vec<(u64, (u32, u32))>> = const { RefCell::new(Vec::new()) };
+    static ENTERED: RefCell<Vec<(u64, thread::Context)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl<S> Layer<S> for ScopeLayer
@@ -518,7 +518,7 @@ fn exit_slow(id: &Id) {
         };
         let (_, prev) = stack.remove(pos);
         if pos == stack.len() {
-            thread::switch_context(prev.0, prev.1);
+            thread::switch_context(prev);
         } else {
             // Exited out of order: the entry above it now restores what this one would.
             stack[pos].1 = prev;

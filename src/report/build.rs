@@ -126,16 +126,10 @@ pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> S
         {
             continue;
         }
-        let (ao, ab) = (s.alloc_objects.load(Relaxed), s.alloc_bytes.load(Relaxed));
-        let (fo, fb) = (s.free_objects.load(Relaxed), s.free_bytes.load(Relaxed));
-        let allocated = Usage::new(fixed_to_objects(ao), ab);
+        let (allocated, retained) = site_usage(s.counters.load());
         if allocated.is_zero() {
             continue;
         }
-        let retained = Usage::new(
-            fixed_to_objects(ao.saturating_sub(fo)),
-            ab.saturating_sub(fb),
-        );
         let stack = table.stack_of(s.stack.load(Relaxed));
         let i = *groups.entry((path, stack)).or_insert_with(|| {
             accs.push(Site {
@@ -345,6 +339,16 @@ pub(crate) fn sort_jobs(jobs: &mut [JobReport]) {
 /// `u64::MAX` (sampled weights summed over a long run) rounds down instead of overflowing.
 pub(crate) fn fixed_to_objects(fx: u64) -> u64 {
     fx.saturating_add(intern::OBJ_ONE / 2) / intern::OBJ_ONE
+}
+
+/// A site's counters (objects in `OBJ_ONE` units) as (allocated, retained) whole objects and
+/// bytes.
+pub(crate) fn site_usage(c: Counters) -> (Usage, Usage) {
+    let (allocated, retained) = (c.allocated(), c.retained());
+    (
+        Usage::new(fixed_to_objects(allocated.objects), allocated.bytes),
+        Usage::new(fixed_to_objects(retained.objects), retained.bytes),
+    )
 }
 
 pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {
