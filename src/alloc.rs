@@ -102,21 +102,11 @@ impl Default for TrackingAllocator<System> {
 /// must not count the block again (`cmalloc::rust_inner` tells it so).
 #[inline(always)]
 fn inner_call<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(all(
-        feature = "malloc",
-        target_os = "linux",
-        target_env = "gnu",
-        target_pointer_width = "64"
-    ))]
+    #[cfg(allocscope_cmalloc)]
     {
         crate::cmalloc::rust_inner(f)
     }
-    #[cfg(not(all(
-        feature = "malloc",
-        target_os = "linux",
-        target_env = "gnu",
-        target_pointer_width = "64"
-    )))]
+    #[cfg(not(allocscope_cmalloc))]
     {
         f()
     }
@@ -620,12 +610,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     }
 }
 
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 /// Counts a new block of `size` bytes made outside `GlobalAlloc` (the `malloc` feature's C
 /// blocks) exactly as `alloc` counts one, and writes its header before `anchor` (narrow
 /// without a callsite, wide with one).
@@ -653,12 +638,7 @@ pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
 ///
 /// # Safety
 /// As for [`record_alloc`].
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[cold]
 #[inline(never)]
 unsafe fn record_alloc_slow(anchor: *mut u8, size: u64) {
@@ -668,12 +648,7 @@ unsafe fn record_alloc_slow(anchor: *mut u8, size: u64) {
 }
 
 /// The header room a C block's header needs: narrow without a callsite, wide with one.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(always)]
 fn header_room(h: &Header) -> usize {
     if h.site == 0 {
@@ -687,12 +662,7 @@ fn header_room(h: &Header) -> usize {
 ///
 /// # Safety
 /// `anchor` must be that of a live block recorded by them.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(always)]
 pub(crate) unsafe fn recorded_header(anchor: *mut u8) -> Header {
     // SAFETY: per the caller, the header before `anchor` was written by us.
@@ -704,12 +674,7 @@ pub(crate) unsafe fn recorded_header(anchor: *mut u8) -> Header {
 ///
 /// # Safety
 /// `anchor` must be that of a live block recorded by `record_alloc` or `record_realloc`.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(always)]
 pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
     // SAFETY: per the caller, the header before `anchor` was written by us; a non-null
@@ -732,12 +697,7 @@ pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
 ///
 /// # Safety
 /// As for [`record_alloc`], for the new block.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(never)]
 pub(crate) unsafe fn record_realloc(old: Header, anchor: *mut u8, old_size: u64, new_size: u64) {
     let h = on_realloc(old, old_size, new_size);
