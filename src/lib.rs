@@ -159,6 +159,7 @@ pub use report::{
 };
 pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
+pub use report::{CALLSITE_AGE_BUCKETS, CALLSITE_AGE_STARTS};
 pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,

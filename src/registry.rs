@@ -93,6 +93,9 @@ pub(crate) struct JobEntry {
     pub runs: AtomicU64,
     pub panicked_runs: AtomicU64,
     pub active_runs: AtomicI64,
+    /// Runs started so far: a run's start number (from 1) is its `seq`, which callsites use to
+    /// keep a run's blocks apart before the run has its number (given when it finishes).
+    pub started: AtomicU64,
     /// When `active_runs` last went from 0 to 1 (ms since the Unix epoch): since when the job
     /// has had runs in progress, while it has any.
     pub active_since_ms: AtomicU64,
@@ -255,6 +258,7 @@ impl JobEntry {
             runs: AtomicU64::new(0),
             panicked_runs: AtomicU64::new(0),
             active_runs: AtomicI64::new(0),
+            started: AtomicU64::new(0),
             active_since_ms: AtomicU64::new(0),
             peak_bytes: AtomicU64::new(0),
             recent: Mutex::new(RunHistory {
@@ -384,17 +388,21 @@ pub(crate) struct RunSlot {
     gen: AtomicU32,
     /// Token of the enclosing run (0 for none).
     parent: AtomicU32,
+    /// The run's start number in its job (`JobEntry::started`), 0 for none.
+    seq: AtomicU64,
     counters: AtomicCounters,
     live: AtomicI64,
     peak: AtomicI64,
     /// The record of the last run that finished in this slot, kept until the slot finishes
     /// its next run, so that frees of that run's blocks find its job and run number:
     /// `fin_token` is its token (0 while rewritten), `fin_job` its job, `fin_run` its job's
-    /// run number, `fin_parent` the token of the run it was nested in.
+    /// run number, `fin_parent` the token of the run it was nested in, `fin_seq` its start
+    /// number.
     fin_token: AtomicU32,
     fin_job: AtomicU32,
     fin_run: AtomicU64,
     fin_parent: AtomicU32,
+    fin_seq: AtomicU64,
 }
 
 impl RunSlot {
@@ -402,10 +410,12 @@ impl RunSlot {
         Self {
             gen: AtomicU32::new(0),
             parent: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             fin_token: AtomicU32::new(0),
             fin_job: AtomicU32::new(0),
             fin_run: AtomicU64::new(0),
             fin_parent: AtomicU32::new(0),
+            fin_seq: AtomicU64::new(0),
             counters: AtomicCounters::new(),
             live: AtomicI64::new(0),
             peak: AtomicI64::new(0),
@@ -430,9 +440,31 @@ pub(crate) fn run_active(token: u32) -> bool {
     token_slot(token).is_some()
 }
 
-/// Starts a run nested in `parent` (a token, 0 for none); returns its token, 0 if every slot
-/// is busy. Must run untracked.
-pub(crate) fn run_begin(parent: u32) -> u32 {
+/// The start number (`JobEntry::started`) of the active run `token`, `None` for no run or a
+/// run that finished. Lock-free (allocation path of sited blocks): the slot's generation is
+/// read again after the number, so a slot reused meanwhile is never read as this run's.
+#[inline]
+pub(crate) fn run_seq(token: u32) -> Option<u64> {
+    let slot = token_slot(token)?;
+    let seq = slot.seq.load(Relaxed);
+    core::sync::atomic::fence(Acquire);
+    (slot.gen.load(Relaxed) & 0xFFFF == token & 0xFFFF && seq != 0).then_some(seq)
+}
+
+/// The start number of the run `token`, active or finished while its slot still keeps its
+/// finish record (until the slot finishes another run: about 65,535 later runs of the
+/// process); `None` otherwise. Lock-free (free path of sited blocks).
+#[inline]
+pub(crate) fn block_seq(token: u32) -> Option<u64> {
+    if token == 0 {
+        return None;
+    }
+    run_seq(token).or_else(|| finished_record(token).map(|r| r.3))
+}
+
+/// Starts a run nested in `parent` (a token, 0 for none), its job's start number `seq`;
+/// returns its token, 0 if every slot is busy. Must run untracked.
+pub(crate) fn run_begin(parent: u32, seq: u64) -> u32 {
     let t = tables();
     // Never-used slots first, then the slot that finished longest ago (FIFO). A slot's 16-bit
     // generation comes back to a value only after 65,536 runs *in that slot*: recycling one
@@ -456,6 +488,7 @@ pub(crate) fn run_begin(parent: u32) -> u32 {
     slot.counters.clear();
     slot.live.store(0, Relaxed);
     slot.peak.store(0, Relaxed);
+    slot.seq.store(seq, Relaxed);
     slot.parent
         .store(if run_active(parent) { parent } else { 0 }, Relaxed);
     let gen = slot.gen.load(Relaxed) & 0xFFFF;
@@ -539,6 +572,8 @@ struct LedgerEntry {
     run: AtomicU64,
     /// The run's token, so that a free finds the entry only for blocks of that very run.
     token: AtomicU32,
+    /// The run's start number in its job (`JobEntry::started`): callsites name runs by it.
+    seq: AtomicU64,
     /// Allocations: what the run retained when it finished (objects, bytes); frees: the frees
     /// of its blocks since. Retained now = alloc - free.
     held: AtomicCounters,
@@ -549,13 +584,14 @@ impl LedgerEntry {
         Self {
             run: AtomicU64::new(0),
             token: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             held: AtomicCounters::new(),
         }
     }
 }
 
-/// A job's last `LEDGER_RUNS` finished runs, in a ring indexed by run number: 64 × 48 bytes =
-/// 3 KiB per job, allocated when the job is created (once; jobs are never removed).
+/// A job's last `LEDGER_RUNS` finished runs, in a ring indexed by run number: 64 × 56 bytes =
+/// 3.5 KiB per job, allocated when the job is created (once; jobs are never removed).
 pub(crate) struct Ledger {
     entries: [LedgerEntry; LEDGER_RUNS],
 }
@@ -592,6 +628,8 @@ pub(crate) struct RunHolding {
     pub retained: Counters,
     /// Whether any of the run's blocks was freed after the run finished.
     pub freed_since: bool,
+    /// The run's start number in its job (how callsites name it).
+    pub seq: u64,
 }
 
 /// Job `job`'s finished runs among its last `LEDGER_RUNS` (run numbers above
@@ -610,6 +648,7 @@ pub(crate) fn job_holdings(job: u32, finished: u64) -> Vec<RunHolding> {
                 break;
             }
             let mut held = e.held.load();
+            let seq = e.seq.load(Relaxed);
             core::sync::atomic::fence(Acquire);
             if e.run.load(Relaxed) != run {
                 continue;
@@ -621,6 +660,7 @@ pub(crate) fn job_holdings(job: u32, finished: u64) -> Vec<RunHolding> {
                 run,
                 retained: held,
                 freed_since,
+                seq,
             });
             break;
         }
@@ -638,12 +678,15 @@ fn ledger_begin_finish(slot: &RunSlot, token: u32, job: u32, number: u64) {
     slot.fin_job.store(job, Relaxed);
     slot.fin_run.store(number, Relaxed);
     slot.fin_parent.store(slot.parent.load(Relaxed), Relaxed);
+    let seq = slot.seq.load(Relaxed);
+    slot.fin_seq.store(seq, Relaxed);
     slot.fin_token.store(token, Release);
     if let Some(l) = ledger(job) {
         let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
         e.run.store(0, Relaxed);
         core::sync::atomic::fence(Release);
         e.token.store(token, Relaxed);
+        e.seq.store(seq, Relaxed);
         e.held.clear();
         e.run.store(number, Release);
     }
@@ -663,8 +706,8 @@ fn ledger_end_finish(job: u32, number: u64, retained: &Counters) {
 }
 
 /// The finish record of the run `token` if its slot still holds it: (job, run number, parent
-/// token).
-fn finished_record(token: u32) -> Option<(u32, u64, u32)> {
+/// token, start number).
+fn finished_record(token: u32) -> Option<(u32, u64, u32, u64)> {
     let idx = (token >> 16) as usize;
     if idx == 0 || idx > MAX_RUNS {
         return None;
@@ -677,6 +720,7 @@ fn finished_record(token: u32) -> Option<(u32, u64, u32)> {
         slot.fin_job.load(Relaxed),
         slot.fin_run.load(Relaxed),
         slot.fin_parent.load(Relaxed),
+        slot.fin_seq.load(Relaxed),
     );
     core::sync::atomic::fence(Acquire);
     (slot.fin_token.load(Relaxed) == token).then_some(rec)
@@ -690,7 +734,7 @@ fn finished_record(token: u32) -> Option<(u32, u64, u32)> {
 #[inline(never)]
 fn ledger_free(mut token: u32, bytes: u64) {
     for _ in 0..=MAX_DEPTH {
-        let Some((job, number, parent)) = finished_record(token) else {
+        let Some((job, number, parent, _)) = finished_record(token) else {
             return;
         };
         if let Some(l) = ledger(job) {

@@ -48,6 +48,7 @@ fn fixture() -> Report {
         allocated: Usage::new(10, 40_000),
         retained: Usage::new(2, 8_000),
         estimated: false,
+        retained_by_age: Default::default(),
         peak_bytes: 8_000,
     };
     report.callsites = vec![site.clone()];

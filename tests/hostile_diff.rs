@@ -28,6 +28,7 @@ fn site(
         retained,
         peak_bytes: retained.bytes,
         estimated: false,
+        retained_by_age: Default::default(),
     }
 }
 

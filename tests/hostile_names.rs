@@ -68,6 +68,7 @@ fn fixture(scale: u64) -> Report {
             retained: u,
             peak_bytes: u.bytes,
             estimated: false,
+            retained_by_age: Default::default(),
         };
         all.push(site.clone());
         jobs.push(JobReport {
@@ -96,6 +97,7 @@ fn fixture(scale: u64) -> Report {
         retained: Usage::new(1, 5000),
         peak_bytes: 5000,
         estimated: false,
+        retained_by_age: Default::default(),
     });
     let mut r = Report::from_json(&allocscope::report().to_json()).unwrap();
     r.stack_mode = allocscope::StackMode::Every;

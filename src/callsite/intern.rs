@@ -53,6 +53,8 @@ pub(crate) struct SiteEntry {
     pub stack: AtomicU32,
     pub ready: AtomicBool,
     pub estimated: AtomicBool,
+    /// The site's ring of live figures by run (`callsite::ages`), 0 until its first block.
+    pub ring: AtomicU32,
     /// Objects in `OBJ_ONE` units, bytes rounded per block.
     pub counters: AtomicCounters,
     /// Highest live bytes (`alloc_bytes - free_bytes`) seen right after one of the site's
@@ -61,11 +63,10 @@ pub(crate) struct SiteEntry {
     pub peak_bytes: AtomicU64,
 }
 
-// One cache line per site: the counters an allocation writes share it with its key.
-const _: () = assert!(core::mem::size_of::<SiteEntry>() == 64);
-
 /// Fixed-point unit of one object in site counters.
 pub(crate) const OBJ_ONE: u64 = 1 << 16;
+
+const _: () = assert!(core::mem::size_of::<SiteEntry>() == 64);
 
 static SITES: [SiteEntry; SITE_CAP] = [const {
     SiteEntry {
@@ -74,6 +75,7 @@ static SITES: [SiteEntry; SITE_CAP] = [const {
         stack: AtomicU32::new(0),
         ready: AtomicBool::new(false),
         estimated: AtomicBool::new(false),
+        ring: AtomicU32::new(0),
         counters: AtomicCounters::new(),
         peak_bytes: AtomicU64::new(0),
     }
@@ -208,11 +210,12 @@ pub(crate) fn weighted(size: u64, weight: f32) -> (u64, u64) {
     )
 }
 
-/// Charges an allocation to a site.
+/// Charges an allocation of run `run` (token) to a site.
 #[inline]
-pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
+pub(crate) fn site_alloc(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
+    super::ages::on_alloc(s, run, o, b);
     let live = s
         .counters
         .add_alloc(o, b)
@@ -226,13 +229,14 @@ pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
     }
 }
 
-/// Charges a free back to the site that allocated the block. Out of line: it is reached only
+/// Charges a free of a block of run `run` (token) back to the site that allocated it. Out of line: it is reached only
 /// for blocks that have a site, and inlining its floating point into every `dealloc` cost
 /// registers (saved and restored on every free) in the common case without a site.
 #[inline(never)]
-pub(crate) fn site_free(id: u32, size: u64, weight: f32) {
+pub(crate) fn site_free(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
+    super::ages::on_free(s, run, o, b);
     s.counters.add_free(o, b);
 }
 

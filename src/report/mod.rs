@@ -87,12 +87,63 @@ pub struct CallsiteReport {
     pub peak_bytes: u64,
     /// `true` when the figures are estimates from sampled stacks, `false` when exact.
     pub estimated: bool,
+    /// What this callsite retains by age of the run of its job that allocated it, in the
+    /// buckets of [`CALLSITE_AGE_BUCKETS`] (runs since: 0, 1, 2–3, 4–7, 8–15, 16+): age 0 is
+    /// the job's newest finished run and its runs in progress, 16+ also holds blocks of no run
+    /// (a scope entered after its run finished). The six sum to `retained` exactly. The job is
+    /// the innermost one of [`scope`](Self::scope). All zero for unscoped callsites, when
+    /// stacks are off, and in files written before the field existed (left out of the JSON
+    /// then).
+    #[serde(default, skip_serializing_if = "ages_unknown")]
+    pub retained_by_age: [Usage; 6],
+}
+
+/// Age buckets of [`CallsiteReport::retained_by_age`], in runs since the run that allocated a
+/// block (0 = the job's newest finished run, or one in progress).
+pub const CALLSITE_AGE_BUCKETS: [&str; 6] = ["0", "1", "2-3", "4-7", "8-15", "16+"];
+/// The youngest age (in runs) of each of [`CALLSITE_AGE_BUCKETS`].
+pub const CALLSITE_AGE_STARTS: [u64; 6] = [0, 1, 2, 4, 8, 16];
+
+fn ages_unknown(ages: &[Usage; 6]) -> bool {
+    ages.iter().all(Usage::is_zero)
 }
 
 impl CallsiteReport {
     /// The first frame's function name, or `"?"`.
     pub fn top_function(&self) -> &str {
         self.frames.first().map_or("?", |f| f.function.as_str())
+    }
+
+    /// The bucket of [`CALLSITE_AGE_BUCKETS`] that an age of `runs` falls in.
+    pub fn age_bucket(runs: u64) -> usize {
+        CALLSITE_AGE_STARTS
+            .iter()
+            .rposition(|&start| runs >= start)
+            .unwrap_or(0)
+    }
+
+    /// What this callsite retains from runs at least `min_age` runs old: the buckets whose
+    /// every age is `min_age` or more (an age between bucket starts rounds up to the next
+    /// start: 3 means 4 or more). `retained` for 0; zero when the ages are unknown.
+    pub fn retained_aged(&self, min_age: u64) -> Usage {
+        if min_age == 0 {
+            return self.retained;
+        }
+        CALLSITE_AGE_STARTS
+            .iter()
+            .zip(&self.retained_by_age)
+            .filter(|(&start, _)| start >= min_age)
+            .fold(Usage::default(), |a, (_, &u)| {
+                Usage::new(
+                    a.objects.saturating_add(u.objects),
+                    a.bytes.saturating_add(u.bytes),
+                )
+            })
+    }
+
+    /// Whether this callsite's figures are split by age ([`retained_by_age`](Self::retained_by_age)).
+    pub fn has_ages(&self) -> bool {
+        !ages_unknown(&self.retained_by_age)
     }
 }
 

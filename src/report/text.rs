@@ -788,6 +788,7 @@ mod tests {
             },
             peak_bytes: retained,
             estimated,
+            retained_by_age: Default::default(),
         }
     }
 

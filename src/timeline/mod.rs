@@ -35,10 +35,12 @@
 //!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 112 bytes
 //!   = 238 KiB. Events are recorded whether or not the sampler runs.
 //! * **Trends**: each job keeps a compact summary of its retained bytes after every run
-//!   (1.3 KiB per job, for any number of runs). The rule and its thresholds: the first
-//!   [`WARMUP_RUNS`] run is warm-up; fewer than [`MIN_RUNS_CONSIDERED`] considered runs → not enough; the last half
-//!   of the runs still growing by more than [`MIN_GROWTH_BYTES`] and 3× its residual noise →
-//!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
+//!   (1.3 KiB per job, for any number of runs). From it a report reads each job's
+//!   [`Trend`](crate::Trend): growing, saturating, steady, or not enough runs (the first
+//!   [`WARMUP_RUNS`] runs are warm-up; at least [`MIN_RUNS_CONSIDERED`] runs after them; a
+//!   growth counts when it exceeds [`MIN_GROWTH_BYTES`] and three times its noise); from the
+//!   retained-by-run ledger, leaking or replaced. Each verdict's rule is on
+//!   [`TrendKind`](crate::TrendKind).
 //! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
 mod above;
