@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use dashmap::DashMap;
 
 use crate::fork::{self, AtFork};
-use crate::model::{AtomicCounters, Counters, RunReport};
+use crate::model::{stored_job_name, AtomicCounters, Counters, RunReport, SharedStr};
 
 /// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
 /// overflow path. 65,536 × 48 bytes = 3 MiB of address space, touched as used.
@@ -89,7 +89,8 @@ pub(crate) fn path(id: u32) -> &'static PathEntry {
 
 /// One job name and what is known at its run boundaries.
 pub(crate) struct JobEntry {
-    pub name: Box<str>,
+    /// The stored name ([`stored_job_name`]), shared by every run report and event of the job.
+    pub name: SharedStr,
     pub runs: AtomicU64,
     pub panicked_runs: AtomicU64,
     pub active_runs: AtomicI64,
@@ -269,8 +270,10 @@ impl JobEntry {
     }
 }
 
-/// The id of job `name`, creating it if needed. Must run untracked (it may allocate).
+/// The id of job `name` (stored as [`stored_job_name`]), creating it if needed. Must run
+/// untracked (it may allocate).
 pub(crate) fn job_id(name: &str) -> u32 {
+    let name = &*stored_job_name(name);
     let t = tables();
     if let Some(id) = t.job_ids.get(name).map(|id| *id) {
         return id;

@@ -112,7 +112,7 @@ impl ActiveRun {
             };
             entry.peak_bytes.fetch_max(peak, Relaxed);
             let report = RunReport {
-                job: entry.name.to_string(),
+                job: entry.name.clone(),
                 run,
                 duration_ns: self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
                 finished_unix_ms: unix_ms(),

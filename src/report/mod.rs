@@ -68,6 +68,7 @@ pub const OLDEST_VERSION: u32 = 1;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CallsiteReport {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
+    #[serde(deserialize_with = "crate::model::read_job_names")]
     pub scope: Vec<String>,
     /// The stack, innermost (the code that asked for memory) first. In the JSON of
     /// [`Report::to_json`] / [`Report::write_json`], an index into the report's stack table.
@@ -150,7 +151,8 @@ impl CallsiteReport {
 /// Everything known about one job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobReport {
-    /// The job's name.
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES)).
+    #[serde(deserialize_with = "crate::model::read_job_name")]
     pub name: String,
     /// Finished runs.
     pub runs: u64,
@@ -362,8 +364,11 @@ pub struct Report {
 }
 
 impl Report {
-    /// The job called `name`, if it ran.
+    /// The job called `name`, if it ran. A name longer than
+    /// [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES) finds the job stored under its cut
+    /// form ([`stored_job_name`](crate::stored_job_name)).
     pub fn job(&self, name: &str) -> Option<&JobReport> {
+        let name = &*crate::model::stored_job_name(name);
         self.jobs.iter().find(|j| j.name == name)
     }
 

@@ -38,6 +38,7 @@ pub struct DumpTrigger {
 #[serde(default)]
 pub struct ActiveJob {
     /// The job's name.
+    #[serde(deserialize_with = "crate::model::read_job_name")]
     pub job: String,
     /// Its runs in progress.
     pub active_runs: u64,

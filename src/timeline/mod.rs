@@ -32,8 +32,8 @@
 //!   stays under 2,048 per N minutes), plus the 64 runs with the largest retained-at-finish
 //!   bytes and the 64 with the largest peak since the process started (leaks and cliffs stay
 //!   visible however old). Runs in none of these sets are counted in
-//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 112 bytes
-//!   = 238 KiB. Events are recorded whether or not the sampler runs.
+//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 96 bytes
+//!   = 204 KiB (names shared with the job entries). Events are recorded whether or not the sampler runs.
 //! * **Trends**: each job keeps a compact summary of its retained bytes after every run
 //!   (1.3 KiB per job, for any number of runs). From it a report reads each job's
 //!   [`Trend`](crate::Trend): growing, saturating, steady, or not enough runs (the first

@@ -10,6 +10,7 @@
 //!   registry; the background sampler that fills the timeline is `crate::timeline`, above the
 //!   reports: nothing here starts or names it.
 
+use crate::model::SharedStr;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "chart")]
@@ -189,8 +190,10 @@ impl RssBreakdown {
 /// The live bytes of one job at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobLive {
-    /// The job's name.
-    pub job: String,
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES)),
+    /// shared with every other sample and event of the job.
+    #[serde(deserialize_with = "crate::model::read_job_name")]
+    pub job: SharedStr,
     /// Its live bytes (inclusive of nested jobs), as its RETAINED column would show then.
     pub live_bytes: u64,
 }
