@@ -68,6 +68,7 @@ impl core::ops::SubAssign for Usage {
 
 /// One finished run of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`]), shared with the job's entry
     /// and every other run of it, never copied per run.
@@ -236,6 +237,7 @@ impl Limits {
 /// placed in time ([`RunEvent::from`] a run report).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct RunEvent {
     /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`]), shared with every other event
     /// of the job.
@@ -590,7 +592,13 @@ pub enum StackMode {
 }
 
 /// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
-pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+pub(crate) const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+
+impl StackMode {
+    /// The default mean of [`StackMode::Sampled`]: 512 KiB, as Go's `MemProfileRate` and
+    /// jemalloc.
+    pub const DEFAULT_SAMPLE_BYTES: u64 = DEFAULT_SAMPLE_BYTES;
+}
 
 impl Default for StackMode {
     /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.

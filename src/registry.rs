@@ -36,7 +36,7 @@ pub(crate) const MAX_JOBS: usize = 16_384;
 /// per-run figures (peak, duration).
 pub(crate) const MAX_RUNS: usize = (1 << 16) - 1;
 /// How many finished runs each job remembers.
-pub const RECENT_RUNS: usize = 16;
+pub(crate) const RECENT_RUNS: usize = 16;
 /// Deepest nesting of jobs a path records; deeper scopes are charged to their ancestor at this
 /// depth.
 pub(crate) const MAX_DEPTH: u32 = 32;
@@ -52,7 +52,7 @@ const FIRST_PATH: u32 = 3;
 /// Job that receives names once `MAX_JOBS` is reached.
 pub(crate) const JOB_OTHER: u32 = 0;
 /// Name of the overflow job.
-pub const OTHER_JOBS_NAME: &str = "(other jobs)";
+pub(crate) const OTHER_JOBS_NAME: &str = "(other jobs)";
 
 /// Shared counters of one path. Allocation and free counts only grow; live = alloc - free.
 pub(crate) struct PathEntry {
@@ -566,7 +566,7 @@ pub(crate) fn run_remote_free(token: u32, bytes: u64) {
 
 /// Finished runs of a job whose holdings are kept apart, by run number; older runs' blocks are
 /// counted together (a report's `retained_older`).
-pub const LEDGER_RUNS: usize = 64;
+pub(crate) const LEDGER_RUNS: usize = 64;
 
 /// What one finished run still holds: its retained figures when it finished, less every free
 /// of its blocks since (charged here by `ledger_free`, from any thread, at any later time).
