@@ -202,7 +202,9 @@ fn sample(t: &ThreadState, path: u32, size: u64, mut mean: u64) -> (u32, f32) {
     (site, weight)
 }
 
-#[inline(never)]
+/// Inlined with the capture into `every` and `sample`: every function between the allocator
+/// entry and the unwinder is one more frame to unwind on each capture.
+#[inline(always)]
 fn record_stack(t: &ThreadState, path: u32) -> u32 {
     // The capture and interning do not allocate, but mark the thread busy anyway so that any
     // allocation a platform unwinder might make is never tracked into itself.

@@ -33,7 +33,8 @@ pub(crate) fn frame_pointers_default() -> bool {
 /// recorded ones with their `intern::hash_stack`. `buf` need not be initialised (zeroing a
 /// 1 KiB buffer on every captured allocation was measurable): only the returned prefix is
 /// written and read. The frame-pointer walk hashes as it goes, so frames are read once.
-#[inline(never)]
+/// Inlined into the allocator's recording functions (fewer frames to unwind).
+#[inline(always)]
 pub(crate) fn capture<'a>(
     t: &ThreadState,
     buf: &'a mut [MaybeUninit<usize>],
