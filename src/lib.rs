@@ -102,12 +102,7 @@
 mod alloc;
 pub mod budget;
 mod callsite;
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 mod cmalloc;
 mod config;
 mod error;
