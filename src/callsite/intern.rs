@@ -12,6 +12,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+use crate::model::AtomicCounters;
+
 /// Distinct stacks kept (power of two). 4 MiB of address space.
 pub(crate) const STACK_CAP: usize = 1 << 18;
 /// Total frames stored across all stacks. 64 MiB of address space, touched as used.
@@ -51,10 +53,10 @@ pub(crate) struct SiteEntry {
     pub stack: AtomicU32,
     pub ready: AtomicBool,
     pub estimated: AtomicBool,
-    pub alloc_objects: AtomicU64,
-    pub alloc_bytes: AtomicU64,
-    pub free_objects: AtomicU64,
-    pub free_bytes: AtomicU64,
+    /// The site's ring of live figures by run (`callsite::ages`), 0 until its first block.
+    pub ring: AtomicU32,
+    /// Objects in `OBJ_ONE` units, bytes rounded per block.
+    pub counters: AtomicCounters,
     /// Highest live bytes (`alloc_bytes - free_bytes`) seen right after one of the site's
     /// allocations. Exact on one thread; with frees racing on other threads it may be off by
     /// the frees in flight (a Relaxed read of `free_bytes`).
@@ -64,6 +66,8 @@ pub(crate) struct SiteEntry {
 /// Fixed-point unit of one object in site counters.
 pub(crate) const OBJ_ONE: u64 = 1 << 16;
 
+const _: () = assert!(core::mem::size_of::<SiteEntry>() == 64);
+
 static SITES: [SiteEntry; SITE_CAP] = [const {
     SiteEntry {
         key: AtomicU64::new(0),
@@ -71,10 +75,8 @@ static SITES: [SiteEntry; SITE_CAP] = [const {
         stack: AtomicU32::new(0),
         ready: AtomicBool::new(false),
         estimated: AtomicBool::new(false),
-        alloc_objects: AtomicU64::new(0),
-        alloc_bytes: AtomicU64::new(0),
-        free_objects: AtomicU64::new(0),
-        free_bytes: AtomicU64::new(0),
+        ring: AtomicU32::new(0),
+        counters: AtomicCounters::new(),
         peak_bytes: AtomicU64::new(0),
     }
 }; SITE_CAP];
@@ -208,17 +210,16 @@ pub(crate) fn weighted(size: u64, weight: f32) -> (u64, u64) {
     )
 }
 
-/// Charges an allocation to a site.
+/// Charges an allocation of run `run` (token) to a site.
 #[inline]
-pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
+pub(crate) fn site_alloc(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
-    s.alloc_objects.fetch_add(o, Relaxed);
+    super::ages::on_alloc(s, run, o, b);
     let live = s
-        .alloc_bytes
-        .fetch_add(b, Relaxed)
-        .wrapping_add(b)
-        .saturating_sub(s.free_bytes.load(Relaxed));
+        .counters
+        .add_alloc(o, b)
+        .saturating_sub(s.counters.free_bytes.load(Relaxed));
     // Same cache line as the counters just written; the read-modify-write only when higher.
     if live > s.peak_bytes.load(Relaxed) {
         s.peak_bytes.fetch_max(live, Relaxed);
@@ -228,15 +229,15 @@ pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
     }
 }
 
-/// Charges a free back to the site that allocated the block. Out of line: it is reached only
+/// Charges a free of a block of run `run` (token) back to the site that allocated it. Out of line: it is reached only
 /// for blocks that have a site, and inlining its floating point into every `dealloc` cost
 /// registers (saved and restored on every free) in the common case without a site.
 #[inline(never)]
-pub(crate) fn site_free(id: u32, size: u64, weight: f32) {
+pub(crate) fn site_free(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
-    s.free_objects.fetch_add(o, Relaxed);
-    s.free_bytes.fetch_add(b, Relaxed);
+    super::ages::on_free(s, run, o, b);
+    s.counters.add_free(o, b);
 }
 
 /// Ids of all published sites.

@@ -239,8 +239,8 @@ impl Report {
     /// callsites. It fetches nothing, so it opens offline. Every name from the report is
     /// escaped.
     ///
-    /// The same page is served live at `/` by the [`http`](crate::http) endpoint, and written
-    /// by `allocscope html REPORT.json -o OUT.html`.
+    /// The same page is served live at `/` by the live endpoint (`allocscope::http`, feature
+    /// `http`), and written by `allocscope html REPORT.json -o OUT.html`.
     pub fn to_html(&self) -> String {
         crate::thread::untracked(|| self.to_html_inner())
     }
@@ -633,6 +633,7 @@ mod tests {
                 },
                 peak_bytes: 0,
                 estimated: false,
+                retained_by_age: Default::default(),
             }
         };
         let mut out = String::new();
@@ -680,6 +681,7 @@ mod tests {
             retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,
             estimated,
+            retained_by_age: Default::default(),
         };
         let mut out = String::new();
         callsite_rows(&mut out, &[site(512 << 10, true), site(2048, false)]);

@@ -114,7 +114,7 @@ impl Reader {
         }
         // The tracker's own path is read every sample (one path).
         if let Some(t) = self.paths.get_mut(PATH_TRACKER as usize) {
-            *t = registry::path(PATH_TRACKER).load();
+            *t = registry::path(PATH_TRACKER).counters.load();
             tracker = *t;
         }
 
