@@ -141,7 +141,7 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use model::{stored_job_name, MAX_JOB_NAME_BYTES};
+pub use model::{stored_job_name, SharedFrames, MAX_JOB_NAME_BYTES};
 pub use registry::{LEDGER_RUNS, OTHER_JOBS_NAME, RECENT_RUNS};
 pub use report::text::{
     human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,

@@ -44,7 +44,7 @@ fn fixture() -> Report {
     ];
     let site = CallsiteReport {
         scope: vec!["render".to_string()],
-        frames,
+        frames: frames.into(),
         allocated: Usage::new(10, 40_000),
         retained: Usage::new(2, 8_000),
         estimated: false,

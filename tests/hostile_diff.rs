@@ -23,7 +23,8 @@ fn site(
             function: function.into(),
             file: Some("src/big.rs".into()),
             line: Some(line),
-        }],
+        }]
+        .into(),
         allocated,
         retained,
         peak_bytes: retained.bytes,

@@ -63,7 +63,7 @@ fn fixture(scale: u64) -> Report {
         let u = Usage::new(1 + i as u64, (100 + i as u64) * scale);
         let site = CallsiteReport {
             scope: vec![name.to_string()],
-            frames: vec![frame(&format!("leaf{name}")), frame("main")],
+            frames: vec![frame(&format!("leaf{name}")), frame("main")].into(),
             allocated: u,
             retained: u,
             peak_bytes: u.bytes,
@@ -92,7 +92,7 @@ fn fixture(scale: u64) -> Report {
     }
     all.push(CallsiteReport {
         scope: vec![],
-        frames: vec![frame("init\x1b"), frame("main")],
+        frames: vec![frame("init\x1b"), frame("main")].into(),
         allocated: Usage::new(1, 5000),
         retained: Usage::new(1, 5000),
         peak_bytes: 5000,
