@@ -239,8 +239,8 @@ impl Report {
     /// callsites. It fetches nothing, so it opens offline. Every name from the report is
     /// escaped.
     ///
-    /// The same page is served live at `/` by the [`http`](crate::http) endpoint, and written
-    /// by `allocscope html REPORT.json -o OUT.html`.
+    /// The same page is served live at `/` by the live endpoint (`allocscope::http`, feature
+    /// `http`), and written by `allocscope html REPORT.json -o OUT.html`.
     pub fn to_html(&self) -> String {
         crate::thread::untracked(|| self.to_html_inner())
     }

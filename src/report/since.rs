@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering::*;
 use super::build::{build_from, sort_callsites};
 use super::snapshot::{Rollup, Snapshot};
 use super::symbolize;
-use super::{CallsiteReport, Exclusive, JobReport, Report, Totals, Usage};
+use super::{CallsiteReport, Exclusive, JobReport, Report, Totals};
 use crate::callsite::{self, intern};
 use crate::model::{Counters, SharedFrames};
 use crate::registry;
@@ -63,17 +63,7 @@ pub fn mark() -> Marker {
         let sites = intern::site_ids()
             .filter_map(|id| {
                 let s = intern::site(id);
-                s.ready.load(Acquire).then(|| {
-                    (
-                        id,
-                        Counters {
-                            alloc_objects: s.alloc_objects.load(Relaxed),
-                            alloc_bytes: s.alloc_bytes.load(Relaxed),
-                            free_objects: s.free_objects.load(Relaxed),
-                            free_bytes: s.free_bytes.load(Relaxed),
-                        },
-                    )
-                })
+                s.ready.load(Acquire).then(|| (id, s.counters.load()))
             })
             .collect();
         let jobs = snap.runs.iter().map(|r| (r.finished, r.panicked)).collect();
@@ -221,13 +211,8 @@ fn subtract_sites(
     let mut out: Vec<CallsiteReport> = merged
         .into_iter()
         .filter_map(|(key, mut c)| {
-            if let Some(m) = mark.get(&key) {
-                let to_objects = super::build::fixed_to_objects;
-                let allocated = Usage::new(to_objects(m.alloc_objects), m.alloc_bytes);
-                let retained = Usage::new(
-                    to_objects(m.alloc_objects.saturating_sub(m.free_objects)),
-                    m.alloc_bytes.saturating_sub(m.free_bytes),
-                );
+            if let Some(&m) = mark.get(&key) {
+                let (allocated, retained) = super::build::site_usage(m);
                 c.allocated -= allocated;
                 c.retained -= retained;
             }

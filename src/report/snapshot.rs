@@ -207,13 +207,13 @@ fn path_counters(count: usize) -> Vec<Counters> {
 /// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
 fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
     figs.clear();
-    figs.extend((0..count).map(|i| registry::path(i as u32).load()));
+    figs.extend((0..count).map(|i| registry::path(i as u32).counters.load()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thread::{count_alloc, switch_context, TLS};
+    use crate::thread::{count_alloc, switch_context, Context, TLS};
     use std::cell::RefCell;
     use std::sync::mpsc;
 
@@ -243,12 +243,12 @@ mod tests {
         let (done, done_rx) = mpsc::channel::<()>();
         let helper = std::thread::spawn(move || {
             let alloc = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_alloc(t, 8)));
-            switch_context(path, 0);
+            switch_context(Context { path, run: 0 });
             alloc(FIRST_PENDING);
             done.send(()).unwrap();
             let mut next = FIRST_PENDING;
             while go_rx.recv().is_ok() {
-                switch_context(path, 0);
+                switch_context(Context { path, run: 0 });
                 next -= 1;
                 alloc(next);
                 done.send(()).unwrap();
