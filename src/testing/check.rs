@@ -436,7 +436,7 @@ impl MemoryCheck {
             }
             let callsite = CallsiteReport {
                 retained,
-                frames: job_frames(c.frames, &caller),
+                frames: job_frames(c.frames.to_vec(), &caller).into(),
                 ..c
             };
             let ignored = self
