@@ -128,7 +128,7 @@ pub mod timeline;
 pub use alloc::{is_installed, TrackingAllocator};
 pub use callsite::{
     set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
-    StackMode, Unwinder,
+    StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
 };
 pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};

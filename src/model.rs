@@ -592,13 +592,7 @@ pub enum StackMode {
 }
 
 /// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
-pub(crate) const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
-
-impl StackMode {
-    /// The default mean of [`StackMode::Sampled`]: 512 KiB, as Go's `MemProfileRate` and
-    /// jemalloc.
-    pub const DEFAULT_SAMPLE_BYTES: u64 = DEFAULT_SAMPLE_BYTES;
-}
+pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
 
 impl Default for StackMode {
     /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.
