@@ -138,7 +138,7 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use model::{stored_job_name, MAX_JOB_NAME_BYTES};
+pub use model::{stored_job_name, SharedFrames, MAX_JOB_NAME_BYTES};
 pub use report::text::{CallsiteOrder, SortBy, TextOptions};
 #[cfg(feature = "chart")]
 pub use report::TimelineOptions;

@@ -913,3 +913,141 @@ impl<'de> Deserialize<'de> for SharedStr {
         String::deserialize(d).map(SharedStr::from)
     }
 }
+
+/// A callsite's stack: its frames, innermost first, shared — every callsite of the same stack
+/// (in a report's list, in each job's list, in a report read from a file) holds one copy, and
+/// cloning is a reference-count increment.
+///
+/// It reads like a slice of [`Frame`]s (`.iter()`, `.len()`, `.first()`, indexing,
+/// `for f in &frames`, `== vec`), and is made from a `Vec<Frame>` with `.into()`.
+///
+/// ```
+/// use allocscope::{Frame, SharedFrames};
+/// let frames: SharedFrames = vec![Frame::new("app::load", None, None)].into();
+/// let copy = frames.clone(); // shares the frames
+/// assert_eq!(copy.len(), 1);
+/// assert_eq!(frames[0].function, "app::load");
+/// for f in &frames {
+///     assert!(f.file.is_none());
+/// }
+/// assert_eq!(frames, vec![Frame::new("app::load", None, None)]);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedFrames(std::sync::Arc<[Frame]>);
+
+impl SharedFrames {
+    /// The frames.
+    pub fn as_slice(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+impl Default for SharedFrames {
+    fn default() -> Self {
+        SharedFrames(std::sync::Arc::from(Vec::new()))
+    }
+}
+
+impl core::ops::Deref for SharedFrames {
+    type Target = [Frame];
+    fn deref(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+/// Copy on write: changing the frames of one callsite copies them first if they are shared.
+impl core::ops::DerefMut for SharedFrames {
+    fn deref_mut(&mut self) -> &mut [Frame] {
+        if std::sync::Arc::get_mut(&mut self.0).is_none() {
+            self.0 = self.0.iter().cloned().collect();
+        }
+        // A fresh copy has no other owner: `get_mut` succeeds.
+        std::sync::Arc::get_mut(&mut self.0).unwrap_or_default()
+    }
+}
+
+impl AsRef<[Frame]> for SharedFrames {
+    fn as_ref(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+impl core::borrow::Borrow<[Frame]> for SharedFrames {
+    fn borrow(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a SharedFrames {
+    type Item = &'a Frame;
+    type IntoIter = core::slice::Iter<'a, Frame>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<Frame>> for SharedFrames {
+    fn from(v: Vec<Frame>) -> Self {
+        SharedFrames(v.into())
+    }
+}
+
+impl From<&[Frame]> for SharedFrames {
+    fn from(v: &[Frame]) -> Self {
+        SharedFrames(v.into())
+    }
+}
+
+impl From<std::sync::Arc<[Frame]>> for SharedFrames {
+    fn from(v: std::sync::Arc<[Frame]>) -> Self {
+        SharedFrames(v)
+    }
+}
+
+impl From<SharedFrames> for Vec<Frame> {
+    fn from(f: SharedFrames) -> Self {
+        f.0.to_vec()
+    }
+}
+
+impl FromIterator<Frame> for SharedFrames {
+    fn from_iter<I: IntoIterator<Item = Frame>>(iter: I) -> Self {
+        SharedFrames(iter.into_iter().collect())
+    }
+}
+
+impl core::fmt::Debug for SharedFrames {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq<[Frame]> for SharedFrames {
+    fn eq(&self, o: &[Frame]) -> bool {
+        *self.0 == *o
+    }
+}
+
+impl PartialEq<&[Frame]> for SharedFrames {
+    fn eq(&self, o: &&[Frame]) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl PartialEq<Vec<Frame>> for SharedFrames {
+    fn eq(&self, o: &Vec<Frame>) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl Serialize for SharedFrames {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedFrames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Frame>::deserialize(d).map(SharedFrames::from)
+    }
+}

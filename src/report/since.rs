@@ -12,9 +12,9 @@ use core::sync::atomic::Ordering::*;
 use super::build::{build_from, sort_callsites};
 use super::snapshot::{Rollup, Snapshot};
 use super::symbolize;
-use super::{CallsiteReport, Exclusive, Frame, JobReport, Report, Totals};
+use super::{CallsiteReport, Exclusive, JobReport, Report, Totals};
 use crate::callsite::{self, intern};
-use crate::model::Counters;
+use crate::model::{Counters, SharedFrames};
 use crate::registry;
 use crate::thread::untracked;
 
@@ -108,7 +108,7 @@ pub fn report_since(marker: &Marker) -> Report {
     })
 }
 
-type SiteKey = (Vec<String>, Vec<Frame>);
+type SiteKey = (Vec<String>, SharedFrames);
 
 fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
     // Figures at the mark, rolled up along today's paths (a path never changes once made).
@@ -120,7 +120,7 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
 
     // Callsites at the mark, keyed like the report's entries: (scope names, frames).
     let mut sites: HashMap<SiteKey, Counters> = HashMap::new();
-    let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
+    let mut frames_of_stack: HashMap<u32, SharedFrames> = HashMap::new();
     let mut table = super::stacks::table();
     for &(id, c) in &m.sites {
         let s = intern::site(id);

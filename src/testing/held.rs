@@ -132,7 +132,7 @@ pub(super) fn still_held(
         }
         let callsite = CallsiteReport {
             retained,
-            frames: job_frames(c.frames, &caller),
+            frames: job_frames(c.frames.to_vec(), &caller).into(),
             ..c
         };
         let ignored = ignore.iter().any(|i| i.matches(&callsite, &caller_fns));

@@ -173,7 +173,6 @@ struct Limited<R> {
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        wire::count_input(n);
         match self.left.checked_sub(n as u64) {
             Some(left) => {
                 self.left = left;
