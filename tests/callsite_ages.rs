@@ -140,6 +140,27 @@ fn old_retained_memory_is_told_apart_by_stack() {
         .sum();
     assert_eq!(old_bytes, 120 * 96, "runs 1-12: 12 runs x 10 objects");
 
+    // The text report's callsite table says what runs 2 or more runs ago hold, per stack.
+    let text = r.to_text();
+    assert!(text.contains("2+ RUNS AGO"), "{text}");
+    let leak_row = text
+        .lines()
+        .find(|l| l.contains("leak_object"))
+        .unwrap_or_else(|| panic!("no leak_object row in\n{text}"));
+    assert!(leak_row.contains("16.9 KiB"), "{leak_row}"); // runs 1-18: 180 x 96 B
+    // The HTML report: an age bar per callsite, and the old memory by stack, the leak's only.
+    let html = r.to_html();
+    let old_table = html
+        .split("Held from runs 2 or more runs ago")
+        .nth(1)
+        .expect("an old-memory table")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert!(old_table.contains("leak_object"), "{old_table}");
+    assert!(!old_table.contains("working_object"), "{old_table}");
+    assert!(html.contains("class=\"ages\""));
+
     // Mid-run, from another thread: the run in progress's blocks are age 0, the runs before
     // shift by one; the working set held by the run is young only.
     let (held_tx, held_rx) = mpsc::channel::<()>();
