@@ -148,7 +148,7 @@ fn old_retained_memory_is_told_apart_by_stack() {
         .find(|l| l.contains("leak_object"))
         .unwrap_or_else(|| panic!("no leak_object row in\n{text}"));
     assert!(leak_row.contains("16.9 KiB"), "{leak_row}"); // runs 1-18: 180 x 96 B
-    // The HTML report: an age bar per callsite, and the old memory by stack, the leak's only.
+                                                          // The HTML report: an age bar per callsite, and the old memory by stack, the leak's only.
     let html = r.to_html();
     let old_table = html
         .split("Held from runs 2 or more runs ago")

@@ -339,8 +339,14 @@ mod tests {
             .lines()
             .find(|l| l.starts_with("# HELP allocscope_job_retained_bytes "))
             .unwrap();
-        assert!(help.contains("allocscope_job_retained_bytes{age=\"\"}"), "{help}");
-        assert!(help.contains("allocscope_job_retained_bytes{age!=\"\"}"), "{help}");
+        assert!(
+            help.contains("allocscope_job_retained_bytes{age=\"\"}"),
+            "{help}"
+        );
+        assert!(
+            help.contains("allocscope_job_retained_bytes{age!=\"\"}"),
+            "{help}"
+        );
         assert!(help.contains("counts every job twice"), "{help}");
     }
 

@@ -648,7 +648,10 @@ fn write_callsites(
         };
         cum = cum.saturating_add(u.bytes);
         let old = if aged {
-            format!("  {:>12}  ", human_bytes(c.retained_aged(super::OLD_AGE).bytes))
+            format!(
+                "  {:>12}  ",
+                human_bytes(c.retained_aged(super::OLD_AGE).bytes)
+            )
         } else {
             String::new()
         };
