@@ -335,7 +335,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(j) = report.job("sync_customers") {
         writeln!(summary, "sync_customers by callsite, retained by runs ago:")?;
         for c in j.callsites.iter().filter(|c| c.has_ages()).take(3) {
-            let ages: Vec<String> = allocscope::CALLSITE_AGE_BUCKETS
+            let ages: Vec<String> = allocscope::CallsiteReport::AGE_BUCKETS
                 .iter()
                 .zip(&c.retained_by_age)
                 .filter(|(_, u)| u.bytes > 0)

@@ -11,7 +11,6 @@ use std::sync::Mutex;
 
 use allocscope::{
     report, track_scope, CallsiteReport, FlameOptions, Report, TrackingAllocator, Usage,
-    CALLSITE_AGE_BUCKETS,
 };
 
 #[global_allocator]
@@ -121,7 +120,7 @@ fn old_retained_memory_is_told_apart_by_stack() {
     let (leak, total) = buckets(&r, "leak_object");
     assert_eq!(total, objects(200, 96));
     let want = [1, 1, 2, 4, 8, 4].map(|runs| objects(runs * 10, 96));
-    assert_eq!(leak, want, "leak by age {CALLSITE_AGE_BUCKETS:?}");
+    assert_eq!(leak, want, "leak by age {:?}", CallsiteReport::AGE_BUCKETS);
     let (work, total) = buckets(&r, "working_object");
     assert_eq!(total, Usage::default(), "the working set is freed");
     assert_eq!(

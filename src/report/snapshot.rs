@@ -157,8 +157,9 @@ impl Snapshot {
             .map_or(registry::OTHER_JOBS_NAME, |j| &j.name)
     }
 
-    /// The job id of `name`, if it ran.
+    /// The job id of `name` (a full name or its stored form), if it ran.
     pub(crate) fn job_id(&self, name: &str) -> Option<u32> {
+        let name = &*crate::model::stored_job_name(name);
         self.jobs
             .iter()
             .position(|j| &*j.name == name)
@@ -206,13 +207,13 @@ fn path_counters(count: usize) -> Vec<Counters> {
 /// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
 fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
     figs.clear();
-    figs.extend((0..count).map(|i| registry::path(i as u32).load()));
+    figs.extend((0..count).map(|i| registry::path(i as u32).counters.load()));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thread::{count_alloc, switch_context, TLS};
+    use crate::thread::{count_alloc, switch_context, Context, TLS};
     use std::cell::RefCell;
     use std::sync::mpsc;
 
@@ -242,12 +243,12 @@ mod tests {
         let (done, done_rx) = mpsc::channel::<()>();
         let helper = std::thread::spawn(move || {
             let alloc = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_alloc(t, 8)));
-            switch_context(path, 0);
+            switch_context(Context { path, run: 0 });
             alloc(FIRST_PENDING);
             done.send(()).unwrap();
             let mut next = FIRST_PENDING;
             while go_rx.recv().is_ok() {
-                switch_context(path, 0);
+                switch_context(Context { path, run: 0 });
                 next -= 1;
                 alloc(next);
                 done.send(()).unwrap();

@@ -332,6 +332,7 @@ pub(crate) fn allocator_name() -> &'static str {
 /// transient memory (debug info parsed while it symbolizes) is the tracker's, not "C heap".
 pub(crate) fn tracked_live(r: &crate::report::snapshot::Rollup) -> TrackedLive {
     let now = crate::registry::path(crate::registry::PATH_TRACKER)
+        .counters
         .load()
         .retained();
     let tracker = r.tracker.retained();
