@@ -70,7 +70,8 @@
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
 //!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
-//!    (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!    (`dump`), snapshot differences (`diff` computes, `diff::render` shows) and marks
+//!    (`since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
 //!    (`memory`); the report's notes about lost figures (`diagnose`);
 //! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
