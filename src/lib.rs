@@ -69,9 +69,10 @@
 //!    from the loaded objects' symbol tables: `symtab`) and the stack table that
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
-//!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
-//!    (`dump`), snapshot differences (`diff` computes, `diff::render` shows) and marks
-//!    (`since`), pprof and DHAT exports
+//!    output (`escape`); the one atomic file writer (`atomic`); automatic dumps (`dump`:
+//!    after runs and at exit) and report files (`dump::files`: written and read, dump names
+//!    and pruning), snapshot differences (`diff` computes, `diff::render`
+//!    shows) and marks (`since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
 //!    (`memory`); the report's notes about lost figures (`diagnose`);
 //! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
@@ -84,7 +85,8 @@
 //! 8. `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
 //!    requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
 //!    [`ScopeHandle::wrap`] needs no feature), on top of `scope` and `future`; [`testing`] —
-//!    memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
+//!    memory assertions for tests (`assert_no_leaks!`, `assert_memory!`; `check` runs them,
+//!    `held` reads what a run still holds, `figures` and `failure` are their results);
 //! 9. `bin` (`src/bin/allocscope.rs`) — the command-line tool (feature `cli`), on the public
 //!    API only.
 //!
