@@ -249,3 +249,31 @@ fn buckets_survive_json_and_show_in_text() {
     );
     drop(keep);
 }
+
+/// The live endpoint's flamegraph of old memory (`/flamegraph.svg?min_age=N`), and a bad
+/// `min_age` refused naming the parameter.
+#[cfg(feature = "http")]
+#[test]
+fn the_live_flamegraph_draws_old_memory() {
+    common::every();
+    let keep = Mutex::new(Vec::new());
+    for _ in 0..3 {
+        track_scope("ages live", || keep.lock().unwrap().push(leak_object()));
+    }
+    let server = allocscope::http::serve("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let svg = ureq::get(&format!("{base}/flamegraph.svg?job=ages%20live&min_age=2"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(svg.contains("allocated 2+ runs ago"), "{svg}");
+    assert!(svg.contains("leak_object"), "{svg}");
+    match ureq::get(&format!("{base}/flamegraph.svg?min_age=old")).call() {
+        Err(ureq::Error::StatusCode(400)) => {}
+        other => panic!("expected 400 for min_age=old, got {other:?}"),
+    }
+    server.shutdown();
+    drop(keep);
+}
