@@ -565,6 +565,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
 
     #[inline]
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let ptr = header::launder(ptr);
         // SAFETY: `layout` is the one the block was allocated with (the `GlobalAlloc` contract),
         // so `wrap_as` succeeded for it then. `ptr` came from our `alloc*`/`realloc` with this
         // layout, so its header is initialised and `ptr - offset` is the base the inner
@@ -587,6 +588,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let ptr = header::launder(ptr);
         // SAFETY: `layout` is the one the block was allocated with, so `wrap_allocated` gives
         // the inner block; the fast path's block is narrow (its test compares the whole word),
         // so the new block keeps the 8-byte offset, checked for overflow by `wrap`; the inner

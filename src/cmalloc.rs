@@ -227,7 +227,7 @@ unsafe fn free_any(p: *mut c_void) {
     if p.is_null() {
         return;
     }
-    let user = p.cast::<u8>();
+    let user = crate::header::launder(p.cast::<u8>());
     // SAFETY: `p` came from this process's malloc family (the C contract), so its tag word is
     // readable; our blocks have their size at `user - 32` and header before the tag.
     unsafe {
@@ -304,7 +304,7 @@ pub(crate) unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_v
         // SAFETY: as for C `malloc`.
         return unsafe { malloc(size) };
     }
-    let user = p.cast::<u8>();
+    let user = crate::header::launder(p.cast::<u8>());
     // SAFETY: `p` is a live block of this process's malloc family (the C contract).
     let Some(offset) = (unsafe { ours(user) }) else {
         // SAFETY: not ours: glibc's own block, resized by glibc.
@@ -458,7 +458,7 @@ pub(crate) unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
     if p.is_null() {
         return 0;
     }
-    let user = p.cast::<u8>();
+    let user = crate::header::launder(p.cast::<u8>());
     // SAFETY: a live block of this process's malloc family (the C contract).
     if unsafe { ours(user) }.is_some() {
         // SAFETY: ours: the size is at `user - 32`.

@@ -153,8 +153,26 @@ pub(crate) unsafe fn wrap_allocated(layout: Layout, word: u64) -> (Layout, usize
 /// of the same allocation precede it, 8-aligned, written by one of the `write` functions).
 #[inline(always)]
 pub(crate) unsafe fn read_word(user: *mut u8) -> u64 {
+    let user = launder(user);
     // SAFETY: the caller guarantees the 8 bytes before `user` are the block's header word.
     unsafe { user.sub(HEADER_SIZE).cast::<u64>().read() }
+}
+
+/// `user`, with its provenance hidden from the optimiser. Every pointer the tracker derives
+/// from a user pointer (its header, its base) must come from this: the compiler knows that a
+/// block from `__rust_alloc*` (or `malloc`) starts at the user pointer, so once the allocator
+/// is inlined into the caller it may treat the header before it as outside any object and
+/// fold its load (to 0 for a block it knows is zeroed), or the base as out of bounds. An empty
+/// `asm!` that may change the register makes them real loads and real arithmetic. It emits no
+/// instruction.
+#[inline(always)]
+pub(crate) fn launder<T>(mut user: *mut T) -> *mut T {
+    // SAFETY: an empty asm block (a comment); it touches no memory, no stack and no flags, and
+    // leaves the register holding `user` unchanged.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) user, options(pure, nomem, nostack, preserves_flags));
+    }
+    user
 }
 
 /// The whole header of the block whose user pointer is `user` and whose word is `word`.
@@ -165,7 +183,7 @@ pub(crate) unsafe fn read_word(user: *mut u8) -> u64 {
 pub(crate) unsafe fn read(user: *mut u8, word: u64) -> Header {
     let (site, weight) = if is_wide(word) {
         // SAFETY: a wide block has the extension in the 8 bytes before its word.
-        let ext = unsafe { user.sub(WIDE_HEADER_SIZE).cast::<u64>().read() };
+        let ext = unsafe { launder(user).sub(WIDE_HEADER_SIZE).cast::<u64>().read() };
         (ext as u32, f32::from_bits((ext >> 32) as u32))
     } else {
         (0, 0.0)
