@@ -259,7 +259,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
             )
         };
         let (retained_by_run, retained_older, trend) =
-            retained_by_origin(j as u32, runs.finished, inc.retained(), trend);
+            retained_by_origin(snap, j as u32, runs.finished, inc.retained(), trend);
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -392,12 +392,13 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
 /// rest (`retained` less the runs listed) as older, and the trend with the ledger's verdict
 /// where it can tell (`series::ledger_verdict`).
 fn retained_by_origin(
+    snap: &Snapshot,
     job: u32,
     finished: u64,
     retained: Usage,
     mut trend: Trend,
 ) -> (Vec<RunRetained>, Usage, Trend) {
-    let holdings = registry::job_holdings(job, finished);
+    let holdings = registry::job_holdings(job, finished, &snap.ledger_pending);
     let mut by_run = Vec::new();
     let mut held = Vec::with_capacity(holdings.len());
     let (mut objects, mut bytes) = (0u64, 0u64);
