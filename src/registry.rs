@@ -592,6 +592,23 @@ pub(crate) fn run_remote_free(token: u32, objects: u64, bytes: u64) {
     }
 }
 
+/// Whether the active run `outer` is `inner` or one of the runs `inner` is nested in.
+pub(crate) fn run_encloses(outer: u32, mut inner: u32) -> bool {
+    for _ in 0..=MAX_DEPTH {
+        if inner == 0 {
+            return false;
+        }
+        if inner == outer {
+            return true;
+        }
+        let Some(slot) = token_slot(inner) else {
+            return false;
+        };
+        inner = slot.parent.load(Relaxed);
+    }
+    false
+}
+
 /// The first run of `token`'s chain (the run itself, then the runs it was nested in) that is
 /// still active, or 0 (none, or a finished run's record is gone). Lock-free, no writes.
 pub(crate) fn first_active_run(token: u32) -> u32 {

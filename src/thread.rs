@@ -129,8 +129,9 @@ pub(crate) struct ThreadSlot {
     fpath: AtomicU32,
     frun: AtomicU32,
     /// The first run of `frun`'s chain (itself, then the runs it was nested in) that was still
-    /// active when the batch began, or 0: that run and its ancestors are charged at each free
-    /// (`registry::run_remote_free`); the finished runs below it, at the batch's flush.
+    /// active when the batch began: that run and its ancestors are charged at each free
+    /// (`registry::run_remote_free`); the finished runs below it, at the batch's flush. 0: no
+    /// active run, or one enclosing the thread's current run — all charged at the flush.
     fstop: AtomicU32,
     f_objects: AtomicU64,
     f_bytes: AtomicU64,
@@ -340,19 +341,25 @@ pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
         if path == t.path.get() && run == t.run.get() {
             count_free_in_slot(s, bytes);
         } else {
-            count_free_foreign(s, path, run, bytes);
+            count_free_foreign(s, t.run.get(), path, run, bytes);
         }
         return;
     }
     count_free_shared(path, run, bytes);
 }
 
-/// A free of a block of another context (`path`, `run`) on the thread owning `s`: added to the
-/// slot's batch when it is the batch's context; otherwise the batch is flushed and restarted
-/// for this context. Never waits: when a report holds the slot's lock (`try_lock_slot`
-/// fails), this free is charged straight to the shared counters and the batch stays.
+/// A free of a block of another context (`path`, `run`) on the thread owning `s`, whose current
+/// run is `current`: added to the slot's batch when it is the batch's context; otherwise the
+/// batch is flushed and restarted for this context. Never waits: when a report holds the
+/// slot's lock (`try_lock_slot` fails), this free is charged straight to the shared counters
+/// and the batch stays.
+///
+/// The first active run of `run`'s chain (`stop`) is charged at each free, unless it encloses
+/// the thread's current run: then this thread leaves it — a context switch, which flushes the
+/// batch — before it can finish here, so it is charged at the flush like the thread's own
+/// pending figures (a run's figures include the threads that left its scope).
 #[inline(never)]
-fn count_free_foreign(s: &ThreadSlot, path: u32, run: u32, bytes: u64) {
+fn count_free_foreign(s: &ThreadSlot, current: u32, path: u32, run: u32, bytes: u64) {
     let fo = s.f_objects.load(Relaxed);
     if fo != 0 && s.fpath.load(Relaxed) == path && s.frun.load(Relaxed) == run {
         s.f_objects.store(fo.wrapping_add(1), Relaxed);
@@ -364,7 +371,10 @@ fn count_free_foreign(s: &ThreadSlot, path: u32, run: u32, bytes: u64) {
         count_free_shared(path, run, bytes);
         return;
     }
-    let stop = registry::first_active_run(run);
+    let mut stop = registry::first_active_run(run);
+    if stop != 0 && registry::run_encloses(stop, current) {
+        stop = 0;
+    }
     let seq = s.seq.load(Relaxed);
     s.seq.store(seq.wrapping_add(1), Relaxed);
     core::sync::atomic::fence(Release);

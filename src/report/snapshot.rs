@@ -303,8 +303,9 @@ mod tests {
 
     /// Frees of an earlier, finished run's blocks wait in the freeing thread's batch: a
     /// snapshot counts them once (path figures and, through `ledger_pending`, the run's ledger
-    /// entry), the enclosing run that is still active is charged at each free, and the flush
-    /// at the next context switch changes none of the figures.
+    /// entry), and the flush at the next context switch changes none of the figures. The
+    /// enclosing run, still active, is charged at each free when the freeing thread is outside
+    /// it, at the flush when it is inside (it leaves, flushing, before the run can end).
     #[test]
     fn a_foreign_free_batch_is_counted_once_and_in_its_runs_ledger() {
         let job = registry::job_id("snapshot_foreign_batch_test");
@@ -317,29 +318,40 @@ mod tests {
         switch_context(path, outer);
         let inner_totals = registry::run_end(inner, job, 1).unwrap();
         assert_eq!(inner_totals.counters.alloc_objects, 10);
-        // Four of the inner run's blocks freed in the outer run's context: a batch.
-        TLS.with(|t| (0..4).for_each(|_| count_free(t, path, inner, 8)));
+        let free = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_free(t, path, inner, 8)));
         let retained = |pending: &[registry::PendingLedgerFree]| {
             registry::job_holdings(job, 2, pending)
                 .iter()
                 .map(|h| (h.run, h.retained.retained().objects))
                 .collect::<Vec<_>>()
         };
-        let during = Snapshot::take();
-        assert_eq!(during.paths[path as usize].free_objects, 4);
-        assert_eq!(during.paths[path as usize].free_bytes, 32);
+        // Outside the outer run: two frees batched, the outer run charged at once.
+        switch_context(PATH_UNSCOPED, 0);
+        free(2);
+        let snap = Snapshot::take();
+        assert_eq!(snap.paths[path as usize].free_objects, 2);
+        assert_eq!(snap.paths[path as usize].free_bytes, 16);
         assert_eq!(
             retained(&[]),
             vec![(1, 10)],
             "not charged to the ledger yet"
         );
-        assert_eq!(retained(&during.ledger_pending), vec![(1, 6)]);
-        // The outer run is still active: charged at each free, so its figures are exact at
-        // its end although the batch is still pending.
+        assert_eq!(retained(&snap.ledger_pending), vec![(1, 8)]);
+        // Inside the outer run (the switch flushed the first batch): two more, all deferred.
+        switch_context(path, outer);
+        assert_eq!(retained(&[]), vec![(1, 8)], "flushed by the context switch");
+        free(2);
+        let snap = Snapshot::take();
+        assert_eq!(
+            snap.paths[path as usize].free_objects, 4,
+            "not counted twice"
+        );
+        assert_eq!(retained(&snap.ledger_pending), vec![(1, 6)]);
+        // Leaving the outer run flushes; its figures then include all four frees.
+        switch_context(PATH_UNSCOPED, 0);
         let outer_totals = registry::run_end(outer, job, 2).unwrap();
         assert_eq!(outer_totals.counters.free_objects, 4);
         assert_eq!(outer_totals.counters.free_bytes, 32);
-        switch_context(PATH_UNSCOPED, 0);
         let after = Snapshot::take();
         assert_eq!(
             after.paths[path as usize].free_objects, 4,
@@ -350,7 +362,7 @@ mod tests {
             "{:?}",
             after.ledger_pending
         );
-        // The flush charged the inner run's entry only (the outer one was charged at once).
+        // The inner run's entry got the four frees; the outer one finished with them counted.
         assert_eq!(retained(&[]), vec![(1, 6), (2, 6)]);
     }
 }
