@@ -80,7 +80,15 @@ pub(crate) struct ThreadState {
     pub stack_hi: Cell<usize>,
     /// Lowest address of this thread's stack (valid once `stack_hi` is set).
     pub stack_lo: Cell<usize>,
+    /// The narrow header word of the slot's foreign-free batch context while a free of that
+    /// context needs nothing but the batch's counters (no active run to charge at each free);
+    /// `NO_WORD` otherwise. The free fast path's second test (`fast_foreign_free_check`).
+    pub foreign_word: Cell<u64>,
 }
+
+/// `ThreadState::foreign_word` when no free can join the batch on the fast path: not a header
+/// word (bits 48-62 are never set in one).
+pub(crate) const NO_WORD: u64 = u64::MAX;
 
 impl ThreadState {
     const fn new() -> Self {
@@ -94,6 +102,7 @@ impl ThreadState {
             rng: Cell::new(0),
             stack_hi: Cell::new(0),
             stack_lo: Cell::new(0),
+            foreign_word: Cell::new(NO_WORD),
         }
     }
 }
@@ -265,6 +274,7 @@ impl Drop for SlotOwner {
                 lock_slot(slot);
                 flush_slot(slot, t.path.get(), t.run.get());
                 flush_foreign(slot);
+                t.foreign_word.set(NO_WORD);
                 t.slot.set(SLOT_NONE);
                 t.slot_ref.set(None);
                 unlock_slot(slot);
@@ -341,15 +351,14 @@ pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
         if path == t.path.get() && run == t.run.get() {
             count_free_in_slot(s, bytes);
         } else {
-            count_free_foreign(s, t.run.get(), path, run, bytes);
+            count_free_foreign(t, s, path, run, bytes);
         }
         return;
     }
     count_free_shared(path, run, bytes);
 }
 
-/// A free of a block of another context (`path`, `run`) on the thread owning `s`, whose current
-/// run is `current`: added to the slot's batch when it is the batch's context; otherwise the
+/// A free of a block of another context (`path`, `run`) on thread `t`, owner of `s`: added to the slot's batch when it is the batch's context; otherwise the
 /// batch is flushed and restarted for this context. Never waits: when a report holds the
 /// slot's lock (`try_lock_slot` fails), this free is charged straight to the shared counters
 /// and the batch stays.
@@ -359,7 +368,7 @@ pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
 /// batch — before it can finish here, so it is charged at the flush like the thread's own
 /// pending figures (a run's figures include the threads that left its scope).
 #[inline(never)]
-fn count_free_foreign(s: &ThreadSlot, current: u32, path: u32, run: u32, bytes: u64) {
+fn count_free_foreign(t: &ThreadState, s: &ThreadSlot, path: u32, run: u32, bytes: u64) {
     let fo = s.f_objects.load(Relaxed);
     if fo != 0 && s.fpath.load(Relaxed) == path && s.frun.load(Relaxed) == run {
         s.f_objects.store(fo.wrapping_add(1), Relaxed);
@@ -372,7 +381,7 @@ fn count_free_foreign(s: &ThreadSlot, current: u32, path: u32, run: u32, bytes: 
         return;
     }
     let mut stop = registry::first_active_run(run);
-    if stop != 0 && registry::run_encloses(stop, current) {
+    if stop != 0 && registry::run_encloses(stop, t.run.get()) {
         stop = 0;
     }
     let seq = s.seq.load(Relaxed);
@@ -386,7 +395,20 @@ fn count_free_foreign(s: &ThreadSlot, current: u32, path: u32, run: u32, bytes: 
     s.f_bytes.store(bytes, Relaxed);
     s.seq.store(seq.wrapping_add(2), Release);
     unlock_slot(s);
+    t.foreign_word.set(if stop == 0 {
+        crate::header::narrow_word(path, run)
+    } else {
+        NO_WORD
+    });
     registry::run_remote_free(stop, 1, bytes);
+}
+
+/// A free of a narrow block of the slot's foreign-free batch context when nothing else is to
+/// be charged (`ThreadState::foreign_word` matched): the batch's counters only.
+#[inline(always)]
+pub(crate) fn count_free_batched(s: &ThreadSlot, bytes: u64) {
+    bump(&s.f_objects, 1);
+    bump(&s.f_bytes, bytes);
 }
 
 /// Moves the foreign-free batch into the shared path counters and the ledger entries of its
@@ -519,6 +541,7 @@ pub(crate) fn switch_context(path: u32, run: u32) -> (u32, u32) {
             register_at_fork();
             lock_slot(slot);
             flush_foreign(slot);
+            t.foreign_word.set(NO_WORD);
             let seq = slot.seq.load(Relaxed);
             flush_slot(slot, prev.0, prev.1);
             // Re-open the sequence to publish the new context atomically with the flush.
