@@ -169,7 +169,7 @@ fn choose_site(t: &ThreadState, path: u32, size: u64) -> (u32, f32) {
 fn every(t: &ThreadState, path: u32, size: u64) -> (u32, f32) {
     let site = record_stack(t, path);
     if site != 0 {
-        intern::site_alloc(site, size, 1.0);
+        intern::site_alloc(site, t.run.get(), size, 1.0);
     }
     (site, 1.0)
 }
@@ -214,7 +214,7 @@ fn sample(t: &ThreadState, path: u32, size: u64, mut mean: u64) -> (u32, f32) {
         return (0, 0.0);
     }
     let weight = callsite::sample_weight(size, mean);
-    intern::site_alloc(site, size, weight);
+    intern::site_alloc(site, t.run.get(), size, weight);
     (site, weight)
 }
 
@@ -250,10 +250,9 @@ fn alloc_in(t: &ThreadState, size: u64) -> Header {
 
 /// The current thread's state, or null if it cannot be reached.
 ///
-/// `LocalKey::try_with` with the whole hot path inside its closure was not inlined into the
-/// allocator entry points (an out-of-line call, five saved registers, the header returned
-/// through memory: about a quarter of the tracker's instructions per event, measured with
-/// callgrind). Taking only the address inside the closure keeps the hot path inline.
+/// Only the address is taken inside `LocalKey::try_with`'s closure, so the hot path stays
+/// inline in the allocator entry points: with the whole hot path inside the closure, rustc
+/// emits an out-of-line call (saved registers, the header returned through memory).
 #[inline(always)]
 fn state_ptr() -> *const ThreadState {
     TLS.try_with(|t| t as *const ThreadState)
@@ -465,7 +464,7 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
         if h.site != 0 && offset < header::WIDE_HEADER_SIZE {
             // Only if the mode changed on another thread since `may_record_site`: a narrow
             // header has no room, so the sample is not kept (its callsite figures undone).
-            intern::site_free(h.site, new_size64, h.weight);
+            intern::site_free(h.site, h.run, new_size64, h.weight);
             h.site = 0;
             h.weight = 0.0;
         }
@@ -490,7 +489,7 @@ fn free_in(t: Option<&ThreadState>, h: Header, size: u64) {
         return;
     }
     if h.site != 0 {
-        intern::site_free(h.site, size, h.weight);
+        intern::site_free(h.site, h.run, size, h.weight);
     }
     match t {
         Some(t) if !t.busy.get() => thread::count_free(t, h.path, h.run, size),

@@ -194,6 +194,7 @@ pub fn set_budget(name: &str, budget: Option<Budget>) {
 }
 
 fn apply(s: &mut State, name: &str, budget: Option<Budget>) {
+    let name = &*crate::model::stored_job_name(name);
     match budget {
         Some(b) => {
             if name != ANY_JOB {
@@ -212,6 +213,7 @@ fn apply(s: &mut State, name: &str, budget: Option<Budget>) {
 
 /// The budget that applies to job `name` (its own, else [`ANY_JOB`]'s).
 pub fn budget(name: &str) -> Option<Budget> {
+    let name = &*crate::model::stored_job_name(name);
     with_state(|s| {
         s.budgets
             .get(name)
@@ -283,17 +285,20 @@ fn check_run(run: &RunReport) {
     let decided = untracked(|| {
         let mut guard = STATE.lock();
         let s = guard.as_mut()?;
-        let b = s.budgets.get(&run.job).or_else(|| s.budgets.get(ANY_JOB))?;
+        let b = s
+            .budgets
+            .get(run.job.as_str())
+            .or_else(|| s.budgets.get(ANY_JOB))?;
         let violations = b.check(run);
         if violations.is_empty() {
             return None;
         }
         for v in &violations {
-            *s.counts.entry((run.job.clone(), v.limit)).or_insert(0) += 1;
+            *s.counts.entry((run.job.to_string(), v.limit)).or_insert(0) += 1;
         }
         let now = Instant::now();
         let interval = s.interval;
-        let entry = s.last.entry(run.job.clone()).or_insert((now, u64::MAX));
+        let entry = s.last.entry(run.job.to_string()).or_insert((now, u64::MAX));
         let (report, skipped) = if entry.1 == u64::MAX || now.duration_since(entry.0) >= interval {
             let skipped = if entry.1 == u64::MAX { 0 } else { entry.1 };
             *entry = (now, 0);
@@ -321,7 +326,7 @@ fn check_run(run: &RunReport) {
         None
     };
     let breach = untracked(|| Breach {
-        job: run.job.clone(),
+        job: run.job.to_string(),
         run: run.run,
         violations,
         reported: report,
@@ -356,7 +361,9 @@ fn report_breach(
     if let Some(dir) = dir {
         let mut report = crate::report::report();
         report.jobs.retain(|j| j.name == run.job);
-        report.callsites.retain(|c| c.scope.contains(&run.job));
+        report
+            .callsites
+            .retain(|c| c.scope.iter().any(|s| *s == run.job));
         report.trigger = Some(DumpTrigger {
             reason: DumpReason::Budget.as_str().to_string(),
             message: message.clone(),

@@ -249,12 +249,12 @@ pub(crate) fn budgets() -> Option<BudgetEnv> {
 
 /// Default [`AutoDump::threshold_bytes`](crate::AutoDump::threshold_bytes): a run that retained
 /// at least 1 MiB is dumped.
-pub const DEFAULT_DUMP_THRESHOLD: u64 = 1 << 20;
+pub(crate) const DEFAULT_DUMP_THRESHOLD: u64 = 1 << 20;
 /// Default [`AutoDump::max_files`](crate::AutoDump::max_files): the 20 newest dumps are kept.
-pub const DEFAULT_MAX_DUMPS: usize = 20;
+pub(crate) const DEFAULT_MAX_DUMPS: usize = 20;
 /// Most dumps [`AutoDump::max_files`](crate::AutoDump::max_files) can keep; larger values are
 /// clamped to it.
-pub const MAX_DUMPS_LIMIT: usize = 10_000;
+pub(crate) const MAX_DUMPS_LIMIT: usize = 10_000;
 
 /// A byte count with an optional `k`/`m`/`g` (or `kib`/`mib`/`gib`) suffix, any case, binary
 /// units (`1k` = 1024). `None` for anything else, negative numbers and overflow.

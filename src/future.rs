@@ -15,8 +15,7 @@ use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 
-use crate::scope::{OwnedRun, ScopeHandle};
-use crate::thread;
+use crate::scope::{self, OwnedRun, ScopeHandle};
 
 /// Extension methods attaching allocscope scopes to futures.
 ///
@@ -35,7 +34,7 @@ pub trait FutureExt: Future + Sized {
     /// taken, later runs are still counted per job but are not measured (their
     /// [`RunReport::unmeasured`](crate::RunReport::unmeasured) is set).
     fn track_scope(self, name: &str) -> Tracked<Self> {
-        Tracked::new(OwnedRun::begin(name, thread::current_context()), self)
+        Tracked::new(OwnedRun::begin(name, scope::context()), self)
     }
 
     /// Polls (and drops) this future inside an existing scope, e.g. one captured with

@@ -131,7 +131,7 @@ pub mod timeline;
 pub use alloc::{is_installed, TrackingAllocator};
 pub use callsite::{
     set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
-    StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
+    StackMode, Unwinder,
 };
 pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
@@ -141,17 +141,12 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use registry::{LEDGER_RUNS, OTHER_JOBS_NAME, RECENT_RUNS};
-pub use report::text::{
-    human_bytes, CallsiteOrder, SortBy, TextOptions, DEFAULT_FLAG_OBJECTS_PER_RUN,
-};
+pub use model::{stored_job_name, MAX_JOB_NAME_BYTES};
+pub use report::text::{CallsiteOrder, SortBy, TextOptions};
 #[cfg(feature = "chart")]
 pub use report::TimelineOptions;
-pub use report::{
-    auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
-    DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
-};
-pub use report::{job_display_name, job_name_from_display, write_file_atomic};
+pub use report::{auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump};
+pub use report::{job_display_name, job_name_from_display};
 pub use report::{mark, report_since, Marker};
 pub use report::{
     release_free_memory, JobLive, ProcessMemory, RssBreakdown, RunEvent, TimelineSample,
@@ -159,8 +154,7 @@ pub use report::{
 };
 pub use report::{
     report, CallsiteReport, Diagnostic, Exclusive, FlameMetric, FlameOptions, Frame, JobReport,
-    Report, RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage, AGE_BUCKETS, FORMAT,
-    OLDEST_VERSION, VERSION,
+    Report, RunReport, RunRetained, SharedStr, Totals, TrackerStats, Usage,
 };
 pub use report::{ActiveJob, DumpTrigger};
 pub use report::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
@@ -168,4 +162,13 @@ pub use scope::{
     current_scope, on_run_finished, remove_hook, spawn, track_scope, track_scope_run, HookId,
     ScopeHandle,
 };
-pub use series::LEAK_AGE_RUNS;
+
+/// The report's one size format (never `1024 KiB`), for log lines that read like the report.
+/// A formatting helper, kept at the root because programs written against earlier versions
+/// call `allocscope::human_bytes`.
+pub use report::text::human_bytes;
+
+/// The one atomic file writer (every file allocscope writes goes through it), for programs
+/// that write their own renderings. Kept at the root because programs written against earlier
+/// versions call `allocscope::write_file_atomic`.
+pub use report::write_file_atomic;

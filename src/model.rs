@@ -67,9 +67,12 @@ impl core::ops::SubAssign for Usage {
 
 /// One finished run of a job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunReport {
-    /// The job's name.
-    pub job: String,
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`]), shared with the job's entry
+    /// and every other run of it, never copied per run.
+    #[serde(deserialize_with = "read_job_name")]
+    pub job: SharedStr,
     /// The run's number within its job, from 1.
     pub run: u64,
     /// Wall time from the start of the run to its end, in nanoseconds.
@@ -233,9 +236,12 @@ impl Limits {
 /// placed in time ([`RunEvent::from`] a run report).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct RunEvent {
-    /// The job's name.
-    pub job: String,
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`]), shared with every other event
+    /// of the job.
+    #[serde(deserialize_with = "read_job_name")]
+    pub job: SharedStr,
     /// The run's number within its job, from 1.
     pub run: u64,
     /// When the run started, in milliseconds since the Unix epoch.
@@ -254,21 +260,12 @@ pub struct RunEvent {
     pub panicked: bool,
 }
 
+/// The event of a run: its name is the run report's, shared (a reference count, no copy and
+/// no allocation).
 impl From<&RunReport> for RunEvent {
     fn from(r: &RunReport) -> Self {
         RunEvent {
             job: r.job.clone(),
-            ..RunEvent::unnamed(r)
-        }
-    }
-}
-
-impl RunEvent {
-    /// The event of `r` without its job name (which does not allocate): the run-event store
-    /// keeps the job's id beside it and names it when a report is built.
-    pub(crate) fn unnamed(r: &RunReport) -> Self {
-        RunEvent {
-            job: String::new(),
             run: r.run,
             start_unix_ms: r.finished_unix_ms.saturating_sub(r.duration_ns / 1_000_000),
             finish_unix_ms: r.finished_unix_ms,
@@ -279,6 +276,79 @@ impl RunEvent {
             panicked: r.panicked,
         }
     }
+}
+
+/// The longest job name stored, in bytes. A longer name is stored cut (see
+/// [`stored_job_name`]): every output — text, JSON, HTML, `/metrics` labels, pprof, DHAT,
+/// folded stacks, dumps — shows the stored name, and looking a job up by its full name
+/// ([`Report::job`](crate::Report::job)) finds it.
+pub const MAX_JOB_NAME_BYTES: usize = 256;
+
+/// The name a job called `name` is stored and shown under: `name` itself when it is at most
+/// [`MAX_JOB_NAME_BYTES`] bytes long; else its first bytes, cut at a character boundary,
+/// followed by a marker with the full length and a 64-bit hash of the full name, so that two
+/// long names that differ anywhere stay two jobs (and the same name gives the same stored
+/// name in every process and version):
+/// `"{prefix}…[1048576 bytes #0123456789abcdef]"`, at most [`MAX_JOB_NAME_BYTES`] bytes in
+/// all. A stored name is its own stored name.
+///
+/// ```
+/// use allocscope::{stored_job_name, MAX_JOB_NAME_BYTES};
+/// assert_eq!(stored_job_name("import_users"), "import_users");
+/// let long = "x".repeat(1 << 20);
+/// let stored = stored_job_name(&long);
+/// assert!(stored.len() <= MAX_JOB_NAME_BYTES);
+/// assert!(stored.ends_with("]") && stored.contains("…[1048576 bytes #"));
+/// assert_eq!(stored_job_name(&stored), stored);
+/// assert_ne!(stored_job_name(&format!("{long}y")), stored);
+/// ```
+pub fn stored_job_name(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.len() <= MAX_JOB_NAME_BYTES {
+        return std::borrow::Cow::Borrowed(name);
+    }
+    // FNV-1a's step over 8-byte little-endian words, then the tail bytes: stable across
+    // processes, platforms and Rust versions, and a word at a time (names of megabytes are
+    // hashed at every scope entry).
+    let step = |h: u64, w: u64| (h ^ w).wrapping_mul(0x0100_0000_01b3);
+    let words = name.as_bytes().chunks_exact(8);
+    let tail = words.remainder();
+    let hash = words.fold(0xcbf2_9ce4_8422_2325u64, |h, w| {
+        step(h, u64::from_le_bytes(w.try_into().unwrap_or_default()))
+    });
+    let hash = tail.iter().fold(hash, |h, &b| step(h, u64::from(b)));
+    let marker = format!("…[{} bytes #{hash:016x}]", name.len());
+    let mut end = MAX_JOB_NAME_BYTES - marker.len();
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}{marker}", &name[..end]))
+}
+
+/// `deserialize_with` of a job name: read names are stored names too ([`stored_job_name`]),
+/// so a report from elsewhere renders under the same rule as one built here.
+pub(crate) fn read_job_name<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: From<String>,
+{
+    let name = String::deserialize(d)?;
+    Ok(T::from(match stored_job_name(&name) {
+        std::borrow::Cow::Borrowed(_) => name,
+        std::borrow::Cow::Owned(cut) => cut,
+    }))
+}
+
+/// `deserialize_with` of a scope (job names, outermost first): each name as [`read_job_name`].
+pub(crate) fn read_job_names<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    let mut names = Vec::<String>::deserialize(d)?;
+    for name in &mut names {
+        if let std::borrow::Cow::Owned(cut) = stored_job_name(name) {
+            *name = cut;
+        }
+    }
+    Ok(names)
 }
 
 /// One stack frame of a callsite.
@@ -374,7 +444,13 @@ pub enum StackMode {
 }
 
 /// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
-pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+pub(crate) const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
+
+impl StackMode {
+    /// The default mean of [`StackMode::Sampled`]: 512 KiB, as Go's `MemProfileRate` and
+    /// jemalloc.
+    pub const DEFAULT_SAMPLE_BYTES: u64 = DEFAULT_SAMPLE_BYTES;
+}
 
 impl Default for StackMode {
     /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.

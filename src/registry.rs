@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use dashmap::DashMap;
 
 use crate::fork::{self, AtFork};
-use crate::model::{Counters, RunReport};
+use crate::model::{stored_job_name, Counters, RunReport, SharedStr};
 
 /// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
 /// overflow path. 65,536 × 48 bytes = 3 MiB of address space, touched as used.
@@ -36,7 +36,7 @@ pub(crate) const MAX_JOBS: usize = 16_384;
 /// per-run figures (peak, duration).
 pub(crate) const MAX_RUNS: usize = (1 << 16) - 1;
 /// How many finished runs each job remembers.
-pub const RECENT_RUNS: usize = 16;
+pub(crate) const RECENT_RUNS: usize = 16;
 /// Deepest nesting of jobs a path records; deeper scopes are charged to their ancestor at this
 /// depth.
 pub(crate) const MAX_DEPTH: u32 = 32;
@@ -52,7 +52,7 @@ const FIRST_PATH: u32 = 3;
 /// Job that receives names once `MAX_JOBS` is reached.
 pub(crate) const JOB_OTHER: u32 = 0;
 /// Name of the overflow job.
-pub const OTHER_JOBS_NAME: &str = "(other jobs)";
+pub(crate) const OTHER_JOBS_NAME: &str = "(other jobs)";
 
 /// Shared counters of one path. Allocation and free counts only grow; live = alloc - free.
 pub(crate) struct PathEntry {
@@ -117,10 +117,14 @@ pub(crate) fn path(id: u32) -> &'static PathEntry {
 
 /// One job name and what is known at its run boundaries.
 pub(crate) struct JobEntry {
-    pub name: Box<str>,
+    /// The stored name ([`stored_job_name`]), shared by every run report and event of the job.
+    pub name: SharedStr,
     pub runs: AtomicU64,
     pub panicked_runs: AtomicU64,
     pub active_runs: AtomicI64,
+    /// Runs started so far: a run's start number (from 1) is its `seq`, which callsites use to
+    /// keep a run's blocks apart before the run has its number (given when it finishes).
+    pub started: AtomicU64,
     /// When `active_runs` last went from 0 to 1 (ms since the Unix epoch): since when the job
     /// has had runs in progress, while it has any.
     pub active_since_ms: AtomicU64,
@@ -288,6 +292,7 @@ impl JobEntry {
             runs: AtomicU64::new(0),
             panicked_runs: AtomicU64::new(0),
             active_runs: AtomicI64::new(0),
+            started: AtomicU64::new(0),
             active_since_ms: AtomicU64::new(0),
             peak_bytes: AtomicU64::new(0),
             recent: Mutex::new(RunHistory {
@@ -298,8 +303,10 @@ impl JobEntry {
     }
 }
 
-/// The id of job `name`, creating it if needed. Must run untracked (it may allocate).
+/// The id of job `name` (stored as [`stored_job_name`]), creating it if needed. Must run
+/// untracked (it may allocate).
 pub(crate) fn job_id(name: &str) -> u32 {
+    let name = &*stored_job_name(name);
     let t = tables();
     if let Some(id) = t.job_ids.get(name).map(|id| *id) {
         return id;
@@ -417,6 +424,8 @@ pub(crate) struct RunSlot {
     gen: AtomicU32,
     /// Token of the enclosing run (0 for none).
     parent: AtomicU32,
+    /// The run's start number in its job (`JobEntry::started`), 0 for none.
+    seq: AtomicU64,
     pub alloc_objects: AtomicU64,
     pub alloc_bytes: AtomicU64,
     pub free_objects: AtomicU64,
@@ -426,11 +435,13 @@ pub(crate) struct RunSlot {
     /// The record of the last run that finished in this slot, kept until the slot finishes
     /// its next run, so that frees of that run's blocks find its job and run number:
     /// `fin_token` is its token (0 while rewritten), `fin_job` its job, `fin_run` its job's
-    /// run number, `fin_parent` the token of the run it was nested in.
+    /// run number, `fin_parent` the token of the run it was nested in, `fin_seq` its start
+    /// number.
     fin_token: AtomicU32,
     fin_job: AtomicU32,
     fin_run: AtomicU64,
     fin_parent: AtomicU32,
+    fin_seq: AtomicU64,
 }
 
 impl RunSlot {
@@ -438,10 +449,12 @@ impl RunSlot {
         Self {
             gen: AtomicU32::new(0),
             parent: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             fin_token: AtomicU32::new(0),
             fin_job: AtomicU32::new(0),
             fin_run: AtomicU64::new(0),
             fin_parent: AtomicU32::new(0),
+            fin_seq: AtomicU64::new(0),
             alloc_objects: AtomicU64::new(0),
             alloc_bytes: AtomicU64::new(0),
             free_objects: AtomicU64::new(0),
@@ -469,9 +482,31 @@ pub(crate) fn run_active(token: u32) -> bool {
     token_slot(token).is_some()
 }
 
-/// Starts a run nested in `parent` (a token, 0 for none); returns its token, 0 if every slot
-/// is busy. Must run untracked.
-pub(crate) fn run_begin(parent: u32) -> u32 {
+/// The start number (`JobEntry::started`) of the active run `token`, `None` for no run or a
+/// run that finished. Lock-free (allocation path of sited blocks): the slot's generation is
+/// read again after the number, so a slot reused meanwhile is never read as this run's.
+#[inline]
+pub(crate) fn run_seq(token: u32) -> Option<u64> {
+    let slot = token_slot(token)?;
+    let seq = slot.seq.load(Relaxed);
+    core::sync::atomic::fence(Acquire);
+    (slot.gen.load(Relaxed) & 0xFFFF == token & 0xFFFF && seq != 0).then_some(seq)
+}
+
+/// The start number of the run `token`, active or finished while its slot still keeps its
+/// finish record (until the slot finishes another run: about 65,535 later runs of the
+/// process); `None` otherwise. Lock-free (free path of sited blocks).
+#[inline]
+pub(crate) fn block_seq(token: u32) -> Option<u64> {
+    if token == 0 {
+        return None;
+    }
+    run_seq(token).or_else(|| finished_record(token).map(|r| r.3))
+}
+
+/// Starts a run nested in `parent` (a token, 0 for none), its job's start number `seq`;
+/// returns its token, 0 if every slot is busy. Must run untracked.
+pub(crate) fn run_begin(parent: u32, seq: u64) -> u32 {
     let t = tables();
     // Never-used slots first, then the slot that finished longest ago (FIFO). A slot's 16-bit
     // generation comes back to a value only after 65,536 runs *in that slot*: recycling one
@@ -498,6 +533,7 @@ pub(crate) fn run_begin(parent: u32) -> u32 {
     slot.free_bytes.store(0, Relaxed);
     slot.live.store(0, Relaxed);
     slot.peak.store(0, Relaxed);
+    slot.seq.store(seq, Relaxed);
     slot.parent
         .store(if run_active(parent) { parent } else { 0 }, Relaxed);
     let gen = slot.gen.load(Relaxed) & 0xFFFF;
@@ -621,7 +657,7 @@ pub(crate) fn first_active_run(token: u32) -> u32 {
 
 /// Finished runs of a job whose holdings are kept apart, by run number; older runs' blocks are
 /// counted together (a report's `retained_older`).
-pub const LEDGER_RUNS: usize = 64;
+pub(crate) const LEDGER_RUNS: usize = 64;
 
 /// What one finished run still holds: its retained figures when it finished, less every free
 /// of its blocks since (charged here by `ledger_free`, from any thread, at any later time).
@@ -630,6 +666,8 @@ struct LedgerEntry {
     run: AtomicU64,
     /// The run's token, so that a free finds the entry only for blocks of that very run.
     token: AtomicU32,
+    /// The run's start number in its job (`JobEntry::started`): callsites name runs by it.
+    seq: AtomicU64,
     at_finish_objects: AtomicU64,
     at_finish_bytes: AtomicU64,
     freed_objects: AtomicU64,
@@ -641,6 +679,7 @@ impl LedgerEntry {
         Self {
             run: AtomicU64::new(0),
             token: AtomicU32::new(0),
+            seq: AtomicU64::new(0),
             at_finish_objects: AtomicU64::new(0),
             at_finish_bytes: AtomicU64::new(0),
             freed_objects: AtomicU64::new(0),
@@ -649,8 +688,8 @@ impl LedgerEntry {
     }
 }
 
-/// A job's last `LEDGER_RUNS` finished runs, in a ring indexed by run number: 64 × 48 bytes =
-/// 3 KiB per job, allocated when the job is created (once; jobs are never removed).
+/// A job's last `LEDGER_RUNS` finished runs, in a ring indexed by run number: 64 × 56 bytes =
+/// 3.5 KiB per job, allocated when the job is created (once; jobs are never removed).
 pub(crate) struct Ledger {
     entries: [LedgerEntry; LEDGER_RUNS],
 }
@@ -687,6 +726,8 @@ pub(crate) struct RunHolding {
     pub retained: Counters,
     /// Whether any of the run's blocks was freed after the run finished.
     pub freed_since: bool,
+    /// The run's start number in its job (how callsites name it).
+    pub seq: u64,
 }
 
 /// Job `job`'s finished runs among its last `LEDGER_RUNS` (run numbers above
@@ -716,6 +757,7 @@ pub(crate) fn job_holdings(
             let mut fo = e.freed_objects.load(Relaxed);
             let mut fb = e.freed_bytes.load(Relaxed);
             let token = e.token.load(Relaxed);
+            let seq = e.seq.load(Relaxed);
             core::sync::atomic::fence(Acquire);
             if e.run.load(Relaxed) != run {
                 continue;
@@ -735,6 +777,7 @@ pub(crate) fn job_holdings(
                     free_bytes: fb.min(ab),
                 },
                 freed_since: fo != 0,
+                seq,
             });
             break;
         }
@@ -752,12 +795,15 @@ fn ledger_begin_finish(slot: &RunSlot, token: u32, job: u32, number: u64) {
     slot.fin_job.store(job, Relaxed);
     slot.fin_run.store(number, Relaxed);
     slot.fin_parent.store(slot.parent.load(Relaxed), Relaxed);
+    let seq = slot.seq.load(Relaxed);
+    slot.fin_seq.store(seq, Relaxed);
     slot.fin_token.store(token, Release);
     if let Some(l) = ledger(job) {
         let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
         e.run.store(0, Relaxed);
         core::sync::atomic::fence(Release);
         e.token.store(token, Relaxed);
+        e.seq.store(seq, Relaxed);
         for a in [
             &e.at_finish_objects,
             &e.at_finish_bytes,
@@ -789,8 +835,8 @@ fn ledger_end_finish(job: u32, number: u64, retained: &Counters) {
 }
 
 /// The finish record of the run `token` if its slot still holds it: (job, run number, parent
-/// token).
-fn finished_record(token: u32) -> Option<(u32, u64, u32)> {
+/// token, start number).
+fn finished_record(token: u32) -> Option<(u32, u64, u32, u64)> {
     let idx = (token >> 16) as usize;
     if idx == 0 || idx > MAX_RUNS {
         return None;
@@ -803,6 +849,7 @@ fn finished_record(token: u32) -> Option<(u32, u64, u32)> {
         slot.fin_job.load(Relaxed),
         slot.fin_run.load(Relaxed),
         slot.fin_parent.load(Relaxed),
+        slot.fin_seq.load(Relaxed),
     );
     core::sync::atomic::fence(Acquire);
     (slot.fin_token.load(Relaxed) == token).then_some(rec)
@@ -820,7 +867,7 @@ fn walk_finished(mut token: u32, stop: u32, mut finished: impl FnMut(u32, u64, u
         if run_active(token) {
             return token;
         }
-        let Some((job, number, parent)) = finished_record(token) else {
+        let Some((job, number, parent, _)) = finished_record(token) else {
             return 0;
         };
         finished(job, number, token);

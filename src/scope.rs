@@ -4,9 +4,15 @@
 //! flushes the figures the thread accumulated for the previous context and switches; leaving
 //! switches back. Bookkeeping (job names, paths, run slots, hooks) runs with tracking
 //! suspended, so the tracker's allocations are never charged to a job.
+//!
+//! A context whose run has finished while the thread was still inside it (a tracing span
+//! exited on another thread, or whose guard was forgotten, then closed elsewhere) is left at
+//! the thread's next scope operation: every entry point here reads the context through
+//! [`context`], which first asks the span layer's hook ([`set_leave_finished`]) to restore
+//! what the thread had before entering it. The allocation path never checks (no cost there).
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Once};
+use std::sync::{Arc, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -45,11 +51,12 @@ pub fn track_scope<R>(name: &str, f: impl FnOnce() -> R) -> R {
 /// assert_eq!(run.retained_at_finish.bytes, 0);
 /// ```
 pub fn track_scope_run<R>(name: &str, f: impl FnOnce() -> R) -> (R, RunReport) {
-    let (parent_path, parent_run) = thread::current_context();
+    let (parent_path, parent_run) = context();
     let run = ActiveRun::begin(name, parent_path, parent_run);
     let prev = thread::switch_context(run.path, run.token);
     let result = catch_unwind(AssertUnwindSafe(f));
     thread::switch_context(prev.0, prev.1);
+    let _ = context();
     let report = run.finish(result.is_err());
     match result {
         Ok(r) => (r, report),
@@ -72,8 +79,9 @@ impl ActiveRun {
         untracked(|| {
             let job = registry::job_id(name);
             let path = registry::path_id(Some(parent_path), job);
-            let token = registry::run_begin(parent_run);
             let entry = registry::job(job);
+            let seq = entry.started.fetch_add(1, Relaxed).wrapping_add(1);
+            let token = registry::run_begin(parent_run, seq);
             if entry.active_runs.fetch_add(1, Relaxed) == 0 {
                 entry.active_since_ms.store(unix_ms(), Relaxed);
             }
@@ -106,7 +114,7 @@ impl ActiveRun {
             };
             entry.peak_bytes.fetch_max(peak, Relaxed);
             let report = RunReport {
-                job: entry.name.to_string(),
+                job: entry.name.clone(),
                 run,
                 duration_ns: self.started.elapsed().as_nanos().min(u64::MAX as u128) as u64,
                 finished_unix_ms: unix_ms(),
@@ -197,6 +205,7 @@ impl ScopeHandle {
 
     /// Switches to this scope until the guard is dropped.
     pub(crate) fn enter_guard(&self) -> Restore {
+        let _ = context();
         let run = if registry::run_active(self.run) {
             self.run
         } else {
@@ -238,7 +247,7 @@ impl ScopeHandle {
     /// such a handle then means "no job": allocations are unscoped). Use it to carry "whatever
     /// the caller was doing" to a pool thread, where [`current_scope`] would give `None`.
     pub fn current() -> ScopeHandle {
-        let (path, run) = thread::current_context();
+        let (path, run) = context();
         ScopeHandle { path, run }
     }
 
@@ -277,12 +286,45 @@ impl Restore {
 impl Drop for Restore {
     fn drop(&mut self) {
         thread::switch_context(self.0 .0, self.0 .1);
+        let _ = context();
+    }
+}
+
+/// Leaves, on the calling thread, the scopes of runs that finished while the thread was still
+/// inside them; installed by the span layer (the only source of such contexts).
+static LEAVE_FINISHED: OnceLock<fn()> = OnceLock::new();
+
+/// Installs the hook [`context`] calls when the thread's run has finished (the first call wins).
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+pub(crate) fn set_leave_finished(leave: fn()) {
+    let _ = LEAVE_FINISHED.set(leave);
+}
+
+/// The calling thread's context (path, run) for a scope operation: when its run has finished
+/// while the thread was inside it, the hook restores the context the thread had before, first.
+/// A context with no run (run 0) or an active run is returned as is (one load of the run's
+/// generation).
+pub(crate) fn context() -> (u32, u32) {
+    let ctx = thread::current_context();
+    if ctx.1 == 0 || registry::run_active(ctx.1) {
+        return ctx;
+    }
+    match LEAVE_FINISHED.get() {
+        Some(leave) => {
+            leave();
+            thread::current_context()
+        }
+        None => ctx,
     }
 }
 
 /// The scope active on this thread, or `None` outside any scope.
+///
+/// A thread left inside the scope of a tracing span that has since closed (exited on another
+/// thread, or its guard forgotten) is first restored to the scope it had before entering the
+/// span, so this never names a closed span's scope.
 pub fn current_scope() -> Option<ScopeHandle> {
-    let (path, run) = thread::current_context();
+    let (path, run) = context();
     (path != registry::PATH_UNSCOPED && path != registry::PATH_TRACKER)
         .then_some(ScopeHandle { path, run })
 }

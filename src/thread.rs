@@ -41,8 +41,9 @@
 //! The thread-local `TLS` is `const`-initialised and has no destructor, so it is usable during
 //! thread teardown. Releasing a slot at thread exit needs a destructor; that lives in a second
 //! thread-local (`SlotOwner`) that is touched only on the cold path that claims a slot. A thread
-//! without a slot (before it claims one fails, after its slot was released, or when all
-//! `MAX_THREADS` slots are taken) falls back to shared atomics: slower, equally exact.
+//! without a slot counts through shared atomics: slower, equally exact. That is a thread
+//! whose claim failed (all `MAX_THREADS` slots taken, or its destructor could not be
+//! registered) or whose slot was already released at its exit.
 
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};

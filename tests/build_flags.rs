@@ -1,6 +1,6 @@
-//! `build.rs` recognises every spelling of `-C force-frame-pointers` that rustc accepts; a
-//! bare `-C force-frame-pointers` (no value means yes) used to be missed, so such builds
-//! silently used DWARF unwinding.
+//! `build.rs` recognises every spelling of `-C force-frame-pointers` that rustc accepts,
+//! including a bare `-C force-frame-pointers` (no value means yes): a spelling it missed would
+//! make such builds silently use DWARF unwinding.
 
 #[path = "../build/flags.rs"]
 mod flags;

@@ -6,8 +6,8 @@
 //!   no sampled callsite; with `every`, a large block allocated before any call is an exact
 //!   callsite and the flamegraph does not say "estimates".
 //! * `set_sampling_seed` is reproducible across processes (no address in the seed: ASLR moves
-//!   every address between runs), and distinct seeds give distinct samples (seeds 2k and 2k+1
-//!   used to be the same).
+//!   every address between runs), and distinct seeds give distinct samples (also seeds 2k and
+//!   2k+1, which differ only in their lowest bit).
 
 use std::hint::black_box;
 use std::process::Command;

@@ -152,7 +152,7 @@ fn env_child() {
     assert_eq!(cfg.threshold_bytes, 2048);
     assert_eq!(
         cfg.max_files,
-        allocscope::DEFAULT_MAX_DUMPS,
+        allocscope::AutoDump::DEFAULT_MAX_DUMPS,
         "invalid KEEP: the default"
     );
     run_keeping("env_small", 1000);

@@ -42,13 +42,14 @@ fn fixture() -> Report {
         frame("worker::main", "examples/worker.rs", 120),
         frame("std::rt::lang_start::{{closure}}", &format!("{lib}/std/src/rt.rs"), 195),
     ];
-    let site = CallsiteReport {
-        scope: vec!["render".to_string()],
-        frames,
-        allocated: Usage::new(10, 40_000),
-        retained: Usage::new(2, 8_000),
-        estimated: false,
-        peak_bytes: 8_000,
+    let site = {
+        let mut site = CallsiteReport::default();
+        site.scope = vec!["render".to_string()];
+        site.frames = frames;
+        site.allocated = Usage::new(10, 40_000);
+        site.retained = Usage::new(2, 8_000);
+        site.peak_bytes = 8_000;
+        site
     };
     report.callsites = vec![site.clone()];
     report.jobs.truncate(1);

@@ -17,18 +17,17 @@ fn site(
     allocated: Usage,
     retained: Usage,
 ) -> CallsiteReport {
-    CallsiteReport {
-        scope: vec![scope.to_string()],
-        frames: vec![Frame {
-            function: function.into(),
-            file: Some("src/big.rs".into()),
-            line: Some(line),
-        }],
-        allocated,
-        retained,
-        peak_bytes: retained.bytes,
-        estimated: false,
-    }
+    let mut site = CallsiteReport::default();
+    site.scope = vec![scope.to_string()];
+    site.frames = vec![Frame {
+        function: function.into(),
+        file: Some("src/big.rs".into()),
+        line: Some(line),
+    }];
+    site.allocated = allocated;
+    site.retained = retained;
+    site.peak_bytes = retained.bytes;
+    site
 }
 
 fn report(runs: u64, figure: u64, ts: u64) -> Report {
@@ -39,20 +38,15 @@ fn report(runs: u64, figure: u64, ts: u64) -> Report {
         site("big", "big::alloc", 7, u, u),
         site("big", "big::alloc", 8, u, u),
     ];
-    let job = JobReport {
-        name: "big".to_string(),
-        runs,
-        active_runs: 0,
-        panicked_runs: 0,
-        allocated: u,
-        retained: u,
-        peak_bytes: figure,
-        exclusive: Default::default(),
-        recent_runs: vec![],
-        callsites: sites.clone(),
-        trend: Default::default(),
-        retained_by_run: Vec::new(),
-        retained_older: Default::default(),
+    let job = {
+        let mut job = JobReport::default();
+        job.name = "big".to_string();
+        job.runs = runs;
+        job.allocated = u;
+        job.retained = u;
+        job.peak_bytes = figure;
+        job.callsites = sites.clone();
+        job
     };
     let mut r = Report::from_json(&allocscope::report().to_json()).unwrap();
     r.timestamp_unix_ms = ts;

@@ -1,5 +1,6 @@
 //! A hook that runs a job: the run it starts finishes inside the hook, on the same thread,
-//! and must not call the hooks again (it used to recurse until the stack overflowed).
+//! and must not call the hooks again (else each hook's run would call them again, until the
+//! stack overflows).
 
 use std::sync::atomic::{AtomicU64, Ordering::*};
 

@@ -61,41 +61,40 @@ fn fixture(scale: u64) -> Report {
     let mut all = Vec::new();
     for (i, name) in HOSTILE.iter().enumerate() {
         let u = Usage::new(1 + i as u64, (100 + i as u64) * scale);
-        let site = CallsiteReport {
-            scope: vec![name.to_string()],
-            frames: vec![frame(&format!("leaf{name}")), frame("main")],
-            allocated: u,
-            retained: u,
-            peak_bytes: u.bytes,
-            estimated: false,
+        let site = {
+            let mut site = CallsiteReport::default();
+            site.scope = vec![name.to_string()];
+            site.frames = vec![frame(&format!("leaf{name}")), frame("main")];
+            site.allocated = u;
+            site.retained = u;
+            site.peak_bytes = u.bytes;
+            site
         };
         all.push(site.clone());
-        jobs.push(JobReport {
-            name: name.to_string(),
-            runs: 1,
-            active_runs: 0,
-            panicked_runs: 0,
-            allocated: u,
-            retained: u,
-            peak_bytes: u.bytes,
-            exclusive: allocscope::Exclusive {
-                allocated: u,
-                retained: u,
-            },
-            recent_runs: vec![],
-            callsites: vec![site],
-            trend: Default::default(),
-            retained_by_run: Vec::new(),
-            retained_older: Default::default(),
+        jobs.push({
+            let mut job = JobReport::default();
+            job.name = name.to_string();
+            job.runs = 1;
+            job.allocated = u;
+            job.retained = u;
+            job.peak_bytes = u.bytes;
+            job.exclusive = {
+                let mut exclusive = allocscope::Exclusive::default();
+                exclusive.allocated = u;
+                exclusive.retained = u;
+                exclusive
+            };
+            job.callsites = vec![site];
+            job
         });
     }
-    all.push(CallsiteReport {
-        scope: vec![],
-        frames: vec![frame("init\x1b"), frame("main")],
-        allocated: Usage::new(1, 5000),
-        retained: Usage::new(1, 5000),
-        peak_bytes: 5000,
-        estimated: false,
+    all.push({
+        let mut site = CallsiteReport::default();
+        site.frames = vec![frame("init\x1b"), frame("main")];
+        site.allocated = Usage::new(1, 5000);
+        site.retained = Usage::new(1, 5000);
+        site.peak_bytes = 5000;
+        site
     });
     let mut r = Report::from_json(&allocscope::report().to_json()).unwrap();
     r.stack_mode = allocscope::StackMode::Every;

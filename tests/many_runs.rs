@@ -45,7 +45,7 @@ fn a_million_runs_keep_tracker_memory_flat() {
     assert_eq!(job.runs, RUNS);
     assert_eq!(job.allocated, Usage::new(RUNS, RUNS * 8));
     assert_eq!(job.retained, Usage::new(0, 0));
-    assert_eq!(job.recent_runs.len(), allocscope::RECENT_RUNS);
+    assert_eq!(job.recent_runs.len(), allocscope::JobReport::RECENT_RUNS);
     assert_eq!(job.recent_runs.last().unwrap().run, RUNS);
     // The tracker's own live memory does not grow with the number of runs (the run-event
     // store reached its bound during the warm-up).

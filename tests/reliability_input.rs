@@ -89,7 +89,7 @@ fn truncated_reports_say_truncated() {
 #[test]
 fn wrong_format_version_and_types() {
     let json = valid_json();
-    let version = format!("\"version\": {}", allocscope::VERSION);
+    let version = format!("\"version\": {}", allocscope::report().format_version());
     assert!(json.contains(&version));
     let msg = invalid(&json.replacen("\"allocscope\"", "\"pprof\"", 1));
     assert!(msg.contains("pprof"), "{msg}");

@@ -72,7 +72,7 @@ fn full_tables_are_reported_and_counts_stay_exact() {
         .filter_map(|n| r.job(n))
         .map(|j| j.exclusive.allocated.objects)
         .sum::<u64>()
-        + r.job(allocscope::OTHER_JOBS_NAME)
+        + r.job(allocscope::JobReport::OTHER_JOBS_NAME)
             .map_or(0, |j| j.exclusive.allocated.objects);
     assert_eq!(total, blocks.len() as u64, "no allocation lost in overflow");
     drop(blocks);
@@ -90,7 +90,7 @@ fn full_tables_are_reported_and_counts_stay_exact() {
     );
     assert_eq!(r.tracker.jobs, 16_383, "named jobs, (other jobs) excluded");
     assert!(before < 16_383);
-    let other_before = r.job(allocscope::OTHER_JOBS_NAME).unwrap().runs;
+    let other_before = r.job(allocscope::JobReport::OTHER_JOBS_NAME).unwrap().runs;
     for i in 0..100 {
         track_scope(&format!("l_late_name_{i}"), || black_box(Box::new(2u16)));
     }
@@ -99,13 +99,13 @@ fn full_tables_are_reported_and_counts_stay_exact() {
         r.job("l_late_name_5").is_none(),
         "no entry beyond the limit"
     );
-    let other = r.job(allocscope::OTHER_JOBS_NAME).unwrap();
+    let other = r.job(allocscope::JobReport::OTHER_JOBS_NAME).unwrap();
     assert_eq!(
         other.runs - other_before,
         100,
         "late names' runs go to (other jobs)"
     );
     assert!(r.tracker.jobs_overflowed >= 100);
-    assert!(r.to_text().contains(allocscope::OTHER_JOBS_NAME));
+    assert!(r.to_text().contains(allocscope::JobReport::OTHER_JOBS_NAME));
     drop(r);
 }

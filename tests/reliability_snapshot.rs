@@ -98,9 +98,9 @@ fn no_snapshot_has_fewer_allocations_than_its_finished_runs_imply() {
 
 #[test]
 fn a_mark_never_leaves_out_allocations_of_runs_it_counts_as_finished() {
-    // `mark()` used to read the shared counters, then the threads' pending ones, then the run
-    // counts: a run that finished in between was counted by the mark but its allocations
-    // were not, so `report_since` showed them as new. With every worker stopped before
+    // A mark that read the shared counters, then the threads' pending ones, then the run
+    // counts would count a run that finished in between without its allocations, so
+    // `report_since` would show them as new. With every worker stopped before
     // `report_since`, each run since the mark finished, so its allocations since the mark are
     // at most PER_RUN per run it counts.
     let _wd = reliability::watchdog("consistent marks", 300);

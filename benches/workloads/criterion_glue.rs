@@ -11,7 +11,7 @@ use super::workloads::{process_cpu_time, Case, Spawner};
 
 /// What a benchmark measures, chosen at run time with `BENCH_CLOCK`:
 ///
-/// * `wall` (default): wall time, as the targets are stated;
+/// * `wall` (default): wall time, as BENCHMARKS.md states the targets;
 /// * `cpu`: CPU time of the whole process (all threads, user + system). On a machine shared
 ///   with other work, wall time includes whatever time the scheduler gave to other processes;
 ///   CPU time does not, so ratios stay stable under load. For the `threads` workloads it sums

@@ -14,9 +14,9 @@ use std::hint::black_box;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-/// Full-size parameters (the issue's workloads).
+/// Full-size parameters (the workloads BENCHMARKS.md reports).
 pub const CHURN_ITERS: usize = 400_000;
-/// 3,000,000 integers, as the issue specifies.
+/// Integers in one `job` run.
 pub const JOB_INTS: usize = 3_000_000;
 /// Blocks sent through channels in the `threads` workloads (split over the pairs).
 pub const THREAD_MSGS: usize = 400_000;
@@ -81,7 +81,7 @@ pub fn churn(iters: usize) -> u64 {
     sum.wrapping_add(map.len() as u64)
 }
 
-/// The batch job of the issue: `n` pseudo-random integers in 1..=1000 rendered to `String`s,
+/// The batch job: `n` pseudo-random integers in 1..=1000 rendered to `String`s,
 /// joined with `_`, split, parsed back and summed.
 pub fn job(n: usize) -> u64 {
     let mut rng = Rng::new(42);
@@ -174,7 +174,7 @@ pub struct Case {
     pub run: fn(Spawner) -> u64,
 }
 
-/// The issue's workloads at full size.
+/// The workloads at full size.
 pub const FULL: &[Case] = &[
     Case {
         name: "churn",

@@ -10,10 +10,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use allocscope::timeline::TimelineOptions;
+use allocscope::TimelineOptions;
 use allocscope::{
     CallsiteOrder, DiffTextOptions, FlameMetric, FlameOptions, Report, SortBy, TextOptions,
-    DEFAULT_FLAG_OBJECTS_PER_RUN,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -57,7 +56,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Sort::Retained)]
         sort: Sort,
         /// Flag jobs whose runs allocate more than N objects per run on average.
-        #[arg(long, value_name = "N", default_value_t = DEFAULT_FLAG_OBJECTS_PER_RUN)]
+        #[arg(long, value_name = "N", default_value_t = TextOptions::DEFAULT_FLAG_OBJECTS_PER_RUN)]
         flag_objects_per_run: u64,
     },
     /// Draw the memory-over-time chart (RSS, live heap, top jobs, run markers) as SVG.

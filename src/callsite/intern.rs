@@ -51,6 +51,8 @@ pub(crate) struct SiteEntry {
     pub stack: AtomicU32,
     pub ready: AtomicBool,
     pub estimated: AtomicBool,
+    /// The site's ring of live figures by run (`callsite::ages`), 0 until its first block.
+    pub ring: AtomicU32,
     pub alloc_objects: AtomicU64,
     pub alloc_bytes: AtomicU64,
     pub free_objects: AtomicU64,
@@ -64,6 +66,8 @@ pub(crate) struct SiteEntry {
 /// Fixed-point unit of one object in site counters.
 pub(crate) const OBJ_ONE: u64 = 1 << 16;
 
+const _: () = assert!(core::mem::size_of::<SiteEntry>() == 64);
+
 static SITES: [SiteEntry; SITE_CAP] = [const {
     SiteEntry {
         key: AtomicU64::new(0),
@@ -71,6 +75,7 @@ static SITES: [SiteEntry; SITE_CAP] = [const {
         stack: AtomicU32::new(0),
         ready: AtomicBool::new(false),
         estimated: AtomicBool::new(false),
+        ring: AtomicU32::new(0),
         alloc_objects: AtomicU64::new(0),
         alloc_bytes: AtomicU64::new(0),
         free_objects: AtomicU64::new(0),
@@ -208,11 +213,12 @@ pub(crate) fn weighted(size: u64, weight: f32) -> (u64, u64) {
     )
 }
 
-/// Charges an allocation to a site.
+/// Charges an allocation of run `run` (token) to a site.
 #[inline]
-pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
+pub(crate) fn site_alloc(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
+    super::ages::on_alloc(s, run, o, b);
     s.alloc_objects.fetch_add(o, Relaxed);
     let live = s
         .alloc_bytes
@@ -228,13 +234,14 @@ pub(crate) fn site_alloc(id: u32, size: u64, weight: f32) {
     }
 }
 
-/// Charges a free back to the site that allocated the block. Out of line: it is reached only
+/// Charges a free of a block of run `run` (token) back to the site that allocated it. Out of line: it is reached only
 /// for blocks that have a site, and inlining its floating point into every `dealloc` cost
 /// registers (saved and restored on every free) in the common case without a site.
 #[inline(never)]
-pub(crate) fn site_free(id: u32, size: u64, weight: f32) {
+pub(crate) fn site_free(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
+    super::ages::on_free(s, run, o, b);
     s.free_objects.fetch_add(o, Relaxed);
     s.free_bytes.fetch_add(b, Relaxed);
 }

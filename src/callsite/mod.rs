@@ -7,10 +7,12 @@
 //!   libgcc's unwinder as the last resort (threads without a counter slot, alternate signal
 //!   stacks, unsupported targets).
 //! * [`intern`] stores each distinct stack once, and each (path, stack) pair as a **site** with
-//!   its own counters, in lock-free fixed-capacity tables, so the hot path takes no lock.
+//!   its own counters, in lock-free fixed-capacity tables, so the hot path takes no lock;
+//!   [`ages`] keeps each site's live figures apart by the run of its job that allocated them.
 //! * Symbolization (instruction pointers to function/file/line) happens at report time, in
 //!   `report::symbolize`: nothing here resolves symbols.
 
+pub(crate) mod ages;
 pub(crate) mod cached;
 pub(crate) mod capture;
 pub(crate) mod intern;
@@ -22,7 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 
-pub use crate::model::{StackMode, DEFAULT_SAMPLE_BYTES};
+pub use crate::model::StackMode;
+pub(crate) use crate::model::DEFAULT_SAMPLE_BYTES;
 pub(crate) use crate::model::{MODE_EVERY, MODE_OFF};
 
 /// `MODE_OFF`, `MODE_EVERY`, n ≥ 2 = sampled with mean n. Read on every allocation.

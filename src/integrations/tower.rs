@@ -282,7 +282,7 @@ impl<B: Body> Body for ScopeBody<B> {
 fn begin_run<N: AsRef<str>>(name: impl FnOnce() -> N) -> OwnedRun {
     thread::untracked(|| {
         let name = name();
-        OwnedRun::begin(name.as_ref(), thread::current_context())
+        OwnedRun::begin(name.as_ref(), crate::scope::context())
     })
 }
 

@@ -23,6 +23,17 @@
 //!   so they cost a few nanoseconds; only spans that may be selected look up their extensions.
 //! * Enters and exits are stacked per thread; an exit out of order (guards dropped out of
 //!   order) restores the right scope when the last of them exits.
+//! * A span's run finishes once, when the span closes. A thread still inside the span's scope
+//!   then (its guard forgotten with `std::mem::forget(span.enter())`, or the span exited on
+//!   another thread with `Dispatch::exit`) is restored to the scope it had before entering
+//!   the span: at once if the span closes on that thread (before the run finishes, so the
+//!   run's figures include that thread's), otherwise at that thread's next scope operation —
+//!   entering, exiting, creating or closing a selected span, `track_scope`,
+//!   `ScopeHandle::enter` (so any tracked future's poll), `current_scope()`. Between the close
+//!   and that operation its allocations are charged to the closed span's job (not to the
+//!   finished run): the allocation path does not check. Figures that thread had not flushed
+//!   when the run finished go to the job's totals, not to the run's. A span whose run was not
+//!   measured (the run table full, see `TrackerStats`) is not detected this way.
 //! * Once installed, the layer counts the spans it has seen and selected, and the span
 //!   callsites its rules match (`sources`): reports say when it selected none or far fewer
 //!   than it has seen, and when a level filter disables the spans it would select.
@@ -40,7 +51,8 @@ use ::tracing_subscriber::layer::Context;
 use ::tracing_subscriber::registry::LookupSpan;
 use ::tracing_subscriber::Layer;
 
-use crate::scope::OwnedRun;
+use crate::registry;
+use crate::scope::{self, OwnedRun};
 use crate::sources::{self, SpanLayerStats, Verbosity};
 use crate::thread::{self, untracked};
 
@@ -369,9 +381,54 @@ impl Visit for FieldValue<'_> {
     }
 }
 
+/// One selected span entered on this thread.
+#[derive(Clone, Copy)]
+struct Entered {
+    /// The span's id.
+    id: u64,
+    /// The context entering it set (path, run token or 0).
+    ctx: (u32, u32),
+    /// The context to restore when it is exited (or closes).
+    prev: (u32, u32),
+}
+
 thread_local! {
-    /// Selected spans entered on this thread, innermost last: (span id, context to restore).
-    static ENTERED: RefCell<Vec<(u64, (u32, u32))>> = const { RefCell::new(Vec::new()) };
+    /// Selected spans entered on this thread, innermost last.
+    static ENTERED: RefCell<Vec<Entered>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Leaves the scopes of finished spans this thread is still inside: while the innermost
+/// entered span is the thread's current context and `finished` says so, pops it and restores
+/// the context it replaced (one switch for all of them). An entry below a live one waits until
+/// that one exits.
+fn leave_finished(stack: &mut Vec<Entered>, finished: impl Fn(&Entered) -> bool) {
+    let mut current = thread::current_context();
+    let mut target = None;
+    while let Some(top) = stack.last() {
+        if top.ctx != current || !finished(top) {
+            break;
+        }
+        current = top.prev;
+        target = Some(top.prev);
+        stack.pop();
+    }
+    if let Some((path, run)) = target {
+        thread::switch_context(path, run);
+    }
+}
+
+/// Whether an entered span's run has finished (the span closed).
+fn closed(e: &Entered) -> bool {
+    e.ctx.1 != 0 && !registry::run_active(e.ctx.1)
+}
+
+/// The hook `scope::context` calls when this thread's run has finished: leave closed spans.
+fn leave_closed_spans() {
+    let _ = ENTERED.try_with(|stack| {
+        if let Ok(mut stack) = stack.try_borrow_mut() {
+            leave_finished(&mut stack, closed);
+        }
+    });
 }
 
 impl<S> Layer<S> for ScopeLayer
@@ -379,6 +436,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_layer(&mut self, _subscriber: &mut S) {
+        scope::set_leave_finished(leave_closed_spans);
         if self.stats.is_none() {
             untracked(|| {
                 let stats = Arc::new(SpanLayerStats::new(self.rules_text(), max_level));
@@ -432,7 +490,7 @@ where
                     .skip(1)
                     .find_map(|s| s.extensions().get::<SpanRun>().map(|r| r.0.handle()))
             };
-            let parent = parent.map_or_else(thread::current_context, |h| h.parts());
+            let parent = parent.map_or_else(scope::context, |h| h.parts());
             let run = OwnedRun::begin(&self.job_name(attrs, &span), parent);
             span.extensions_mut().insert(SpanRun(run));
             self.filter_slot(id).fetch_add(1, Relaxed);
@@ -478,12 +536,17 @@ impl ScopeLayer {
             let Ok(mut stack) = stack.try_borrow_mut() else {
                 return;
             };
+            leave_finished(&mut stack, closed);
             if stack.len() == stack.capacity() {
                 untracked(|| stack.reserve(8));
             }
             // Switch only once the push cannot allocate (it would be charged to the span).
             let prev = handle.enter_guard().into_previous();
-            stack.push((id.into_u64(), prev));
+            stack.push(Entered {
+                id: id.into_u64(),
+                ctx: thread::current_context(),
+                prev,
+            });
         });
     }
 
@@ -499,7 +562,18 @@ impl ScopeLayer {
         drop(span);
         if let Some(SpanRun(run)) = run {
             self.filter_slot(&id).fetch_sub(1, Relaxed);
+            // Still inside it on this thread (a forgotten guard): leave first, so this
+            // thread's figures are flushed into the run before it finishes.
+            let (span_id, token) = (id.into_u64(), run.handle().parts().1);
+            let _ = ENTERED.try_with(|stack| {
+                if let Ok(mut stack) = stack.try_borrow_mut() {
+                    leave_finished(&mut stack, |e| {
+                        (e.id == span_id && e.ctx.1 == token) || closed(e)
+                    });
+                }
+            });
             drop(run); // finishes the run (as panicked during unwinding)
+            leave_closed_spans();
         }
     }
 }
@@ -513,15 +587,18 @@ fn exit_slow(id: &Id) {
         let Ok(mut stack) = stack.try_borrow_mut() else {
             return;
         };
-        let Some(pos) = stack.iter().rposition(|e| e.0 == id) else {
+        let Some(pos) = stack.iter().rposition(|e| e.id == id) else {
+            leave_finished(&mut stack, closed);
             return;
         };
-        let (_, prev) = stack.remove(pos);
+        let Entered { prev, .. } = stack.remove(pos);
         if pos == stack.len() {
             thread::switch_context(prev.0, prev.1);
         } else {
             // Exited out of order: the entry above it now restores what this one would.
-            stack[pos].1 = prev;
+            stack[pos].prev = prev;
         }
+        // A closed span under the one exited is left now.
+        leave_finished(&mut stack, closed);
     });
 }

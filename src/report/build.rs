@@ -69,6 +69,8 @@ pub(crate) struct Site {
     pub(crate) retained: Usage,
     pub(crate) peak_bytes: u64,
     pub(crate) estimated: bool,
+    /// `retained` by age of the run that allocated it (`CallsiteReport::retained_by_age`).
+    pub(crate) ages: [Usage; 6],
 }
 
 /// The callsites of a snapshot, grouped and in report order, with the stack table (locked)
@@ -99,7 +101,7 @@ pub(crate) fn figures_and_sites() -> (Report, Sites) {
     let snap = Snapshot::take();
     // The report first: it takes the stack table's lock for a moment, which `Sites` holds.
     let report = build_with(&snap, false);
-    let sites = grouped_stacks(|path| snap.scope_names(path));
+    let sites = grouped_stacks(&snap, |path| snap.scope_names(path));
     (report, sites)
 }
 
@@ -108,7 +110,11 @@ pub(crate) fn figures_and_sites() -> (Report, Sites) {
 /// report order** ([`sort_callsites`]). Stacks are looked up in the stack table
 /// (`stacks.rs`), which symbolizes each stack once in the process's life: a repeated report
 /// with nothing new to symbolize only reads counters and sorts integers.
-pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Sites {
+pub(crate) fn grouped_stacks(
+    snap: &Snapshot,
+    scope_of: impl Fn(u32) -> Option<Vec<String>>,
+) -> Sites {
+    let mut ages = SiteAges::new(snap);
     let mut table = stacks::table();
     let mut scopes: HashMap<u32, Option<Vec<String>>> = HashMap::new();
     let mut groups: HashMap<(u32, u32), usize> = HashMap::new();
@@ -136,6 +142,7 @@ pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> S
             fixed_to_objects(ao.saturating_sub(fo)),
             ab.saturating_sub(fb),
         );
+        let by_age = ages.of(s, path, ao.saturating_sub(fo), retained);
         let stack = table.stack_of(s.stack.load(Relaxed));
         let i = *groups.entry((path, stack)).or_insert_with(|| {
             accs.push(Site {
@@ -145,6 +152,7 @@ pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> S
                 retained: Usage::default(),
                 peak_bytes: 0,
                 estimated: false,
+                ages: [Usage::default(); 6],
             });
             accs.len() - 1
         });
@@ -155,6 +163,9 @@ pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> S
             .peak_bytes
             .saturating_add(s.peak_bytes.load(Relaxed).max(retained.bytes));
         acc.estimated |= s.estimated.load(Relaxed);
+        for (a, b) in acc.ages.iter_mut().zip(by_age) {
+            *a += b;
+        }
     }
     // The order of `sort_callsites`, on integers: scopes ranked by their names, stacks by
     // their frames (the table's ranks).
@@ -187,8 +198,11 @@ pub(crate) fn grouped_stacks(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> S
 
 /// [`grouped_stacks`] as callsite reports (each path's with the path id), copying out the
 /// frames (shared strings: no frame text is copied).
-fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, CallsiteReport)> {
-    let sites = grouped_stacks(scope_of);
+fn grouped_sites(
+    snap: &Snapshot,
+    scope_of: impl Fn(u32) -> Option<Vec<String>>,
+) -> Vec<(u32, CallsiteReport)> {
+    let sites = grouped_stacks(snap, scope_of);
     sites
         .list
         .iter()
@@ -200,6 +214,7 @@ fn grouped_sites(scope_of: impl Fn(u32) -> Option<Vec<String>>) -> Vec<(u32, Cal
                 retained: acc.retained,
                 peak_bytes: acc.peak_bytes,
                 estimated: acc.estimated,
+                retained_by_age: acc.ages,
             };
             (acc.path, c)
         })
@@ -226,7 +241,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
     // the paths it is on.
     let mut by_job: Vec<Vec<CallsiteReport>> = vec![Vec::new(); snap.jobs.len()];
     let grouped = if full {
-        grouped_sites(|path| snap.scope_names(path))
+        grouped_sites(snap, |path| snap.scope_names(path))
     } else {
         Vec::new()
     };
@@ -374,7 +389,7 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
     untracked(|| {
         let snap = Snapshot::take();
         let job = snap.job_id(name)?;
-        let callsites: Vec<CallsiteReport> = grouped_sites(|path| {
+        let callsites: Vec<CallsiteReport> = grouped_sites(&snap, |path| {
             let chain = snap.chains.get(path as usize)?;
             chain
                 .contains(&job)
@@ -386,6 +401,123 @@ pub(crate) fn job_snapshot(name: &str) -> Option<(Usage, Vec<CallsiteReport>)> {
         .collect();
         Some((snap.rollup.inclusive[job as usize].retained(), callsites))
     })
+}
+
+/// Reads sites' figures by age of run (`callsite::ages`), per job: the job's finished runs
+/// (the snapshot's count), its start count, and its ledger's start number → run number map.
+struct SiteAges<'a> {
+    snap: &'a Snapshot,
+    jobs: HashMap<u32, JobRuns>,
+}
+
+/// What maps one job's ring tags to ages.
+struct JobRuns {
+    finished: u64,
+    started: u64,
+    /// Start number → run number, for the finished runs in the job's ledger.
+    numbers: HashMap<u64, u64>,
+}
+
+impl<'a> SiteAges<'a> {
+    fn new(snap: &'a Snapshot) -> Self {
+        SiteAges {
+            snap,
+            jobs: HashMap::new(),
+        }
+    }
+
+    /// Site `s`'s live figures (`live_fx`: fixed-point objects; `retained`: the site's, as
+    /// reported) by age bucket: each ring entry of a run among the newest 16 finished (or in
+    /// progress) in its bucket, the rest in the oldest. The buckets sum to `retained`; a ring
+    /// read ahead of the counters (blocks allocated in between) is trimmed from the youngest
+    /// bucket. All zero for an unscoped site.
+    fn of(
+        &mut self,
+        s: &intern::SiteEntry,
+        path: u32,
+        live_fx: u64,
+        retained: Usage,
+    ) -> [Usage; 6] {
+        let mut out = [Usage::default(); 6];
+        let Some(&job) = self.snap.chains.get(path as usize).and_then(|c| c.last()) else {
+            return out;
+        };
+        let Some(ring) = callsite::ages::read(s) else {
+            out[5] = retained;
+            return out;
+        };
+        let snap = self.snap;
+        let runs = self.jobs.entry(job).or_insert_with(|| {
+            let finished = snap.runs.get(job as usize).map_or(0, |r| r.finished);
+            let started = snap
+                .jobs
+                .get(job as usize)
+                .map_or(0, |j| j.started.load(Acquire));
+            let numbers = registry::job_holdings(job, finished, &snap.ledger_pending)
+                .iter()
+                .map(|h| (h.seq, h.run))
+                .collect();
+            JobRuns {
+                finished,
+                started,
+                numbers,
+            }
+        });
+        // Fixed-point objects and bytes per bucket, young ones from the ring.
+        let mut fx = [0u64; 5];
+        let mut bytes = [0u64; 5];
+        for (i, entry) in ring.iter().enumerate() {
+            for (k, &(tag, count)) in entry.iter().enumerate() {
+                if count == 0 {
+                    continue;
+                }
+                let Some(age) = runs.age(i, tag) else {
+                    continue;
+                };
+                let b = CallsiteReport::age_bucket(age);
+                if b < 5 {
+                    let sum = if k == 0 { &mut fx[b] } else { &mut bytes[b] };
+                    *sum = sum.saturating_add(count);
+                }
+            }
+        }
+        // Never more than the site's live figures (a ring read after newer allocations).
+        let (mut fx_left, mut bytes_left) = (live_fx, retained.bytes);
+        for b in (0..5).rev() {
+            fx[b] = fx[b].min(fx_left);
+            fx_left -= fx[b];
+            bytes[b] = bytes[b].min(bytes_left);
+            bytes_left -= bytes[b];
+        }
+        let mut objects_left = retained.objects;
+        for b in (0..5).rev() {
+            let objects = fixed_to_objects(fx[b]).min(objects_left);
+            objects_left -= objects;
+            out[b] = Usage::new(objects, bytes[b]);
+        }
+        out[5] = Usage::new(objects_left, bytes_left);
+        out
+    }
+}
+
+impl JobRuns {
+    /// The age (runs since, 0 for a run in progress) of the run whose ring entry `index` is
+    /// tagged `tag`; `None` for a run older than the ledger's window.
+    fn age(&self, index: usize, tag: u64) -> Option<u64> {
+        // A run started after `started` was read (its blocks allocated meanwhile): in progress.
+        let ahead = tag.wrapping_sub(self.started) & 0xFFFF;
+        if ahead != 0 && ahead <= callsite::ages::RING as u64 * 32 {
+            return Some(0);
+        }
+        let seq = callsite::ages::seq_of(index, tag, self.started)?;
+        match self.numbers.get(&seq) {
+            Some(&run) => Some(self.finished.saturating_sub(run)),
+            // Not among the finished runs of the window: a run in progress if it started
+            // among the last `RING` (older ones are out of the ring's reach).
+            None if self.started - seq < callsite::ages::RING as u64 => Some(0),
+            None => None,
+        }
+    }
 }
 
 /// Job `job`'s retained figures split by run of origin (the registry's ledger, read now), the

@@ -56,6 +56,7 @@ impl Change {
 
 /// How one callsite (a stack in a scope) changed between two reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CallsiteDiff {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
     pub scope: Vec<String>,
@@ -87,6 +88,7 @@ impl CallsiteDiff {
 
 /// How one job changed between two reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobDiff {
     /// The job's name.
     pub name: String,
@@ -112,7 +114,7 @@ pub struct JobDiff {
     /// The job's callsites (inclusive of nested jobs), by retained growth, largest first.
     pub callsites: Vec<CallsiteDiff>,
     /// The change in what the job retains by age of the run that allocated it, in the
-    /// buckets of [`AGE_BUCKETS`](super::AGE_BUCKETS) (runs since each report's newest
+    /// buckets of [`AGE_BUCKETS`](crate::JobReport::AGE_BUCKETS) (runs since each report's newest
     /// finished run; see [`JobReport::retained_by_age`]): a leak grows the old buckets, a
     /// replaced result only the newest. All zero when neither report has the split.
     #[serde(default, skip_serializing_if = "no_change")]
@@ -125,6 +127,7 @@ pub struct JobDiff {
 /// The difference between two reports: per job and per callsite, the change in retained
 /// objects and bytes, largest growth first. Made by [`Report::diff`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ReportDiff {
     /// When the older report was taken (ms since the Unix epoch).
     pub older_timestamp_unix_ms: u64,

@@ -30,7 +30,7 @@ use crate::error::Error;
 use crate::model::Utc;
 use crate::thread::untracked;
 
-pub use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
+use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
 
 /// Every dump file's name starts with this (and ends with `.json`); pruning touches only
 /// such files.
@@ -226,12 +226,21 @@ pub struct AutoDump {
     /// A finished run is dumped when it still held at least this many bytes when it finished
     /// ([`RunReport::retained_at_finish`]). 0 dumps after every run.
     pub threshold_bytes: u64,
-    /// Dumps kept in the folder (1 to [`MAX_DUMPS_LIMIT`]); after each dump, the oldest
+    /// Dumps kept in the folder (1 to [`MAX_DUMPS_LIMIT`](Self::MAX_DUMPS_LIMIT)); after each
+    /// dump, the oldest
     /// `allocscope-*.json` files beyond it are removed.
     pub max_files: usize,
 }
 
 impl AutoDump {
+    /// The default [`threshold_bytes`](Self::threshold_bytes): 1 MiB.
+    pub const DEFAULT_THRESHOLD: u64 = DEFAULT_DUMP_THRESHOLD;
+    /// The default [`max_files`](Self::max_files): the 20 newest dumps are kept.
+    pub const DEFAULT_MAX_DUMPS: usize = DEFAULT_MAX_DUMPS;
+    /// The most dumps a folder may keep (`max_files` and `ALLOCSCOPE_DUMP_KEEP` are clamped
+    /// to it).
+    pub const MAX_DUMPS_LIMIT: usize = MAX_DUMPS_LIMIT;
+
     /// Dumps to `dir`, with the default threshold (1 MiB) and the 20 newest files kept.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         AutoDump {
@@ -247,7 +256,8 @@ impl AutoDump {
         self
     }
 
-    /// The same settings keeping `files` dumps (clamped to 1..=[`MAX_DUMPS_LIMIT`]).
+    /// The same settings keeping `files` dumps (clamped to
+    /// 1..=[`MAX_DUMPS_LIMIT`](Self::MAX_DUMPS_LIMIT)).
     pub fn max_files(mut self, files: usize) -> Self {
         self.max_files = files;
         self
@@ -301,10 +311,13 @@ pub fn auto_dump() -> Option<AutoDump> {
     untracked(|| CONFIG.read().clone())
 }
 
-/// Writes a final report when automatic dumps are on; call it at the end of `main`.
+/// The exit dump of automatic dumps: writes one last report
+/// (`allocscope-<time>-p<pid>-exit.json`) to the dump folder when automatic dumps are on
+/// ([`set_auto_dump`], `ALLOCSCOPE_DIR`); call it at the end of `main`.
 ///
 /// Returns the file written, or `None` when dumps are off. Unlike the dumps after each run,
-/// this one is written whatever the threshold.
+/// this one is written whatever the threshold. It changes no setting and stops nothing (the
+/// sampler, the live endpoint and later dumps go on); it may be called more than once.
 pub fn finish() -> Result<Option<PathBuf>, Error> {
     let Some(config) = auto_dump() else {
         return Ok(None);

@@ -16,7 +16,7 @@
 //! 2. Names in parentheses are reserved for allocscope's own pseudo-frames: `(unscoped)`
 //!    (memory allocated outside any scope) and `(no frames)`. A job named `(unscoped)` is
 //!    shown as `"(unscoped)"`, so it never merges with real unscoped memory. The registry's
-//!    overflow job [`OTHER_JOBS_NAME`](crate::OTHER_JOBS_NAME) is shown as it is: it *is* one
+//!    overflow job [`OTHER_JOBS_NAME`](crate::JobReport::OTHER_JOBS_NAME) is shown as it is: it *is* one
 //!    job in the registry, whoever names it.
 //! 3. **XML** (SVG, HTML): [`xml_escape`] escapes `& < > " '` and writes every character XML 1.0
 //!    forbids or discourages (C0 controls but tab, newline and carriage return; DEL and C1

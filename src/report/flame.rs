@@ -101,6 +101,14 @@ pub struct FlameOptions {
     /// (default `false`: they are folded away, "just my code"; the CLI's `--keep-std`). Library
     /// frames at either end of a stack are always kept.
     pub keep_std: bool,
+    /// Draw only retained memory allocated at least this many runs ago (default 0: all),
+    /// from each callsite's [`retained_by_age`](crate::CallsiteReport::retained_by_age): the
+    /// buckets 0, 1, 2–3, 4–7, 8–15, 16+ whose every age is `min_age` or more (3 counts as 4).
+    /// A job's old memory by stack — the leak's stacks — apart from the current run's working
+    /// set. Applies to the retained metrics (allocated figures have no age); callsites
+    /// without ages (stacks sampled before ages were kept, older files) draw nothing then.
+    /// The CLI's `--min-age`, the live endpoint's `min_age=`.
+    pub min_age: u64,
     /// Label SVG frames with full function names (default `false`: generic arguments are
     /// stripped from labels; the tooltip always has the full name). Folded stacks always have
     /// full names.
@@ -118,6 +126,7 @@ impl Default for FlameOptions {
             include_unscoped: true,
             keep_std: false,
             full_names: false,
+            min_age: 0,
         }
     }
 }
@@ -137,11 +146,47 @@ impl FlameOptions {
         self
     }
 
+    /// The same options drawing only memory at least `runs` runs old (see
+    /// [`min_age`](Self::min_age)).
+    pub fn min_age(mut self, runs: u64) -> Self {
+        self.min_age = runs;
+        self
+    }
+
     /// The same options without unscoped memory (see
     /// [`include_unscoped`](Self::include_unscoped)).
     pub fn without_unscoped(mut self) -> Self {
         self.include_unscoped = false;
         self
+    }
+
+    /// The youngest age drawn when [`min_age`](Self::min_age) selects old memory of a retained
+    /// metric: the start of the first bucket it keeps.
+    pub(crate) fn age_start(&self) -> Option<u64> {
+        if self.min_age == 0
+            || !matches!(
+                self.metric,
+                FlameMetric::RetainedBytes | FlameMetric::RetainedObjects
+            )
+        {
+            return None;
+        }
+        Some(
+            crate::report::CALLSITE_AGE_STARTS
+                .iter()
+                .copied()
+                .find(|&s| s >= self.min_age)
+                .unwrap_or(u64::MAX),
+        )
+    }
+
+    /// A callsite's width in the graph: the metric, of old memory only with `min_age`.
+    pub(crate) fn value(&self, c: &CallsiteReport) -> u64 {
+        match (self.age_start(), self.metric) {
+            (Some(_), FlameMetric::RetainedBytes) => c.retained_aged(self.min_age).bytes,
+            (Some(_), FlameMetric::RetainedObjects) => c.retained_aged(self.min_age).objects,
+            _ => self.metric.value(c),
+        }
     }
 
     /// Whether a callsite of `scope` belongs in the graph.
@@ -152,7 +197,10 @@ impl FlameOptions {
     /// The title: the one given (made XML-safe by the renderer), or the job and what widths
     /// measure (`prefix` before the metric: `"change in "` for diffs).
     pub(crate) fn title_or(&self, prefix: &str) -> String {
-        let what = self.metric.describe();
+        let mut what = self.metric.describe().to_string();
+        if let Some(start) = self.age_start() {
+            what = format!("{what} allocated {start}+ runs ago");
+        }
         self.title.clone().unwrap_or_else(|| match &self.job {
             Some(job) => format!("{}: {prefix}{what}", job_display_name(job)),
             None if !self.include_unscoped => {
@@ -299,7 +347,7 @@ impl Report {
         };
         let mut lines: BTreeMap<String, u128> = BTreeMap::new();
         for c in sites.iter().filter(|c| opts.keeps(&c.scope)) {
-            let weight = opts.metric.value(c);
+            let weight = opts.value(c);
             if weight == 0 {
                 continue;
             }

@@ -633,6 +633,7 @@ mod tests {
                 },
                 peak_bytes: 0,
                 estimated: false,
+                retained_by_age: Default::default(),
             }
         };
         let mut out = String::new();
@@ -680,6 +681,7 @@ mod tests {
             retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,
             estimated,
+            retained_by_age: Default::default(),
         };
         let mut out = String::new();
         callsite_rows(&mut out, &[site(512 << 10, true), site(2048, false)]);

@@ -31,10 +31,7 @@ pub(crate) use build::report_figures;
 pub(crate) use build::{job_counters_now, job_snapshot};
 pub use diagnose::Diagnostic;
 pub use diff::{CallsiteDiff, Change, DiffTextOptions, JobDiff, ReportDiff};
-pub use dump::{
-    auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump, DEFAULT_DUMP_THRESHOLD,
-    DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT,
-};
+pub use dump::{auto_dump, finish, set_auto_dump, set_dump_dir, AutoDump};
 pub use escape::{job_display_name, job_name_from_display};
 #[cfg(feature = "http")]
 pub(crate) use export::{live_pprof, PprofDefault};
@@ -56,18 +53,20 @@ use crate::model::StackMode;
 pub use crate::model::{Frame, RunReport, SharedStr, Usage};
 
 /// The value of the top-level `"format"` field of every report.
-pub const FORMAT: &str = "allocscope";
+pub(crate) const FORMAT: &str = "allocscope";
 /// The report format version this build writes (and the newest it reads). Version 2 added the
 /// process memory, the timeline, run events and trends; version-1 files still read (those
 /// fields take their defaults: zeros, empty lists, trends "not enough runs").
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 /// The oldest report format version this build reads.
-pub const OLDEST_VERSION: u32 = 1;
+pub(crate) const OLDEST_VERSION: u32 = 1;
 
 /// Memory attributed to one stack in one scope.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CallsiteReport {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
+    #[serde(deserialize_with = "crate::model::read_job_names")]
     pub scope: Vec<String>,
     /// The stack, innermost (the code that asked for memory) first. In the JSON of
     /// [`Report::to_json`] / [`Report::write_json`], an index into the report's stack table.
@@ -87,19 +86,78 @@ pub struct CallsiteReport {
     pub peak_bytes: u64,
     /// `true` when the figures are estimates from sampled stacks, `false` when exact.
     pub estimated: bool,
+    /// What this callsite retains by age of the run of its job that allocated it, in the
+    /// buckets of [`AGE_BUCKETS`](Self::AGE_BUCKETS) (runs since: 0, 1, 2–3, 4–7, 8–15, 16+): age 0 is
+    /// the job's newest finished run and its runs in progress, 16+ also holds blocks of no run
+    /// (a scope entered after its run finished). The six sum to `retained` exactly. The job is
+    /// the innermost one of [`scope`](Self::scope). All zero for unscoped callsites, when
+    /// stacks are off, and in files written before the field existed (left out of the JSON
+    /// then).
+    #[serde(default, skip_serializing_if = "ages_unknown")]
+    pub retained_by_age: [Usage; 6],
+}
+
+/// Age buckets of [`CallsiteReport::retained_by_age`], in runs since the run that allocated a
+/// block (0 = the job's newest finished run, or one in progress).
+pub(crate) const CALLSITE_AGE_BUCKETS: [&str; 6] = ["0", "1", "2-3", "4-7", "8-15", "16+"];
+/// The youngest age (in runs) of each of [`CALLSITE_AGE_BUCKETS`].
+pub(crate) const CALLSITE_AGE_STARTS: [u64; 6] = [0, 1, 2, 4, 8, 16];
+
+fn ages_unknown(ages: &[Usage; 6]) -> bool {
+    ages.iter().all(Usage::is_zero)
 }
 
 impl CallsiteReport {
+    /// Age buckets of [`retained_by_age`](Self::retained_by_age), in runs since the run that
+    /// allocated a block (0 = the job's newest finished run, or one in progress).
+    pub const AGE_BUCKETS: [&'static str; 6] = CALLSITE_AGE_BUCKETS;
+    /// The youngest age (in runs) of each of [`AGE_BUCKETS`](Self::AGE_BUCKETS).
+    pub const AGE_STARTS: [u64; 6] = CALLSITE_AGE_STARTS;
+
     /// The first frame's function name, or `"?"`.
     pub fn top_function(&self) -> &str {
         self.frames.first().map_or("?", |f| f.function.as_str())
     }
+
+    /// The bucket of [`AGE_BUCKETS`](Self::AGE_BUCKETS) that an age of `runs` falls in.
+    pub fn age_bucket(runs: u64) -> usize {
+        CALLSITE_AGE_STARTS
+            .iter()
+            .rposition(|&start| runs >= start)
+            .unwrap_or(0)
+    }
+
+    /// What this callsite retains from runs at least `min_age` runs old: the buckets whose
+    /// every age is `min_age` or more (an age between bucket starts rounds up to the next
+    /// start: 3 means 4 or more). `retained` for 0; zero when the ages are unknown.
+    pub fn retained_aged(&self, min_age: u64) -> Usage {
+        if min_age == 0 {
+            return self.retained;
+        }
+        CALLSITE_AGE_STARTS
+            .iter()
+            .zip(&self.retained_by_age)
+            .filter(|(&start, _)| start >= min_age)
+            .fold(Usage::default(), |a, (_, &u)| {
+                Usage::new(
+                    a.objects.saturating_add(u.objects),
+                    a.bytes.saturating_add(u.bytes),
+                )
+            })
+    }
+
+    /// Whether this callsite's figures are split by age ([`retained_by_age`](Self::retained_by_age)).
+    pub fn has_ages(&self) -> bool {
+        !ages_unknown(&self.retained_by_age)
+    }
 }
 
 /// Everything known about one job.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobReport {
-    /// The job's name.
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES)).
+    #[serde(deserialize_with = "crate::model::read_job_name")]
     pub name: String,
     /// Finished runs.
     pub runs: u64,
@@ -115,7 +173,8 @@ pub struct JobReport {
     pub peak_bytes: u64,
     /// The job's own figures, excluding what nested jobs allocated.
     pub exclusive: Exclusive,
-    /// The most recent finished runs, oldest first (at most 16).
+    /// The most recent finished runs, oldest first (at most
+    /// [`RECENT_RUNS`](Self::RECENT_RUNS)).
     pub recent_runs: Vec<RunReport>,
     /// Callsites of its allocations (inclusive of nested jobs), by retained bytes, largest
     /// first. Empty when stacks are off.
@@ -125,7 +184,7 @@ pub struct JobReport {
     #[serde(default)]
     pub trend: Trend,
     /// What the job retains, split by the run that allocated it: one entry per finished run
-    /// among its last [`LEDGER_RUNS`](crate::LEDGER_RUNS) (64) that still holds something,
+    /// among its last [`LEDGER_RUNS`](Self::LEDGER_RUNS) (64) that still holds something,
     /// oldest first (newest last). A run's blocks freed at any later time, on any thread, are
     /// taken off its entry. Empty in files written before these fields existed.
     #[serde(default)]
@@ -140,9 +199,22 @@ pub struct JobReport {
 /// Age buckets of [`JobReport::retained_by_age`], in runs since the job's newest finished run:
 /// the newest run, the one before, 2–3, 4–7, and 8 or more (with `retained_older`). These are
 /// the `age` label values of `/metrics`' `allocscope_job_retained_bytes`.
-pub const AGE_BUCKETS: [&str; 5] = ["0", "1", "2-3", "4-7", "8+"];
+pub(crate) const AGE_BUCKETS: [&str; 5] = ["0", "1", "2-3", "4-7", "8+"];
 
 impl JobReport {
+    /// Finished runs kept in [`recent_runs`](Self::recent_runs): the last 16.
+    pub const RECENT_RUNS: usize = crate::registry::RECENT_RUNS;
+    /// Finished runs whose retained figures each job keeps apart
+    /// ([`retained_by_run`](Self::retained_by_run)): the last 64.
+    pub const LEDGER_RUNS: usize = crate::registry::LEDGER_RUNS;
+    /// The labels of [`retained_by_age`](Self::retained_by_age)'s buckets, in runs since the
+    /// job's newest finished run (`0`, `1`, `2-3`, `4-7`, `8+`): the `age` label values of
+    /// `/metrics`' `allocscope_job_retained_bytes`.
+    pub const AGE_BUCKETS: [&'static str; 5] = AGE_BUCKETS;
+    /// The job new job names are charged to once the job table is full: `(other jobs)`
+    /// (counted in [`TrackerStats::jobs_overflowed`]).
+    pub const OTHER_JOBS_NAME: &'static str = crate::registry::OTHER_JOBS_NAME;
+
     /// Which runs hold what the job retains, in words, as the text table's AGE column prints
     /// it: `only the latest run`, `runs 1–3`, `27 runs hold 120 KiB each`, `+ older` when runs
     /// beyond the window hold some too, `-` when nothing is held.
@@ -151,7 +223,7 @@ impl JobReport {
     }
 
     /// What the job retains by age of the run that allocated it, in the buckets of
-    /// [`AGE_BUCKETS`]; the last one includes `retained_older`. The five sum to `retained`.
+    /// [`AGE_BUCKETS`](Self::AGE_BUCKETS); the last one includes `retained_older`. The five sum to `retained`.
     pub fn retained_by_age(&self) -> [Usage; 5] {
         let mut out = [Usage::default(); 5];
         let add = |u: &mut Usage, r: Usage| {
@@ -187,6 +259,7 @@ pub struct RunRetained {
 
 /// A job's own figures, without nested jobs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Exclusive {
     /// Allocated directly in this job's scope.
     pub allocated: Usage,
@@ -196,6 +269,7 @@ pub struct Exclusive {
 
 /// Process-wide figures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Totals {
     /// Every block live now (the tracker's own excluded).
     pub live: Usage,
@@ -209,6 +283,7 @@ pub struct Totals {
 
 /// The tracker's own state: its memory and whether any limit was hit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TrackerStats {
     /// Whether a `TrackingAllocator` is the global allocator (if not, all figures are zero).
     pub installed: bool,
@@ -265,13 +340,15 @@ pub struct TrackerStats {
 
 /// A snapshot of what every job allocated and still holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Report {
-    /// Always `"allocscope"`.
+    /// Always `"allocscope"` (the wire format's name; written by `wire`).
     #[serde(skip_serializing_if = "wire::writing")]
-    pub format: String,
-    /// Format version ([`VERSION`]).
+    pub(crate) format: String,
+    /// The wire-format version the report was read from, [`VERSION`] for reports taken in
+    /// this process ([`format_version`](Self::format_version)).
     #[serde(skip_serializing_if = "wire::writing")]
-    pub version: u32,
+    pub(crate) version: u32,
     /// When the report was taken, in milliseconds since the Unix epoch.
     pub timestamp_unix_ms: u64,
     /// The stack mode in effect when the report was taken.
@@ -310,9 +387,43 @@ pub struct Report {
     pub trigger: Option<DumpTrigger>,
 }
 
+impl Default for Report {
+    /// An empty report (no jobs, no callsites, zero figures, the default stack mode), of the
+    /// current format version: a starting point for building one by hand (its fields are
+    /// public; the struct grows, so it has no literal syntax outside this crate).
+    fn default() -> Self {
+        Report {
+            format: FORMAT.to_string(),
+            version: VERSION,
+            timestamp_unix_ms: 0,
+            stack_mode: StackMode::default(),
+            totals: Totals::default(),
+            jobs: Vec::new(),
+            callsites: Vec::new(),
+            tracker: TrackerStats::default(),
+            process: ProcessMemory::default(),
+            timeline: Vec::new(),
+            run_events: Vec::new(),
+            timeline_stats: TimelineStats::default(),
+            diagnostics: Vec::new(),
+            trigger: None,
+        }
+    }
+}
+
 impl Report {
-    /// The job called `name`, if it ran.
+    /// The version of the JSON format this report was read from: 2 for reports taken by this
+    /// build (and files it wrote), 1 for files of the first format (whose memory-over-time
+    /// fields read as zeros and empty lists).
+    pub fn format_version(&self) -> u32 {
+        self.version
+    }
+
+    /// The job called `name`, if it ran. A name longer than
+    /// [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES) finds the job stored under its cut
+    /// form ([`stored_job_name`](crate::stored_job_name)).
     pub fn job(&self, name: &str) -> Option<&JobReport> {
+        let name = &*crate::model::stored_job_name(name);
         self.jobs.iter().find(|j| j.name == name)
     }
 

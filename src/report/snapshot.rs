@@ -162,8 +162,9 @@ impl Snapshot {
             .map_or(registry::OTHER_JOBS_NAME, |j| &j.name)
     }
 
-    /// The job id of `name`, if it ran.
+    /// The job id of `name` (a full name or its stored form), if it ran.
     pub(crate) fn job_id(&self, name: &str) -> Option<u32> {
+        let name = &*crate::model::stored_job_name(name);
         self.jobs
             .iter()
             .position(|j| &*j.name == name)

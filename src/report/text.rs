@@ -151,7 +151,7 @@ impl SortBy {
 
 /// Jobs whose runs allocate more objects than this on average are flagged by default
 /// ([`TextOptions::flag_objects_per_run`]).
-pub const DEFAULT_FLAG_OBJECTS_PER_RUN: u64 = 1_000_000;
+pub(crate) const DEFAULT_FLAG_OBJECTS_PER_RUN: u64 = 1_000_000;
 
 /// Freed-but-kept memory the text advises about: at least this much ...
 const ADVICE_MIN_BYTES: u64 = 16 << 20;
@@ -177,8 +177,14 @@ pub struct TextOptions {
     pub sort: SortBy,
     /// Flag jobs whose runs allocate more than this many objects per run on average
     /// (allocated objects / finished runs), the way APM tools flag allocation-heavy
-    /// transactions; `u64::MAX` turns it off. Default [`DEFAULT_FLAG_OBJECTS_PER_RUN`].
+    /// transactions; `u64::MAX` turns it off. Default
+    /// [`DEFAULT_FLAG_OBJECTS_PER_RUN`](Self::DEFAULT_FLAG_OBJECTS_PER_RUN).
     pub flag_objects_per_run: u64,
+}
+
+impl TextOptions {
+    /// The default [`flag_objects_per_run`](Self::flag_objects_per_run): one million.
+    pub const DEFAULT_FLAG_OBJECTS_PER_RUN: u64 = DEFAULT_FLAG_OBJECTS_PER_RUN;
 }
 
 impl Default for TextOptions {
@@ -788,6 +794,7 @@ mod tests {
             },
             peak_bytes: retained,
             estimated,
+            retained_by_age: Default::default(),
         }
     }
 

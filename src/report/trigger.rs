@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 /// What made a guardrail write a report ([`Report::trigger`](crate::Report::trigger)).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct DumpTrigger {
     /// `memory_above` (the memory line of [`timeline::set_dump_above`](crate::timeline::set_dump_above)
     /// was crossed) or `budget` (a job's [`Budget`](crate::budget::Budget) was exceeded).
@@ -36,8 +37,10 @@ pub struct DumpTrigger {
 /// A job with runs in progress when a report was triggered.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ActiveJob {
     /// The job's name.
+    #[serde(deserialize_with = "crate::model::read_job_name")]
     pub job: String,
     /// Its runs in progress.
     pub active_runs: u64,

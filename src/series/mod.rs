@@ -83,7 +83,7 @@ fn registered() {
 
 /// Records a finished run of job `job` (called by the run-finish path, tracking suspended).
 pub(crate) fn record_run(job: u32, r: &RunReport) {
-    let e = RunEvent::unnamed(r);
+    let e = RunEvent::from(r);
     registered();
     EVENTS.lock().push((job, e));
 }
@@ -94,7 +94,7 @@ pub(crate) fn record_sample(s: RawSample) {
     SAMPLES.lock().push(s);
 }
 
-/// The kept run events (each once, by finish time, with its job's id; unnamed) and the number
+/// The kept run events (each once, by finish time, with its job's id) and the number
 /// of runs ever recorded.
 pub(crate) fn events() -> (Vec<StoredEvent>, u64) {
     registered();

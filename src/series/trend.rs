@@ -83,6 +83,7 @@ impl TrendKind {
 /// [`timeline`](crate::timeline) (and this module's `trend` docs) for the rule and its thresholds).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct Trend {
     /// The verdict.
     pub kind: TrendKind,

@@ -300,7 +300,7 @@ impl MemoryCheck {
                 return Err(untracked(|| CheckFailure::Unmeasured {
                     check: self.name.clone(),
                     test,
-                    job: run.job.clone(),
+                    job: run.job.to_string(),
                 }));
             }
             untracked(|| {
@@ -341,7 +341,7 @@ impl MemoryCheck {
         untracked(|| {
             let figures = Figures {
                 check: self.name.clone(),
-                job: run.job.clone(),
+                job: run.job.to_string(),
                 test,
                 allocated: run.allocated,
                 peak_bytes: run.peak_bytes,
@@ -638,7 +638,7 @@ mod tests {
         };
         Figures {
             check: "x".into(),
-            job: run.job.clone(),
+            job: run.job.to_string(),
             test: "t".into(),
             allocated,
             peak_bytes: peak,

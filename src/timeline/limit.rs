@@ -46,6 +46,7 @@ impl LimitSource {
 /// The memory limit of the process: where the kernel's OOM killer (or a container runtime's
 /// eviction) acts.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MemoryLimit {
     /// The limit in bytes.
     pub bytes: u64,

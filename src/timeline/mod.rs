@@ -8,7 +8,8 @@
 //! this module only runs the sampler thread, which reads through the report's snapshot.
 //!
 //! * **Process memory**: RSS from `/proc/self/statm`, the allocator's free bytes (glibc
-//!   `mallinfo2`), [`release_free_memory`] (glibc `malloc_trim(0)`). Read at every report; the
+//!   `mallinfo2`), [`release_free_memory`](crate::release_free_memory) (glibc
+//!   `malloc_trim(0)`). Read at every report; the
 //!   sampler refreshes glibc's figures at most once per 100× their cost (`mallinfo2` walks
 //!   every free chunk).
 //! * **The sampler** ([`start`], [`stop`], or `ALLOCSCOPE_TIMELINE=500ms|1s|1m`): one
@@ -32,13 +33,15 @@
 //!   stays under 2,048 per N minutes), plus the 64 runs with the largest retained-at-finish
 //!   bytes and the 64 with the largest peak since the process started (leaks and cliffs stay
 //!   visible however old). Runs in none of these sets are counted in
-//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 112 bytes
-//!   = 238 KiB. Events are recorded whether or not the sampler runs.
+//!   [`TimelineStats::run_events_dropped`](crate::TimelineStats). At most 2,176 × 96 bytes
+//!   = 204 KiB (names shared with the job entries). Events are recorded whether or not the sampler runs.
 //! * **Trends**: each job keeps a compact summary of its retained bytes after every run
-//!   (1.3 KiB per job, for any number of runs). The rule and its thresholds: the first
-//!   [`WARMUP_RUNS`] run is warm-up; fewer than [`MIN_RUNS_CONSIDERED`] considered runs → not enough; the last half
-//!   of the runs still growing by more than [`MIN_GROWTH_BYTES`] and 3× its residual noise →
-//!   growing; grown since the warm-up but flat in the last half → saturating; else steady.
+//!   (1.3 KiB per job, for any number of runs). From it a report reads each job's
+//!   [`Trend`](crate::Trend): growing, saturating, steady, or not enough runs (the first
+//!   [`WARMUP_RUNS`] runs are warm-up; at least [`MIN_RUNS_CONSIDERED`] runs after them; a
+//!   growth counts when it exceeds [`MIN_GROWTH_BYTES`] and three times its noise); from the
+//!   retained-by-run ledger, leaking or replaced. Each verdict's rule is on
+//!   [`TrendKind`](crate::TrendKind).
 //! * **The chart** (feature `chart`): `Report::timeline_svg`, drawn with plotters.
 
 mod above;
@@ -52,12 +55,9 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
 use parking_lot::{Condvar, Mutex};
 
 pub use crate::config::MemoryLine;
-pub use crate::report::release_free_memory;
-#[cfg(feature = "chart")]
-pub use crate::report::TimelineOptions;
 pub use crate::series::{
-    MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS, TOP_JOBS,
-    WARMUP_RUNS,
+    LEAK_AGE_RUNS, MAX_RUN_EVENTS, MAX_SAMPLES, MIN_GROWTH_BYTES, MIN_RUNS_CONSIDERED, SEGMENTS,
+    TOP_JOBS, WARMUP_RUNS,
 };
 pub(crate) use above::{active_jobs, init_from_env as init_dump_above_from_env};
 pub use above::{
@@ -334,12 +334,6 @@ pub fn store_bytes() -> usize {
     untracked(series::store_bytes)
 }
 
-/// A duration as `ALLOCSCOPE_TIMELINE` takes it: a whole or decimal number followed by `ms`,
-/// `s`, `m` or `h` (`500ms`, `1s`, `1.5s`, `1m`).
-pub fn parse_interval(text: &str) -> Result<Duration, crate::error::Error> {
-    crate::config::parse_interval(text)
-}
-
 /// Applies `ALLOCSCOPE_TIMELINE` once (called by `startup` when the first scope begins): a valid
 /// duration starts the sampler; an invalid one prints one line on stderr and leaves it off.
 pub(crate) fn init_from_env() {
@@ -359,6 +353,7 @@ pub(crate) fn init_from_env() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse_interval;
 
     #[test]
     fn intervals_parse() {

@@ -134,3 +134,41 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind 127.0.0.1:0")
 }
+
+/// Peak memory of this process from here on: [`PeakRss::start`] resets the kernel's resident
+/// high-water mark (`VmHWM`, through `/proc/self/clear_refs`) and notes the RSS then;
+/// [`PeakRss::grown`] is how far the peak rose above it since. Linux only (`None` elsewhere,
+/// or when the mark cannot be reset). Run it in a child process of its own: other tests'
+/// threads would add to the peak.
+pub struct PeakRss {
+    start_kib: u64,
+}
+
+impl PeakRss {
+    pub fn start() -> Option<PeakRss> {
+        std::fs::write("/proc/self/clear_refs", "5").ok()?;
+        Some(PeakRss {
+            start_kib: status_kib("VmRSS:")?,
+        })
+    }
+
+    /// Bytes the resident peak rose above the RSS at [`PeakRss::start`].
+    pub fn grown(&self) -> u64 {
+        status_kib("VmHWM:")
+            .unwrap_or(0)
+            .saturating_sub(self.start_kib)
+            * 1024
+    }
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}

@@ -16,7 +16,7 @@ use crate::workloads::Rng;
 /// Records in the full-size `serde_doc` document (about 6 MB of pretty JSON).
 pub const SERDE_RECORDS: usize = 15_000;
 
-/// Live blocks in the memory workloads (10 million, as the issue asks).
+/// Live blocks in the memory workloads (10 million).
 pub const LIVE_OBJECTS: usize = 10_000_000;
 
 #[derive(Serialize, Deserialize)]

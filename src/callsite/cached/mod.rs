@@ -28,9 +28,9 @@
 //!   libgcc instead.
 //! * **Our own rule table in front of framehop's** (`rules`). framehop's cache is
 //!   direct-mapped on `address % 509`, so two return addresses of a hot stack that collide
-//!   there evict each other on every capture, and each miss re-evaluates the CFI (thousands of
-//!   instructions); running its generic rule through the `read_stack` closure costs ~130
-//!   instructions a frame. So each return address's rule is kept in a 2048-entry, 2-way
+//!   there evict each other on every capture, and each miss re-evaluates the CFI; running its
+//!   generic rule through the `read_stack` closure costs several times an inline rule per
+//!   frame. So each return address's rule is kept in a 2048-entry, 2-way
 //!   set-associative table indexed by a multiplicative hash (two hot addresses that share a set
 //!   never evict each other), in one form (`CFA = sp|bp + offset`, return address at
 //!   `CFA - 8`, bp unchanged or at `CFA + offset`), and executed inline. The rule is learnt once

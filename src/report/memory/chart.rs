@@ -152,7 +152,7 @@ impl Report {
             for j in &s.top_jobs {
                 match job_max.iter_mut().find(|(n, _)| *n == j.job) {
                     Some((_, m)) => *m = (*m).max(j.live_bytes),
-                    None => job_max.push((j.job.clone(), j.live_bytes)),
+                    None => job_max.push((j.job.to_string(), j.live_bytes)),
                 }
             }
         }

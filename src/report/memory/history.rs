@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::{JobLive, RssBreakdown, RunEvent, TimelineSample, TimelineStats};
+use crate::model::SharedStr;
 use crate::registry::{self, JobEntry};
 use crate::series::{self, MAX_SAMPLES};
 
@@ -16,20 +17,14 @@ pub(crate) struct History {
 
 /// The timeline and run events, with job names resolved (`jobs`: every job entry, by id).
 pub(crate) fn history(jobs: &[Arc<JobEntry>]) -> History {
-    let name = |id: u32| -> String {
-        jobs.get(id as usize).map_or_else(
-            || registry::OTHER_JOBS_NAME.to_string(),
-            |j| j.name.to_string(),
-        )
+    // Each name is the job entry's one copy, shared by every event and sample that names it.
+    let other = SharedStr::from(registry::OTHER_JOBS_NAME);
+    let name = |id: u32| -> SharedStr {
+        jobs.get(id as usize)
+            .map_or_else(|| other.clone(), |j| j.name.clone())
     };
     let (stored, total) = series::events();
-    let run_events: Vec<RunEvent> = stored
-        .into_iter()
-        .map(|(job, event)| RunEvent {
-            job: name(job),
-            ..event
-        })
-        .collect();
+    let run_events: Vec<RunEvent> = stored.into_iter().map(|(_, event)| event).collect();
     let (raw_samples, taken, dropped) = series::samples();
     let timeline = raw_samples
         .iter()

@@ -10,6 +10,7 @@
 //!   registry; the background sampler that fills the timeline is `crate::timeline`, above the
 //!   reports: nothing here starts or names it.
 
+use crate::model::SharedStr;
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "chart")]
@@ -37,6 +38,7 @@ pub use crate::series::{Trend, TrendKind};
 /// ([`not_returned_bytes`](Self::not_returned_bytes)).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct ProcessMemory {
     /// Resident set size of the process (Linux: `/proc/self/statm`). 0 when it cannot be read
     /// (another OS, `/proc` not mounted); the text then says "RSS unavailable".
@@ -110,6 +112,7 @@ pub struct ProcessMemory {
 /// holds for blocks allocated before the interposer or past it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct RssBreakdown {
     /// Resident bytes of the live blocks allocscope tracks (jobs and unscoped), headers
     /// included: the heap the job table explains.
@@ -188,9 +191,12 @@ impl RssBreakdown {
 
 /// The live bytes of one job at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct JobLive {
-    /// The job's name.
-    pub job: String,
+    /// The job's name (as stored: see [`MAX_JOB_NAME_BYTES`](crate::MAX_JOB_NAME_BYTES)),
+    /// shared with every other sample and event of the job.
+    #[serde(deserialize_with = "crate::model::read_job_name")]
+    pub job: SharedStr,
     /// Its live bytes (inclusive of nested jobs), as its RETAINED column would show then.
     pub live_bytes: u64,
 }
@@ -199,6 +205,7 @@ pub struct JobLive {
 /// ([`timeline::start`](crate::timeline::start)).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct TimelineSample {
     /// When the sample was taken, in milliseconds since the Unix epoch.
     pub unix_ms: u64,
@@ -225,6 +232,7 @@ pub struct TimelineSample {
 /// Counters of the bounded timeline and run-event stores: what was kept and what was dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct TimelineStats {
     /// The sampler's interval in milliseconds when the report was taken; 0 when it was not
     /// running.
