@@ -311,8 +311,8 @@ mod tests {
     fn a_foreign_free_batch_is_counted_once_and_in_its_runs_ledger() {
         let job = registry::job_id("snapshot_foreign_batch_test");
         let path = registry::path_id(None, job);
-        let outer = registry::run_begin(0);
-        let inner = registry::run_begin(outer);
+        let outer = registry::run_begin(0, 1);
+        let inner = registry::run_begin(outer, 1);
         assert!(outer != 0 && inner != 0);
         switch_context(path, inner);
         TLS.with(|t| (0..10).for_each(|_| count_alloc(t, 8)));
