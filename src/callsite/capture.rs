@@ -33,7 +33,8 @@ pub(crate) fn frame_pointers_default() -> bool {
 /// recorded ones with their `intern::hash_stack`. `buf` need not be initialised (zeroing a
 /// 1 KiB buffer on every captured allocation was measurable): only the returned prefix is
 /// written and read. The frame-pointer walk hashes as it goes, so frames are read once.
-#[inline(never)]
+/// Inlined into the allocator's recording functions (fewer frames to unwind).
+#[inline(always)]
 pub(crate) fn capture<'a>(
     t: &ThreadState,
     buf: &'a mut [MaybeUninit<usize>],
@@ -144,7 +145,7 @@ pub(crate) fn thread_stack(t: &ThreadState) -> Option<(usize, usize)> {
         0 => {
             // A C block (feature `malloc`) may be allocated inside `pthread_getattr_np` itself,
             // under the lock `stack_bounds` would take again: no lookup then.
-            #[cfg(all(feature = "malloc", target_env = "gnu", target_pointer_width = "64"))]
+            #[cfg(allocscope_cmalloc)]
             if crate::cmalloc::in_c() {
                 return None;
             }

@@ -229,14 +229,41 @@ fn path_counters(count: usize) -> (Vec<Counters>, Vec<registry::PendingLedgerFre
 
 /// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
 fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
+    window_counters(0..count as u32, figs);
+}
+
+/// The shared counters of the paths `ids` into `figs` (no allocation when it has the room).
+fn window_counters(ids: core::ops::Range<u32>, figs: &mut Vec<Counters>) {
     figs.clear();
-    figs.extend((0..count).map(|i| registry::path(i as u32).load()));
+    figs.extend(ids.map(|i| registry::path(i).counters.load()));
+}
+
+/// The shared counters of the paths `ids` (into `shared`, by position) and every thread's
+/// pending figures (into `pending`), as one consistent read under the snapshot's protocol
+/// (optimistic reads, then under the slots' locks): no figure is in both. For the timeline
+/// sampler, which reads a bounded window of paths per sample and keeps the others' last
+/// figures. Must run untracked.
+pub(crate) fn read_window(
+    ids: core::ops::Range<u32>,
+    shared: &mut Vec<Counters>,
+    pending: &mut Vec<thread::Pending>,
+) {
+    for _ in 0..OPTIMISTIC_READS {
+        let complete = thread::pending_all(pending);
+        window_counters(ids.clone(), shared);
+        if complete && thread::pending_unchanged(pending) {
+            return;
+        }
+    }
+    let held = thread::hold_slots(pending);
+    window_counters(ids, shared);
+    drop(held);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thread::{count_alloc, count_free, switch_context, TLS};
+    use crate::thread::{count_alloc, count_free, switch_context, Context, TLS};
     use std::cell::RefCell;
     use std::sync::mpsc;
 
@@ -266,12 +293,12 @@ mod tests {
         let (done, done_rx) = mpsc::channel::<()>();
         let helper = std::thread::spawn(move || {
             let alloc = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_alloc(t, 8)));
-            switch_context(path, 0);
+            switch_context(Context { path, run: 0 });
             alloc(FIRST_PENDING);
             done.send(()).unwrap();
             let mut next = FIRST_PENDING;
             while go_rx.recv().is_ok() {
-                switch_context(path, 0);
+                switch_context(Context { path, run: 0 });
                 next -= 1;
                 alloc(next);
                 done.send(()).unwrap();
@@ -314,9 +341,9 @@ mod tests {
         let outer = registry::run_begin(0, 1);
         let inner = registry::run_begin(outer, 1);
         assert!(outer != 0 && inner != 0);
-        switch_context(path, inner);
+        switch_context(Context { path, run: inner });
         TLS.with(|t| (0..10).for_each(|_| count_alloc(t, 8)));
-        switch_context(path, outer);
+        switch_context(Context { path, run: outer });
         let inner_totals = registry::run_end(inner, job, 1).unwrap();
         assert_eq!(inner_totals.counters.alloc_objects, 10);
         let free = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_free(t, path, inner, 8)));
@@ -327,7 +354,10 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // Outside the outer run: two frees batched, the outer run charged at once.
-        switch_context(PATH_UNSCOPED, 0);
+        switch_context(Context {
+            path: PATH_UNSCOPED,
+            run: 0,
+        });
         free(2);
         let snap = Snapshot::take();
         assert_eq!(snap.paths[path as usize].free_objects, 2);
@@ -339,7 +369,7 @@ mod tests {
         );
         assert_eq!(retained(&snap.ledger_pending), vec![(1, 8)]);
         // Inside the outer run (the switch flushed the first batch): two more, all deferred.
-        switch_context(path, outer);
+        switch_context(Context { path, run: outer });
         assert_eq!(retained(&[]), vec![(1, 8)], "flushed by the context switch");
         free(2);
         let snap = Snapshot::take();
@@ -349,7 +379,10 @@ mod tests {
         );
         assert_eq!(retained(&snap.ledger_pending), vec![(1, 6)]);
         // Leaving the outer run flushes; its figures then include all four frees.
-        switch_context(PATH_UNSCOPED, 0);
+        switch_context(Context {
+            path: PATH_UNSCOPED,
+            run: 0,
+        });
         let outer_totals = registry::run_end(outer, job, 2).unwrap();
         assert_eq!(outer_totals.counters.free_objects, 4);
         assert_eq!(outer_totals.counters.free_bytes, 32);

@@ -15,16 +15,25 @@ use crate::thread::{self, ThreadState, MAX_THREADS};
 
 type Cache = CacheX86_64<MayAllocateDuringUnwind>;
 
-/// A slot's caches: the fast rule table, and framehop's cache for the rules it computes.
+/// A slot's caches: the fast rule table, framehop's cache for the rules it computes, and the
+/// last two walks (the previous one is the memo the next walk validates; see [`Memo`]).
 struct Caches {
-    fast: Box<[Fast]>,
+    /// Snapshot generation the rules and the memo were computed in (cleared on a change).
+    gen: u32,
+    /// The code range of the module of the last frame unwound (of this generation):
+    /// consecutive frames are usually in the same module, so most skip the search.
+    known: (u64, u64),
+    fast: Box<[Fast; FAST_ENTRIES]>,
     framehop: Cache,
+    memo: Memo,
 }
 
 /// Entries of the per-slot fast rule table (2-way set-associative on a hash of the
 /// address: 1024 sets of 2).
 const FAST_ENTRIES: usize = 2048;
-const FAST_EMPTY: u8 = 0;
+/// `Fast::key` of an unused entry: no lookup address is all ones (a return address of 0
+/// ends the walk before its lookup).
+const KEY_NONE: u64 = u64::MAX;
 /// CFA = sp + cfa_off.
 const FAST_SP: u8 = 1;
 /// CFA = bp + cfa_off.
@@ -36,27 +45,112 @@ const FAST_SLOW: u8 = 4;
 
 /// One cached unwind rule, in the form every rule framehop caches on x86_64 reduces to:
 /// `CFA = (sp or bp) + cfa_off`, return address at `CFA - 8`, caller's sp = CFA, caller's
-/// bp unchanged or read at `CFA + bp_off`.
+/// bp unchanged or read at `CFA + bp_off`. 16 bytes: four rules per cache line.
 #[derive(Clone, Copy)]
 struct Fast {
-    /// Lookup address (return address - 1).
+    /// Lookup address (return address - 1; the current pc for the walk's own frame).
     key: u64,
-    /// Snapshot generation the rule was computed in.
-    gen: u32,
+    cfa_off: i32,
+    bp_off: i16,
     kind: u8,
     bp_saved: bool,
-    cfa_off: i32,
-    bp_off: i32,
 }
 
 const FAST_NONE: Fast = Fast {
-    key: 0,
-    gen: 0,
-    kind: FAST_EMPTY,
-    bp_saved: false,
+    key: KEY_NONE,
     cfa_off: 0,
     bp_off: 0,
+    kind: FAST_END,
+    bp_saved: false,
 };
+
+/// The state of a walk before one frame is unwound: the frame's lookup address and the
+/// registers that unwinding reads (x86_64 unwind rules use only sp and bp).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct State {
+    key: u64,
+    sp: u64,
+    bp: u64,
+}
+
+/// One unwound frame of a recorded walk: the state before it, the (at most two) stack words
+/// its unwinding read, and the return address it gave. `a1 == 0`: one read only.
+#[derive(Clone, Copy)]
+struct Step {
+    before: State,
+    a0: u64,
+    v0: u64,
+    a1: u64,
+    v1: u64,
+    ret: u64,
+}
+
+const STEP_NONE: Step = Step {
+    before: State {
+        key: 0,
+        sp: 0,
+        bp: 0,
+    },
+    a0: 0,
+    v0: 0,
+    a1: 0,
+    v1: 0,
+    ret: 0,
+};
+
+/// Why a recorded walk stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// For a reason that depends only on the state and the words read (an end rule, a
+    /// return address of 0, a CFA below sp): a walk that reaches the same point stops too.
+    Done,
+    /// For a reason outside the record (the buffer was full, a read outside the current
+    /// bounds, an unknown module, a rule that read more than two words): a walk that
+    /// reaches the same point goes on unwinding from `Walk::last`.
+    Resume,
+}
+
+/// Frames a memo holds (the deepest stack recorded).
+const MEMO_STEPS: usize = crate::callsite::capture::MAX_FRAMES_LIMIT;
+
+/// The walk memo. Unwinding is a deterministic function of the starting state, the rules
+/// (fixed per snapshot generation) and the stack words it reads. So when a walk reaches a
+/// state that the previous walk passed through (same lookup address, sp and bp), the rest of
+/// that walk is the answer if every word it read still holds the value it read: checking
+/// that is one load and compare per word, instead of a rule lookup and its execution per
+/// frame. Consecutive allocations usually share the bottom of their stacks (the caller's
+/// callers, `main`), so only the frames above the first shared state are unwound. A word that
+/// changed ends the reuse at that frame, and the walk continues from the state before it.
+///
+/// The recorded walk is kept at the end of `steps` (`steps[start..]`, innermost first), so
+/// the frames a new walk shares with it stay where they are: the new walk writes only the
+/// frames it unwound (into `top`) and puts them just before the shared ones.
+struct Memo {
+    steps: Box<[Step; MEMO_STEPS]>,
+    /// First recorded step; `MEMO_STEPS`: nothing recorded.
+    start: usize,
+    /// The state after the last recorded step, and why the walk stopped there.
+    last: State,
+    end: End,
+    /// The steps of the walk in progress that are not (yet) placed in `steps`.
+    top: Box<[Step; MEMO_STEPS]>,
+}
+
+fn new_memo() -> Option<Memo> {
+    Some(Memo {
+        steps: boxed_array(STEP_NONE)?,
+        start: MEMO_STEPS,
+        last: STEP_NONE.before,
+        end: End::Resume,
+        top: boxed_array(STEP_NONE)?,
+    })
+}
+
+/// A boxed array built on the heap (these are KiBs: not through the allocating thread's
+/// stack). Always `Some` (the vector has exactly `N` elements).
+fn boxed_array<T: Copy, const N: usize>(value: T) -> Option<Box<[T; N]>> {
+    vec![value; N].into_boxed_slice().try_into().ok()
+}
 
 #[inline]
 fn fast_index(key: u64) -> usize {
@@ -81,11 +175,7 @@ fn probe(snap: &Snapshot, address: FrameAddress, cache: &mut Cache, key: u64) ->
                 .unwind_frame(address, &mut regs, cache, &mut |a| read(a));
             (r, regs.sp(), regs.bp())
         };
-    let mut out = Fast {
-        key,
-        gen: snap.gen,
-        ..FAST_NONE
-    };
+    let mut out = Fast { key, ..FAST_NONE };
     let (s1, b1) = (0x1000_0000_0000u64, 0x2000_0000_0000u64);
     let (r, sp, bp) = run(s1, b1, cache, &mut read);
     let ret = match r {
@@ -111,7 +201,7 @@ fn probe(snap: &Snapshot, address: FrameAddress, cache: &mut Cache, key: u64) ->
     out.kind = kind;
     out.cfa_off = cfa_off;
     if bp != b1 {
-        match off(bp.wrapping_sub(TAG), sp) {
+        match off(bp.wrapping_sub(TAG), sp).and_then(|o| i16::try_from(o).ok()) {
             Some(o) => {
                 out.bp_saved = true;
                 out.bp_off = o;
@@ -128,7 +218,7 @@ fn probe(snap: &Snapshot, address: FrameAddress, cache: &mut Cache, key: u64) ->
     let (r2, sp2, bp2) = run(s2, b2, cache, &mut read);
     let cfa2 = if kind == FAST_SP { s2 } else { b2 }.wrapping_add(cfa_off as i64 as u64);
     let bp_expect = if out.bp_saved {
-        cfa2.wrapping_add(out.bp_off as i64 as u64)
+        cfa2.wrapping_add(i64::from(out.bp_off) as u64)
             .wrapping_add(TAG)
     } else {
         b2
@@ -143,6 +233,34 @@ fn probe(snap: &Snapshot, address: FrameAddress, cache: &mut Cache, key: u64) ->
     }
 }
 
+/// The readable part of this thread's stack during a walk: 8-aligned words from the current
+/// frame (`lo`) up to the top.
+#[derive(Clone, Copy)]
+struct Bounds {
+    lo: u64,
+    /// Highest readable word address minus `lo`.
+    span: u64,
+}
+
+impl Bounds {
+    /// Whether the word at `a` is readable and holds `v`.
+    #[inline(always)]
+    fn holds(self, a: u64, v: u64) -> bool {
+        self.read(a) == Some(v)
+    }
+
+    #[inline(always)]
+    fn read(self, a: u64) -> Option<u64> {
+        if a.wrapping_sub(self.lo) > self.span || a % 8 != 0 {
+            return None;
+        }
+        // SAFETY: `lo <= a <= lo + span`, and `lo + span + 8` is at most the top of this
+        // thread's mapped stack (`walk` checked `lo` lies in it): the word is inside the
+        // stack, from the current frame up, and 8-aligned.
+        Some(unsafe { core::ptr::read_volatile(a as *const u64) })
+    }
+}
+
 /// The rule caches of each thread slot, allocated on the slot's first capture.
 static CACHES: [AtomicPtr<Caches>; MAX_THREADS] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_THREADS];
@@ -150,8 +268,22 @@ static CACHES: [AtomicPtr<Caches>; MAX_THREADS] =
 /// Records up to `buf.len()` return addresses, starting with the caller of this function,
 /// and their running hash. `None` when this thread cannot use the caching unwinder now
 /// (no slot, not on its own stack, no module data): the caller falls back to libgcc.
-#[inline(never)]
+///
+/// Inlined (with `capture`) into the allocator's recording functions: each function between
+/// the allocation and the walk is one more frame to unwind on every capture.
+#[inline(always)]
 pub(crate) fn walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
+    walk_with(t, buf, true)
+}
+
+/// [`walk`], reusing the previous walk's frames where they still hold (`memo`) or unwinding
+/// every frame (to check the memo against).
+#[inline(always)]
+fn walk_with(
+    t: &ThreadState,
+    buf: &mut [MaybeUninit<usize>],
+    memo_on: bool,
+) -> Option<(usize, u64)> {
     let slot = thread::slot_index(t)?;
     let (stack_lo, hi) = thread_stack(t)?;
     let (pc, sp, bp): (u64, u64, u64);
@@ -168,113 +300,213 @@ pub(crate) fn walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(u
             options(nomem, nostack, preserves_flags)
         );
     }
-    let lo = sp as usize;
     // On another stack than the thread's own (a signal's alternate stack): let libgcc,
     // which knows signal frames, do it.
-    if lo < stack_lo || lo >= hi {
+    if (sp as usize) < stack_lo || sp as usize >= hi {
         return None;
     }
+    let stack = Bounds {
+        lo: sp,
+        span: (hi as u64).saturating_sub(8).checked_sub(sp)?,
+    };
     let mut snap = snapshot()?;
     let caches = cache_for(slot)?;
-    let mut read_stack = |addr: u64| -> Result<u64, ()> {
-        let a = addr as usize;
-        if a < lo || a % 8 != 0 || a > hi.saturating_sub(8) {
-            return Err(());
-        }
-        // SAFETY: `lo <= a` and `a + 8 <= hi`: inside this thread's mapped stack, from the
-        // current frame to its top, and 8-aligned.
-        Ok(unsafe { core::ptr::read_volatile(a as *const u64) })
-    };
-    let mut regs = UnwindRegsX86_64::new(pc, sp, bp);
-    let mut address = FrameAddress::from_instruction_pointer(pc);
+    if caches.gen != snap.gen {
+        caches.reset(snap.gen);
+    }
+    let Caches {
+        gen,
+        known,
+        fast,
+        framehop,
+        memo,
+    } = caches;
+    // The recorded walk is `memo.steps[j..]`; `j` is the next step the walk may meet (the
+    // sps of both walks only grow).
+    let mut j = if memo_on { memo.start } else { MEMO_STEPS };
+    let mut st = State { key: pc, sp, bp };
     let mut n = 0;
     let mut h = intern::HASH_START;
-    // The code range of the last frame's module: consecutive frames are usually in the
-    // same module, so most frames skip the search.
-    let mut known = snap.range_of(pc).unwrap_or((0, 0));
-    while n < buf.len() {
-        // The cached rule of a return address; the first frame (the current pc) has none.
-        let fast = if address.is_return_address() {
-            let key = address.address_for_lookup();
-            let set = fast_index(key) & !1;
-            let Some([w0, w1]) = caches.fast.get_mut(set..set + 2) else {
-                break;
-            };
-            let hit = |w: &Fast| w.key == key && w.gen == snap.gen;
-            let e: Fast = if hit(w0) {
-                *w0
-            } else if hit(w1) {
-                *w1
+    // Where this walk's record stands: its first `top_len` steps are in `memo.top`; `placed`
+    // once the rest of it is the recorded walk's tail (the record is then complete).
+    let mut top_len = 0;
+    let mut placed = false;
+    // Set when a step could not be recorded: the record stops before it.
+    let mut cut: Option<(usize, State)> = None;
+    // Whether this walk may be the next one's memo (not across a snapshot change).
+    let mut keep = true;
+    let end = loop {
+        if n >= buf.len() {
+            break End::Resume;
+        }
+        while j < MEMO_STEPS && memo.steps[j % MEMO_STEPS].before.sp < st.sp {
+            j += 1;
+        }
+        if j < MEMO_STEPS && memo.steps[j % MEMO_STEPS].before == st {
+            // The recorded walk passed through this state: take its frames while the words
+            // they were read from are unchanged.
+            let mut m = j;
+            while m < MEMO_STEPS && n < buf.len() {
+                let s = &memo.steps[m % MEMO_STEPS];
+                if !(stack.holds(s.a0, s.v0) && (s.a1 == 0 || stack.holds(s.a1, s.v1))) {
+                    break;
+                }
+                buf[n] = MaybeUninit::new(s.ret as usize);
+                h = intern::mix(h, s.ret);
+                n += 1;
+                m += 1;
+            }
+            if m == MEMO_STEPS && memo.end == End::Done && top_len <= j {
+                // All of it holds: the walk ends as the recorded one did. Its record is
+                // this walk's new top frames followed by the recorded tail, in place (they
+                // fit: `top_len + MEMO_STEPS - j = n <= MEMO_STEPS`).
+                let at = j - top_len;
+                memo.steps[at..j].copy_from_slice(&memo.top[..top_len]);
+                memo.start = at;
+                placed = true;
+                break End::Done;
+            }
+            // Part of it: copy the steps taken into this walk's record and unwind on from
+            // the state where the reuse stopped.
+            for k in j..m {
+                if let Some(t) = memo.top.get_mut(top_len) {
+                    *t = memo.steps[k % MEMO_STEPS];
+                    top_len += 1;
+                }
+            }
+            st = if m == MEMO_STEPS {
+                memo.last
             } else {
-                // Two ways: the newcomer takes way 0, the previous way 0 moves to way 1,
-                // so two addresses sharing a set never evict each other.
-                *w1 = *w0;
-                *w0 = probe(snap, address, &mut caches.framehop, key);
-                *w0
+                memo.steps[m % MEMO_STEPS].before
             };
-            Some(e)
+            j = m + 1;
+            continue;
+        }
+        // A frame past the first must be in a known module (a library loaded since the
+        // snapshot is picked up here); an address in none ends the stack.
+        if n > 0 {
+            let ret = st.key.wrapping_add(1);
+            if ret < known.0 || ret >= known.1 {
+                match snap.range_of(ret) {
+                    Some(r) => *known = r,
+                    None => match refresh(ret) {
+                        Some((s, r)) => {
+                            snap = s;
+                            *known = r;
+                            *gen = s.gen;
+                            fast.fill(FAST_NONE);
+                            keep = false;
+                            j = MEMO_STEPS;
+                        }
+                        None => break End::Resume,
+                    },
+                }
+            }
+        }
+        let address = if n == 0 {
+            FrameAddress::from_instruction_pointer(st.key)
         } else {
-            None
+            match FrameAddress::from_return_address(st.key.wrapping_add(1)) {
+                Some(a) => a,
+                None => break End::Done,
+            }
         };
-        let ret = match fast {
-            Some(e) if e.kind == FAST_END => break,
-            Some(e) if e.kind == FAST_SP || e.kind == FAST_BP => {
-                let base = if e.kind == FAST_SP {
-                    regs.sp()
-                } else {
-                    regs.bp()
-                };
+        // The cached rule of this address (2-way: the newcomer takes way 0, the previous way
+        // 0 moves to way 1, so two addresses sharing a set never evict each other).
+        let set = fast_index(st.key) & !1;
+        let e = if fast[set].key == st.key {
+            fast[set]
+        } else if fast[set + 1].key == st.key {
+            fast[set + 1]
+        } else {
+            let e = probe(snap, address, framehop, st.key);
+            fast[set + 1] = fast[set];
+            fast[set] = e;
+            e
+        };
+        let mut step = Step {
+            before: st,
+            ..STEP_NONE
+        };
+        match e.kind {
+            FAST_SP | FAST_BP => {
+                let base = if e.kind == FAST_SP { st.sp } else { st.bp };
                 let cfa = base.wrapping_add(e.cfa_off as i64 as u64);
-                if cfa <= regs.sp() {
-                    break;
+                if cfa <= st.sp {
+                    break End::Done;
                 }
-                let Ok(ret) = read_stack(cfa.wrapping_sub(8)) else {
-                    break;
+                step.a0 = cfa.wrapping_sub(8);
+                let Some(ret) = stack.read(step.a0) else {
+                    break End::Resume;
                 };
+                step.v0 = ret;
+                step.ret = ret;
                 if e.bp_saved {
-                    let Ok(bp) = read_stack(cfa.wrapping_add(e.bp_off as i64 as u64)) else {
-                        break;
+                    step.a1 = cfa.wrapping_add(i64::from(e.bp_off) as u64);
+                    let Some(v) = stack.read(step.a1) else {
+                        break End::Resume;
                     };
-                    regs.set_bp(bp);
+                    step.v1 = v;
+                    st.bp = v;
                 }
-                regs.set_sp(cfa);
-                ret
+                st.sp = cfa;
             }
-            // The first frame, or a rule the fast form cannot express: framehop, every
-            // time.
-            _ => match snap.unwinder.unwind_frame(
-                address,
-                &mut regs,
-                &mut caches.framehop,
-                &mut read_stack,
-            ) {
-                Ok(Some(ret)) => ret,
-                _ => break,
-            },
-        };
-        if ret == 0 {
-            break;
+            FAST_END => break End::Done,
+            // A rule the fast form cannot express: framehop, every time, recording the words
+            // it reads so the memo can check them.
+            _ => {
+                let mut regs = UnwindRegsX86_64::new(st.key, st.sp, st.bp);
+                let mut reads = [(0u64, 0u64); 2];
+                let mut count = 0usize;
+                let r = snap
+                    .unwinder
+                    .unwind_frame(address, &mut regs, framehop, &mut |a| {
+                        let v = stack.read(a).ok_or(())?;
+                        if let Some(slot) = reads.get_mut(count) {
+                            *slot = (a, v);
+                        }
+                        count += 1;
+                        Ok(v)
+                    });
+                let Ok(Some(ret)) = r else {
+                    break End::Resume;
+                };
+                if !(1..=2).contains(&count) && cut.is_none() {
+                    cut = Some((top_len, st));
+                }
+                (step.a0, step.v0) = reads[0];
+                (step.a1, step.v1) = reads[1];
+                step.ret = ret;
+                st.sp = regs.sp();
+                st.bp = regs.bp();
+            }
         }
-        buf[n] = MaybeUninit::new(ret as usize);
-        h = intern::mix(h, ret);
+        if step.ret == 0 {
+            break End::Done;
+        }
+        buf[n] = MaybeUninit::new(step.ret as usize);
+        h = intern::mix(h, step.ret);
+        if let Some(t) = memo.top.get_mut(top_len) {
+            *t = step;
+            top_len += 1;
+        }
         n += 1;
-        if ret < known.0 || ret >= known.1 {
-            match snap.range_of(ret) {
-                Some(r) => known = r,
-                None => match refresh(ret) {
-                    Some((s, r)) => {
-                        snap = s;
-                        known = r;
-                    }
-                    // No module has it: this frame cannot be unwound, the stack ends.
-                    None => break,
-                },
-            }
-        }
-        match FrameAddress::from_return_address(ret) {
-            Some(a) => address = a,
-            None => break,
-        }
+        st.key = step.ret.wrapping_sub(1);
+    };
+    if !keep {
+        memo.start = MEMO_STEPS;
+    } else if memo_on && (!placed || cut.is_some()) {
+        // The record is `top[..len]`, then the state after it: move it to the end of
+        // `steps`.
+        let (len, last, end) = match cut {
+            Some((len, at)) => (len, at, End::Resume),
+            None => (top_len, st, end),
+        };
+        let len = len.min(MEMO_STEPS);
+        memo.steps[MEMO_STEPS - len..].copy_from_slice(&memo.top[..len]);
+        memo.start = MEMO_STEPS - len;
+        memo.last = last;
+        memo.end = end;
     }
     Some((n, h))
 }
@@ -295,10 +527,132 @@ fn cache_for(slot: usize) -> Option<&'static mut Caches> {
 #[cold]
 #[inline(never)]
 fn new_cache(cell: &AtomicPtr<Caches>) -> *mut Caches {
-    let p = Box::into_raw(Box::new(Caches {
-        fast: vec![FAST_NONE; FAST_ENTRIES].into_boxed_slice(),
-        framehop: Cache::new(),
-    }));
+    let Some(caches) = new_caches() else {
+        return core::ptr::null_mut();
+    };
+    let p = Box::into_raw(Box::new(caches));
     cell.store(p, Relaxed);
     p
+}
+
+fn new_caches() -> Option<Caches> {
+    Some(Caches {
+        gen: 0,
+        known: (0, 0),
+        fast: boxed_array(FAST_NONE)?,
+        framehop: Cache::new(),
+        memo: new_memo()?,
+    })
+}
+
+impl Caches {
+    /// Forgets every rule and the memo: the snapshot changed (a module may now be loaded
+    /// where another one was).
+    #[cold]
+    fn reset(&mut self, gen: u32) {
+        self.gen = gen;
+        self.known = (0, 0);
+        self.fast.fill(FAST_NONE);
+        self.memo.start = MEMO_STEPS;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::hint::black_box;
+
+    /// `walk` without the memo: every frame unwound.
+    #[inline(never)]
+    fn walk_plain(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
+        walk_with(t, buf, false)
+    }
+
+    /// `walk`, as a frame of its own like `walk_plain`.
+    #[inline(never)]
+    fn walk_memo(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
+        walk(t, buf)
+    }
+
+    fn frames(buf: &[MaybeUninit<usize>], n: usize) -> Vec<usize> {
+        // SAFETY: the walk initialised the first `n` elements.
+        unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<usize>(), n) }.to_vec()
+    }
+
+    /// Both walks from the same frame; their first frames differ (two call sites here),
+    /// everything below must be equal, and the memo walk's hash must be its frames' hash.
+    #[inline(never)]
+    fn compare(t: &ThreadState, depth: usize) -> usize {
+        let mut a = [MaybeUninit::<usize>::uninit(); MEMO_STEPS];
+        let mut b = [MaybeUninit::<usize>::uninit(); MEMO_STEPS];
+        let (n, _) = walk_plain(t, &mut a[..depth]).expect("plain walk");
+        let (m, h) = walk_memo(t, &mut b[..depth]).expect("memo walk");
+        let (plain, memo) = (frames(&a, n), frames(&b, m));
+        assert_eq!(n, m, "depth {depth}");
+        assert_eq!(plain[1..], memo[1..], "depth {depth}");
+        let mut h2 = intern::HASH_START;
+        for &ip in &memo {
+            h2 = intern::mix(h2, ip as u64);
+        }
+        assert_eq!(h, h2);
+        n
+    }
+
+    #[inline(never)]
+    fn left(t: &ThreadState, level: usize, path: u64, depth: usize) -> usize {
+        let local = black_box([path; 4]);
+        let n = rec(t, level, path, depth);
+        black_box(local);
+        n
+    }
+
+    #[inline(never)]
+    fn right(t: &ThreadState, level: usize, path: u64, depth: usize) -> usize {
+        let local = black_box([path, 1, 2, 3, 4, 5, 6, 7]);
+        let n = rec(t, level, path, depth);
+        black_box(local);
+        n
+    }
+
+    /// Recurses `level` times, through `left` or `right` as the bits of `path` say, then
+    /// compares: stacks of every depth and shape, sharing prefixes and suffixes in turn.
+    #[inline(never)]
+    fn rec(t: &ThreadState, level: usize, path: u64, depth: usize) -> usize {
+        if level == 0 {
+            return compare(t, depth);
+        }
+        if path >> level & 1 == 0 {
+            black_box(left(t, level - 1, path, depth))
+        } else {
+            black_box(right(t, level - 1, path, depth))
+        }
+    }
+
+    #[test]
+    fn memo_walks_equal_full_walks() {
+        std::thread::spawn(|| {
+            crate::thread::TLS.with(|t| {
+                // A counter slot, as the allocator claims on a thread's first allocation.
+                crate::thread::count_alloc(t, 0);
+                crate::thread::count_free(t, t.path.get(), t.run.get(), 0);
+                let mut deepest = 0;
+                for round in 0..400u64 {
+                    let level = (round * 7 % 13) as usize;
+                    let path = round.wrapping_mul(0x9E37_79B9) >> 3;
+                    // Mostly the full depth, sometimes cut short (the memo's end).
+                    let depth = if round % 5 == 0 {
+                        6 + round as usize % 20
+                    } else {
+                        128
+                    };
+                    deepest = deepest.max(rec(t, level, path, depth));
+                    // Back to back from the same place: the whole memo holds.
+                    rec(t, level, path, depth);
+                }
+                assert!(deepest > 12, "walks were {deepest} frames deep");
+            });
+        })
+        .join()
+        .unwrap();
+    }
 }
