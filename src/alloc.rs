@@ -45,7 +45,7 @@ use std::alloc::System;
 use crate::callsite::{self, capture, intern};
 use crate::header::{self, Header};
 use crate::registry::{self, PATH_TRACKER};
-use crate::thread::{self, ThreadSlot, ThreadState, TLS};
+use crate::thread::{self, Context, ThreadSlot, ThreadState, TLS};
 
 /// A `GlobalAlloc` that attributes every block to the job scope that allocated it.
 ///
@@ -102,21 +102,11 @@ impl Default for TrackingAllocator<System> {
 /// must not count the block again (`cmalloc::rust_inner` tells it so).
 #[inline(always)]
 fn inner_call<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(all(
-        feature = "malloc",
-        target_os = "linux",
-        target_env = "gnu",
-        target_pointer_width = "64"
-    ))]
+    #[cfg(allocscope_cmalloc)]
     {
         crate::cmalloc::rust_inner(f)
     }
-    #[cfg(not(all(
-        feature = "malloc",
-        target_os = "linux",
-        target_env = "gnu",
-        target_pointer_width = "64"
-    )))]
+    #[cfg(not(allocscope_cmalloc))]
     {
         f()
     }
@@ -127,15 +117,10 @@ fn inner_call<R>(f: impl FnOnce() -> R) -> R {
 #[inline(never)]
 fn tracker_alloc(bytes: u64) -> Header {
     let p = registry::path(PATH_TRACKER);
-    p.add(1, bytes, 0, 0);
+    p.counters.add_alloc(1, bytes);
     // The tracker's peak (a report's transient memory): two more atomic reads and a max, on
-    // the tracker's own path only. `free_bytes` is read after `alloc_bytes`, so the value is
-    // never above the true live bytes (a racing free can only make it lower).
-    let live = p
-        .alloc_bytes
-        .load(Relaxed)
-        .saturating_sub(p.free_bytes.load(Relaxed));
-    registry::TRACKER_PEAK_BYTES.fetch_max(live, Relaxed);
+    // the tracker's own path only; never above the true live bytes.
+    registry::TRACKER_PEAK_BYTES.fetch_max(p.counters.live_bytes(), Relaxed);
     Header {
         path: PATH_TRACKER,
         site: 0,
@@ -310,13 +295,13 @@ fn fast_alloc_check(t: &ThreadState, size: u64) -> Option<FastAlloc> {
 }
 
 /// Records the block `fast_alloc_check` admitted (the inner allocator succeeded); returns its
-/// path and run.
+/// context.
 #[inline(always)]
-fn fast_alloc_commit(t: &ThreadState, f: FastAlloc, size: u64) -> (u32, u32) {
+fn fast_alloc_commit(t: &ThreadState, f: FastAlloc, size: u64) -> Context {
     t.countdown.set(f.countdown);
-    let run = t.run.get();
-    thread::count_alloc_in_slot(f.slot, run, size);
-    (t.path.get(), run)
+    let ctx = t.context();
+    thread::count_alloc_in_slot(f.slot, ctx.run, size);
+    ctx
 }
 
 /// The free fast path's test: a narrow block (so no callsite) of the thread's current context,
@@ -466,7 +451,7 @@ unsafe fn realloc_slow<A: GlobalAlloc>(
 #[cold]
 #[inline(never)]
 fn tracker_free(size: u64) {
-    registry::path(PATH_TRACKER).add(0, 0, 1, size);
+    registry::path(PATH_TRACKER).counters.add_free(1, size);
 }
 
 /// Records, on a thread whose state is `t` (if it still has one), that the block described by
@@ -530,8 +515,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                         return base;
                     }
                     let user = base.add(offset);
-                    let (path, run) = fast_alloc_commit(t, f, size);
-                    header::write_unsited(user, offset, path, run);
+                    let ctx = fast_alloc_commit(t, f, size);
+                    header::write_unsited(user, offset, ctx.path, ctx.run);
                     return user;
                 }
             }
@@ -555,8 +540,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                         return base;
                     }
                     let user = base.add(offset);
-                    let (path, run) = fast_alloc_commit(t, f, size);
-                    header::write_unsited(user, offset, path, run);
+                    let ctx = fast_alloc_commit(t, f, size);
+                    header::write_unsited(user, offset, ctx.path, ctx.run);
                     return user;
                 }
             }
@@ -614,9 +599,9 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
                             return base;
                         }
                         thread::count_free_in_slot(s, layout.size() as u64);
-                        let (path, run) = fast_alloc_commit(t, f, new_size64);
+                        let ctx = fast_alloc_commit(t, f, new_size64);
                         let user = base.add(offset);
-                        header::write_unsited(user, offset, path, run);
+                        header::write_unsited(user, offset, ctx.path, ctx.run);
                         return user;
                     }
                 }
@@ -626,12 +611,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
     }
 }
 
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 /// Counts a new block of `size` bytes made outside `GlobalAlloc` (the `malloc` feature's C
 /// blocks) exactly as `alloc` counts one, and writes its header before `anchor` (narrow
 /// without a callsite, wide with one).
@@ -646,8 +626,8 @@ pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
     unsafe {
         if let Some(t) = state_ptr().as_ref() {
             if let Some(f) = fast_alloc_check(t, size) {
-                let (path, run) = fast_alloc_commit(t, f, size);
-                header::write_unsited(anchor, header::HEADER_SIZE, path, run);
+                let ctx = fast_alloc_commit(t, f, size);
+                header::write_unsited(anchor, header::HEADER_SIZE, ctx.path, ctx.run);
                 return;
             }
         }
@@ -659,12 +639,7 @@ pub(crate) unsafe fn record_alloc(anchor: *mut u8, size: u64) {
 ///
 /// # Safety
 /// As for [`record_alloc`].
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[cold]
 #[inline(never)]
 unsafe fn record_alloc_slow(anchor: *mut u8, size: u64) {
@@ -674,12 +649,7 @@ unsafe fn record_alloc_slow(anchor: *mut u8, size: u64) {
 }
 
 /// The header room a C block's header needs: narrow without a callsite, wide with one.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(always)]
 fn header_room(h: &Header) -> usize {
     if h.site == 0 {
@@ -693,12 +663,7 @@ fn header_room(h: &Header) -> usize {
 ///
 /// # Safety
 /// `anchor` must be that of a live block recorded by them.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(always)]
 pub(crate) unsafe fn recorded_header(anchor: *mut u8) -> Header {
     // SAFETY: per the caller, the header before `anchor` was written by us.
@@ -710,12 +675,7 @@ pub(crate) unsafe fn recorded_header(anchor: *mut u8) -> Header {
 ///
 /// # Safety
 /// `anchor` must be that of a live block recorded by `record_alloc` or `record_realloc`.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(always)]
 pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
     // SAFETY: per the caller, the header before `anchor` was written by us; a non-null
@@ -738,12 +698,7 @@ pub(crate) unsafe fn record_free(anchor: *mut u8, size: u64) {
 ///
 /// # Safety
 /// As for [`record_alloc`], for the new block.
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 #[inline(never)]
 pub(crate) unsafe fn record_realloc(old: Header, anchor: *mut u8, old_size: u64, new_size: u64) {
     let h = on_realloc(old, old_size, new_size);
@@ -762,5 +717,10 @@ pub fn is_installed() -> bool {
     // One allocation through the global allocator proves it either way.
     let probe = std::hint::black_box(Box::new(0u64));
     drop(probe);
-    thread::INSTALLED.load(Relaxed) || registry::path(PATH_TRACKER).alloc_objects.load(Relaxed) > 0
+    thread::INSTALLED.load(Relaxed)
+        || registry::path(PATH_TRACKER)
+            .counters
+            .alloc_objects
+            .load(Relaxed)
+            > 0
 }

@@ -69,8 +69,9 @@
 //!    from the loaded objects' symbol tables: `symtab`) and the stack table that
 //!    keeps each stack symbolized once (`stacks`), text, JSON and its wire format (`wire`),
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
-//!    output (`escape`); the one atomic file writer (`atomic`); files and automatic dumps
-//!    (`dump`), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!    output (`escape`); the one atomic file writer (`atomic`); automatic dumps (`dump`:
+//!    after runs and at exit) and report files (`dump::files`: written and read, dump names
+//!    and pruning), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
 //!    (`memory`); the report's notes about lost figures (`diagnose`);
 //! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report
@@ -83,7 +84,8 @@
 //! 8. `integrations` — scopes from `tracing` spans (module `tracing`, feature `tracing`), `tower`
 //!    requests (`tower`, feature `tower`) and `rayon` tasks (`rayon`, feature `rayon`;
 //!    [`ScopeHandle::wrap`] needs no feature), on top of `scope` and `future`; [`testing`] —
-//!    memory assertions for tests (`assert_no_leaks!`, `assert_memory!`);
+//!    memory assertions for tests (`assert_no_leaks!`, `assert_memory!`; `check` runs them,
+//!    `held` reads what a run still holds, `figures` and `failure` are their results);
 //! 9. `bin` (`src/bin/allocscope.rs`) — the command-line tool (feature `cli`), on the public
 //!    API only.
 //!
@@ -102,12 +104,7 @@
 mod alloc;
 pub mod budget;
 mod callsite;
-#[cfg(all(
-    feature = "malloc",
-    target_os = "linux",
-    target_env = "gnu",
-    target_pointer_width = "64"
-))]
+#[cfg(allocscope_cmalloc)]
 mod cmalloc;
 mod config;
 mod error;
@@ -131,7 +128,7 @@ pub mod timeline;
 pub use alloc::{is_installed, TrackingAllocator};
 pub use callsite::{
     set_max_frames, set_sampling_seed, set_stack_mode, set_unwinder, stack_mode, unwinder,
-    StackMode, Unwinder,
+    StackMode, Unwinder, DEFAULT_SAMPLE_BYTES,
 };
 pub use error::{Detail, Error};
 pub use future::{FutureExt, InScope, Tracked};
@@ -141,7 +138,7 @@ pub use integrations::rayon;
 pub use integrations::tower;
 #[cfg(feature = "tracing")]
 pub use integrations::tracing;
-pub use model::{stored_job_name, MAX_JOB_NAME_BYTES};
+pub use model::{stored_job_name, SharedFrames, MAX_JOB_NAME_BYTES};
 pub use report::text::{CallsiteOrder, SortBy, TextOptions};
 #[cfg(feature = "chart")]
 pub use report::TimelineOptions;

@@ -6,6 +6,7 @@
 //! flows one way (allocator → thread counters → registry → snapshot → renderers) and every
 //! layer can name the same types.
 
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -397,6 +398,41 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// `objects` allocations of `bytes` in all, nothing freed.
+    #[inline(always)]
+    pub(crate) const fn of_allocs(objects: u64, bytes: u64) -> Counters {
+        Counters {
+            alloc_objects: objects,
+            alloc_bytes: bytes,
+            free_objects: 0,
+            free_bytes: 0,
+        }
+    }
+
+    /// `objects` frees of `bytes` in all, nothing allocated.
+    #[inline(always)]
+    pub(crate) const fn of_frees(objects: u64, bytes: u64) -> Counters {
+        Counters {
+            alloc_objects: 0,
+            alloc_bytes: 0,
+            free_objects: objects,
+            free_bytes: bytes,
+        }
+    }
+
+    /// Whether nothing was allocated or freed.
+    #[inline(always)]
+    pub(crate) fn is_zero(&self) -> bool {
+        self.alloc_objects | self.alloc_bytes | self.free_objects | self.free_bytes == 0
+    }
+
+    /// Net live bytes, `alloc_bytes - free_bytes` as a signed figure (wrapping): negative when
+    /// these counters saw frees of blocks counted elsewhere.
+    #[inline(always)]
+    pub(crate) fn net_bytes(&self) -> i64 {
+        self.alloc_bytes.wrapping_sub(self.free_bytes) as i64
+    }
+
     /// Adds `o` field by field (saturating).
     pub(crate) fn add(&mut self, o: Counters) {
         self.alloc_objects = self.alloc_objects.saturating_add(o.alloc_objects);
@@ -417,6 +453,118 @@ impl Counters {
             self.alloc_bytes.saturating_sub(self.free_bytes),
         )
     }
+}
+
+/// The storage of [`Counters`] that threads add to: a path's, a run's, a callsite's, a thread
+/// slot's pending figures, a finished run's ledger entry. Each field is monotonic and accessed
+/// `Relaxed`: a reader that needs the four read as one set brings its own protocol (a slot's
+/// sequence number, a ledger entry's run stamp, the snapshot's order of reads).
+///
+/// Two ways to write: [`add`](Self::add) and friends (`fetch_add`, any thread) and the
+/// owner-only [`bump_alloc`](Self::bump_alloc) / [`bump_free`](Self::bump_free) (a plain load
+/// and store, no locked instruction: only for counters one thread writes, a thread slot's).
+/// Nothing here allocates, locks or panics: usable inside `GlobalAlloc`.
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCounters {
+    pub(crate) alloc_objects: AtomicU64,
+    pub(crate) alloc_bytes: AtomicU64,
+    pub(crate) free_objects: AtomicU64,
+    pub(crate) free_bytes: AtomicU64,
+}
+
+impl AtomicCounters {
+    /// All zero (usable in `static` initialisers).
+    pub(crate) const fn new() -> Self {
+        AtomicCounters {
+            alloc_objects: AtomicU64::new(0),
+            alloc_bytes: AtomicU64::new(0),
+            free_objects: AtomicU64::new(0),
+            free_bytes: AtomicU64::new(0),
+        }
+    }
+
+    /// The four figures now (each read `Relaxed`, allocations first).
+    #[inline]
+    pub(crate) fn load(&self) -> Counters {
+        Counters {
+            alloc_objects: self.alloc_objects.load(Relaxed),
+            alloc_bytes: self.alloc_bytes.load(Relaxed),
+            free_objects: self.free_objects.load(Relaxed),
+            free_bytes: self.free_bytes.load(Relaxed),
+        }
+    }
+
+    /// Adds `c` (any thread). A pair that is zero costs no read-modify-write.
+    #[inline]
+    pub(crate) fn add(&self, c: Counters) {
+        if c.alloc_objects | c.alloc_bytes != 0 {
+            self.add_alloc(c.alloc_objects, c.alloc_bytes);
+        }
+        if c.free_objects | c.free_bytes != 0 {
+            self.add_free(c.free_objects, c.free_bytes);
+        }
+    }
+
+    /// Adds allocations (any thread); returns the allocated bytes including these.
+    #[inline]
+    pub(crate) fn add_alloc(&self, objects: u64, bytes: u64) -> u64 {
+        self.alloc_objects.fetch_add(objects, Relaxed);
+        self.alloc_bytes
+            .fetch_add(bytes, Relaxed)
+            .wrapping_add(bytes)
+    }
+
+    /// Adds frees (any thread).
+    #[inline]
+    pub(crate) fn add_free(&self, objects: u64, bytes: u64) {
+        self.free_objects.fetch_add(objects, Relaxed);
+        self.free_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Owner-only: adds allocations with plain loads and stores; returns the allocated bytes
+    /// including these. Only for counters a single thread writes (a lost update otherwise).
+    #[inline(always)]
+    pub(crate) fn bump_alloc(&self, objects: u64, bytes: u64) -> u64 {
+        bump(&self.alloc_objects, objects);
+        let ab = self.alloc_bytes.load(Relaxed).wrapping_add(bytes);
+        self.alloc_bytes.store(ab, Relaxed);
+        ab
+    }
+
+    /// Owner-only: adds frees with plain loads and stores (see [`bump_alloc`](Self::bump_alloc)).
+    #[inline(always)]
+    pub(crate) fn bump_free(&self, objects: u64, bytes: u64) {
+        bump(&self.free_objects, objects);
+        bump(&self.free_bytes, bytes);
+    }
+
+    /// Sets all four to zero.
+    #[inline]
+    pub(crate) fn clear(&self) {
+        for a in [
+            &self.alloc_objects,
+            &self.alloc_bytes,
+            &self.free_objects,
+            &self.free_bytes,
+        ] {
+            a.store(0, Relaxed);
+        }
+    }
+
+    /// Live bytes now, never above the true figure: `free_bytes` is read after `alloc_bytes`,
+    /// so a racing free can only make it lower (saturating at zero).
+    #[inline]
+    pub(crate) fn live_bytes(&self) -> u64 {
+        self.alloc_bytes
+            .load(Relaxed)
+            .saturating_sub(self.free_bytes.load(Relaxed))
+    }
+}
+
+/// Owner-only increment: a plain load and store, no locked instruction.
+#[inline(always)]
+fn bump(a: &AtomicU64, v: u64) {
+    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
 }
 
 /// Which allocations record a stack (a callsite).
@@ -444,13 +592,7 @@ pub enum StackMode {
 }
 
 /// Default mean sampling interval: 512 KiB, as Go's `MemProfileRate` and jemalloc.
-pub(crate) const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
-
-impl StackMode {
-    /// The default mean of [`StackMode::Sampled`]: 512 KiB, as Go's `MemProfileRate` and
-    /// jemalloc.
-    pub const DEFAULT_SAMPLE_BYTES: u64 = DEFAULT_SAMPLE_BYTES;
-}
+pub const DEFAULT_SAMPLE_BYTES: u64 = 512 * 1024;
 
 impl Default for StackMode {
     /// `Sampled { mean_bytes: 512 KiB }`: cheap enough for production.
@@ -769,5 +911,143 @@ impl Serialize for SharedStr {
 impl<'de> Deserialize<'de> for SharedStr {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         String::deserialize(d).map(SharedStr::from)
+    }
+}
+
+/// A callsite's stack: its frames, innermost first, shared — every callsite of the same stack
+/// (in a report's list, in each job's list, in a report read from a file) holds one copy, and
+/// cloning is a reference-count increment.
+///
+/// It reads like a slice of [`Frame`]s (`.iter()`, `.len()`, `.first()`, indexing,
+/// `for f in &frames`, `== vec`), and is made from a `Vec<Frame>` with `.into()`.
+///
+/// ```
+/// use allocscope::{Frame, SharedFrames};
+/// let frames: SharedFrames = vec![Frame::new("app::load", None, None)].into();
+/// let copy = frames.clone(); // shares the frames
+/// assert_eq!(copy.len(), 1);
+/// assert_eq!(frames[0].function, "app::load");
+/// for f in &frames {
+///     assert!(f.file.is_none());
+/// }
+/// assert_eq!(frames, vec![Frame::new("app::load", None, None)]);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SharedFrames(std::sync::Arc<[Frame]>);
+
+impl SharedFrames {
+    /// The frames.
+    pub fn as_slice(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+impl Default for SharedFrames {
+    fn default() -> Self {
+        SharedFrames(std::sync::Arc::from(Vec::new()))
+    }
+}
+
+impl core::ops::Deref for SharedFrames {
+    type Target = [Frame];
+    fn deref(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+/// Copy on write: changing the frames of one callsite copies them first if they are shared.
+impl core::ops::DerefMut for SharedFrames {
+    fn deref_mut(&mut self) -> &mut [Frame] {
+        if std::sync::Arc::get_mut(&mut self.0).is_none() {
+            self.0 = self.0.iter().cloned().collect();
+        }
+        // A fresh copy has no other owner: `get_mut` succeeds.
+        std::sync::Arc::get_mut(&mut self.0).unwrap_or_default()
+    }
+}
+
+impl AsRef<[Frame]> for SharedFrames {
+    fn as_ref(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+impl core::borrow::Borrow<[Frame]> for SharedFrames {
+    fn borrow(&self) -> &[Frame] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a SharedFrames {
+    type Item = &'a Frame;
+    type IntoIter = core::slice::Iter<'a, Frame>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<Frame>> for SharedFrames {
+    fn from(v: Vec<Frame>) -> Self {
+        SharedFrames(v.into())
+    }
+}
+
+impl From<&[Frame]> for SharedFrames {
+    fn from(v: &[Frame]) -> Self {
+        SharedFrames(v.into())
+    }
+}
+
+impl From<std::sync::Arc<[Frame]>> for SharedFrames {
+    fn from(v: std::sync::Arc<[Frame]>) -> Self {
+        SharedFrames(v)
+    }
+}
+
+impl From<SharedFrames> for Vec<Frame> {
+    fn from(f: SharedFrames) -> Self {
+        f.0.to_vec()
+    }
+}
+
+impl FromIterator<Frame> for SharedFrames {
+    fn from_iter<I: IntoIterator<Item = Frame>>(iter: I) -> Self {
+        SharedFrames(iter.into_iter().collect())
+    }
+}
+
+impl core::fmt::Debug for SharedFrames {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq<[Frame]> for SharedFrames {
+    fn eq(&self, o: &[Frame]) -> bool {
+        *self.0 == *o
+    }
+}
+
+impl PartialEq<&[Frame]> for SharedFrames {
+    fn eq(&self, o: &&[Frame]) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl PartialEq<Vec<Frame>> for SharedFrames {
+    fn eq(&self, o: &Vec<Frame>) -> bool {
+        *self.0 == **o
+    }
+}
+
+impl Serialize for SharedFrames {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedFrames {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Frame>::deserialize(d).map(SharedFrames::from)
     }
 }

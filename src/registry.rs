@@ -25,7 +25,7 @@ use parking_lot::{Mutex, RwLock};
 use dashmap::DashMap;
 
 use crate::fork::{self, AtFork};
-use crate::model::{stored_job_name, Counters, RunReport, SharedStr};
+use crate::model::{stored_job_name, AtomicCounters, Counters, RunReport, SharedStr};
 
 /// Most distinct scope paths (nesting chains of job names) kept apart; later ones share the
 /// overflow path. 65,536 × 48 bytes = 3 MiB of address space, touched as used.
@@ -56,10 +56,8 @@ pub(crate) const OTHER_JOBS_NAME: &str = "(other jobs)";
 
 /// Shared counters of one path. Allocation and free counts only grow; live = alloc - free.
 pub(crate) struct PathEntry {
-    pub alloc_objects: AtomicU64,
-    pub alloc_bytes: AtomicU64,
-    pub free_objects: AtomicU64,
-    pub free_bytes: AtomicU64,
+    /// Flushes and the shared slow path add here.
+    pub counters: AtomicCounters,
     /// Innermost job of the path.
     pub job: AtomicU32,
     /// Enclosing path, `u32::MAX` for a root path.
@@ -70,36 +68,10 @@ pub(crate) struct PathEntry {
 impl PathEntry {
     const fn new() -> Self {
         Self {
-            alloc_objects: AtomicU64::new(0),
-            alloc_bytes: AtomicU64::new(0),
-            free_objects: AtomicU64::new(0),
-            free_bytes: AtomicU64::new(0),
+            counters: AtomicCounters::new(),
             job: AtomicU32::new(u32::MAX),
             parent: AtomicU32::new(u32::MAX),
             depth: AtomicU32::new(0),
-        }
-    }
-
-    /// The path's shared counters now (without what threads have not flushed yet).
-    pub(crate) fn load(&self) -> Counters {
-        Counters {
-            alloc_objects: self.alloc_objects.load(Relaxed),
-            alloc_bytes: self.alloc_bytes.load(Relaxed),
-            free_objects: self.free_objects.load(Relaxed),
-            free_bytes: self.free_bytes.load(Relaxed),
-        }
-    }
-
-    /// Adds allocations and frees (used on flush and on the shared slow path).
-    #[inline]
-    pub(crate) fn add(&self, ao: u64, ab: u64, fo: u64, fb: u64) {
-        if ao | ab != 0 {
-            self.alloc_objects.fetch_add(ao, Relaxed);
-            self.alloc_bytes.fetch_add(ab, Relaxed);
-        }
-        if fo | fb != 0 {
-            self.free_objects.fetch_add(fo, Relaxed);
-            self.free_bytes.fetch_add(fb, Relaxed);
         }
     }
 }
@@ -152,12 +124,7 @@ impl RunHistory {
     pub(crate) fn retained_bytes(&self) -> u64 {
         self.paths
             .iter()
-            .map(|&p| {
-                let e = path(p);
-                e.alloc_bytes
-                    .load(Relaxed)
-                    .wrapping_sub(e.free_bytes.load(Relaxed)) as i64
-            })
+            .map(|&p| path(p).counters.load().net_bytes())
             .fold(0i64, |a, b| a.wrapping_add(b))
             .max(0) as u64
     }
@@ -426,10 +393,7 @@ pub(crate) struct RunSlot {
     parent: AtomicU32,
     /// The run's start number in its job (`JobEntry::started`), 0 for none.
     seq: AtomicU64,
-    pub alloc_objects: AtomicU64,
-    pub alloc_bytes: AtomicU64,
-    pub free_objects: AtomicU64,
-    pub free_bytes: AtomicU64,
+    counters: AtomicCounters,
     live: AtomicI64,
     peak: AtomicI64,
     /// The record of the last run that finished in this slot, kept until the slot finishes
@@ -455,10 +419,7 @@ impl RunSlot {
             fin_run: AtomicU64::new(0),
             fin_parent: AtomicU32::new(0),
             fin_seq: AtomicU64::new(0),
-            alloc_objects: AtomicU64::new(0),
-            alloc_bytes: AtomicU64::new(0),
-            free_objects: AtomicU64::new(0),
-            free_bytes: AtomicU64::new(0),
+            counters: AtomicCounters::new(),
             live: AtomicI64::new(0),
             peak: AtomicI64::new(0),
         }
@@ -527,10 +488,7 @@ pub(crate) fn run_begin(parent: u32, seq: u64) -> u32 {
         }
     };
     let slot = &RUNS[idx as usize];
-    slot.alloc_objects.store(0, Relaxed);
-    slot.alloc_bytes.store(0, Relaxed);
-    slot.free_objects.store(0, Relaxed);
-    slot.free_bytes.store(0, Relaxed);
+    slot.counters.clear();
     slot.live.store(0, Relaxed);
     slot.peak.store(0, Relaxed);
     slot.seq.store(seq, Relaxed);
@@ -558,12 +516,7 @@ pub(crate) fn run_end(token: u32, job: u32, number: u64) -> Option<RunTotals> {
     ledger_begin_finish(slot, token, job, number);
     slot.gen.fetch_add(1, AcqRel);
     let totals = RunTotals {
-        counters: Counters {
-            alloc_objects: slot.alloc_objects.load(Relaxed),
-            alloc_bytes: slot.alloc_bytes.load(Relaxed),
-            free_objects: slot.free_objects.load(Relaxed),
-            free_bytes: slot.free_bytes.load(Relaxed),
-        },
+        counters: slot.counters.load(),
         peak_bytes: slot.peak.load(Relaxed).max(0) as u64,
     };
     ledger_end_finish(job, number, &totals.counters);
@@ -571,16 +524,14 @@ pub(crate) fn run_end(token: u32, job: u32, number: u64) -> Option<RunTotals> {
     Some(totals)
 }
 
-/// Adds a thread's pending figures to a run and its active ancestors. `local_peak` is the
-/// highest net live bytes the thread reached since its last flush (≥ 0).
-pub(crate) fn run_add(token: u32, ao: u64, ab: u64, fo: u64, fb: u64, live: i64, local_peak: i64) {
+/// Adds a thread's pending figures `c` to a run and its active ancestors. `live` is their net
+/// live bytes; `local_peak` the highest net live bytes the thread reached since its last
+/// flush (≥ 0).
+pub(crate) fn run_add(token: u32, c: Counters, live: i64, local_peak: i64) {
     let mut token = token;
     let mut guard = 0;
     while let Some(slot) = token_slot(token) {
-        slot.alloc_objects.fetch_add(ao, Relaxed);
-        slot.alloc_bytes.fetch_add(ab, Relaxed);
-        slot.free_objects.fetch_add(fo, Relaxed);
-        slot.free_bytes.fetch_add(fb, Relaxed);
+        slot.counters.add(c);
         let before = slot.live.fetch_add(live, Relaxed);
         // `before` is below zero when another thread freed blocks whose allocation is still
         // pending in a thread's slot (this one's included): the run's true live bytes were
@@ -603,7 +554,7 @@ pub(crate) fn run_remote_free(token: u32, bytes: u64) {
         return;
     }
     if run_active(token) {
-        run_add(token, 0, 0, 1, bytes, -(bytes as i64), 0);
+        run_add(token, Counters::of_frees(1, bytes), -(bytes as i64), 0);
     } else {
         ledger_free(token, bytes);
     }
@@ -626,10 +577,9 @@ struct LedgerEntry {
     token: AtomicU32,
     /// The run's start number in its job (`JobEntry::started`): callsites name runs by it.
     seq: AtomicU64,
-    at_finish_objects: AtomicU64,
-    at_finish_bytes: AtomicU64,
-    freed_objects: AtomicU64,
-    freed_bytes: AtomicU64,
+    /// Allocations: what the run retained when it finished (objects, bytes); frees: the frees
+    /// of its blocks since. Retained now = alloc - free.
+    held: AtomicCounters,
 }
 
 impl LedgerEntry {
@@ -638,10 +588,7 @@ impl LedgerEntry {
             run: AtomicU64::new(0),
             token: AtomicU32::new(0),
             seq: AtomicU64::new(0),
-            at_finish_objects: AtomicU64::new(0),
-            at_finish_bytes: AtomicU64::new(0),
-            freed_objects: AtomicU64::new(0),
-            freed_bytes: AtomicU64::new(0),
+            held: AtomicCounters::new(),
         }
     }
 }
@@ -703,24 +650,19 @@ pub(crate) fn job_holdings(job: u32, finished: u64) -> Vec<RunHolding> {
             if run == 0 || run <= oldest || run > finished {
                 break;
             }
-            let ao = e.at_finish_objects.load(Relaxed);
-            let ab = e.at_finish_bytes.load(Relaxed);
-            let fo = e.freed_objects.load(Relaxed);
-            let fb = e.freed_bytes.load(Relaxed);
+            let mut held = e.held.load();
             let seq = e.seq.load(Relaxed);
             core::sync::atomic::fence(Acquire);
             if e.run.load(Relaxed) != run {
                 continue;
             }
+            let freed_since = held.free_objects != 0;
+            held.free_objects = held.free_objects.min(held.alloc_objects);
+            held.free_bytes = held.free_bytes.min(held.alloc_bytes);
             out.push(RunHolding {
                 run,
-                retained: Counters {
-                    alloc_objects: ao,
-                    alloc_bytes: ab,
-                    free_objects: fo.min(ao),
-                    free_bytes: fb.min(ab),
-                },
-                freed_since: fo != 0,
+                retained: held,
+                freed_since,
                 seq,
             });
             break;
@@ -748,14 +690,7 @@ fn ledger_begin_finish(slot: &RunSlot, token: u32, job: u32, number: u64) {
         core::sync::atomic::fence(Release);
         e.token.store(token, Relaxed);
         e.seq.store(seq, Relaxed);
-        for a in [
-            &e.at_finish_objects,
-            &e.at_finish_bytes,
-            &e.freed_objects,
-            &e.freed_bytes,
-        ] {
-            a.store(0, Relaxed);
-        }
+        e.held.clear();
         e.run.store(number, Release);
     }
 }
@@ -766,14 +701,9 @@ fn ledger_end_finish(job: u32, number: u64, retained: &Counters) {
     if let Some(l) = ledger(job) {
         let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
         if e.run.load(Acquire) == number {
-            e.at_finish_objects.store(
-                retained.alloc_objects.saturating_sub(retained.free_objects),
-                Relaxed,
-            );
-            e.at_finish_bytes.store(
-                retained.alloc_bytes.saturating_sub(retained.free_bytes),
-                Relaxed,
-            );
+            let at_finish = retained.retained();
+            e.held.alloc_objects.store(at_finish.objects, Relaxed);
+            e.held.alloc_bytes.store(at_finish.bytes, Relaxed);
         }
     }
 }
@@ -813,15 +743,14 @@ fn ledger_free(mut token: u32, bytes: u64) {
         if let Some(l) = ledger(job) {
             let e = &l.entries[(number % LEDGER_RUNS as u64) as usize];
             if e.run.load(Acquire) == number && e.token.load(Relaxed) == token {
-                e.freed_objects.fetch_add(1, Relaxed);
-                e.freed_bytes.fetch_add(bytes, Relaxed);
+                e.held.add_free(1, bytes);
             }
         }
         if parent == 0 {
             return;
         }
         if run_active(parent) {
-            run_add(parent, 0, 0, 1, bytes, -(bytes as i64), 0);
+            run_add(parent, Counters::of_frees(1, bytes), -(bytes as i64), 0);
             return;
         }
         token = parent;

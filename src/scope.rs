@@ -22,7 +22,7 @@ use parking_lot::RwLock;
 use crate::fork;
 use crate::model::{unix_ms, RunReport, Usage};
 use crate::registry::{self, RECENT_RUNS};
-use crate::thread::{self, untracked};
+use crate::thread::{self, untracked, Context};
 
 /// Runs `f` as one run of the job `name` and returns its value.
 ///
@@ -51,11 +51,10 @@ pub fn track_scope<R>(name: &str, f: impl FnOnce() -> R) -> R {
 /// assert_eq!(run.retained_at_finish.bytes, 0);
 /// ```
 pub fn track_scope_run<R>(name: &str, f: impl FnOnce() -> R) -> (R, RunReport) {
-    let (parent_path, parent_run) = context();
-    let run = ActiveRun::begin(name, parent_path, parent_run);
-    let prev = thread::switch_context(run.path, run.token);
+    let run = ActiveRun::begin(name, context());
+    let prev = thread::switch_context(run.ctx);
     let result = catch_unwind(AssertUnwindSafe(f));
-    thread::switch_context(prev.0, prev.1);
+    thread::switch_context(prev);
     let _ = context();
     let report = run.finish(result.is_err());
     match result {
@@ -67,28 +66,27 @@ pub fn track_scope_run<R>(name: &str, f: impl FnOnce() -> R) -> (R, RunReport) {
 /// One run in progress.
 pub(crate) struct ActiveRun {
     job: u32,
-    pub(crate) path: u32,
-    pub(crate) token: u32,
+    /// The run's path and token.
+    pub(crate) ctx: Context,
     started: Instant,
 }
 
 impl ActiveRun {
-    /// Starts a run of `name` nested in the context (`parent_path`, `parent_run`).
-    pub(crate) fn begin(name: &str, parent_path: u32, parent_run: u32) -> ActiveRun {
+    /// Starts a run of `name` nested in the context `parent`.
+    pub(crate) fn begin(name: &str, parent: Context) -> ActiveRun {
         crate::startup::apply_env();
         untracked(|| {
             let job = registry::job_id(name);
-            let path = registry::path_id(Some(parent_path), job);
+            let path = registry::path_id(Some(parent.path), job);
             let entry = registry::job(job);
             let seq = entry.started.fetch_add(1, Relaxed).wrapping_add(1);
-            let token = registry::run_begin(parent_run, seq);
+            let token = registry::run_begin(parent.run, seq);
             if entry.active_runs.fetch_add(1, Relaxed) == 0 {
                 entry.active_since_ms.store(unix_ms(), Relaxed);
             }
             ActiveRun {
                 job,
-                path,
-                token,
+                ctx: Context { path, run: token },
                 started: Instant::now(),
             }
         })
@@ -102,7 +100,7 @@ impl ActiveRun {
             // Release: the thread left the run's scope (its figures are flushed) before this, and a
             // snapshot reads `runs` first with acquire (see `report::snapshot`).
             let run = entry.runs.fetch_add(1, Release) + 1;
-            let totals = registry::run_end(self.token, self.job, run);
+            let totals = registry::run_end(self.ctx.run, self.job, run);
             entry.active_runs.fetch_sub(1, Relaxed);
             if panicked {
                 entry.panicked_runs.fetch_add(1, Relaxed);
@@ -152,11 +150,11 @@ pub(crate) struct OwnedRun {
 }
 
 impl OwnedRun {
-    /// Starts a run of `name` nested in the context `parent` (path, run token).
-    pub(crate) fn begin(name: &str, parent: (u32, u32)) -> OwnedRun {
-        let run = ActiveRun::begin(name, parent.0, parent.1);
+    /// Starts a run of `name` nested in the context `parent`.
+    pub(crate) fn begin(name: &str, parent: Context) -> OwnedRun {
+        let run = ActiveRun::begin(name, parent);
         OwnedRun {
-            handle: ScopeHandle::from_parts(run.path, run.token),
+            handle: ScopeHandle(run.ctx),
             run: Some(run),
         }
     }
@@ -187,10 +185,7 @@ impl Drop for OwnedRun {
 /// Obtained from [`current_scope`]. Entering it charges allocations to the same job (and the
 /// same run, while that run is still going) as the code that created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ScopeHandle {
-    path: u32,
-    run: u32,
-}
+pub struct ScopeHandle(Context);
 
 impl ScopeHandle {
     /// Runs `f` with allocations on this thread charged to this scope, then restores the
@@ -206,12 +201,15 @@ impl ScopeHandle {
     /// Switches to this scope until the guard is dropped.
     pub(crate) fn enter_guard(&self) -> Restore {
         let _ = context();
-        let run = if registry::run_active(self.run) {
-            self.run
+        let run = if registry::run_active(self.0.run) {
+            self.0.run
         } else {
             0
         };
-        Restore(thread::switch_context(self.path, run))
+        Restore(thread::switch_context(Context {
+            path: self.0.path,
+            run,
+        }))
     }
 
     /// Wraps `f` into a closure that enters this scope around each call, on whichever thread
@@ -247,36 +245,31 @@ impl ScopeHandle {
     /// such a handle then means "no job": allocations are unscoped). Use it to carry "whatever
     /// the caller was doing" to a pool thread, where [`current_scope`] would give `None`.
     pub fn current() -> ScopeHandle {
-        let (path, run) = context();
-        ScopeHandle { path, run }
+        ScopeHandle(context())
     }
 
-    /// The (path, run token) pair, to nest a new run in this scope.
+    /// The scope's context, to nest a new run in it.
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn parts(&self) -> (u32, u32) {
-        (self.path, self.run)
+    pub(crate) fn parts(&self) -> Context {
+        self.0
     }
 
     /// The innermost job name of this scope.
     pub fn job_name(&self) -> String {
         untracked(|| {
-            let job = registry::path(self.path).job.load(Relaxed);
+            let job = registry::path(self.0.path).job.load(Relaxed);
             registry::job(job).name.to_string()
         })
-    }
-
-    pub(crate) fn from_parts(path: u32, run: u32) -> Self {
-        ScopeHandle { path, run }
     }
 }
 
 /// Restores a thread's previous context when dropped.
-pub(crate) struct Restore(pub(crate) (u32, u32));
+pub(crate) struct Restore(pub(crate) Context);
 
 impl Restore {
     /// The context to restore, leaving the restoring to the caller (who stacks it).
     #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
-    pub(crate) fn into_previous(self) -> (u32, u32) {
+    pub(crate) fn into_previous(self) -> Context {
         let prev = self.0;
         core::mem::forget(self);
         prev
@@ -285,7 +278,7 @@ impl Restore {
 
 impl Drop for Restore {
     fn drop(&mut self) {
-        thread::switch_context(self.0 .0, self.0 .1);
+        thread::switch_context(self.0);
         let _ = context();
     }
 }
@@ -300,13 +293,13 @@ pub(crate) fn set_leave_finished(leave: fn()) {
     let _ = LEAVE_FINISHED.set(leave);
 }
 
-/// The calling thread's context (path, run) for a scope operation: when its run has finished
-/// while the thread was inside it, the hook restores the context the thread had before, first.
-/// A context with no run (run 0) or an active run is returned as is (one load of the run's
+/// The calling thread's context for a scope operation: when its run has finished while the
+/// thread was inside it, the hook restores the context the thread had before, first. A
+/// context with no run (run 0) or an active run is returned as is (one load of the run's
 /// generation).
-pub(crate) fn context() -> (u32, u32) {
+pub(crate) fn context() -> Context {
     let ctx = thread::current_context();
-    if ctx.1 == 0 || registry::run_active(ctx.1) {
+    if ctx.run == 0 || registry::run_active(ctx.run) {
         return ctx;
     }
     match LEAVE_FINISHED.get() {
@@ -324,9 +317,9 @@ pub(crate) fn context() -> (u32, u32) {
 /// thread, or its guard forgotten) is first restored to the scope it had before entering the
 /// span, so this never names a closed span's scope.
 pub fn current_scope() -> Option<ScopeHandle> {
-    let (path, run) = context();
-    (path != registry::PATH_UNSCOPED && path != registry::PATH_TRACKER)
-        .then_some(ScopeHandle { path, run })
+    let ctx = context();
+    (ctx.path != registry::PATH_UNSCOPED && ctx.path != registry::PATH_TRACKER)
+        .then_some(ScopeHandle(ctx))
 }
 
 /// Like [`std::thread::spawn`], but the new thread runs in the caller's current scope, so its

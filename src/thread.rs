@@ -35,7 +35,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
-use crate::model::Counters;
+use crate::model::{AtomicCounters, Counters};
 use crate::registry::{self, PATH_UNSCOPED};
 
 /// Threads that can hold a counter slot at the same time; more threads fall back to shared
@@ -86,8 +86,35 @@ impl ThreadState {
     }
 }
 
+impl ThreadState {
+    /// The thread's current context.
+    #[inline(always)]
+    pub(crate) fn context(&self) -> Context {
+        Context {
+            path: self.path.get(),
+            run: self.run.get(),
+        }
+    }
+}
+
 thread_local! {
     pub(crate) static TLS: ThreadState = const { ThreadState::new() };
+}
+
+/// What a thread's allocations are charged to: a scope `path` and a `run` token (0 outside
+/// any run). Every block's header records the context that allocated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Context {
+    pub(crate) path: u32,
+    pub(crate) run: u32,
+}
+
+impl Context {
+    /// Outside any scope and run.
+    pub(crate) const UNSCOPED: Context = Context {
+        path: PATH_UNSCOPED,
+        run: 0,
+    };
 }
 
 /// Counters a thread accumulates for its current context. Written only by the owning thread.
@@ -104,10 +131,8 @@ pub(crate) struct ThreadSlot {
     in_use: AtomicBool,
     path: AtomicU32,
     run: AtomicU32,
-    alloc_objects: AtomicU64,
-    alloc_bytes: AtomicU64,
-    free_objects: AtomicU64,
-    free_bytes: AtomicU64,
+    /// Pending figures, written by the owner only (`bump_*`).
+    counters: AtomicCounters,
     /// Highest `alloc_bytes - free_bytes` since the last flush.
     peak: AtomicI64,
 }
@@ -120,10 +145,7 @@ impl ThreadSlot {
             in_use: AtomicBool::new(false),
             path: AtomicU32::new(PATH_UNSCOPED),
             run: AtomicU32::new(0),
-            alloc_objects: AtomicU64::new(0),
-            alloc_bytes: AtomicU64::new(0),
-            free_objects: AtomicU64::new(0),
-            free_bytes: AtomicU64::new(0),
+            counters: AtomicCounters::new(),
             peak: AtomicI64::new(0),
         }
     }
@@ -134,12 +156,6 @@ static SLOTS: [ThreadSlot; MAX_THREADS] = [const { ThreadSlot::new() }; MAX_THRE
 pub(crate) static THREADS_WITHOUT_SLOT: AtomicU64 = AtomicU64::new(0);
 /// Set once any allocation went through `TrackingAllocator`.
 pub(crate) static INSTALLED: AtomicBool = AtomicBool::new(false);
-
-/// Owner-only increment: a plain load and store, no locked instruction.
-#[inline(always)]
-fn bump(a: &AtomicU64, v: u64) {
-    a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
-}
 
 /// Index of the counter slot `t` holds, if it holds one. A slot has one owner thread at a time,
 /// so per-slot scratch state (the caching unwinder's rule cache) needs no lock.
@@ -233,7 +249,7 @@ impl Drop for SlotOwner {
                 // this thread's remaining allocations (later destructors) use shared atomics.
                 register_at_fork();
                 lock_slot(slot);
-                flush_slot(slot, t.path.get(), t.run.get());
+                flush_slot(slot, t.context());
                 t.slot.set(SLOT_NONE);
                 t.slot_ref.set(None);
                 unlock_slot(slot);
@@ -261,11 +277,9 @@ pub(crate) fn claimed_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
 /// zeroes it, so outside a run only the objects/bytes pair is written.
 #[inline(always)]
 pub(crate) fn count_alloc_in_slot(s: &ThreadSlot, run: u32, bytes: u64) {
-    bump(&s.alloc_objects, 1);
-    let ab = s.alloc_bytes.load(Relaxed).wrapping_add(bytes);
-    s.alloc_bytes.store(ab, Relaxed);
+    let ab = s.counters.bump_alloc(1, bytes);
     if run != 0 {
-        let live = ab.wrapping_sub(s.free_bytes.load(Relaxed)) as i64;
+        let live = ab.wrapping_sub(s.counters.free_bytes.load(Relaxed)) as i64;
         if live > s.peak.load(Relaxed) {
             s.peak.store(live, Relaxed);
         }
@@ -275,8 +289,7 @@ pub(crate) fn count_alloc_in_slot(s: &ThreadSlot, run: u32, bytes: u64) {
 /// Records a free of `bytes` of the current context in `s`, the thread's claimed slot.
 #[inline(always)]
 pub(crate) fn count_free_in_slot(s: &ThreadSlot, bytes: u64) {
-    bump(&s.free_objects, 1);
-    bump(&s.free_bytes, bytes);
+    s.counters.bump_free(1, bytes);
 }
 
 /// Records an allocation of `bytes` in the current context.
@@ -292,8 +305,13 @@ pub(crate) fn count_alloc(t: &ThreadState, bytes: u64) {
 #[cold]
 #[inline(never)]
 fn count_alloc_shared(t: &ThreadState, bytes: u64) {
-    registry::path(t.path.get()).add(1, bytes, 0, 0);
-    registry::run_add(t.run.get(), 1, bytes, 0, 0, bytes as i64, bytes as i64);
+    registry::path(t.path.get()).counters.add_alloc(1, bytes);
+    registry::run_add(
+        t.run.get(),
+        Counters::of_allocs(1, bytes),
+        bytes as i64,
+        bytes as i64,
+    );
 }
 
 /// Records a free of a block of `bytes` allocated under `path` / `run`.
@@ -313,7 +331,7 @@ pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
 /// common one and stays small enough to inline.
 #[inline(never)]
 pub(crate) fn count_free_shared(path: u32, run: u32, bytes: u64) {
-    registry::path(path).add(0, 0, 1, bytes);
+    registry::path(path).counters.add_free(1, bytes);
     registry::run_remote_free(run, bytes);
 }
 
@@ -363,68 +381,57 @@ fn register_at_fork() {
     REGISTERED.call_once(|| crate::fork::register(&SlotsAtFork));
 }
 
-/// Folds a slot's pending figures into the shared counters of `path` and `run`, and zeroes it.
+/// Folds a slot's pending figures into the shared counters of context `ctx`, and zeroes it.
 /// Only the owning thread calls this, holding the slot's lock.
-fn flush_slot(s: &ThreadSlot, path: u32, run: u32) {
+fn flush_slot(s: &ThreadSlot, ctx: Context) {
     let seq = s.seq.load(Relaxed);
     s.seq.store(seq.wrapping_add(1), Relaxed);
     core::sync::atomic::fence(Release);
-    let ao = s.alloc_objects.load(Relaxed);
-    let ab = s.alloc_bytes.load(Relaxed);
-    let fo = s.free_objects.load(Relaxed);
-    let fb = s.free_bytes.load(Relaxed);
-    let live = ab.wrapping_sub(fb) as i64;
+    let c = s.counters.load();
     let peak = s.peak.load(Relaxed);
-    registry::path(path).add(ao, ab, fo, fb);
+    registry::path(ctx.path).counters.add(c);
     // Nothing happened since the last flush (a scope entered and left without allocating, as
     // `ScopeHandle::wrap` does per call): the run's counters would not change (its peak
     // already covers its live bytes), so skip their atomic read-modify-writes.
-    if run != 0 && ao | ab | fo | fb != 0 {
-        registry::run_add(run, ao, ab, fo, fb, live, peak.max(0));
+    if ctx.run != 0 && !c.is_zero() {
+        registry::run_add(ctx.run, c, c.net_bytes(), peak.max(0));
     }
-    for a in [
-        &s.alloc_objects,
-        &s.alloc_bytes,
-        &s.free_objects,
-        &s.free_bytes,
-    ] {
-        a.store(0, Relaxed);
-    }
+    s.counters.clear();
     s.peak.store(0, Relaxed);
     s.seq.store(seq.wrapping_add(2), Release);
 }
 
-/// Switches the current thread to context (`path`, `run`), flushing what the previous context
+/// Switches the current thread to context `to`, flushing what the previous context
 /// accumulated. Returns the previous context.
-pub(crate) fn switch_context(path: u32, run: u32) -> (u32, u32) {
+pub(crate) fn switch_context(to: Context) -> Context {
     TLS.try_with(|t| {
-        let prev = (t.path.get(), t.run.get());
+        let prev = t.context();
         let s = t.slot.get();
         if s != SLOT_NONE && s != SLOT_UNCLAIMED {
             let slot = &SLOTS[s as usize - 1];
             register_at_fork();
             lock_slot(slot);
             let seq = slot.seq.load(Relaxed);
-            flush_slot(slot, prev.0, prev.1);
+            flush_slot(slot, prev);
             // Re-open the sequence to publish the new context atomically with the flush.
             slot.seq.store(seq.wrapping_add(3), Relaxed);
             core::sync::atomic::fence(Release);
-            slot.path.store(path, Relaxed);
-            slot.run.store(run, Relaxed);
+            slot.path.store(to.path, Relaxed);
+            slot.run.store(to.run, Relaxed);
             slot.seq.store(seq.wrapping_add(4), Release);
             unlock_slot(slot);
         }
-        t.path.set(path);
-        t.run.set(run);
+        t.path.set(to.path);
+        t.run.set(to.run);
         prev
     })
-    .unwrap_or((PATH_UNSCOPED, 0))
+    .unwrap_or(Context::UNSCOPED)
 }
 
-/// The current thread's context (`path`, `run`).
-pub(crate) fn current_context() -> (u32, u32) {
-    TLS.try_with(|t| (t.path.get(), t.run.get()))
-        .unwrap_or((PATH_UNSCOPED, 0))
+/// The current thread's context.
+pub(crate) fn current_context() -> Context {
+    TLS.try_with(ThreadState::context)
+        .unwrap_or(Context::UNSCOPED)
 }
 
 /// Pending (not yet flushed) figures of one thread.
@@ -472,12 +479,7 @@ fn read_slot(s: &'static ThreadSlot, seq: u32) -> Pending {
         slot: s,
         seq,
         path: s.path.load(Relaxed),
-        counters: Counters {
-            alloc_objects: s.alloc_objects.load(Relaxed),
-            alloc_bytes: s.alloc_bytes.load(Relaxed),
-            free_objects: s.free_objects.load(Relaxed),
-            free_bytes: s.free_bytes.load(Relaxed),
-        },
+        counters: s.counters.load(),
     }
 }
 

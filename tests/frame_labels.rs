@@ -45,7 +45,7 @@ fn fixture() -> Report {
     let site = {
         let mut site = CallsiteReport::default();
         site.scope = vec!["render".to_string()];
-        site.frames = frames;
+        site.frames = frames.into();
         site.allocated = Usage::new(10, 40_000);
         site.retained = Usage::new(2, 8_000);
         site.peak_bytes = 8_000;

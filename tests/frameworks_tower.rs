@@ -188,7 +188,8 @@ fn a_naming_function_gives_a_job_per_kind_and_subtasks_stay_in_it() {
 
 #[test]
 fn naming_a_request_is_charged_to_no_scope() {
-    // Each name is a fresh String: before, it was charged to the scope the request came from.
+    // Each name is a fresh String, built with tracking suspended: not charged to the scope the
+    // request came from.
     let rt = runtime();
     rt.block_on(
         async {

@@ -23,7 +23,8 @@ fn site(
         function: function.into(),
         file: Some("src/big.rs".into()),
         line: Some(line),
-    }];
+    }]
+    .into();
     site.allocated = allocated;
     site.retained = retained;
     site.peak_bytes = retained.bytes;

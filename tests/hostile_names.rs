@@ -64,7 +64,7 @@ fn fixture(scale: u64) -> Report {
         let site = {
             let mut site = CallsiteReport::default();
             site.scope = vec![name.to_string()];
-            site.frames = vec![frame(&format!("leaf{name}")), frame("main")];
+            site.frames = vec![frame(&format!("leaf{name}")), frame("main")].into();
             site.allocated = u;
             site.retained = u;
             site.peak_bytes = u.bytes;
@@ -90,7 +90,7 @@ fn fixture(scale: u64) -> Report {
     }
     all.push({
         let mut site = CallsiteReport::default();
-        site.frames = vec![frame("init\x1b"), frame("main")];
+        site.frames = vec![frame("init\x1b"), frame("main")].into();
         site.allocated = Usage::new(1, 5000);
         site.retained = Usage::new(1, 5000);
         site.peak_bytes = 5000;

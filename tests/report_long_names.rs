@@ -1,7 +1,8 @@
 //! Long job names: a name is stored once, cut to `MAX_JOB_NAME_BYTES` with a marker and a
 //! hash of the full name, so a job with a 1 MiB name run 2,000 times costs little to report
-//! (it was copied into every run event and recent run: a 2.2 GiB peak and a 2.1 GB JSON file
-//! at 3,000 runs), two long names stay two jobs, and every output shows the same stored name.
+//! (copied whole into every run event and recent run, such a name would cost a 2.2 GiB peak
+//! and a 2.1 GB JSON file at 3,000 runs), two long names stay two jobs, and every output shows
+//! the same stored name.
 
 mod common;
 

@@ -144,7 +144,7 @@ pub(crate) fn thread_stack(t: &ThreadState) -> Option<(usize, usize)> {
         0 => {
             // A C block (feature `malloc`) may be allocated inside `pthread_getattr_np` itself,
             // under the lock `stack_bounds` would take again: no lookup then.
-            #[cfg(all(feature = "malloc", target_env = "gnu", target_pointer_width = "64"))]
+            #[cfg(allocscope_cmalloc)]
             if crate::cmalloc::in_c() {
                 return None;
             }

@@ -12,6 +12,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
+use crate::model::AtomicCounters;
+
 /// Distinct stacks kept (power of two). 4 MiB of address space.
 pub(crate) const STACK_CAP: usize = 1 << 18;
 /// Total frames stored across all stacks. 64 MiB of address space, touched as used.
@@ -53,10 +55,8 @@ pub(crate) struct SiteEntry {
     pub estimated: AtomicBool,
     /// The site's ring of live figures by run (`callsite::ages`), 0 until its first block.
     pub ring: AtomicU32,
-    pub alloc_objects: AtomicU64,
-    pub alloc_bytes: AtomicU64,
-    pub free_objects: AtomicU64,
-    pub free_bytes: AtomicU64,
+    /// Objects in `OBJ_ONE` units, bytes rounded per block.
+    pub counters: AtomicCounters,
     /// Highest live bytes (`alloc_bytes - free_bytes`) seen right after one of the site's
     /// allocations. Exact on one thread; with frees racing on other threads it may be off by
     /// the frees in flight (a Relaxed read of `free_bytes`).
@@ -76,10 +76,7 @@ static SITES: [SiteEntry; SITE_CAP] = [const {
         ready: AtomicBool::new(false),
         estimated: AtomicBool::new(false),
         ring: AtomicU32::new(0),
-        alloc_objects: AtomicU64::new(0),
-        alloc_bytes: AtomicU64::new(0),
-        free_objects: AtomicU64::new(0),
-        free_bytes: AtomicU64::new(0),
+        counters: AtomicCounters::new(),
         peak_bytes: AtomicU64::new(0),
     }
 }; SITE_CAP];
@@ -220,12 +217,10 @@ pub(crate) fn site_alloc(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
     super::ages::on_alloc(s, run, o, b);
-    s.alloc_objects.fetch_add(o, Relaxed);
     let live = s
-        .alloc_bytes
-        .fetch_add(b, Relaxed)
-        .wrapping_add(b)
-        .saturating_sub(s.free_bytes.load(Relaxed));
+        .counters
+        .add_alloc(o, b)
+        .saturating_sub(s.counters.free_bytes.load(Relaxed));
     // Same cache line as the counters just written; the read-modify-write only when higher.
     if live > s.peak_bytes.load(Relaxed) {
         s.peak_bytes.fetch_max(live, Relaxed);
@@ -243,8 +238,7 @@ pub(crate) fn site_free(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);
     super::ages::on_free(s, run, o, b);
-    s.free_objects.fetch_add(o, Relaxed);
-    s.free_bytes.fetch_add(b, Relaxed);
+    s.counters.add_free(o, b);
 }
 
 /// Ids of all published sites.

@@ -24,8 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config;
 
-pub use crate::model::StackMode;
-pub(crate) use crate::model::DEFAULT_SAMPLE_BYTES;
+pub use crate::model::{StackMode, DEFAULT_SAMPLE_BYTES};
 pub(crate) use crate::model::{MODE_EVERY, MODE_OFF};
 
 /// `MODE_OFF`, `MODE_EVERY`, n ≥ 2 = sampled with mean n. Read on every allocation.

@@ -387,9 +387,9 @@ struct Entered {
     /// The span's id.
     id: u64,
     /// The context entering it set (path, run token or 0).
-    ctx: (u32, u32),
+    ctx: thread::Context,
     /// The context to restore when it is exited (or closes).
-    prev: (u32, u32),
+    prev: thread::Context,
 }
 
 thread_local! {
@@ -412,14 +412,14 @@ fn leave_finished(stack: &mut Vec<Entered>, finished: impl Fn(&Entered) -> bool)
         target = Some(top.prev);
         stack.pop();
     }
-    if let Some((path, run)) = target {
-        thread::switch_context(path, run);
+    if let Some(prev) = target {
+        thread::switch_context(prev);
     }
 }
 
 /// Whether an entered span's run has finished (the span closed).
 fn closed(e: &Entered) -> bool {
-    e.ctx.1 != 0 && !registry::run_active(e.ctx.1)
+    e.ctx.run != 0 && !registry::run_active(e.ctx.run)
 }
 
 /// The hook `scope::context` calls when this thread's run has finished: leave closed spans.
@@ -564,11 +564,11 @@ impl ScopeLayer {
             self.filter_slot(&id).fetch_sub(1, Relaxed);
             // Still inside it on this thread (a forgotten guard): leave first, so this
             // thread's figures are flushed into the run before it finishes.
-            let (span_id, token) = (id.into_u64(), run.handle().parts().1);
+            let (span_id, token) = (id.into_u64(), run.handle().parts().run);
             let _ = ENTERED.try_with(|stack| {
                 if let Ok(mut stack) = stack.try_borrow_mut() {
                     leave_finished(&mut stack, |e| {
-                        (e.id == span_id && e.ctx.1 == token) || closed(e)
+                        (e.id == span_id && e.ctx.run == token) || closed(e)
                     });
                 }
             });
@@ -593,7 +593,7 @@ fn exit_slow(id: &Id) {
         };
         let Entered { prev, .. } = stack.remove(pos);
         if pos == stack.len() {
-            thread::switch_context(prev.0, prev.1);
+            thread::switch_context(prev);
         } else {
             // Exited out of order: the entry above it now restores what this one would.
             stack[pos].prev = prev;

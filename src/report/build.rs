@@ -132,17 +132,12 @@ pub(crate) fn grouped_stacks(
         {
             continue;
         }
-        let (ao, ab) = (s.alloc_objects.load(Relaxed), s.alloc_bytes.load(Relaxed));
-        let (fo, fb) = (s.free_objects.load(Relaxed), s.free_bytes.load(Relaxed));
-        let allocated = Usage::new(fixed_to_objects(ao), ab);
+        let counters = s.counters.load();
+        let (allocated, retained) = site_usage(counters);
         if allocated.is_zero() {
             continue;
         }
-        let retained = Usage::new(
-            fixed_to_objects(ao.saturating_sub(fo)),
-            ab.saturating_sub(fb),
-        );
-        let by_age = ages.of(s, path, ao.saturating_sub(fo), retained);
+        let by_age = ages.of(s, path, counters.retained().objects, retained);
         let stack = table.stack_of(s.stack.load(Relaxed));
         let i = *groups.entry((path, stack)).or_insert_with(|| {
             accs.push(Site {
@@ -360,6 +355,16 @@ pub(crate) fn sort_jobs(jobs: &mut [JobReport]) {
 /// `u64::MAX` (sampled weights summed over a long run) rounds down instead of overflowing.
 pub(crate) fn fixed_to_objects(fx: u64) -> u64 {
     fx.saturating_add(intern::OBJ_ONE / 2) / intern::OBJ_ONE
+}
+
+/// A site's counters (objects in `OBJ_ONE` units) as (allocated, retained) whole objects and
+/// bytes.
+pub(crate) fn site_usage(c: Counters) -> (Usage, Usage) {
+    let (allocated, retained) = (c.allocated(), c.retained());
+    (
+        Usage::new(fixed_to_objects(allocated.objects), allocated.bytes),
+        Usage::new(fixed_to_objects(retained.objects), retained.bytes),
+    )
 }
 
 pub(crate) fn sort_callsites(list: &mut [CallsiteReport]) {

@@ -239,8 +239,8 @@ impl Report {
     /// callsites. It fetches nothing, so it opens offline. Every name from the report is
     /// escaped.
     ///
-    /// The same page is served live at `/` by the [`http`](crate::http) endpoint, and written
-    /// by `allocscope html REPORT.json -o OUT.html`.
+    /// The same page is served live at `/` by the live endpoint (`allocscope::http`, feature
+    /// `http`), and written by `allocscope html REPORT.json -o OUT.html`.
     pub fn to_html(&self) -> String {
         crate::thread::untracked(|| self.to_html_inner())
     }
@@ -622,7 +622,7 @@ mod tests {
             frames[10] = Frame::new(deep, None, None);
             CallsiteReport {
                 scope: vec!["job".into()],
-                frames,
+                frames: frames.into(),
                 allocated: crate::model::Usage {
                     objects,
                     bytes: objects * 8,
@@ -676,7 +676,7 @@ mod tests {
         // Distinct frames: rows that would read the same are merged into one.
         let site = |bytes: u64, estimated: bool| CallsiteReport {
             scope: vec!["job".into()],
-            frames: vec![Frame::new(format!("f{bytes}"), None, None)],
+            frames: vec![Frame::new(format!("f{bytes}"), None, None)].into(),
             allocated: crate::model::Usage { objects: 3, bytes },
             retained: crate::model::Usage { objects: 3, bytes },
             peak_bytes: bytes,

@@ -49,6 +49,7 @@ pub use trigger::{ActiveJob, DumpTrigger};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::model::SharedFrames;
 use crate::model::StackMode;
 pub use crate::model::{Frame, RunReport, SharedStr, Usage};
 
@@ -68,13 +69,16 @@ pub struct CallsiteReport {
     /// The scope the stack allocated in: job names, outermost first (empty: unscoped).
     #[serde(deserialize_with = "crate::model::read_job_names")]
     pub scope: Vec<String>,
-    /// The stack, innermost (the code that asked for memory) first. In the JSON of
-    /// [`Report::to_json`] / [`Report::write_json`], an index into the report's stack table.
+    /// The stack, innermost (the code that asked for memory) first. Shared: the callsites of
+    /// one stack (in [`Report::callsites`], in each job's list, in a report read from a file)
+    /// hold one copy; it derefs to `[Frame]` (`.iter()`, `.len()`, indexing), and
+    /// `vec.into()` makes one. In the JSON of [`Report::to_json`] / [`Report::write_json`],
+    /// an index into the report's stack table.
     #[serde(
         serialize_with = "wire::serialize_frames",
         deserialize_with = "wire::deserialize_frames"
     )]
-    pub frames: Vec<Frame>,
+    pub frames: SharedFrames,
     /// What this callsite allocated.
     pub allocated: Usage,
     /// What this callsite allocated that is still live.
@@ -451,14 +455,13 @@ impl Report {
     /// report, without an intermediate JSON tree. Keys may come in any order (fields before
     /// the header and stack table are kept as JSON values until they are known); a key no
     /// report has before `"format"` is refused at once; nesting deeper than 128 levels is an
-    /// error. Callsites naming stacks may materialise at most 4 frames per byte of text (plus
-    /// about a million); more is refused.
+    /// error. Memory stays within a small multiple of the text's size: each stack of the
+    /// table is materialised once and shared by the callsites that name it.
     pub fn from_json(text: &str) -> Result<Report, Error> {
         crate::thread::untracked(|| {
             if text.trim().is_empty() {
                 return Err(Error::InvalidReport("empty input, no JSON at all".into()));
             }
-            wire::count_input(text.len());
             wire::read(serde_json::Deserializer::from_str(text))
         })
     }

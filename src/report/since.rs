@@ -12,9 +12,9 @@ use core::sync::atomic::Ordering::*;
 use super::build::{build_from, sort_callsites};
 use super::snapshot::{Rollup, Snapshot};
 use super::symbolize;
-use super::{CallsiteReport, Exclusive, Frame, JobReport, Report, Totals, Usage};
+use super::{CallsiteReport, Exclusive, JobReport, Report, Totals};
 use crate::callsite::{self, intern};
-use crate::model::Counters;
+use crate::model::{Counters, SharedFrames};
 use crate::registry;
 use crate::thread::untracked;
 
@@ -63,17 +63,7 @@ pub fn mark() -> Marker {
         let sites = intern::site_ids()
             .filter_map(|id| {
                 let s = intern::site(id);
-                s.ready.load(Acquire).then(|| {
-                    (
-                        id,
-                        Counters {
-                            alloc_objects: s.alloc_objects.load(Relaxed),
-                            alloc_bytes: s.alloc_bytes.load(Relaxed),
-                            free_objects: s.free_objects.load(Relaxed),
-                            free_bytes: s.free_bytes.load(Relaxed),
-                        },
-                    )
-                })
+                s.ready.load(Acquire).then(|| (id, s.counters.load()))
             })
             .collect();
         let jobs = snap.runs.iter().map(|r| (r.finished, r.panicked)).collect();
@@ -118,7 +108,7 @@ pub fn report_since(marker: &Marker) -> Report {
     })
 }
 
-type SiteKey = (Vec<String>, Vec<Frame>);
+type SiteKey = (Vec<String>, SharedFrames);
 
 fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
     // Figures at the mark, rolled up along today's paths (a path never changes once made).
@@ -130,7 +120,7 @@ fn subtract(mut now: Report, snap: &Snapshot, m: &Marker) -> Report {
 
     // Callsites at the mark, keyed like the report's entries: (scope names, frames).
     let mut sites: HashMap<SiteKey, Counters> = HashMap::new();
-    let mut frames_of_stack: HashMap<u32, Vec<Frame>> = HashMap::new();
+    let mut frames_of_stack: HashMap<u32, SharedFrames> = HashMap::new();
     let mut table = super::stacks::table();
     for &(id, c) in &m.sites {
         let s = intern::site(id);
@@ -221,13 +211,8 @@ fn subtract_sites(
     let mut out: Vec<CallsiteReport> = merged
         .into_iter()
         .filter_map(|(key, mut c)| {
-            if let Some(m) = mark.get(&key) {
-                let to_objects = super::build::fixed_to_objects;
-                let allocated = Usage::new(to_objects(m.alloc_objects), m.alloc_bytes);
-                let retained = Usage::new(
-                    to_objects(m.alloc_objects.saturating_sub(m.free_objects)),
-                    m.alloc_bytes.saturating_sub(m.free_bytes),
-                );
+            if let Some(&m) = mark.get(&key) {
+                let (allocated, retained) = super::build::site_usage(m);
                 c.allocated -= allocated;
                 c.retained -= retained;
             }

@@ -206,14 +206,41 @@ fn path_counters(count: usize) -> Vec<Counters> {
 
 /// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
 fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
+    window_counters(0..count as u32, figs);
+}
+
+/// The shared counters of the paths `ids` into `figs` (no allocation when it has the room).
+fn window_counters(ids: core::ops::Range<u32>, figs: &mut Vec<Counters>) {
     figs.clear();
-    figs.extend((0..count).map(|i| registry::path(i as u32).load()));
+    figs.extend(ids.map(|i| registry::path(i).counters.load()));
+}
+
+/// The shared counters of the paths `ids` (into `shared`, by position) and every thread's
+/// pending figures (into `pending`), as one consistent read under the snapshot's protocol
+/// (optimistic reads, then under the slots' locks): no figure is in both. For the timeline
+/// sampler, which reads a bounded window of paths per sample and keeps the others' last
+/// figures. Must run untracked.
+pub(crate) fn read_window(
+    ids: core::ops::Range<u32>,
+    shared: &mut Vec<Counters>,
+    pending: &mut Vec<thread::Pending>,
+) {
+    for _ in 0..OPTIMISTIC_READS {
+        let complete = thread::pending_all(pending);
+        window_counters(ids.clone(), shared);
+        if complete && thread::pending_unchanged(pending) {
+            return;
+        }
+    }
+    let held = thread::hold_slots(pending);
+    window_counters(ids, shared);
+    drop(held);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thread::{count_alloc, switch_context, TLS};
+    use crate::thread::{count_alloc, switch_context, Context, TLS};
     use std::cell::RefCell;
     use std::sync::mpsc;
 
@@ -243,12 +270,12 @@ mod tests {
         let (done, done_rx) = mpsc::channel::<()>();
         let helper = std::thread::spawn(move || {
             let alloc = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_alloc(t, 8)));
-            switch_context(path, 0);
+            switch_context(Context { path, run: 0 });
             alloc(FIRST_PENDING);
             done.send(()).unwrap();
             let mut next = FIRST_PENDING;
             while go_rx.recv().is_ok() {
-                switch_context(path, 0);
+                switch_context(Context { path, run: 0 });
                 next -= 1;
                 alloc(next);
                 done.send(()).unwrap();

@@ -29,7 +29,7 @@ use parking_lot::{MappedMutexGuard, Mutex, MutexGuard};
 use super::symbolize;
 use crate::callsite::intern;
 use crate::fork;
-use crate::model::{Frame, SharedStrings};
+use crate::model::{Frame, SharedFrames, SharedStrings};
 
 /// The table; see the module rules.
 #[derive(Default)]
@@ -154,10 +154,13 @@ impl StackTable {
         &self.frames
     }
 
-    /// The frames of trimmed stack `id` (innermost first).
-    pub(crate) fn frames(&self, id: u32) -> Vec<Frame> {
-        self.stacks.get(id as usize).map_or_else(Vec::new, |s| {
-            s.iter().map(|&f| self.frames[f as usize].clone()).collect()
-        })
+    /// The frames of trimmed stack `id` (innermost first), one copy for every callsite of a
+    /// report that has this stack.
+    pub(crate) fn frames(&self, id: u32) -> SharedFrames {
+        self.stacks
+            .get(id as usize)
+            .map_or_else(SharedFrames::default, |s| {
+                s.iter().map(|&f| self.frames[f as usize].clone()).collect()
+            })
     }
 }

@@ -783,7 +783,8 @@ mod tests {
                 function: function.into(),
                 file: None,
                 line: None,
-            }],
+            }]
+            .into(),
             allocated: crate::model::Usage {
                 objects: 1,
                 bytes: retained,

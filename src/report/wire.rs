@@ -24,10 +24,14 @@
 //!   know are skipped without recursion or storage; header values are parsed with
 //!   serde_json's limit of 128 levels. Files larger than 4 GiB are refused before reading
 //!   (see [`Report::read_json`]). A stack index outside the table is an error, never a panic.
-//!   Each callsite naming a stack gets its own copy of its frames, so the frames materialised
-//!   that way are bounded: at most [`FRAMES_PER_INPUT_BYTE`] per byte of input read so far
-//!   plus [`FRAMES_FLOOR`] (about 160 bytes of memory per byte of input); beyond that the
-//!   input is refused.
+//! * Memory is bounded by the file's size: each stack of the table is materialised once, the
+//!   first time a callsite names it, as one `SharedFrames` that every callsite naming it
+//!   shares (a callsite costs its own fields plus a pointer, whatever its stack's depth), and
+//!   each distinct frame string is held once. Every materialised frame (24 bytes) is an index
+//!   of at least 2 bytes in the file, so stacks cost at most ~14 bytes of memory per byte of
+//!   file with their indices; the whole read peaks below 24 bytes per byte of file plus
+//!   16 MiB (RELIABILITY.md, "Memory of reading a report", measured by
+//!   `tests/report_amplified.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -41,46 +45,27 @@ use serde::{Deserialize, Serialize};
 use super::{Frame, Report, FORMAT, OLDEST_VERSION, VERSION};
 use crate::error::Detail;
 use crate::error::Error;
-use crate::model::SharedStrings;
+use crate::model::{SharedFrames, SharedStrings};
 
 thread_local! {
-    /// While writing: each callsite's frames (by the address of its `Vec`) to its stack index.
+    /// While writing: each callsite's frames (by the address of its slice) to its stack index.
     static WRITING: RefCell<Option<HashMap<usize, u32>>> = const { RefCell::new(None) };
     /// While reading: the stack table read from the file.
     static READING: RefCell<Option<Table>> = const { RefCell::new(None) };
-    /// While reading: bytes of input handed to the parser so far ([`count_input`]).
-    static INPUT_BYTES: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Frames that stack indices may materialise per byte of input: every callsite that names a
-/// stack gets its own `Vec<Frame>` (40 bytes a frame), so without a bound 2,000 callsites
-/// naming one 250,000-frame stack (a 1 MB file) would ask for 24 GB. A report allocscope
-/// writes needs far less: a callsite object takes well over 32 bytes and names at most
-/// 128 frames.
-pub(crate) const FRAMES_PER_INPUT_BYTE: u64 = 4;
-/// Frames any input may materialise regardless of its size (40 MB).
-pub(crate) const FRAMES_FLOOR: u64 = 1 << 20;
-
-/// Tells the reader on this thread that `n` more bytes of input were handed to the parser
-/// (the bound on materialised frames grows with them). Called by the sources of [`read`].
-pub(crate) fn count_input(n: usize) {
-    INPUT_BYTES.with(|b| b.set(b.get().saturating_add(n as u64)));
 }
 
 /// The stack table as stored: distinct frames, and stacks as frame indices.
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default)]
 struct Table {
     frames: Vec<Frame>,
     stacks: Vec<Vec<u32>>,
+    /// While reading: each stack's frames once materialised, shared by every callsite that
+    /// names it.
+    shared: Vec<Option<SharedFrames>>,
     /// While reading: each distinct frame and string once, so that callsites share frame
     /// text as reports built in-process do (see [`Table::share`]).
-    #[serde(skip)]
     seen: HashSet<Frame>,
-    #[serde(skip)]
     strings: SharedStrings,
-    /// While reading: frames materialised from stack indices so far.
-    #[serde(skip)]
-    materialised: u64,
 }
 
 impl Table {
@@ -93,6 +78,33 @@ impl Table {
         self.seen.insert(f.clone());
         f
     }
+
+    /// The frames of stack `id`, materialised the first time and shared after.
+    fn stack<E: de::Error>(&mut self, id: u64) -> Result<SharedFrames, E> {
+        let i = usize::try_from(id)
+            .ok()
+            .filter(|&i| i < self.stacks.len())
+            .ok_or_else(|| {
+                E::custom(format!(
+                    "stack index {id} is outside the stack table ({} stacks)",
+                    self.stacks.len()
+                ))
+            })?;
+        if let Some(frames) = &self.shared[i] {
+            return Ok(frames.clone());
+        }
+        let frames: SharedFrames = self.stacks[i]
+            .iter()
+            .map(|&f| {
+                self.frames
+                    .get(f as usize)
+                    .cloned()
+                    .ok_or_else(|| E::custom(format!("frame index {f} is outside the frame table")))
+            })
+            .collect::<Result<_, E>>()?;
+        self.shared[i] = Some(frames.clone());
+        Ok(frames)
+    }
 }
 
 /// `skip_serializing_if` of the report's `format` and `version`: the wire writes them itself,
@@ -104,7 +116,7 @@ pub(crate) fn writing<T>(_: &T) -> bool {
 /// `serialize_with` of a callsite's frames: its stack index while writing the wire format,
 /// else the frames inline.
 pub(crate) fn serialize_frames<S: Serializer>(
-    frames: &Vec<Frame>,
+    frames: &SharedFrames,
     s: S,
 ) -> Result<S::Ok, S::Error> {
     let id = WRITING.with(|w| {
@@ -118,58 +130,28 @@ pub(crate) fn serialize_frames<S: Serializer>(
     }
 }
 
-/// `deserialize_with` of a callsite's frames: a stack index into the table being read, or
-/// the frames inline.
-pub(crate) fn deserialize_frames<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Frame>, D::Error> {
+/// `deserialize_with` of a callsite's frames: a stack index into the table being read (the
+/// stack's one shared copy), or the frames inline.
+pub(crate) fn deserialize_frames<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<SharedFrames, D::Error> {
     struct FramesVisitor;
     impl<'de> Visitor<'de> for FramesVisitor {
-        type Value = Vec<Frame>;
+        type Value = SharedFrames;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str("a stack index or a list of frames")
         }
-        fn visit_u64<E: de::Error>(self, id: u64) -> Result<Vec<Frame>, E> {
-            READING.with(|r| {
-                let mut r = r.borrow_mut();
-                let table = r
-                    .as_mut()
-                    .ok_or_else(|| E::custom(format!("stack index {id} but no stack table")))?;
-                let stack = usize::try_from(id)
-                    .ok()
-                    .and_then(|i| table.stacks.get(i))
-                    .ok_or_else(|| {
-                        E::custom(format!(
-                            "stack index {id} is outside the stack table ({} stacks)",
-                            table.stacks.len()
-                        ))
-                    })?;
-                let input = INPUT_BYTES.with(Cell::get);
-                let allowed = input
-                    .saturating_mul(FRAMES_PER_INPUT_BYTE)
-                    .saturating_add(FRAMES_FLOOR);
-                let total = table.materialised.saturating_add(stack.len() as u64);
-                if total > allowed {
-                    return Err(E::custom(format!(
-                        "the callsites name stacks of more than {allowed} frames in all, more \
-                         than {FRAMES_PER_INPUT_BYTE} per byte of this {input}-byte input \
-                         (plus {FRAMES_FLOOR}); refused as an amplification"
-                    )));
-                }
-                table.materialised = total;
-                stack
-                    .iter()
-                    .map(|&f| {
-                        table.frames.get(f as usize).cloned().ok_or_else(|| {
-                            E::custom(format!("frame index {f} is outside the frame table"))
-                        })
-                    })
-                    .collect()
+        fn visit_u64<E: de::Error>(self, id: u64) -> Result<SharedFrames, E> {
+            READING.with(|r| match r.borrow_mut().as_mut() {
+                Some(table) => table.stack(id),
+                None => Err(E::custom(format!("stack index {id} but no stack table"))),
             })
         }
-        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Vec<Frame>, A::Error> {
+        fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<SharedFrames, A::Error> {
             let frames = Vec::<Frame>::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
             Ok(READING.with(|r| match r.borrow_mut().as_mut() {
                 Some(table) => frames.into_iter().map(|f| table.share(f)).collect(),
-                None => frames,
+                None => frames.into(),
             }))
         }
     }
@@ -182,7 +164,6 @@ impl Drop for Reset {
     fn drop(&mut self) {
         WRITING.with(|w| *w.borrow_mut() = None);
         READING.with(|r| *r.borrow_mut() = None);
-        INPUT_BYTES.with(|b| b.set(0));
     }
 }
 
@@ -200,7 +181,7 @@ pub(crate) fn write(report: &Report, out: impl io::Write, pretty: bool) -> serde
         .iter()
         .chain(report.jobs.iter().flat_map(|j| j.callsites.iter()));
     for c in all {
-        let id = *stack_ids.entry(c.frames.as_slice()).or_insert_with(|| {
+        let id = *stack_ids.entry(&c.frames[..]).or_insert_with(|| {
             let ids = c
                 .frames
                 .iter()
@@ -378,6 +359,7 @@ impl<'de> Visitor<'de> for TopVisitor<'_> {
         }
         let frames = std::mem::take(&mut table.frames);
         table.frames = frames.into_iter().map(|f| table.share(f)).collect();
+        table.shared = vec![None; table.stacks.len()];
         READING.with(|r| *r.borrow_mut() = Some(table));
         let ended = first_other.is_none();
         Report::deserialize(de::value::MapAccessDeserializer::new(Replay {

@@ -1,62 +1,24 @@
-//! [`MemoryCheck`]: runs a job as one measured run (after its warm-up runs), reads what the
-//! run still holds and where, and applies the limits.
+//! [`MemoryCheck`]: the builder, and the run: warm-up runs, the measured run, what it still
+//! holds (read by `held`), the limits applied (into `figures::Figures` or a `CheckFailure`).
 //!
-//! Rules: every figure comes from the run's own [`RunReport`] and the one snapshot path
+//! Rules: every figure comes from the run's own [`RunReport`](crate::model::RunReport) and the one snapshot path
 //! (`report::job_snapshot`); the bookkeeping runs untracked, so the check's own memory is
 //! never charged to the job it measures.
 
 use std::fmt;
 use std::sync::Arc;
 
-use core::sync::atomic::Ordering::Relaxed;
-
-use super::failure::{bytes_text, usage_text, CheckFailure, Limit, Violation};
+use super::failure::{CheckFailure, Limit, Violation};
+use super::figures::Figures;
+use super::held::{finished_runs, held_by_runs_older_than, still_held, Held, Ignore};
 use super::lease::Lease;
 use super::DEFAULT_SHOWN_CALLSITES;
 use crate::callsite::StackMode;
 use crate::model::Limits;
-use crate::report::symbolize::{caller_ips, is_own_name, is_test_code, job_frames};
-use crate::report::{job_counters_now, CallsiteReport, RunReport, Usage};
+use crate::report::symbolize::caller_ips;
+use crate::report::{job_counters_now, CallsiteReport, Usage};
 use crate::scope::track_scope_run;
 use crate::thread::untracked;
-
-type Predicate = Arc<dyn Fn(&CallsiteReport) -> bool + Send + Sync>;
-
-/// How callsites are chosen to be ignored.
-#[derive(Clone)]
-enum Ignore {
-    Matching(String),
-    Where(String, Predicate),
-}
-
-impl Ignore {
-    fn describe(&self) -> String {
-        match self {
-            Ignore::Matching(p) => format!("matching {p:?}"),
-            Ignore::Where(d, _) => d.clone(),
-        }
-    }
-
-    /// Whether the filter ignores `c`. `caller` are the functions of the stack that called
-    /// the check: they and closures defined in them (the closure passed to the check) are the
-    /// test's code, never matched by a pattern — a test named `known_cache_is_ignored` must
-    /// not ignore everything its closure allocates because of a pattern `"known_cache"`.
-    fn matches(&self, c: &CallsiteReport, caller: &[&str]) -> bool {
-        match self {
-            Ignore::Matching(p) => c
-                .frames
-                .iter()
-                .filter(|f| !is_own_name(&f.function) && !is_test_code(&f.function, caller))
-                .any(|f| {
-                    f.function.contains(p.as_str())
-                        || f.file
-                            .as_deref()
-                            .is_some_and(|file| file.contains(p.as_str()))
-                }),
-            Ignore::Where(_, pred) => pred(c),
-        }
-    }
-}
 
 /// A memory check: a job name, limits, warm-up and callsite filters. Build it, then
 /// [`run`](Self::run) it (a `Result`) or [`assert`](Self::assert) it (a panic on failure).
@@ -218,7 +180,7 @@ impl MemoryCheck {
 
     /// Does not count what callsites for which `predicate` returns `true` still hold. It sees
     /// the callsite's scope and its symbolized stack ([`CallsiteReport::frames`], innermost
-    /// first) down to the check, as in [`HeldCallsite::callsite`]. `description` names the filter in failure messages. Needs
+    /// first) down to the check, as in [`HeldCallsite::callsite`](super::HeldCallsite::callsite). `description` names the filter in failure messages. Needs
     /// [`StackMode::Every`], like [`ignore_callsites_matching`](Self::ignore_callsites_matching).
     pub fn ignore_callsites_where(
         mut self,
@@ -309,7 +271,7 @@ impl MemoryCheck {
                 run.retained_at_finish = after.retained() - before.retained();
             });
         }
-        let mut held = untracked(|| self.held(&lease, mode, &run, &caller));
+        let mut held = untracked(|| still_held(&lease, &self.ignore, mode, &run, &caller));
         // Another thread may free the run's blocks just after it finished (a runtime dropping
         // its reference to a finished task after the join handle got the output). Those are
         // not kept: before failing a retained limit, give such frees a moment (≤ 63 ms).
@@ -317,7 +279,7 @@ impl MemoryCheck {
         while lease.baseline.is_none() && wait_ms <= 32 && self.retained_exceeded(&held) {
             std::thread::sleep(std::time::Duration::from_millis(wait_ms));
             wait_ms *= 2;
-            held = untracked(|| self.held(&lease, mode, &run, &caller));
+            held = untracked(|| still_held(&lease, &self.ignore, mode, &run, &caller));
         }
         lease.clean = held.retained.is_zero();
         let old_runs = aged.map(|(age, first)| {
@@ -382,99 +344,6 @@ impl MemoryCheck {
         }
     }
 
-    /// What the finished measured run still holds, and where (untracked).
-    fn held(&self, lease: &Lease, mode: StackMode, run: &RunReport, caller: &[usize]) -> Held {
-        let mut held = Held {
-            retained: run.retained_at_finish,
-            ignored: Usage::default(),
-            holding: Vec::new(),
-            notes: Vec::new(),
-        };
-        if held.retained.is_zero() {
-            return held;
-        }
-        if run.job != lease.job {
-            held.notes.push(format!(
-                "the job table is full, so this run was counted as {:?}: its callsites cannot \
-                 be told apart from other jobs' and none are ignored",
-                run.job
-            ));
-            return held;
-        }
-        let Some((now, callsites)) = crate::report::job_snapshot(&lease.job) else {
-            return held;
-        };
-        if lease.baseline.is_none() {
-            // The job holds only what this run left (earlier runs of this job name left
-            // nothing): what other threads freed since the run finished is not held any more.
-            held.retained = Usage::new(
-                held.retained.objects.min(now.objects),
-                held.retained.bytes.min(now.bytes),
-            );
-        } else {
-            held.notes.push(format!(
-                "job {:?} still held memory from an earlier check of the same name; it was \
-                 subtracted from the callsites",
-                lease.job
-            ));
-        }
-        if mode == StackMode::Off || callsites.is_empty() {
-            return held;
-        }
-        let caller = crate::report::symbolize::symbolize(caller);
-        let caller_fns: Vec<&str> = caller.iter().map(|f| f.function.as_str()).collect();
-        for c in callsites {
-            let before = lease
-                .baseline
-                .as_ref()
-                .and_then(|b| b.get(&(c.scope.clone(), c.frames.clone())))
-                .copied()
-                .unwrap_or_default();
-            let retained = c.retained - before;
-            if retained.is_zero() {
-                continue;
-            }
-            let callsite = CallsiteReport {
-                retained,
-                frames: job_frames(c.frames, &caller),
-                ..c
-            };
-            let ignored = self
-                .ignore
-                .iter()
-                .any(|i| i.matches(&callsite, &caller_fns));
-            if ignored {
-                held.ignored += retained;
-            }
-            held.holding.push(HeldCallsite { callsite, ignored });
-        }
-        held.holding.sort_by(|a, b| {
-            b.callsite
-                .retained
-                .bytes
-                .cmp(&a.callsite.retained.bytes)
-                .then(
-                    b.callsite
-                        .retained
-                        .objects
-                        .cmp(&a.callsite.retained.objects),
-                )
-        });
-        // What is ignored is part of what is retained, never more.
-        held.ignored = Usage::new(
-            held.ignored.objects.min(held.retained.objects),
-            held.ignored.bytes.min(held.retained.bytes),
-        );
-        let dropped = crate::callsite::intern::DROPPED.load(Relaxed);
-        if dropped > 0 {
-            held.notes.push(format!(
-                "{dropped} stacks were not recorded because the callsite tables are full; \
-                 callsites may be missing"
-            ));
-        }
-        held
-    }
-
     fn retained_exceeded(&self, held: &Held) -> bool {
         let counted = held.retained - held.ignored;
         self.limits
@@ -489,138 +358,15 @@ impl MemoryCheck {
     }
 }
 
-/// The figures of a check's measured run.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Figures {
-    /// The check's name ([`MemoryCheck::new`]).
-    pub check: String,
-    /// The job the measured run ran as (`"{check} [check k]"`, see the module docs).
-    pub job: String,
-    /// The test: the name of the thread that ran the check (the test harness names each
-    /// test's thread after the test).
-    pub test: String,
-    /// Everything the measured run allocated.
-    pub allocated: Usage,
-    /// The measured run's highest live bytes.
-    pub peak_bytes: u64,
-    /// What the measured run still held when the closure had returned (its value dropped),
-    /// less what other threads freed right after (see the module docs).
-    pub retained: Usage,
-    /// The part of `retained` held by ignored callsites.
-    pub ignored: Usage,
-    /// Descriptions of the callsite filters (e.g. `matching "known_cache"`).
-    pub ignore_filters: Vec<String>,
-    /// Callsites still holding memory from the measured run, largest first; empty when
-    /// stacks are off or nothing was retained. Figures are exact in [`StackMode::Every`] and
-    /// estimates in sampled mode.
-    pub holding: Vec<HeldCallsite>,
-    /// The stack mode in effect.
-    pub stack_mode: StackMode,
-    /// The warm-up runs, in order.
-    pub warmup: Vec<RunReport>,
-    /// The measured run's own report.
-    pub run: RunReport,
-    /// Caveats about these figures (e.g. why callsites are missing).
-    pub notes: Vec<String>,
-}
-
-impl Figures {
-    /// What the retained limits are checked against: `retained` minus `ignored`.
-    pub fn retained_checked(&self) -> Usage {
-        self.retained - self.ignored
-    }
-}
-
-impl fmt::Display for Figures {
-    /// One line: allocated, peak, retained (and ignored), warm-up runs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "allocated {}, peak {}, retained {}",
-            usage_text(self.allocated),
-            bytes_text(self.peak_bytes),
-            usage_text(self.retained),
-        )?;
-        if !self.ignored.is_zero() {
-            write!(
-                f,
-                " (of which ignored {}, counted {})",
-                usage_text(self.ignored),
-                usage_text(self.retained_checked())
-            )?;
-        }
-        if !self.warmup.is_empty() {
-            let runs = if self.warmup.len() == 1 {
-                "run"
-            } else {
-                "runs"
-            };
-            write!(
-                f,
-                "; after {} warm-up {runs} that retained ",
-                self.warmup.len()
-            )?;
-            for (i, w) in self.warmup.iter().enumerate() {
-                let sep = if i == 0 { "" } else { ", " };
-                write!(f, "{sep}{}", usage_text(w.retained_at_finish))?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// What a finished run still holds, and where.
-struct Held {
-    retained: Usage,
-    ignored: Usage,
-    holding: Vec<HeldCallsite>,
-    notes: Vec<String>,
-}
-
-/// A callsite still holding memory from the measured run.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct HeldCallsite {
-    /// The callsite; its `retained` is what it holds from the measured run, and its `frames`
-    /// are the job's: from the allocation down to the check, without the frames of the test
-    /// and the harness below it (allocations on other threads keep their whole stack).
-    pub callsite: CallsiteReport,
-    /// Whether a filter ignores it.
-    pub ignored: bool,
-}
-
 fn test_name() -> String {
     let t = std::thread::current();
     t.name().unwrap_or("<unnamed thread>").to_string()
 }
 
-/// Finished runs of the job `name` so far. Untracked.
-fn finished_runs(name: &str) -> u64 {
-    let id = crate::registry::job_id(name);
-    crate::registry::job(id)
-        .runs
-        .load(core::sync::atomic::Ordering::Acquire)
-}
-
-/// What runs of the job `name` numbered `first` or later, `age` or more runs older than its
-/// newest finished run, still hold. Untracked.
-fn held_by_runs_older_than(name: &str, age: u64, first: u64) -> Usage {
-    let id = crate::registry::job_id(name);
-    let finished = crate::registry::job(id)
-        .runs
-        .load(core::sync::atomic::Ordering::Acquire);
-    crate::registry::job_holdings(id, finished)
-        .iter()
-        .filter(|h| h.run >= first && finished - h.run >= age)
-        .fold(Usage::default(), |a, h| {
-            let r = h.retained.retained();
-            Usage::new(a.objects + r.objects, a.bytes + r.bytes)
-        })
-}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::RunReport;
 
     fn figures(allocated: Usage, peak: u64, retained: Usage, ignored: Usage) -> Figures {
         let run = RunReport {

@@ -4,7 +4,7 @@
 
 use std::fmt::{self, Write as _};
 
-use super::check::Figures;
+use super::figures::Figures;
 use crate::callsite::StackMode;
 pub use crate::model::{Limit, Violation};
 use crate::report::text::{grouped, human_bytes};

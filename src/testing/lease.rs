@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 use parking_lot::Mutex;
 
 use crate::fork::AtFork;
-use crate::report::{CallsiteReport, Frame, Usage};
+use crate::model::SharedFrames;
+use crate::report::{CallsiteReport, Usage};
 use crate::thread::untracked;
 
 /// Check slots (`[check k]` job names) kept per check name before slots holding memory are
@@ -26,7 +27,7 @@ struct NameSlots {
     count: u32,
 }
 
-pub(super) type Baseline = HashMap<(Vec<String>, Vec<Frame>), Usage>;
+pub(super) type Baseline = HashMap<(Vec<String>, SharedFrames), Usage>;
 
 static SLOTS: OnceLock<Mutex<HashMap<String, NameSlots>>> = OnceLock::new();
 

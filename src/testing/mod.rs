@@ -137,7 +137,10 @@
 //! check count in it (inclusive figures), as everywhere in allocscope.
 
 //! # Layout
-//! * `check` — [`MemoryCheck`]: runs the job, reads its figures, applies the limits;
+//! * `check` — [`MemoryCheck`]: the builder; runs the job and applies the limits;
+//! * `held` — what the measured run still holds and where: callsites, ignore filters, older
+//!   runs' holdings ([`HeldCallsite`]);
+//! * `figures` — [`Figures`], what a check measured;
 //! * `lease` — the `[check k]` job names and their reuse;
 //! * `failure` — [`CheckFailure`], [`Violation`] and the failure text;
 //! * the macros below; the frame heuristics (which frames are the test's, which the job's)
@@ -145,10 +148,14 @@
 
 mod check;
 mod failure;
+mod figures;
+mod held;
 mod lease;
 
-pub use check::{Figures, HeldCallsite, MemoryCheck};
+pub use check::MemoryCheck;
 pub use failure::{CheckFailure, Limit, Violation};
+pub use figures::Figures;
+pub use held::HeldCallsite;
 
 /// Callsites shown in a failure message unless [`MemoryCheck::show_callsites`] says otherwise.
 pub const DEFAULT_SHOWN_CALLSITES: usize = 5;

@@ -1,4 +1,4 @@
-//! Reports on disk: atomic writes, careful reads, and opt-in automatic dumps.
+//! Reports as files: atomic writes, careful reads, and the dump folder's files.
 //!
 //! * [`Report::write_json`] writes through the crate's one atomic writer (`atomic.rs`): a
 //!   temporary file in the destination's folder, fsynced, renamed over the destination, the
@@ -7,34 +7,35 @@
 //! * [`Report::read_json`] reads a report back, and every way a file can be wrong (missing,
 //!   empty, binary, truncated, not a report, a newer version, wrong types) is an
 //!   [`Error`] naming the file and the problem, never a panic.
-//! * Automatic dumps ([`AutoDump`], `ALLOCSCOPE_DIR`): after a run that retained at least a
-//!   threshold, and at [`finish`], a report is written to a folder, keeping a bounded number of
-//!   files. The check after each run is one atomic load when dumps are off.
+//! * Dump files: every dump (automatic, memory line, budget) is named
+//!   `allocscope-...-<UTC time>-p<pid>...` with a time stamp strictly increasing within the
+//!   process, written under one lock, and counted by [`DumpReason`]; pruning removes only
+//!   automatic dumps.
 //!
-//! Everything here runs with tracking suspended: the memory it uses is tracker overhead, never
-//! charged to a job.
+//! Everything here runs with tracking suspended (the callers' rule for the dump writers).
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::sync::Once;
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard};
 
-use super::atomic::write_atomic_with;
-use super::wire;
-use super::{Report, RunReport};
-use crate::config;
+use super::super::atomic::write_atomic_with;
+use super::super::wire;
+use super::super::Report;
 use crate::error::Error;
 use crate::model::Utc;
 use crate::thread::untracked;
 
-use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
-
 /// Every dump file's name starts with this (and ends with `.json`); pruning touches only
 /// such files.
 const DUMP_PREFIX: &str = "allocscope-";
+
+/// Serializes writing and pruning within the process.
+pub(super) static WRITE_LOCK: Mutex<()> = Mutex::new(());
+/// The time stamped on the last dump (written under `WRITE_LOCK`).
+static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
 
 impl Report {
     /// Writes the report as JSON to `path`, atomically.
@@ -172,7 +173,6 @@ struct Limited<R> {
 impl<R: Read> Read for Limited<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        wire::count_input(n);
         match self.left.checked_sub(n as u64) {
             Some(left) => {
                 self.left = left;
@@ -189,186 +189,12 @@ impl<R: Read> Read for Limited<R> {
 /// Largest report file [`Report::read_json`] reads.
 const MAX_REPORT_BYTES: u64 = 4 << 30;
 
-// ---------------------------------------------------------------------------------------------
-// Automatic dumps
-// ---------------------------------------------------------------------------------------------
-
-/// Settings for automatic dumps: where, from which size on, and how many files to keep.
-///
-/// Enable with [`set_auto_dump`] (or [`set_dump_dir`] for the defaults), or without touching
-/// code through the environment, read once at the first scope, report or dump call:
-///
-/// | variable | meaning | default |
-/// | --- | --- | --- |
-/// | `ALLOCSCOPE_DIR` | folder to write dumps to (created if missing); unset, empty or an existing non-folder: off | off |
-/// | `ALLOCSCOPE_DUMP_THRESHOLD` | bytes a run must retain to be dumped (`k`/`m`/`g` suffixes) | 1 MiB |
-/// | `ALLOCSCOPE_DUMP_KEEP` | dumps kept in the folder, oldest removed first | 20 |
-///
-/// An invalid value is reported once on stderr and its default is used. Settings made in code
-/// take precedence over the environment.
-///
-/// A dump is written synchronously on the thread that finished the run, after the run's
-/// hooks (for a tracked future: inside the poll that completed it), and takes as long as
-/// [`report()`](crate::report()) plus the write: pick a threshold that only leaking runs
-/// reach. A dump that fails (folder not writable, disk full) is reported on stderr the first
-/// time only; [`finish`] returns its error.
-///
-/// Each dump is a full [`Report`] (every job) written with [`Report::write_json`], named
-/// `allocscope-<UTC time>-p<pid>-<job>-run<N>.json` after a run and
-/// `allocscope-<UTC time>-p<pid>-exit.json` by [`finish`], with the time as
-/// `20261122T214402.123Z`, so names sort oldest first (within a process, two dumps in the
-/// same millisecond are stamped 1 ms apart). Job names are reduced to letters,
-/// digits, `_`, `-` and `.` (others become `_`), 64 characters at most.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AutoDump {
-    /// The folder dumps are written to (created if missing).
-    pub dir: PathBuf,
-    /// A finished run is dumped when it still held at least this many bytes when it finished
-    /// ([`RunReport::retained_at_finish`]). 0 dumps after every run.
-    pub threshold_bytes: u64,
-    /// Dumps kept in the folder (1 to [`MAX_DUMPS_LIMIT`](Self::MAX_DUMPS_LIMIT)); after each
-    /// dump, the oldest
-    /// `allocscope-*.json` files beyond it are removed.
-    pub max_files: usize,
-}
-
-impl AutoDump {
-    /// The default [`threshold_bytes`](Self::threshold_bytes): 1 MiB.
-    pub const DEFAULT_THRESHOLD: u64 = DEFAULT_DUMP_THRESHOLD;
-    /// The default [`max_files`](Self::max_files): the 20 newest dumps are kept.
-    pub const DEFAULT_MAX_DUMPS: usize = DEFAULT_MAX_DUMPS;
-    /// The most dumps a folder may keep (`max_files` and `ALLOCSCOPE_DUMP_KEEP` are clamped
-    /// to it).
-    pub const MAX_DUMPS_LIMIT: usize = MAX_DUMPS_LIMIT;
-
-    /// Dumps to `dir`, with the default threshold (1 MiB) and the 20 newest files kept.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        AutoDump {
-            dir: dir.into(),
-            threshold_bytes: DEFAULT_DUMP_THRESHOLD,
-            max_files: DEFAULT_MAX_DUMPS,
-        }
-    }
-
-    /// The same settings with another threshold, in bytes.
-    pub fn threshold_bytes(mut self, bytes: u64) -> Self {
-        self.threshold_bytes = bytes;
-        self
-    }
-
-    /// The same settings keeping `files` dumps (clamped to
-    /// 1..=[`MAX_DUMPS_LIMIT`](Self::MAX_DUMPS_LIMIT)).
-    pub fn max_files(mut self, files: usize) -> Self {
-        self.max_files = files;
-        self
-    }
-
-    fn normalized(mut self) -> Self {
-        self.max_files = self.max_files.clamp(1, MAX_DUMPS_LIMIT);
-        self
-    }
-}
-
-/// Current settings; `ENABLED` mirrors `CONFIG.is_some()` for the check after every run.
-static CONFIG: RwLock<Option<AutoDump>> = RwLock::new(None);
-static ENABLED: AtomicBool = AtomicBool::new(false);
-static ENV_ONCE: Once = Once::new();
-/// Serializes writing and pruning within the process.
-static WRITE_LOCK: Mutex<()> = Mutex::new(());
-/// The time stamped on the last dump (written under `WRITE_LOCK`).
-static LAST_STAMP: AtomicU64 = AtomicU64::new(0);
-/// Failed automatic dumps (only the first is reported on stderr).
-static FAILURES: AtomicU64 = AtomicU64::new(0);
-
-/// Enables automatic dumps with `config`, or disables them with `None`. Overrides
-/// `ALLOCSCOPE_DIR` and the other variables of [`AutoDump`].
-///
-/// ```
-/// # let dir = tempfile::tempdir().unwrap();
-/// use allocscope::AutoDump;
-/// allocscope::set_auto_dump(Some(AutoDump::new(dir.path()).threshold_bytes(64 << 20).max_files(5)));
-/// # allocscope::set_auto_dump(None);
-/// ```
-pub fn set_auto_dump(config: Option<AutoDump>) {
-    init_from_env();
-    untracked(|| {
-        let config = config.map(AutoDump::normalized);
-        let mut c = CONFIG.write();
-        ENABLED.store(config.is_some(), Relaxed);
-        *c = config;
-    });
-}
-
-/// Enables automatic dumps to `dir` with the default threshold and file count, or disables
-/// them with `None`. Shorthand for [`set_auto_dump`] with [`AutoDump::new`].
-pub fn set_dump_dir(dir: Option<PathBuf>) {
-    set_auto_dump(dir.map(AutoDump::new));
-}
-
-/// The automatic dump settings in effect (from code or the environment), `None` when off.
-pub fn auto_dump() -> Option<AutoDump> {
-    init_from_env();
-    untracked(|| CONFIG.read().clone())
-}
-
-/// The exit dump of automatic dumps: writes one last report
-/// (`allocscope-<time>-p<pid>-exit.json`) to the dump folder when automatic dumps are on
-/// ([`set_auto_dump`], `ALLOCSCOPE_DIR`); call it at the end of `main`.
-///
-/// Returns the file written, or `None` when dumps are off. Unlike the dumps after each run,
-/// this one is written whatever the threshold. It changes no setting and stops nothing (the
-/// sampler, the live endpoint and later dumps go on); it may be called more than once.
-pub fn finish() -> Result<Option<PathBuf>, Error> {
-    let Some(config) = auto_dump() else {
-        return Ok(None);
-    };
-    untracked(|| write_dump(&config, None)).map(Some)
-}
-
-/// The after-run hook automatic dumps install in the registry (on its thread, after its
-/// scope closed and its hooks ran). Installed by [`init_from_env`], which every way of
-/// enabling dumps runs first; one atomic load when dumps are off.
-#[inline]
-fn after_run(run: &RunReport) {
-    if ENABLED.load(Relaxed) {
-        dump_run(run);
-    }
-}
-
-#[cold]
-fn dump_run(run: &RunReport) {
-    untracked(|| {
-        let Some(config) = CONFIG.read().clone() else {
-            return;
-        };
-        // An unmeasured run (no run slot) has no figures of its own: judge it by what its job
-        // holds now, rather than by zeros that would never reach the threshold.
-        let retained = if run.unmeasured {
-            super::build::job_counters_now(&run.job).map_or(0, |c| c.retained().bytes)
-        } else {
-            run.retained_at_finish.bytes
-        };
-        if retained < config.threshold_bytes {
-            return;
-        }
-        if let Err(e) = write_dump(&config, Some(run)) {
-            if FAILURES.fetch_add(1, Relaxed) == 0 {
-                eprintln!(
-                    "allocscope: automatic dump after {} run {} failed: {e} \
-                     (further dump failures are not reported)",
-                    run.job, run.run
-                );
-            }
-        }
-    });
-}
-
 /// Why a dump was written: the `reason` label of `/metrics`' `allocscope_dumps_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum DumpReason {
-    /// After a run that retained at least the threshold ([`AutoDump`]).
+    /// After a run that retained at least the threshold ([`AutoDump`](super::AutoDump)).
     Run,
-    /// At [`finish`].
+    /// At [`finish`](super::finish).
     Exit,
     /// The memory line of `timeline::set_dump_above` was crossed.
     MemoryAbove,
@@ -419,6 +245,39 @@ fn next_stamp() -> String {
     utc_stamp(ms)
 }
 
+/// Takes the dump lock and creates `dir` if missing.
+fn lock_dir(dir: &Path) -> Result<MutexGuard<'static, ()>, Error> {
+    let guard = WRITE_LOCK.lock();
+    fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    Ok(guard)
+}
+
+/// Writes an automatic dump of `report` to `dir` (created if missing) as
+/// `allocscope-<UTC time>-p<pid>-<what>.json`, then removes the oldest automatic dumps beyond
+/// `keep`. Must run untracked.
+pub(super) fn write_automatic(
+    dir: &Path,
+    what: &str,
+    keep: usize,
+    report: &Report,
+    reason: DumpReason,
+) -> Result<PathBuf, Error> {
+    let _g = lock_dir(dir)?;
+    let name = format!(
+        "{DUMP_PREFIX}{}-p{}-{what}.json",
+        next_stamp(),
+        std::process::id()
+    );
+    let path = dir.join(name);
+    report.write_json(&path)?;
+    count_dump(reason);
+    prune(dir, keep);
+    Ok(path)
+}
+
 /// Writes a guardrail's dump of `report` to `dir` (created if missing): the JSON report as
 /// `allocscope-<kind>-<UTC time>-p<pid><suffix>.json` and, with `profile_and_page`, the
 /// gzipped pprof profile (`.pb.gz`, with the `pprof` feature) and the HTML page (`.html`) next
@@ -432,11 +291,7 @@ pub(crate) fn write_set(
     report: &Report,
     profile_and_page: bool,
 ) -> Result<Vec<PathBuf>, Error> {
-    let _g = WRITE_LOCK.lock();
-    fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.display().to_string(),
-        source,
-    })?;
+    let _g = lock_dir(dir)?;
     let kind_name = match kind {
         DumpReason::MemoryAbove => "memory",
         other => other.as_str(),
@@ -455,11 +310,11 @@ pub(crate) fn write_set(
         #[cfg(feature = "pprof")]
         {
             let path = dir.join(format!("{stem}.pb.gz"));
-            super::write_file_atomic(&path, &report.to_pprof()?)?;
+            super::super::write_file_atomic(&path, &report.to_pprof()?)?;
             files.push(path);
         }
         let path = dir.join(format!("{stem}.html"));
-        super::write_file_atomic(&path, report.to_html().as_bytes())?;
+        super::super::write_file_atomic(&path, report.to_html().as_bytes())?;
         files.push(path);
     }
     count_dump(kind);
@@ -474,35 +329,6 @@ fn sanitize_suffix(suffix: &str) -> String {
         format!("-{}", sanitize(suffix))
     }
 }
-
-/// Writes one dump and prunes old ones. Must run untracked.
-fn write_dump(config: &AutoDump, run: Option<&RunReport>) -> Result<PathBuf, Error> {
-    let report = crate::report();
-    let _g = WRITE_LOCK.lock();
-    fs::create_dir_all(&config.dir).map_err(|source| Error::Io {
-        path: config.dir.display().to_string(),
-        source,
-    })?;
-    let what = match run {
-        Some(r) => format!("{}-run{}", sanitize(&r.job), r.run),
-        None => "exit".to_string(),
-    };
-    let name = format!(
-        "{DUMP_PREFIX}{}-p{}-{what}.json",
-        next_stamp(),
-        std::process::id()
-    );
-    let path = config.dir.join(name);
-    report.write_json(&path)?;
-    count_dump(if run.is_some() {
-        DumpReason::Run
-    } else {
-        DumpReason::Exit
-    });
-    prune(&config.dir, config.max_files);
-    Ok(path)
-}
-
 /// Removes the oldest dump files beyond `keep`. Best effort: a file that cannot be removed (or
 /// was removed by another process meanwhile) is left alone.
 fn prune(dir: &Path, keep: usize) {
@@ -534,7 +360,7 @@ fn prune(dir: &Path, keep: usize) {
 }
 
 /// A job name safe in a file name on any OS: letters, digits, `_`, `-`, `.`; at most 64.
-fn sanitize(job: &str) -> String {
+pub(super) fn sanitize(job: &str) -> String {
     let mut s: String = job
         .chars()
         .map(|c| {
@@ -559,35 +385,6 @@ fn utc_stamp(unix_ms: u64) -> String {
         "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
         t.year, t.month, t.day, t.hour, t.minute, t.second, t.millis
     )
-}
-
-/// Applies the dump variables (parsed by [`config::dumps`]) once.
-pub(crate) fn init_from_env() {
-    if ENV_ONCE.is_completed() {
-        return;
-    }
-    untracked(|| {
-        ENV_ONCE.call_once(|| {
-            crate::fork::register(&CONFIG);
-            crate::fork::register(&WRITE_LOCK);
-            crate::registry::set_after_run(after_run);
-            let Some(env) = config::dumps() else {
-                return;
-            };
-            let config = AutoDump {
-                dir: env.dir,
-                threshold_bytes: env.threshold_bytes,
-                max_files: env.max_files,
-            };
-            // Code that already chose settings wins (it ran `init_from_env` first, so this
-            // cannot happen before it; kept for clarity).
-            let mut c = CONFIG.write();
-            if c.is_none() {
-                *c = Some(config);
-                ENABLED.store(true, Relaxed);
-            }
-        });
-    });
 }
 
 #[cfg(test)]
