@@ -138,7 +138,8 @@ fn prometheus_scrapes_the_retained_bytes() {
     );
     let query = format!(
         "http://{web}/api/v1/query?query={}",
-        "allocscope_job_retained_bytes%7Bjob%3D%22prometheus_job%22%7D"
+        // `age=""`: the job's total, not one of the five series that split it by age.
+        "allocscope_job_retained_bytes%7Bjob%3D%22prometheus_job%22%2Cage%3D%22%22%7D"
     );
     let started = Instant::now();
     let value = loop {
