@@ -19,8 +19,8 @@
 //!
 //! Run with `cargo run --release --example worker`. It prints a log line per
 //! run, the job table, what `release_free_memory()` gave back, and writes under
-//! `target/allocscope/`: `report.json`, `report.txt`, `retained.svg` and `allocated.svg`,
-//! `memory.svg` (the timeline), and under `target/allocscope/runs/`
+//! `target/allocscope/`: `report.json`, `report.txt`, `retained.svg`, `retained_old.svg`
+//! (what runs 2 or more runs ago still hold), `allocated.svg`, `memory.svg` (the timeline), and under `target/allocscope/runs/`
 //! a report after each run that retained 256 KiB or more. `sync_customers` has a budget of
 //! 64 KiB retained per run ([`allocscope::budget`]): its first breach prints one line on
 //! stderr and writes its report under `target/allocscope/budgets/` (then at most once a
@@ -276,6 +276,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         dir.join("retained.svg"),
         report.flamegraph_svg(&FlameOptions::default())?,
     )?;
+    // Only what runs 2 or more runs ago still hold, by job and stack: the leak and the
+    // warm-up's cache, without the newest runs' results.
+    std::fs::write(
+        dir.join("retained_old.svg"),
+        report.flamegraph_svg(&FlameOptions::default().min_age(2))?,
+    )?;
     std::fs::write(
         dir.join("allocated.svg"),
         report.flamegraph_svg(&FlameOptions::default().metric(FlameMetric::AllocatedBytes))?,
@@ -324,13 +330,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
         }
     }
+    // The same split per callsite (exact stacks): which stacks hold memory of old runs — the
+    // leak's — apart from what the newest runs hold.
+    if let Some(j) = report.job("sync_customers") {
+        writeln!(summary, "sync_customers by callsite, retained by runs ago:")?;
+        for c in j.callsites.iter().filter(|c| c.has_ages()).take(3) {
+            let ages: Vec<String> = allocscope::CallsiteReport::AGE_BUCKETS
+                .iter()
+                .zip(&c.retained_by_age)
+                .filter(|(_, u)| u.bytes > 0)
+                .map(|(age, u)| format!("{age}: {}", human_bytes(u.bytes)))
+                .collect();
+            writeln!(
+                summary,
+                "  {:>10}  {}  ({})",
+                human_bytes(c.retained.bytes),
+                c.top_function(),
+                ages.join(", ")
+            )?;
+        }
+    }
     print!("{summary}");
     if let Some(last) = allocscope::finish()? {
         println!("Final report: {}", last.display());
     }
     println!(
-        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/allocated.svg, \
-         {0}/memory.svg, and a report per leaking run under {0}/runs/",
+        "Wrote {0}/report.json, {0}/report.txt, {0}/retained.svg, {0}/retained_old.svg, \
+         {0}/allocated.svg, {0}/memory.svg, and a report per leaking run under {0}/runs/",
         dir.display()
     );
     if live {

@@ -25,7 +25,8 @@
 //!   module it does not know yet (`try_lock`, never waiting; see `callsite::cached`) — the
 //!   frame-pointer walk takes none;
 //! * **splits fast from slow by structure**: `fast_alloc` / `fast_free` test every condition
-//!   of the common case (thread state reachable, not busy, slot claimed, no stack to record;
+//!   of the common case (thread state reachable, not busy, slot claimed and not asked to
+//!   leave a closed span's scope, no stack to record;
 //!   for a free, a block of the current context with no callsite) before writing anything and
 //!   call nothing, so the entry points need few saved registers; any other case goes to a
 //!   `#[cold]` function that runs the full path (`on_alloc` / `on_free` / `on_realloc`) from
@@ -222,6 +223,7 @@ fn alloc_in(t: &ThreadState, size: u64) -> Header {
     if t.busy.get() {
         return tracker_alloc(size);
     }
+    thread::leave_if_asked(t);
     let path = t.path.get();
     let run = t.run.get();
     thread::count_alloc(t, size);
@@ -277,6 +279,10 @@ fn fast_alloc_check(t: &ThreadState, size: u64) -> Option<FastAlloc> {
         return None;
     }
     let slot = thread::claimed_slot(t)?;
+    // A span closed on another thread while this one is inside its scope (cold).
+    if thread::asked_to_leave(slot) {
+        return leave_first();
+    }
     let mut countdown = t.countdown.get();
     let mode = callsite::MODE.load(Relaxed);
     if mode != callsite::MODE_OFF {
@@ -292,6 +298,14 @@ fn fast_alloc_check(t: &ThreadState, size: u64) -> Option<FastAlloc> {
         }
     }
     Some(FastAlloc { slot, countdown })
+}
+
+/// `fast_alloc_check`'s answer when the thread must first leave a closed span's scope (the
+/// slow path does it): out of line, so the fast path keeps its layout.
+#[cold]
+#[inline(never)]
+fn leave_first() -> Option<FastAlloc> {
+    None
 }
 
 /// Records the block `fast_alloc_check` admitted (the inner allocator succeeded); returns its

@@ -71,7 +71,8 @@
 //!    folded stacks and flamegraphs; the one encoding of job names and XML text for every
 //!    output (`escape`); the one atomic file writer (`atomic`); automatic dumps (`dump`:
 //!    after runs and at exit) and report files (`dump::files`: written and read, dump names
-//!    and pruning), snapshot differences and marks (`diff`, `since`), pprof and DHAT exports
+//!    and pruning), snapshot differences (`diff` computes, `diff::render`
+//!    shows) and marks (`since`), pprof and DHAT exports
 //!    (`export`); memory over time as reports read it — process memory, history, the chart
 //!    (`memory`); the report's notes about lost figures (`diagnose`);
 //! 5. outlets: [`timeline`] — the background sampler, and the memory line that dumps a report

@@ -7,9 +7,10 @@
 //!
 //! A context whose run has finished while the thread was still inside it (a tracing span
 //! exited on another thread, or whose guard was forgotten, then closed elsewhere) is left at
-//! the thread's next scope operation: every entry point here reads the context through
-//! [`context`], which first asks the span layer's hook ([`set_leave_finished`]) to restore
-//! what the thread had before entering it. The allocation path never checks (no cost there).
+//! the thread's next allocation (the span layer asks it through the thread's counter slot,
+//! `thread::ask_to_leave`) or next scope operation, whichever comes first: every entry point
+//! here reads the context through [`context`], which first asks the span layer's hook
+//! ([`set_leave_finished`]) to restore what the thread had before entering it.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Once, OnceLock};

@@ -135,6 +135,14 @@ pub(crate) struct ThreadSlot {
     counters: AtomicCounters,
     /// Highest `alloc_bytes - free_bytes` since the last flush.
     peak: AtomicI64,
+    /// A run token the owner is asked to leave (its run finished while the owner was inside
+    /// it: a span closed on another thread); 0: none. Set by `ask_to_leave`, read by the
+    /// allocation fast path (one relaxed load), acted on by `leave_if_asked`.
+    leave: AtomicU32,
+    /// Owner-written: the run of the innermost entered span and the context (path << 32 |
+    /// run) entering it replaced, for `leave_if_asked` (`set_leave_target`).
+    leave_run: AtomicU32,
+    leave_to: AtomicU64,
 }
 
 impl ThreadSlot {
@@ -147,8 +155,89 @@ impl ThreadSlot {
             run: AtomicU32::new(0),
             counters: AtomicCounters::new(),
             peak: AtomicI64::new(0),
+            leave: AtomicU32::new(0),
+            leave_run: AtomicU32::new(0),
+            leave_to: AtomicU64::new(0),
         }
     }
+}
+
+/// One past the highest slot index ever claimed (slots above it were never in use).
+static SLOTS_HIGH: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the slot asks its owner to leave its context (the allocation fast path's check).
+#[inline(always)]
+pub(crate) fn asked_to_leave(s: &ThreadSlot) -> bool {
+    s.leave.load(Relaxed) != 0
+}
+
+/// Records, in the calling thread's slot, the context to restore should its run `run` finish
+/// while the thread is inside it (`run` 0: none). Called by the span layer when its innermost
+/// entered span changes.
+pub(crate) fn set_leave_target(run: u32, to: Context) {
+    let _ = TLS.try_with(|t| {
+        if let Some(s) = t.slot_ref.get() {
+            s.leave_to
+                .store(u64::from(to.path) << 32 | u64::from(to.run), Relaxed);
+            s.leave_run.store(run, Relaxed);
+        }
+    });
+}
+
+/// Asks every thread whose current run is `token` (a run that has just finished) and that
+/// recorded a target for it to leave it at its next allocation. Cost: one read per slot
+/// ever claimed.
+pub(crate) fn ask_to_leave(token: u32) {
+    if token == 0 {
+        return;
+    }
+    let high = (SLOTS_HIGH.load(Acquire) as usize).min(MAX_THREADS);
+    for s in &SLOTS[..high] {
+        if s.in_use.load(Relaxed)
+            && s.run.load(Relaxed) == token
+            && s.leave_run.load(Relaxed) == token
+        {
+            s.leave.store(token, Release);
+        }
+    }
+}
+
+/// On the allocation slow path of a thread whose slot asks it to leave its context: if the
+/// thread is still in that finished run, switches to the recorded context (flushing, as a
+/// context switch does). Never waits: if a report holds the slot's lock, it tries again at the
+/// next allocation. Not for the tracker's own allocations (`busy`).
+#[cold]
+#[inline(never)]
+pub(crate) fn leave_if_asked(t: &ThreadState) {
+    let Some(s) = t.slot_ref.get() else { return };
+    let token = s.leave.load(Acquire);
+    if token == 0 {
+        return;
+    }
+    if t.run.get() != token || s.leave_run.load(Relaxed) != token {
+        s.leave.store(0, Relaxed);
+        return;
+    }
+    if s.lock.swap(true, Acquire) {
+        return;
+    }
+    let to = s.leave_to.load(Relaxed);
+    let to = Context {
+        path: (to >> 32) as u32,
+        run: to as u32,
+    };
+    let prev = t.context();
+    let seq = s.seq.load(Relaxed);
+    flush_slot(s, prev);
+    s.seq.store(seq.wrapping_add(3), Relaxed);
+    core::sync::atomic::fence(Release);
+    s.path.store(to.path, Relaxed);
+    s.run.store(to.run, Relaxed);
+    s.seq.store(seq.wrapping_add(4), Release);
+    s.leave.store(0, Relaxed);
+    unlock_slot(s);
+    t.path.set(to.path);
+    t.run.set(to.run);
 }
 
 static SLOTS: [ThreadSlot; MAX_THREADS] = [const { ThreadSlot::new() }; MAX_THREADS];
@@ -201,6 +290,7 @@ fn claim_slot(t: &ThreadState) -> Option<&'static ThreadSlot> {
                 .is_ok()
         {
             claimed = Some((i, s));
+            SLOTS_HIGH.fetch_max(i as u32 + 1, Release);
             break;
         }
     }

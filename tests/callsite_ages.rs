@@ -139,6 +139,27 @@ fn old_retained_memory_is_told_apart_by_stack() {
         .sum();
     assert_eq!(old_bytes, 120 * 96, "runs 1-12: 12 runs x 10 objects");
 
+    // The text report's callsite table says what runs 2 or more runs ago hold, per stack.
+    let text = r.to_text();
+    assert!(text.contains("2+ RUNS AGO"), "{text}");
+    let leak_row = text
+        .lines()
+        .find(|l| l.contains("leak_object"))
+        .unwrap_or_else(|| panic!("no leak_object row in\n{text}"));
+    assert!(leak_row.contains("16.9 KiB"), "{leak_row}"); // runs 1-18: 180 x 96 B
+                                                          // The HTML report: an age bar per callsite, and the old memory by stack, the leak's only.
+    let html = r.to_html();
+    let old_table = html
+        .split("Held from runs 2 or more runs ago")
+        .nth(1)
+        .expect("an old-memory table")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert!(old_table.contains("leak_object"), "{old_table}");
+    assert!(!old_table.contains("working_object"), "{old_table}");
+    assert!(html.contains("class=\"ages\""));
+
     // Mid-run, from another thread: the run in progress's blocks are age 0, the runs before
     // shift by one; the working set held by the run is young only.
     let (held_tx, held_rx) = mpsc::channel::<()>();
@@ -226,5 +247,33 @@ fn buckets_survive_json_and_show_in_text() {
         [1, 1, 1, 0, 0, 0].map(|n| objects(n, 96)),
         "runs 3, 2, 1: ages 0, 1, 2"
     );
+    drop(keep);
+}
+
+/// The live endpoint's flamegraph of old memory (`/flamegraph.svg?min_age=N`), and a bad
+/// `min_age` refused naming the parameter.
+#[cfg(feature = "http")]
+#[test]
+fn the_live_flamegraph_draws_old_memory() {
+    common::every();
+    let keep = Mutex::new(Vec::new());
+    for _ in 0..3 {
+        track_scope("ages live", || keep.lock().unwrap().push(leak_object()));
+    }
+    let server = allocscope::http::serve("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let svg = ureq::get(&format!("{base}/flamegraph.svg?job=ages%20live&min_age=2"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(svg.contains("allocated 2+ runs ago"), "{svg}");
+    assert!(svg.contains("leak_object"), "{svg}");
+    match ureq::get(&format!("{base}/flamegraph.svg?min_age=old")).call() {
+        Err(ureq::Error::StatusCode(400)) => {}
+        other => panic!("expected 400 for min_age=old, got {other:?}"),
+    }
+    server.shutdown();
     drop(keep);
 }

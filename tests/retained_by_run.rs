@@ -321,3 +321,51 @@ fn diff_shows_the_change_per_age() {
     );
     leaked.lock().unwrap().clear();
 }
+
+/// A report taken while a run is in progress: the job-level split lists finished runs only
+/// (a run has its number when it finishes, in finish order), so the run in progress's blocks
+/// are in `retained_older` until it finishes, then in its own entry; the sum stays exact.
+#[test]
+fn a_run_in_progress_counts_as_older_until_it_finishes() {
+    let kept = store(100);
+    for _ in 0..2 {
+        track_scope("rbr in progress", || kept.lock().unwrap().push(obj()));
+    }
+    // Barriers (no allocation): the run holds its objects while the report is taken.
+    let (held, go) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    let mid = std::thread::scope(|s| {
+        let (kept, held, go) = (&kept, &held, &go);
+        s.spawn(move || {
+            track_scope("rbr in progress", || {
+                let three: Vec<Obj> = (0..3).map(|_| obj()).collect();
+                held.wait();
+                go.wait();
+                kept.lock().unwrap().extend(three);
+            })
+        });
+        held.wait();
+        let j = job("rbr in progress");
+        go.wait();
+        j
+    });
+    assert_eq!((mid.runs, mid.active_runs), (2, 1));
+    assert_eq!(
+        runs_of(&mid),
+        vec![(1, Usage::new(1, OBJ)), (2, Usage::new(1, OBJ))]
+    );
+    // The run in progress's 3 objects, plus its Vec's buffer (3 pointers).
+    assert_eq!(mid.retained_older, Usage::new(4, 3 * OBJ + 24));
+    assert_sums(&mid);
+    let after = job("rbr in progress");
+    assert_eq!(
+        runs_of(&after),
+        vec![
+            (1, Usage::new(1, OBJ)),
+            (2, Usage::new(1, OBJ)),
+            (3, Usage::new(3, 3 * OBJ))
+        ]
+    );
+    assert_eq!(after.retained_older, Usage::default());
+    assert_sums(&after);
+    drop(kept);
+}

@@ -1,7 +1,7 @@
 //! A thread left inside a selected span's scope by tracing misuse — its `Entered` guard
 //! forgotten, or the span exited on another thread (`Dispatch::exit`) — leaves it once the span
-//! closes: at once when the span closes on that thread, else at its next scope operation
-//! (here `current_scope()`). The run finishes exactly once; later allocations are not the
+//! closes: at once when the span closes on that thread, else at its next allocation (or
+//! scope operation, whichever comes first). The run finishes exactly once; later allocations are not the
 //! closed job's, and `current_scope()` names the scope the thread had before the span.
 //!
 //! Its own binary: one global subscriber, and job names no other test uses.
@@ -105,7 +105,8 @@ type Stuck = (Box<[u8; 100]>, Option<String>, Vec<Box<u64>>, Box<u32>);
 /// bytes; the test thread exits the span between the first two waits at `barrier`.
 /// `close_here`: the thread holds the span's last handle and drops it after the second wait;
 /// otherwise it drops its handle at once and the test thread closes the span before the
-/// third. Then it asks for its scope, allocates 1,001 blocks, and runs the job `after`.
+/// third. Then it allocates 1,001 blocks (no scope operation before them), asks for its
+/// scope, and runs the job `after`.
 fn stuck_thread(
     span: tracing::Span,
     barrier: Arc<Barrier>,
@@ -123,9 +124,10 @@ fn stuck_thread(
         barrier.wait();
         barrier.wait();
         drop(span); // closes it here when this was the last handle
-        barrier.wait();
-        let inside = scope_name();
+        barrier.wait(); // the test thread closes it (if it held the last handle)
+                        // Allocates first, with no scope operation in between, then asks for its scope.
         let later = thousand();
+        let inside = scope_name();
         let after = track_scope(after, || black_box(Box::new(7u32)));
         (kept, inside, later, after)
     })
@@ -163,7 +165,7 @@ fn a_span_exited_on_another_thread_is_left_when_it_closes_there() {
 }
 
 #[test]
-fn a_span_exited_and_closed_on_another_thread_is_left_at_the_next_scope_operation() {
+fn a_span_exited_and_closed_on_another_thread_is_left_at_the_next_allocation() {
     install();
     let span = tracing::info_span!("exited_elsewhere_closed_elsewhere");
     let id = span.id().expect("enabled");
@@ -186,7 +188,10 @@ fn a_span_exited_and_closed_on_another_thread_is_left_at_the_next_scope_operatio
         "finished exactly once, at the close"
     );
     let (kept, inside, later, after) = t.join().unwrap();
-    assert_eq!(inside, None, "current_scope() left the closed span's scope");
+    assert_eq!(
+        inside, None,
+        "the first allocation left the closed span's scope"
+    );
     let j = job("exited_elsewhere_closed_elsewhere");
     assert_eq!(
         (j.runs, j.active_runs),

@@ -96,6 +96,10 @@ enum Command {
         /// Keep std/core/alloc frames that sit between two user frames (default: folded).
         #[arg(long)]
         keep_std: bool,
+        /// Draw only retained memory allocated at least N runs ago (per-callsite ages, kept
+        /// with exact stacks: buckets 0, 1, 2-3, 4-7, 8-15, 16+): a job's old memory by stack.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        min_age: u64,
         /// Output file (`-`: standard output), replaced atomically; only a regular file is
         /// ever replaced.
         #[arg(short, long, value_name = "OUT.svg")]
@@ -294,6 +298,7 @@ fn run(command: Command) -> Result<(), String> {
             title,
             no_unscoped,
             keep_std,
+            min_age,
             output,
         } => {
             let r = read(&report)?;
@@ -304,6 +309,7 @@ fn run(command: Command) -> Result<(), String> {
                 title,
                 include_unscoped: !no_unscoped,
                 keep_std,
+                min_age,
                 ..FlameOptions::default()
             };
             let svg = r.flamegraph_svg(&opts).map_err(|e| e.to_string())?;

@@ -27,6 +27,7 @@
 //! plus a few rings lost to two threads claiming one site's ring at once (counted). Lock-free,
 //! no allocation: the allocator calls it for every block with a callsite.
 
+use core::cell::Cell;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 use super::intern::{SiteEntry, SITE_CAP};
@@ -60,21 +61,28 @@ fn tag_of(seq: u64) -> u64 {
 }
 
 /// `cur` plus `delta` for the run tagged `tag`, taking the entry over from an older run;
-/// `None` when the entry belongs to a newer run.
-#[inline]
+/// `None` when the entry belongs to a newer run. Counts are not checked for overflow: a
+/// count is what one run's blocks at one site hold *now* (below 2^48 bytes, 2^32 objects).
+#[inline(always)]
 fn added(cur: u64, tag: u64, delta: u64) -> Option<u64> {
-    let ctag = cur >> TAG_SHIFT;
-    if ctag == tag && cur != 0 {
-        let count = ((cur & COUNT_MASK) + delta).min(COUNT_MASK);
-        return Some((tag << TAG_SHIFT) | count);
+    if cur >> TAG_SHIFT == tag && cur != 0 {
+        return Some(cur.wrapping_add(delta));
     }
-    let ahead = ctag.wrapping_sub(tag) & 0xFFFF;
+    taken(cur, tag, delta)
+}
+
+/// The entry `cur` taken over by the run tagged `tag` with `delta`, unless it belongs to a
+/// newer run (up to `AHEAD` starts ahead).
+#[cold]
+fn taken(cur: u64, tag: u64, delta: u64) -> Option<u64> {
+    let ahead = (cur >> TAG_SHIFT).wrapping_sub(tag) & 0xFFFF;
     if cur != 0 && ahead != 0 && ahead <= AHEAD {
         return None;
     }
-    Some((tag << TAG_SHIFT) | delta.min(COUNT_MASK))
+    Some((tag << TAG_SHIFT) | (delta & COUNT_MASK))
 }
 
+#[inline(always)]
 fn add(word: &AtomicU64, tag: u64, delta: u64) {
     let mut cur = word.load(Relaxed);
     while let Some(new) = added(cur, tag, delta) {
@@ -85,6 +93,7 @@ fn add(word: &AtomicU64, tag: u64, delta: u64) {
     }
 }
 
+#[inline(always)]
 fn sub(word: &AtomicU64, tag: u64, delta: u64) {
     let mut cur = word.load(Relaxed);
     while cur >> TAG_SHIFT == tag && cur != 0 {
@@ -94,6 +103,30 @@ fn sub(word: &AtomicU64, tag: u64, delta: u64) {
             Err(c) => cur = c,
         }
     }
+}
+
+thread_local! {
+    /// The last run token this thread looked up and its start number: a thread allocates in
+    /// one run for many blocks, so the registry is read once per run (const, no destructor).
+    static LAST_RUN: Cell<(u32, u64)> = const { Cell::new((0, 0)) };
+}
+
+/// The start number of the active run `run`, through the thread's one-entry cache.
+#[inline(always)]
+fn seq_of_active(run: u32) -> Option<u64> {
+    let (token, seq) = LAST_RUN.try_with(Cell::get).unwrap_or((0, 0));
+    if token == run && token != 0 {
+        return Some(seq);
+    }
+    look_up(run)
+}
+
+#[cold]
+#[inline(never)]
+fn look_up(run: u32) -> Option<u64> {
+    let seq = registry::run_seq(run)?;
+    let _ = LAST_RUN.try_with(|c| c.set((run, seq)));
+    Some(seq)
 }
 
 fn ring(id: u32) -> Option<&'static Ring> {
@@ -132,7 +165,7 @@ fn claim(s: &SiteEntry) -> Option<&'static Ring> {
 /// A block of run `run` (token) charged to site `s`: `o` fixed-point objects, `b` bytes.
 #[inline]
 pub(crate) fn on_alloc(s: &SiteEntry, run: u32, o: u64, b: u64) {
-    let Some(seq) = registry::run_seq(run) else {
+    let Some(seq) = seq_of_active(run) else {
         return;
     };
     if let Some(r) = ring_of(s) {
@@ -149,8 +182,18 @@ pub(crate) fn on_free(s: &SiteEntry, run: u32, o: u64, b: u64) {
     if id == 0 {
         return;
     }
-    let (Some(r), Some(seq)) = (ring(id), registry::block_seq(run)) else {
+    let Some(r) = ring(id) else {
         return;
+    };
+    // A block of the thread's current run (the cache) or of any run the registry knows.
+    let (token, cached) = LAST_RUN.try_with(Cell::get).unwrap_or((0, 0));
+    let seq = if token == run && token != 0 {
+        cached
+    } else {
+        match registry::block_seq(run) {
+            Some(seq) => seq,
+            None => return,
+        }
     };
     let e = &r.0[seq as usize % RING];
     sub(&e[0], tag_of(seq), o);
@@ -209,10 +252,10 @@ mod tests {
         let w = AtomicU64::new((60_000 << TAG_SHIFT) | 9);
         add(&w, 10, 2);
         assert_eq!(w.load(Relaxed), (10 << TAG_SHIFT) | 2);
-        // Counts never wrap into the tag.
-        let w = AtomicU64::new((3 << TAG_SHIFT) | (COUNT_MASK - 1));
-        add(&w, 3, 10);
-        assert_eq!(w.load(Relaxed), (3 << TAG_SHIFT) | COUNT_MASK);
+        // A free never takes a count below zero (nor into the tag).
+        let w = AtomicU64::new((3 << TAG_SHIFT) | 5);
+        sub(&w, 3, 10);
+        assert_eq!(w.load(Relaxed), 3 << TAG_SHIFT);
     }
 
     #[test]

@@ -210,8 +210,9 @@ pub(crate) fn weighted(size: u64, weight: f32) -> (u64, u64) {
     )
 }
 
-/// Charges an allocation of run `run` (token) to a site.
-#[inline]
+/// Charges an allocation of run `run` (token) to a site. Inlined into the allocator's
+/// `every`/`sample` (already out of line): a call here cost a full prologue per block.
+#[inline(always)]
 pub(crate) fn site_alloc(id: u32, run: u32, size: u64, weight: f32) {
     let s = site(id);
     let (o, b) = weighted(size, weight);

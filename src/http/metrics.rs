@@ -121,9 +121,12 @@ pub(crate) fn render(report: &Report, max_jobs: usize) -> String {
         (
             "allocscope_job_retained_bytes",
             "gauge",
-            "Bytes the job's runs allocated that are still live; with an `age` label, split by \
-             the age in runs of the run that allocated them (0, 1, 2-3, 4-7, 8+: runs since \
-             the job's newest finished run; 8+ includes older runs and runs in progress).",
+            "Bytes the job's runs allocated that are still live. Per job, the series without \
+             `age` is the total and the five with `age` split it by the age in runs of the run \
+             that allocated them (0, 1, 2-3, 4-7, 8+: runs since the job's newest finished \
+             run; 8+ includes older runs and runs in progress), so a sum over the family counts \
+             every job twice: totals are `allocscope_job_retained_bytes{age=\"\"}`, the split \
+             `allocscope_job_retained_bytes{age!=\"\"}`.",
             |f| f.retained_bytes,
         ),
         (
@@ -331,6 +334,20 @@ mod tests {
             assert!(text.contains(&line), "{line} in\n{text}");
         }
         assert!(text.contains("allocscope_job_retained_bytes{job=\"aged\"} 1111111"));
+        // The family holds the total and its split: its HELP names the query for each.
+        let help = text
+            .lines()
+            .find(|l| l.starts_with("# HELP allocscope_job_retained_bytes "))
+            .unwrap();
+        assert!(
+            help.contains("allocscope_job_retained_bytes{age=\"\"}"),
+            "{help}"
+        );
+        assert!(
+            help.contains("allocscope_job_retained_bytes{age!=\"\"}"),
+            "{help}"
+        );
+        assert!(help.contains("counts every job twice"), "{help}");
     }
 
     #[test]

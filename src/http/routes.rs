@@ -216,8 +216,10 @@ fn pprof(default: PprofDefault) -> Resp {
     }
 }
 
-/// `/flamegraph.svg?job=NAME&metric=retained-bytes`: both optional; an unknown parameter, an
-/// unknown metric or job gets 400 naming the parameter.
+/// `/flamegraph.svg?job=NAME&metric=retained-bytes&min_age=8`: all optional (`min_age`: only
+/// memory allocated that many runs ago or earlier, `FlameOptions::min_age`); an unknown
+/// parameter, an unknown metric or job, a `min_age` that is not a number gets 400 naming the
+/// parameter.
 fn flamegraph(query: &str) -> Resp {
     let mut opts = FlameOptions::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -228,10 +230,22 @@ fn flamegraph(query: &str) -> Resp {
                 Ok(m) => opts.metric = m,
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("metric: {e}")),
             },
+            "min_age" => match value.parse::<u64>() {
+                Ok(runs) => opts.min_age = runs,
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "min_age: {} is not a number of runs (0, 1, 2, 4, 8, 16, ...)",
+                            crate::config::shown(&value)
+                        ),
+                    )
+                }
+            },
             other => {
                 return error(
                     StatusCode::BAD_REQUEST,
-                    format!("{other}: unknown parameter (expected job, metric)"),
+                    format!("{other}: unknown parameter (expected job, metric, min_age)"),
                 )
             }
         }

@@ -27,11 +27,12 @@
 //!   then (its guard forgotten with `std::mem::forget(span.enter())`, or the span exited on
 //!   another thread with `Dispatch::exit`) is restored to the scope it had before entering
 //!   the span: at once if the span closes on that thread (before the run finishes, so the
-//!   run's figures include that thread's), otherwise at that thread's next scope operation —
-//!   entering, exiting, creating or closing a selected span, `track_scope`,
-//!   `ScopeHandle::enter` (so any tracked future's poll), `current_scope()`. Between the close
-//!   and that operation its allocations are charged to the closed span's job (not to the
-//!   finished run): the allocation path does not check. Figures that thread had not flushed
+//!   run's figures include that thread's), otherwise at that thread's next allocation (the closing thread
+//!   sets a word in its counter slot, which the allocation fast path reads with one relaxed
+//!   load, sending it to the slow path to switch back) or next scope operation — entering,
+//!   exiting, creating or closing a selected span, `track_scope`, `ScopeHandle::enter` (so
+//!   any tracked future's poll), `current_scope()` — whichever comes first. A thread without
+//!   a counter slot (beyond `MAX_THREADS`) leaves at its next scope operation only. Figures that thread had not flushed
 //!   when the run finished go to the job's totals, not to the run's. A span whose run was not
 //!   measured (the run table full, see `TrackerStats`) is not detected this way.
 //! * Once installed, the layer counts the spans it has seen and selected, and the span
@@ -405,15 +406,29 @@ fn leave_finished(stack: &mut Vec<Entered>, finished: impl Fn(&Entered) -> bool)
     let mut current = thread::current_context();
     let mut target = None;
     while let Some(top) = stack.last() {
-        if top.ctx != current || !finished(top) {
+        if !finished(top) {
             break;
         }
-        current = top.prev;
-        target = Some(top.prev);
+        if top.ctx == current {
+            current = top.prev;
+            target = Some(top.prev);
+        } else if top.prev != current {
+            break;
+        } // else: the allocation path already restored it (`thread::leave_if_asked`).
         stack.pop();
     }
     if let Some(prev) = target {
         thread::switch_context(prev);
+    }
+    publish_innermost(stack);
+}
+
+/// Tells the allocation path what to restore should the innermost entered span close on
+/// another thread while this thread is inside it (`thread::ask_to_leave`).
+fn publish_innermost(stack: &[Entered]) {
+    match stack.last() {
+        Some(e) => thread::set_leave_target(e.ctx.run, e.prev),
+        None => thread::set_leave_target(0, thread::Context::UNSCOPED),
     }
 }
 
@@ -547,6 +562,7 @@ impl ScopeLayer {
                 ctx: thread::current_context(),
                 prev,
             });
+            publish_innermost(&stack);
         });
     }
 
@@ -574,6 +590,8 @@ impl ScopeLayer {
             });
             drop(run); // finishes the run (as panicked during unwinding)
             leave_closed_spans();
+            // Threads still inside it elsewhere leave at their next allocation.
+            thread::ask_to_leave(token);
         }
     }
 }

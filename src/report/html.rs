@@ -17,7 +17,9 @@ use std::fmt::Write as _;
 
 use super::labels::{fold_std, short_file, short_name};
 use super::text::{grouped, human_bytes};
-use super::{CallsiteReport, FlameOptions, Frame, JobReport, ProcessMemory, Report, ReportDiff};
+use super::{
+    CallsiteReport, FlameOptions, Frame, JobReport, ProcessMemory, Report, ReportDiff, OLD_AGE,
+};
 use crate::model::Utc;
 
 /// Callsites listed per job.
@@ -49,6 +51,9 @@ table.sortable th[aria-sort=descending]::after{content:" \25BC"}
 details{margin:4px 0}summary{cursor:pointer}.note{color:#666;font-size:12px}
 .runs{display:flex;align-items:flex-end;gap:1px;height:64px;border-bottom:1px solid #999;margin:6px 0 2px}
 .runs div{flex:0 0 7px;background:#c60;min-height:1px}.runs div.older{background:#888;flex-basis:14px;margin-right:4px}
+.ages{display:inline-flex;width:80px;height:10px;background:#eee;vertical-align:middle}
+.ages span{display:block;height:100%}.a0{background:#335}.a1{background:#558}.a2{background:#77a}
+.a3{background:#c96}.a4{background:#d63}.a5{background:#b00}
 .diagnostic{background:#fff4e5;border-left:4px solid #e69500;padding:6px 10px;white-space:pre-wrap}
 "#;
 
@@ -170,17 +175,54 @@ fn count_td(v: u64) -> String {
     format!("<td data-v=\"{v}\">{}</td>", grouped(v))
 }
 
+/// A callsite's retained bytes by age of run as a cell: a stacked bar (newest run left,
+/// oldest right) with each bucket in its tooltip, and the old part's size (sorts by it).
+fn ages_td(c: &CallsiteReport) -> String {
+    if !c.has_ages() {
+        return "<td data-v=\"0\">-</td>".to_string();
+    }
+    let total = c.retained.bytes.max(1);
+    let mut bar = String::new();
+    let mut tip = Vec::new();
+    for (i, u) in c.retained_by_age.iter().enumerate() {
+        let name = super::CALLSITE_AGE_BUCKETS[i];
+        tip.push(format!("{name}: {}", human_bytes(u.bytes)));
+        if u.bytes > 0 {
+            let _ = write!(
+                bar,
+                "<span class=\"a{i}\" style=\"width:{:.1}%\"></span>",
+                u.bytes as f64 * 100.0 / total as f64
+            );
+        }
+    }
+    let old = c.retained_aged(OLD_AGE).bytes;
+    format!(
+        "<td data-v=\"{old}\" title=\"retained by age of run (runs ago) · {}\">\
+         <span class=\"ages\">{bar}</span> {}</td>",
+        tip.join(" · "),
+        human_bytes(old)
+    )
+}
+
 fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
-    let _ = writeln!(
-        out,
-        "<table class=\"sortable\"><thead><tr><th>Retained</th><th>Retained objects</th>\
-         <th>Allocated</th><th>Allocated objects</th><th>Stack (innermost first)</th></tr>\
-         </thead><tbody>"
-    );
     // One row per stack as shown (frames below the ones shown, folded std frames): rows that
     // would read the same are one row, saying how many stacks it holds.
     let mut rows = super::text::merge_alike(sites, |c| stack_cell(&c.frames));
     rows.sort_by_key(|(c, _, _)| std::cmp::Reverse(c.retained.bytes));
+    let aged = rows.iter().any(|(c, _, _)| c.has_ages());
+    let _ = writeln!(
+        out,
+        "<table class=\"sortable\"><thead><tr><th>Retained</th><th>Retained objects</th>\
+         <th>Allocated</th><th>Allocated objects</th>{}<th>Stack (innermost first)</th></tr>\
+         </thead><tbody>",
+        if aged {
+            "<th title=\"retained by age of the run that allocated it: newest run left \
+             (dark), 16+ runs ago right (red); the figure: allocated 2 or more runs ago\">\
+             By age · 2+ runs ago</th>"
+        } else {
+            ""
+        }
+    );
     for (c, stacks, cell) in rows.iter().take(CALLSITES_PER_JOB) {
         let cell = match stacks {
             1 => cell.clone(),
@@ -204,11 +246,12 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
         };
         let _ = writeln!(
             out,
-            "<tr>{}{}{}{}{}</tr>",
+            "<tr>{}{}{}{}{}{}</tr>",
             td(c.retained.bytes, human_bytes(c.retained.bytes)),
             td(c.retained.objects, grouped(c.retained.objects)),
             td(c.allocated.bytes, human_bytes(c.allocated.bytes)),
             td(c.allocated.objects, grouped(c.allocated.objects)),
+            if aged { ages_td(c) } else { String::new() },
             cell
         );
     }
@@ -230,6 +273,43 @@ fn callsite_rows(out: &mut String, sites: &[CallsiteReport]) {
             rows.len() - CALLSITES_PER_JOB
         );
     }
+    if aged {
+        old_rows(out, &rows);
+    }
+}
+
+/// The job's old memory by stack: the callsites holding memory allocated `OLD_AGE` or more
+/// runs ago, largest first — a leak's stacks, apart from the current runs' working set.
+fn old_rows(out: &mut String, rows: &[(CallsiteReport, usize, String)]) {
+    let mut old: Vec<(u64, &CallsiteReport, &String)> = rows
+        .iter()
+        .map(|(c, _, cell)| (c.retained_aged(OLD_AGE).bytes, c, cell))
+        .filter(|(b, _, _)| *b > 0)
+        .collect();
+    if old.is_empty() {
+        return;
+    }
+    old.sort_by_key(|(b, _, _)| std::cmp::Reverse(*b));
+    let _ = writeln!(
+        out,
+        "<details open><summary>Held from runs 2 or more runs ago, by stack ({} callsites)\
+         </summary><table class=\"sortable\"><thead><tr><th>Old retained</th>\
+         <th>Old objects</th><th>16+ runs ago</th><th>Stack (innermost first)</th></tr>\
+         </thead><tbody>",
+        old.len()
+    );
+    for (bytes, c, cell) in old.iter().take(CALLSITES_PER_JOB) {
+        let u = c.retained_aged(OLD_AGE);
+        let _ = writeln!(
+            out,
+            "<tr>{}{}{}{}</tr>",
+            bytes_td(*bytes),
+            count_td(u.objects),
+            bytes_td(c.retained_by_age[5].bytes),
+            cell
+        );
+    }
+    out.push_str("</tbody></table></details>\n");
 }
 
 impl Report {

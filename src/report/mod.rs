@@ -106,6 +106,10 @@ pub struct CallsiteReport {
 pub(crate) const CALLSITE_AGE_BUCKETS: [&str; 6] = ["0", "1", "2-3", "4-7", "8-15", "16+"];
 /// The youngest age (in runs) of each of [`CALLSITE_AGE_BUCKETS`].
 pub(crate) const CALLSITE_AGE_STARTS: [u64; 6] = [0, 1, 2, 4, 8, 16];
+/// Where the text and HTML reports call a callsite's memory old: allocated 2 or more runs ago,
+/// so it outlived at least one whole later run (the runs in progress, the newest finished one
+/// and the one before are the working set and the latest results).
+pub(crate) const OLD_AGE: u64 = 2;
 
 fn ages_unknown(ages: &[Usage; 6]) -> bool {
     ages.iter().all(Usage::is_zero)

@@ -206,8 +206,35 @@ fn path_counters(count: usize) -> Vec<Counters> {
 
 /// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
 fn shared_counters(count: usize, figs: &mut Vec<Counters>) {
+    window_counters(0..count as u32, figs);
+}
+
+/// The shared counters of the paths `ids` into `figs` (no allocation when it has the room).
+fn window_counters(ids: core::ops::Range<u32>, figs: &mut Vec<Counters>) {
     figs.clear();
-    figs.extend((0..count).map(|i| registry::path(i as u32).counters.load()));
+    figs.extend(ids.map(|i| registry::path(i).counters.load()));
+}
+
+/// The shared counters of the paths `ids` (into `shared`, by position) and every thread's
+/// pending figures (into `pending`), as one consistent read under the snapshot's protocol
+/// (optimistic reads, then under the slots' locks): no figure is in both. For the timeline
+/// sampler, which reads a bounded window of paths per sample and keeps the others' last
+/// figures. Must run untracked.
+pub(crate) fn read_window(
+    ids: core::ops::Range<u32>,
+    shared: &mut Vec<Counters>,
+    pending: &mut Vec<thread::Pending>,
+) {
+    for _ in 0..OPTIMISTIC_READS {
+        let complete = thread::pending_all(pending);
+        window_counters(ids.clone(), shared);
+        if complete && thread::pending_unchanged(pending) {
+            return;
+        }
+    }
+    let held = thread::hold_slots(pending);
+    window_counters(ids, shared);
+    drop(held);
 }
 
 #[cfg(test)]

@@ -603,6 +603,9 @@ fn write_callsites(
     // so a row's share stays within 100%.
     let whole = estimated_whole(sites, order);
     let total = whole.unwrap_or(total);
+    // Retained by age of run, where the callsites have it: what runs 2 or more runs ago still
+    // hold (a leak's or a warm-up's stacks), beside the figure that includes the current runs.
+    let aged = order == CallsiteOrder::Retained && listed.iter().any(|(c, _, _)| c.has_ages());
     let pct = |v: u64| {
         if total == 0 {
             0.0
@@ -620,8 +623,12 @@ fn write_callsites(
     } else {
         let _ = writeln!(
             out,
-            "  {:>10}  {:>10}  {:>6}  {:>6}  CALLSITE",
-            "OBJECTS", "BYTES", "%", "CUM%"
+            "  {:>10}  {:>10}  {:>6}  {:>6}  {}CALLSITE",
+            "OBJECTS",
+            "BYTES",
+            "%",
+            "CUM%",
+            if aged { "  2+ RUNS AGO  " } else { "" }
         );
     }
     let mut cum = 0u64;
@@ -646,9 +653,17 @@ fn write_callsites(
             _ => c.retained,
         };
         cum = cum.saturating_add(u.bytes);
+        let old = if aged {
+            format!(
+                "  {:>12}  ",
+                human_bytes(c.retained_aged(super::OLD_AGE).bytes)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "  {:>10}  {:>10}  {:>5.1}%  {:>5.1}%  {site}",
+            "  {:>10}  {:>10}  {:>5.1}%  {:>5.1}%  {old}{site}",
             format!("{est}{}", grouped(u.objects)),
             format!("{est}{}", human_bytes(u.bytes)),
             pct(u.bytes),
@@ -695,6 +710,9 @@ pub(crate) fn merge_alike<'a>(
                 row.retained = add(row.retained, c.retained);
                 row.peak_bytes = row.peak_bytes.saturating_add(c.peak_bytes);
                 row.estimated |= c.estimated;
+                for (a, &b) in row.retained_by_age.iter_mut().zip(&c.retained_by_age) {
+                    *a = add(*a, b);
+                }
                 *n += 1;
             }
             None => {

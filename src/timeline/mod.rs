@@ -5,13 +5,15 @@
 //! Where each part lives: the stores and the trend summaries in `series` (below the registry:
 //! a finished run records its event and trend point there); what reports read of them — the
 //! process's memory, the history with job names resolved, the chart — in `report::memory`;
-//! this module only runs the sampler thread, which reads through the report's snapshot.
+//! this module only runs the sampler thread, which reads the counters through the report's
+//! snapshot protocol, a bounded window of scope paths per sample (`sample`: at most
+//! [`SAMPLE_PATHS`] paths per sample, per-job figures kept incrementally).
 //!
 //! * **Process memory**: RSS from `/proc/self/statm`, the allocator's free bytes (glibc
 //!   `mallinfo2`), [`release_free_memory`](crate::release_free_memory) (glibc
-//!   `malloc_trim(0)`). Read at every report; the
-//!   sampler refreshes glibc's figures at most once per 100× their cost (`mallinfo2` walks
-//!   every free chunk).
+//!   `malloc_trim(0)`). RSS is read at every report and sample; glibc's figures and the smaps split are refreshed at most once per
+//!   100× their cost (`mallinfo2` walks every free chunk under every arena's lock), at least
+//!   every second, and at once when RSS moved or memory was released (`StatsCache`).
 //! * **The sampler** ([`start`], [`stop`], or `ALLOCSCOPE_TIMELINE=500ms|1s|1m`): one
 //!   background thread, named `allocscope-timeline`, that runs with tracking suspended for its
 //!   whole life (everything it allocates is tracker overhead) and takes a sample every
@@ -46,6 +48,7 @@
 
 mod above;
 mod limit;
+mod sample;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -64,10 +67,13 @@ pub use above::{
     dump_above, set_dump_above, DumpAbove, DumpAboveStatus, DEFAULT_CHECK_EVERY, REARM_FRACTION,
 };
 pub use limit::{memory_limit, LimitSource, MemoryLimit};
+#[doc(hidden)]
+pub use sample::most_paths_read_per_sample;
+use sample::Reader;
+pub use sample::SAMPLE_PATHS;
 
 use crate::fork::{self, AtFork};
 use crate::report::process_memory_cached;
-use crate::report::snapshot::Snapshot;
 use crate::report::{rss_bytes, tracked_live, StatsCache};
 use crate::series::{self, RawSample};
 use crate::thread::untracked;
@@ -248,9 +254,10 @@ pub fn interval() -> Option<Duration> {
 fn run_sampler(shared: &Shared) {
     let mut next = Instant::now();
     let mut cache = StatsCache::default();
+    let mut reader = Reader::default();
     let mut stop = shared.stop.lock();
     while !*stop {
-        parking_lot::MutexGuard::unlocked(&mut stop, || sample_now(&mut cache));
+        parking_lot::MutexGuard::unlocked(&mut stop, || sample_now(&mut reader, &mut cache));
         let interval = Duration::from_nanos(shared.interval_ns.load(Relaxed));
         next += interval;
         let now = Instant::now();
@@ -265,10 +272,11 @@ fn run_sampler(shared: &Shared) {
     }
 }
 
-/// Takes one sample now and stores it. Runs with tracking suspended. Uses the one snapshot
-/// path (no symbolization): RSS, all tracked live bytes, and the jobs holding the most; the
-/// allocator's statistics come through `cache` (see `StatsCache`).
-fn sample_now(cache: &mut StatsCache) {
+/// Takes one sample now and stores it. Runs with tracking suspended. RSS, all tracked live
+/// bytes and the jobs holding the most come from `reader` (the snapshot's read protocol over
+/// a bounded window of paths per sample, see `sample`); the allocator's statistics come
+/// through `cache` (see `StatsCache`).
+fn sample_now(reader: &mut Reader, cache: &mut StatsCache) {
     // RSS is read just before and just after the heap's snapshot and the sample keeps the
     // larger: the pages resident around the moment the heap was read, so a block freed (and
     // unmapped) between the two reads does not make the heap exceed the RSS. A sample whose
@@ -278,33 +286,13 @@ fn sample_now(cache: &mut StatsCache) {
     // being allocated at that instant.
     for attempt in 1..=COHERENT_TRIES {
         let rss_before = rss_bytes().unwrap_or(0);
-        let snap = Snapshot::take();
-        let r = &snap.rollup;
-        let mut pm = process_memory_cached(tracked_live(r), cache);
+        let (r, top) = reader.read();
+        let mut pm = process_memory_cached(tracked_live(&r), cache);
         pm.rss_bytes = pm.rss_bytes.max(rss_before);
         if pm.heap_live_bytes > pm.rss_bytes && pm.rss_bytes > 0 && attempt < COHERENT_TRIES {
             continue;
         }
-        let mut top = [(0u32, 0u64); TOP_JOBS];
-        let mut n_top = 0usize;
-        for (j, c) in r.inclusive.iter().enumerate() {
-            let live = c.retained().bytes;
-            if live == 0 {
-                continue;
-            }
-            // Insertion into the small sorted array (largest first).
-            let mut i = n_top;
-            while i > 0 && top[i - 1].1 < live {
-                if i < TOP_JOBS {
-                    top[i] = top[i - 1];
-                }
-                i -= 1;
-            }
-            if i < TOP_JOBS {
-                top[i] = (j as u32, live);
-                n_top = (n_top + 1).min(TOP_JOBS);
-            }
-        }
+        let n_top = top.iter().take_while(|t| t.1 > 0).count();
         let mut parts_kib = [0u32; 7];
         if let Some(b) = pm.breakdown {
             for (k, (_, bytes)) in parts_kib.iter_mut().zip(b.parts()) {

@@ -275,38 +275,48 @@ pub(crate) fn classify_smaps(text: &str) -> SmapsParts {
 }
 
 /// Whether glibc malloc serves the blocks the tracker forwards to its inner allocator,
-/// probed once: a 64 MiB block (above glibc's largest mmap threshold, so glibc always maps it,
-/// and left untouched, so it costs no RSS) allocated through the global allocator must raise
-/// glibc's count of mapped blocks (`hblks`) by exactly one and its mapped bytes (`hblkhd`) by
-/// 64 MiB to 64 MiB + 64 KiB. Another thread mapping or unmapping a block at that instant can
-/// spoil one attempt (never make a non-glibc allocator look like glibc, short of mapping the
-/// same size at the same instant), so up to five attempts are made.
+/// probed once with one 96 KiB block allocated (and freed, never written) through the global
+/// allocator: above glibc's per-thread cache (1 KiB by default) and below its smallest mmap
+/// threshold (128 KiB), glibc serves it from an arena, raising its in-use bytes (`uordblks`)
+/// by the block's chunk (96 KiB plus headers and rounding); with the mmap threshold lowered
+/// below it (`M_MMAP_THRESHOLD`), glibc maps it instead, raising its count of mapped blocks
+/// (`hblks`) by one and their bytes (`hblkhd`) by the block rounded to pages. Another thread
+/// allocating or freeing in glibc at that instant can spoil one attempt (never make another
+/// allocator look like glibc, short of a glibc allocation of the same size at the same
+/// instant), so up to five attempts are made. (A 64 MiB probe, above every mmap threshold,
+/// showed as the tracker's peak in heap profilers.)
 fn inner_is_glibc() -> bool {
     static IS: OnceLock<bool> = OnceLock::new();
     *IS.get_or_init(|| {
-        const PROBE: usize = 64 << 20;
+        const PROBE: u64 = 96 << 10;
         let g = glibc();
-        let mapped = || -> Option<(u64, u64)> {
+        // (in use in arenas, mapped blocks, mapped bytes)
+        let read = || -> Option<(u64, u64, u64)> {
             if let Some(f) = g.mallinfo2 {
                 // SAFETY: as in `glibc_stats`.
                 let m = unsafe { f() };
-                return Some((m.hblks as u64, m.hblkhd as u64));
+                return Some((m.uordblks as u64, m.hblks as u64, m.hblkhd as u64));
             }
             let f = g.mallinfo?;
             // SAFETY: as in `glibc_stats`.
             let m = unsafe { f() };
-            Some((m.hblks as u32 as u64, m.hblkhd as u32 as u64))
+            let u = |v: libc::c_int| v as u32 as u64;
+            Some((u(m.uordblks), u(m.hblks), u(m.hblkhd)))
         };
         (0..5).any(|_| {
-            let Some((n0, b0)) = mapped() else {
+            let Some((used0, n0, mapped0)) = read() else {
                 return false;
             };
-            let block: Vec<u8> = std::hint::black_box(Vec::with_capacity(PROBE));
-            let after = mapped();
+            let block: Vec<u8> = std::hint::black_box(Vec::with_capacity(PROBE as usize));
+            let after = read();
             drop(block);
-            matches!(after, Some((n1, b1)) if n1 == n0 + 1
-                && b1 >= b0 + PROBE as u64
-                && b1 - b0 <= PROBE as u64 + (64 << 10))
+            let Some((used1, n1, mapped1)) = after else {
+                return false;
+            };
+            let in_arena = used1.wrapping_sub(used0);
+            let mapped = mapped1.wrapping_sub(mapped0);
+            (PROBE..=PROBE + 4096).contains(&in_arena)
+                || (n1 == n0 + 1 && (PROBE..=PROBE + (64 << 10)).contains(&mapped))
         })
     })
 }
@@ -365,40 +375,103 @@ pub(crate) struct TrackedLive {
 }
 
 /// The process's memory now, given what the tracker counts live. Call with tracking
-/// suspended.
+/// suspended. glibc's statistics and the smaps classification come from one cache shared by
+/// every report (see [`StatsCache`]); RSS and the tracked heap are read each time.
 pub(crate) fn process_memory(live: TrackedLive) -> ProcessMemory {
     if allocator_name() != "glibc malloc" {
         return memory_from(live, None, None);
     }
-    let stats = glibc_stats();
-    let smaps = smaps_parts();
+    static REPORTS: parking_lot::Mutex<StatsCache> =
+        parking_lot::const_mutex(StatsCache::new(true));
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    REGISTERED.call_once(|| crate::fork::register(&REPORTS));
+    let (stats, smaps) = REPORTS.lock().stats();
     memory_from(live, stats, smaps)
 }
 
-/// glibc's statistics and the smaps classification for the sampler, refreshed at most once
-/// per 100× their own cost: `mallinfo2` walks every free chunk of every arena (about 0.3 ms on
-/// a heap churned by the benchmarks) and reading `/proc/self/smaps` costs about as much per
-/// few hundred mappings, so at a 1 ms interval they would cost a third of a core. In between,
-/// samples reuse the last figures (RSS and the live heap are always fresh).
-#[derive(Default)]
+/// Longest time glibc's statistics and the smaps classification are reused.
+const MAX_STATS_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `release_free_memory` calls so far: a trim makes cached statistics stale at once.
+static TRIMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// glibc's statistics and the smaps classification, reused between reads: `mallinfo2` walks
+/// every free chunk of every arena holding each arena's lock (about 0.3 ms on a heap churned
+/// by the benchmarks, stalling every thread that allocates meanwhile) and reading
+/// `/proc/self/smaps` costs about as much per few hundred mappings, so neither is read per
+/// report or per sample. They are read again when any of these holds:
+/// * 100× their own last cost has passed (so they take at most 1% of a core), and at most
+///   [`MAX_STATS_AGE`] (1 s);
+/// * [`release_free_memory`] ran since;
+/// * for reports (not the sampler, which would then read them at every tick while memory
+///   grows): RSS (read each time from `/proc/self/statm`, cheap) moved by more than ½% or
+///   512 KiB, whichever is larger, since they were read — half the breakdown's documented
+///   tolerance, so a report's parts still add up to its RSS within it.
+///
+/// In between, RSS and the tracked heap are fresh and the figures built on glibc's and
+/// smaps' (not-returned bytes, the breakdown's C heap, stacks and file-backed parts) are as
+/// of the last read: memory C code takes from or gives back to glibc's free chunks without
+/// moving RSS shows up to 1 s late.
 pub(crate) struct StatsCache {
     next: Option<std::time::Instant>,
     last: Option<(Option<GlibcStats>, Option<SmapsParts>)>,
+    /// Whether a move of RSS makes the figures stale (reports).
+    follow_rss: bool,
+    /// RSS and `TRIMS` when they were read.
+    rss: u64,
+    trims: u64,
+}
+
+impl Default for StatsCache {
+    /// The sampler's cache (RSS moves do not force a read).
+    fn default() -> Self {
+        Self::new(false)
+    }
+}
+
+impl StatsCache {
+    pub(crate) const fn new(follow_rss: bool) -> Self {
+        StatsCache {
+            next: None,
+            last: None,
+            follow_rss,
+            rss: 0,
+            trims: 0,
+        }
+    }
+
+    /// The statistics, read again when the rules above say so.
+    fn stats(&mut self) -> (Option<GlibcStats>, Option<SmapsParts>) {
+        use std::sync::atomic::Ordering::Acquire;
+        let now = std::time::Instant::now();
+        let rss = if self.follow_rss {
+            rss_bytes().unwrap_or(0)
+        } else {
+            0
+        };
+        let trims = TRIMS.load(Acquire);
+        let fresh = self.last.is_some()
+            && self.next.is_some_and(|next| now < next)
+            && self.trims == trims
+            && rss.abs_diff(self.rss) <= (rss / 200).max(512 << 10);
+        if !fresh {
+            self.last = Some((glibc_stats(), smaps_parts()));
+            let cost = now.elapsed();
+            self.next = Some(now + (cost * 100).min(MAX_STATS_AGE));
+            self.rss = rss;
+            self.trims = trims;
+        }
+        self.last.unwrap_or_default()
+    }
 }
 
 /// [`process_memory`] for the sampler, with glibc's statistics and the smaps classification
-/// from `cache` when fresh enough.
+/// from its own `cache` (same rules).
 pub(crate) fn process_memory_cached(live: TrackedLive, cache: &mut StatsCache) -> ProcessMemory {
     if allocator_name() != "glibc malloc" {
         return memory_from(live, None, None);
     }
-    let now = std::time::Instant::now();
-    if cache.next.map_or(true, |next| now >= next) {
-        cache.last = Some((glibc_stats(), smaps_parts()));
-        let cost = now.elapsed();
-        cache.next = Some(now + cost * 100);
-    }
-    let (stats, smaps) = cache.last.unwrap_or_default();
+    let (stats, smaps) = cache.stats();
     memory_from(live, stats, smaps)
 }
 
@@ -509,6 +582,7 @@ pub fn release_free_memory() -> Option<u64> {
         let before = rss_bytes();
         // SAFETY: glibc's `malloc_trim(size_t pad)` has no preconditions.
         unsafe { trim(0) };
+        TRIMS.fetch_add(1, std::sync::atomic::Ordering::Release);
         let after = rss_bytes();
         Some(match (before, after) {
             (Some(b), Some(a)) => b.saturating_sub(a),
