@@ -174,6 +174,7 @@ pub(crate) fn asked_to_leave(s: &ThreadSlot) -> bool {
 /// Records, in the calling thread's slot, the context to restore should its run `run` finish
 /// while the thread is inside it (`run` 0: none). Called by the span layer when its innermost
 /// entered span changes.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn set_leave_target(run: u32, to: Context) {
     let _ = TLS.try_with(|t| {
         if let Some(s) = t.slot_ref.get() {
@@ -187,6 +188,7 @@ pub(crate) fn set_leave_target(run: u32, to: Context) {
 /// Asks every thread whose current run is `token` (a run that has just finished) and that
 /// recorded a target for it to leave it at its next allocation. Cost: one read per slot
 /// ever claimed.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn ask_to_leave(token: u32) {
     if token == 0 {
         return;
