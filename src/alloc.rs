@@ -26,8 +26,9 @@
 //!   frame-pointer walk takes none;
 //! * **splits fast from slow by structure**: `fast_alloc` / `fast_free` test every condition
 //!   of the common case (thread state reachable, not busy, slot claimed and not asked to
-//!   leave a closed span's scope, no stack to record;
-//!   for a free, a block of the current context with no callsite) before writing anything and
+//!   leave a closed span's scope, no stack to record; for a free, a block of the current
+//!   context with no callsite, or of the context the thread's foreign-free batch collects)
+//!   before writing anything and
 //!   call nothing, so the entry points need few saved registers; any other case goes to a
 //!   `#[cold]` function that runs the full path (`on_alloc` / `on_free` / `on_realloc`) from
 //!   the start, so both routes decide and count exactly the same;
@@ -332,6 +333,18 @@ fn fast_free_check(t: &ThreadState, word: u64) -> Option<&'static ThreadSlot> {
     thread::claimed_slot(t)
 }
 
+/// The free fast path's second test: a narrow block of the context the thread's foreign-free
+/// batch is collecting, with nothing else to charge (`ThreadState::foreign_word`), on a thread
+/// that is not busy. Writes nothing; `None`: take `on_free`.
+#[inline(always)]
+fn fast_foreign_free_check(t: &ThreadState, word: u64) -> Option<&'static ThreadSlot> {
+    let differs = (word ^ t.foreign_word.get()) | u64::from(t.busy.get());
+    if differs != 0 {
+        return None;
+    }
+    thread::claimed_slot(t)
+}
+
 /// Whether the next allocation of `size` bytes on this thread might record a callsite (so it
 /// needs a wide header): the conditions under which `choose_site` calls `every` or `sample`,
 /// read without changing anything. Errs towards `true`.
@@ -577,6 +590,13 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for TrackingAllocator<A> {
             if let Some(t) = state_ptr().as_ref() {
                 if let Some(s) = fast_free_check(t, word) {
                     thread::count_free_in_slot(s, layout.size() as u64);
+                    let (wrapped, offset) = header::wrap_allocated(layout, word);
+                    inner_call(|| self.inner.dealloc(ptr.sub(offset), wrapped));
+                    return;
+                }
+                // A block of an earlier run or another scope, freed in a burst.
+                if let Some(s) = fast_foreign_free_check(t, word) {
+                    thread::count_free_batched(s, layout.size() as u64);
                     let (wrapped, offset) = header::wrap_allocated(layout, word);
                     inner_call(|| self.inner.dealloc(ptr.sub(offset), wrapped));
                     return;

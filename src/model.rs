@@ -563,7 +563,7 @@ impl AtomicCounters {
 
 /// Owner-only increment: a plain load and store, no locked instruction.
 #[inline(always)]
-fn bump(a: &AtomicU64, v: u64) {
+pub(crate) fn bump(a: &AtomicU64, v: u64) {
     a.store(a.load(Relaxed).wrapping_add(v), Relaxed);
 }
 

@@ -9,6 +9,18 @@
 //! Reports read pending figures directly from the slots, under a per-slot sequence counter that
 //! the owner makes odd while it flushes, so figures are neither lost nor counted twice.
 //!
+//! A free of a block of **another context** (an earlier run's, another scope's) goes to the
+//! slot's **foreign-free batch** — one context at a time, plain owner-written counters — so a
+//! burst of such frees (the next run dropping the previous run's tree) costs no shared
+//! read-modify-write per free for the path counters and the finished runs' ledger entries; runs
+//! still active are charged at each free (their figures are read when they end, on any
+//! thread). The batch is flushed when a free of a different context comes (taking the slot's
+//! lock only if it is free: `try_lock_slot`; if a report holds it, that one free is charged
+//! directly), at every context switch and at thread exit; reports read it with the slot's
+//! other figures, under the same sequence number and lock, and count its ledger part through
+//! `Snapshot::ledger_pending`. Bound: one context per slot; frees alternating between two
+//! foreign contexts flush at every free (the former per-free cost plus a lock swap).
+//!
 //! # The slot lock (what keeps a report's read consistent)
 //! A flush moves figures from a slot into the shared counters; a report that read the slot
 //! before the flush and the shared counters after it would count them twice. Reports first
@@ -18,8 +30,9 @@
 //! slot's lock around every flush and context switch (one uncontended swap on its own cache
 //! line; never on the alloc/free path), so it waits — spinning, then yielding — only while a
 //! report holds it, for the length of one read of the path counters. Rules:
-//! * Only `flush_slot`'s callers (context switch, thread exit) and `hold_slots` take a lock;
-//!   nothing is allocated, and no other lock is taken, while the owner holds its own.
+//! * Only `flush_slot`'s callers (context switch, thread exit) and `hold_slots` take a lock
+//!   waiting for it; the free path only tries it (`count_free_foreign`). Nothing is allocated,
+//!   and no other lock is taken, while the owner holds its own.
 //! * The locks are a `fork` participant (taken before, released after), so a child never
 //!   inherits a held one.
 //! * Not async-signal-safe: a signal handler that enters a scope while its thread is flushing
@@ -35,7 +48,7 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::*};
 
-use crate::model::{AtomicCounters, Counters};
+use crate::model::{bump, AtomicCounters, Counters};
 use crate::registry::{self, PATH_UNSCOPED};
 
 /// Threads that can hold a counter slot at the same time; more threads fall back to shared
@@ -68,7 +81,15 @@ pub(crate) struct ThreadState {
     pub stack_hi: Cell<usize>,
     /// Lowest address of this thread's stack (valid once `stack_hi` is set).
     pub stack_lo: Cell<usize>,
+    /// The narrow header word of the slot's foreign-free batch context while a free of that
+    /// context needs nothing but the batch's counters (no active run to charge at each free);
+    /// `NO_WORD` otherwise. The free fast path's second test (`fast_foreign_free_check`).
+    pub foreign_word: Cell<u64>,
 }
+
+/// `ThreadState::foreign_word` when no free can join the batch on the fast path: not a header
+/// word (bits 48-62 are never set in one).
+pub(crate) const NO_WORD: u64 = u64::MAX;
 
 impl ThreadState {
     const fn new() -> Self {
@@ -82,6 +103,7 @@ impl ThreadState {
             rng: Cell::new(0),
             stack_hi: Cell::new(0),
             stack_lo: Cell::new(0),
+            foreign_word: Cell::new(NO_WORD),
         }
     }
 }
@@ -135,6 +157,19 @@ pub(crate) struct ThreadSlot {
     counters: AtomicCounters,
     /// Highest `alloc_bytes - free_bytes` since the last flush.
     peak: AtomicI64,
+    /// The foreign-free batch: frees, made on this thread, of blocks of ONE other context
+    /// (`fpath`, `frun`), not yet in the shared counters (`f_objects == 0`: empty). See
+    /// [`count_free`]. Written by the owner only, under `seq` (odd while it changes), so reports
+    /// read it with the rest of the slot.
+    fpath: AtomicU32,
+    frun: AtomicU32,
+    /// The first run of `frun`'s chain (itself, then the runs it was nested in) that was still
+    /// active when the batch began: that run and its ancestors are charged at each free
+    /// (`registry::run_remote_free`); the finished runs below it, at the batch's flush. 0: no
+    /// active run, or one enclosing the thread's current run — all charged at the flush.
+    fstop: AtomicU32,
+    f_objects: AtomicU64,
+    f_bytes: AtomicU64,
     /// A run token the owner is asked to leave (its run finished while the owner was inside
     /// it: a span closed on another thread); 0: none. Set by `ask_to_leave`, read by the
     /// allocation fast path (one relaxed load), acted on by `leave_if_asked`.
@@ -155,6 +190,11 @@ impl ThreadSlot {
             run: AtomicU32::new(0),
             counters: AtomicCounters::new(),
             peak: AtomicI64::new(0),
+            fpath: AtomicU32::new(0),
+            frun: AtomicU32::new(0),
+            fstop: AtomicU32::new(0),
+            f_objects: AtomicU64::new(0),
+            f_bytes: AtomicU64::new(0),
             leave: AtomicU32::new(0),
             leave_run: AtomicU32::new(0),
             leave_to: AtomicU64::new(0),
@@ -174,6 +214,7 @@ pub(crate) fn asked_to_leave(s: &ThreadSlot) -> bool {
 /// Records, in the calling thread's slot, the context to restore should its run `run` finish
 /// while the thread is inside it (`run` 0: none). Called by the span layer when its innermost
 /// entered span changes.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn set_leave_target(run: u32, to: Context) {
     let _ = TLS.try_with(|t| {
         if let Some(s) = t.slot_ref.get() {
@@ -187,6 +228,7 @@ pub(crate) fn set_leave_target(run: u32, to: Context) {
 /// Asks every thread whose current run is `token` (a run that has just finished) and that
 /// recorded a target for it to leave it at its next allocation. Cost: one read per slot
 /// ever claimed.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
 pub(crate) fn ask_to_leave(token: u32) {
     if token == 0 {
         return;
@@ -340,6 +382,8 @@ impl Drop for SlotOwner {
                 register_at_fork();
                 lock_slot(slot);
                 flush_slot(slot, t.context());
+                flush_foreign(slot);
+                t.foreign_word.set(NO_WORD);
                 t.slot.set(SLOT_NONE);
                 t.slot_ref.set(None);
                 unlock_slot(slot);
@@ -405,15 +449,106 @@ fn count_alloc_shared(t: &ThreadState, bytes: u64) {
 }
 
 /// Records a free of a block of `bytes` allocated under `path` / `run`.
+///
+/// A block of another context (an earlier run's, another scope's) goes to the slot's
+/// foreign-free batch: a run's blocks are typically freed in one burst (the next run drops the
+/// previous one's tree), so the shared path counters and the finished runs' ledger entries get
+/// one charge per burst instead of one atomic read-modify-write per counter per free. Runs
+/// still active are charged at once (their figures are read when they finish, possibly on
+/// another thread).
 #[inline(always)]
 pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
-    if path == t.path.get() && run == t.run.get() {
-        if let Some(s) = my_slot(t) {
+    if let Some(s) = my_slot(t) {
+        if path == t.path.get() && run == t.run.get() {
             count_free_in_slot(s, bytes);
-            return;
+        } else {
+            count_free_foreign(t, s, path, run, bytes);
         }
+        return;
     }
     count_free_shared(path, run, bytes);
+}
+
+/// A free of a block of another context (`path`, `run`) on thread `t`, owner of `s`: added to the slot's batch when it is the batch's context; otherwise the
+/// batch is flushed and restarted for this context. Never waits: when a report holds the
+/// slot's lock (`try_lock_slot` fails), this free is charged straight to the shared counters
+/// and the batch stays.
+///
+/// The first active run of `run`'s chain (`stop`) is charged at each free, unless it encloses
+/// the thread's current run: then this thread leaves it — a context switch, which flushes the
+/// batch — before it can finish here, so it is charged at the flush like the thread's own
+/// pending figures (a run's figures include the threads that left its scope).
+#[inline(never)]
+fn count_free_foreign(t: &ThreadState, s: &ThreadSlot, path: u32, run: u32, bytes: u64) {
+    let fo = s.f_objects.load(Relaxed);
+    if fo != 0 && s.fpath.load(Relaxed) == path && s.frun.load(Relaxed) == run {
+        s.f_objects.store(fo.wrapping_add(1), Relaxed);
+        bump(&s.f_bytes, bytes);
+        registry::run_remote_free(s.fstop.load(Relaxed), 1, bytes);
+        return;
+    }
+    if !try_lock_slot(s) {
+        count_free_shared(path, run, bytes);
+        return;
+    }
+    let mut stop = registry::first_active_run(run);
+    if stop != 0 && registry::run_encloses(stop, t.run.get()) {
+        stop = 0;
+    }
+    let seq = s.seq.load(Relaxed);
+    s.seq.store(seq.wrapping_add(1), Relaxed);
+    core::sync::atomic::fence(Release);
+    charge_foreign(s);
+    s.fpath.store(path, Relaxed);
+    s.frun.store(run, Relaxed);
+    s.fstop.store(stop, Relaxed);
+    s.f_objects.store(1, Relaxed);
+    s.f_bytes.store(bytes, Relaxed);
+    s.seq.store(seq.wrapping_add(2), Release);
+    unlock_slot(s);
+    t.foreign_word.set(if stop == 0 {
+        crate::header::narrow_word(path, run)
+    } else {
+        NO_WORD
+    });
+    registry::run_remote_free(stop, 1, bytes);
+}
+
+/// A free of a narrow block of the slot's foreign-free batch context when nothing else is to
+/// be charged (`ThreadState::foreign_word` matched): the batch's counters only.
+#[inline(always)]
+pub(crate) fn count_free_batched(s: &ThreadSlot, bytes: u64) {
+    bump(&s.f_objects, 1);
+    bump(&s.f_bytes, bytes);
+}
+
+/// Moves the foreign-free batch into the shared path counters and the ledger entries of its
+/// finished runs (those below `fstop`, which was charged at each free), and empties it. The
+/// owner calls this holding the slot's lock, with `seq` odd.
+fn charge_foreign(s: &ThreadSlot) {
+    let fo = s.f_objects.load(Relaxed);
+    if fo == 0 {
+        return;
+    }
+    let fb = s.f_bytes.load(Relaxed);
+    registry::path(s.fpath.load(Relaxed))
+        .counters
+        .add_free(fo, fb);
+    registry::ledger_free(s.frun.load(Relaxed), fo, fb, s.fstop.load(Relaxed));
+    s.f_objects.store(0, Relaxed);
+    s.f_bytes.store(0, Relaxed);
+}
+
+/// `charge_foreign` under a sequence bump of its own (the slot's lock held by the owner).
+fn flush_foreign(s: &ThreadSlot) {
+    if s.f_objects.load(Relaxed) == 0 {
+        return;
+    }
+    let seq = s.seq.load(Relaxed);
+    s.seq.store(seq.wrapping_add(1), Relaxed);
+    core::sync::atomic::fence(Release);
+    charge_foreign(s);
+    s.seq.store(seq.wrapping_add(2), Release);
 }
 
 /// A free charged straight to the shared counters of the owning path and run (a block of
@@ -422,7 +557,7 @@ pub(crate) fn count_free(t: &ThreadState, path: u32, run: u32, bytes: u64) {
 #[inline(never)]
 pub(crate) fn count_free_shared(path: u32, run: u32, bytes: u64) {
     registry::path(path).counters.add_free(1, bytes);
-    registry::run_remote_free(run, bytes);
+    registry::run_remote_free(run, 1, bytes);
 }
 
 /// Takes a slot's lock: spins briefly, then yields (the holder is a report reading the path
@@ -439,6 +574,12 @@ fn lock_slot(s: &ThreadSlot) {
             }
         }
     }
+}
+
+/// Takes a slot's lock if it is free (the owner's free path: never waits).
+#[inline]
+fn try_lock_slot(s: &ThreadSlot) -> bool {
+    !s.lock.load(Relaxed) && !s.lock.swap(true, Acquire)
 }
 
 fn unlock_slot(s: &ThreadSlot) {
@@ -501,6 +642,8 @@ pub(crate) fn switch_context(to: Context) -> Context {
             let slot = &SLOTS[s as usize - 1];
             register_at_fork();
             lock_slot(slot);
+            flush_foreign(slot);
+            t.foreign_word.set(NO_WORD);
             let seq = slot.seq.load(Relaxed);
             flush_slot(slot, prev);
             // Re-open the sequence to publish the new context atomically with the flush.
@@ -531,6 +674,20 @@ pub(crate) struct Pending {
     seq: u32,
     pub path: u32,
     pub counters: Counters,
+    /// The slot's foreign-free batch (frees of another context's blocks), if not empty.
+    pub foreign: Option<ForeignFrees>,
+}
+
+/// A thread's foreign-free batch as a report reads it: `objects` blocks of `path` / `run`
+/// (`bytes` bytes) freed, not yet in the shared path counters nor in the ledger entries of
+/// `run`'s finished runs below `stop` (see `registry::ledger_free`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ForeignFrees {
+    pub path: u32,
+    pub run: u32,
+    pub stop: u32,
+    pub objects: u64,
+    pub bytes: u64,
 }
 
 /// Reads every in-use slot's pending figures without stopping its owner (optimistic read).
@@ -570,6 +727,16 @@ fn read_slot(s: &'static ThreadSlot, seq: u32) -> Pending {
         seq,
         path: s.path.load(Relaxed),
         counters: s.counters.load(),
+        foreign: match s.f_objects.load(Relaxed) {
+            0 => None,
+            objects => Some(ForeignFrees {
+                path: s.fpath.load(Relaxed),
+                run: s.frun.load(Relaxed),
+                stop: s.fstop.load(Relaxed),
+                objects,
+                bytes: s.f_bytes.load(Relaxed),
+            }),
+        },
     }
 }
 

@@ -7,15 +7,17 @@
 #![cfg(feature = "http")]
 
 mod common;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allocscope::{track_scope, TrackingAllocator};
+use prometheus::{KillOnDrop, Prometheus};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
@@ -107,12 +109,7 @@ fn every_metric_named_in_contrib_is_served() {
         track_scope("served_job", || std::hint::black_box(vec![1u8; 100]).len());
     }
     let server = allocscope::http::serve("127.0.0.1:0").unwrap();
-    let text = ureq::get(&format!("http://{}/metrics", server.local_addr()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = common::get_text(&format!("http://{}/metrics", server.local_addr()));
     server.shutdown();
     let served: BTreeSet<String> = text
         .lines()
@@ -132,16 +129,6 @@ fn every_metric_named_in_contrib_is_served() {
                 "{file} names {name}, which /metrics does not serve:\n{text}"
             );
         }
-    }
-}
-
-/// Kills a child process (and waits for it) on drop, also when a test fails.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -173,30 +160,6 @@ fn worker_binary() -> PathBuf {
     worker
 }
 
-fn query(web: SocketAddr, expr: &str) -> Option<Vec<serde_json::Value>> {
-    let url = format!(
-        "http://{web}/api/v1/query?query={}",
-        form_urlencoded_byte_serialize(expr)
-    );
-    let mut r = ureq::get(&url).call().ok()?;
-    let body: serde_json::Value =
-        serde_json::from_str(&r.body_mut().read_to_string().ok()?).ok()?;
-    assert_eq!(body["status"], "success", "{expr}: {body}");
-    body["data"]["result"].as_array().cloned()
-}
-
-/// Percent-encodes a query string value.
-fn form_urlencoded_byte_serialize(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 #[test]
 fn every_dashboard_query_returns_data_from_the_worker() {
     if !common::require_tool("prometheus", &["--version"], "prometheus") {
@@ -206,7 +169,7 @@ fn every_dashboard_query_returns_data_from_the_worker() {
     let worker = worker_binary();
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let mut child = Child(
+    let mut child = KillOnDrop(
         Command::new(worker)
             .current_dir(dir.path())
             .env("ALLOCSCOPE_HTTP", format!("127.0.0.1:{port}"))
@@ -227,32 +190,11 @@ fn every_dashboard_query_returns_data_from_the_worker() {
         }
     });
 
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             rule_files: ['{}']\n\
-             scrape_configs:\n  - job_name: worker\n    honor_labels: true\n    \
-             static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
-            root().join(RULES).display()
-        ),
-    )
-    .unwrap();
-    let web: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prom = Child(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
+    let prom = Prometheus::start(
+        dir.path(),
+        "worker",
+        &[format!("127.0.0.1:{port}")],
+        &[root().join(RULES)],
     );
 
     // Every panel's query returns data (bounded: the worker's eight rounds and a few scrapes).
@@ -265,11 +207,11 @@ fn every_dashboard_query_returns_data_from_the_worker() {
     loop {
         results.clear();
         let mut missing = Vec::new();
-        if query(web, leak_seen).map_or(true, |r| r.is_empty()) {
+        if prom.query(leak_seen).map_or(true, |r| r.is_empty()) {
             missing.push(format!("the leaking job's trend: {leak_seen}"));
         }
         for (i, (title, expr)) in queries.iter().enumerate() {
-            match query(web, expr) {
+            match prom.query(expr) {
                 Some(r) if !r.is_empty() => {
                     first_seen[i].get_or_insert(started.elapsed());
                     results.push((title.clone(), expr.clone(), r))
@@ -286,7 +228,7 @@ fn every_dashboard_query_returns_data_from_the_worker() {
             "dashboard queries without data after {:?}:\n{}\nprometheus log:\n{}",
             started.elapsed(),
             missing.join("\n"),
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+            prom.log()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -321,8 +263,8 @@ fn every_dashboard_query_returns_data_from_the_worker() {
 
     // The budget breach: counted by /metrics (one per sync_customers run) ...
     // (every run of sync_customers breaches: the two counters of one scrape are equal).
-    let breaches = query(
-        web,
+    let breaches = prom
+        .query(
         "allocscope_job_budget_breaches_total{job=\"sync_customers\",limit=\"retained_bytes\"} \
          - ignoring (limit) allocscope_job_runs_total{job=\"sync_customers\"}",
     )
@@ -348,6 +290,6 @@ fn every_dashboard_query_returns_data_from_the_worker() {
         .collect();
     assert_eq!(budgets.len(), 1, "{budgets:?}");
     // Prometheus evaluated the shipped rules against the worker: the breach alert fires.
-    let alerts = query(web, "ALERTS{alertname=\"AllocscopeJobBudgetBreached\"}");
+    let alerts = prom.query("ALERTS{alertname=\"AllocscopeJobBudgetBreached\"}");
     assert!(alerts.is_some_and(|a| !a.is_empty()), "no budget alert");
 }

@@ -191,12 +191,7 @@ fn code_budgets_hooks_intervals_and_metrics() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 
     let server = allocscope::http::serve("127.0.0.1:0").unwrap();
-    let text = ureq::get(&format!("http://{}/metrics", server.local_addr()))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let text = common::get_text(&format!("http://{}/metrics", server.local_addr()));
     server.shutdown();
     assert!(
         text.contains(

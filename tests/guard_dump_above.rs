@@ -204,13 +204,7 @@ fn dumps_once_per_crossing() {
     if common::require_tool(chromium::CHROMIUM, &["--version"], "chromium") {
         let profile = tempfile::tempdir().unwrap();
         let mut browser = chromium::Chromium::launch(profile.path(), Duration::from_secs(60));
-        let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
-        let attached = browser.call(
-            None,
-            "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
-        );
-        let session = attached["sessionId"].as_str().unwrap().to_string();
+        let session = browser.new_page();
         let s = Some(session.as_str());
         browser.call(s, "Runtime.enable", json!({}));
         browser.call(s, "Page.enable", json!({}));

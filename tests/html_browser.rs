@@ -110,16 +110,7 @@ fn check_in_browser(url: &str, name: &str) -> Value {
     let profile = tempfile::tempdir().unwrap();
     let shot = artifacts().join(format!("{name}.png"));
     let mut browser = Chromium::launch(profile.path(), BROWSER_TIMEOUT);
-    let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
-    let attached = browser.call(
-        None,
-        "Target.attachToTarget",
-        json!({ "targetId": target["targetId"], "flatten": true }),
-    );
-    let session = attached["sessionId"]
-        .as_str()
-        .expect("Target.attachToTarget returns a sessionId")
-        .to_string();
+    let session = browser.new_page();
     let s = Some(session.as_str());
     for domain in ["Runtime", "Log", "Network", "Page"] {
         browser.call(s, &format!("{domain}.enable"), json!({}));

@@ -271,13 +271,7 @@ fn the_live_chart_spans_its_width_after_30_seconds() {
     let url = format!("http://{}/", server.local_addr());
     let profile = tempfile::tempdir().unwrap();
     let mut browser = Chromium::launch(profile.path(), Duration::from_secs(60));
-    let target = browser.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
-    let attached = browser.call(
-        None,
-        "Target.attachToTarget",
-        json!({ "targetId": target["targetId"], "flatten": true }),
-    );
-    let session = attached["sessionId"].as_str().unwrap().to_string();
+    let session = browser.new_page();
     let s = Some(session.as_str());
     browser.call(s, "Page.enable", json!({}));
     browser.call(

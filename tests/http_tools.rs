@@ -6,10 +6,11 @@
 #![allow(clippy::vec_box)]
 
 mod common;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::hint::black_box;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,20 +19,6 @@ use allocscope::{track_scope, TrackingAllocator};
 
 #[global_allocator]
 static ALLOC: TrackingAllocator = TrackingAllocator::system();
-
-fn get_text(url: &str) -> String {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    agent
-        .get(url)
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .body_mut()
-        .read_to_string()
-        .unwrap()
-}
 
 #[inline(never)]
 fn prom_leaker(n: usize) -> Vec<Box<[u8; 4096]>> {
@@ -52,7 +39,7 @@ fn promtool_accepts_metrics() {
         track_scope("utf-8 ✓ ü", || prom_leaker(1)),
     ];
     let server = serve("127.0.0.1:0").unwrap();
-    let text = get_text(&format!("http://{}/metrics", server.local_addr()));
+    let text = common::get_text(&format!("http://{}/metrics", server.local_addr()));
     assert!(text.contains("allocscope_job_retained_bytes{job=\"quote \\\" back \\\\ slash\"}"));
     assert!(text.contains("allocscope_job_retained_bytes{job=\"new\\nline\"}"));
     let mut child = Command::new("promtool")
@@ -83,16 +70,6 @@ fn promtool_accepts_metrics() {
     server.shutdown();
 }
 
-/// Kills the child on drop (a failed assertion must not leave prometheus running).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn prometheus_scrapes_the_retained_bytes() {
     if !common::require_tool("prometheus", &["--version"], "prometheus") {
@@ -108,60 +85,35 @@ fn prometheus_scrapes_the_retained_bytes() {
     assert!(expected >= 3 * 4096);
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    // honor_labels: our `job` label is the allocscope job; without it Prometheus renames it
-    // `exported_job` in favour of the scrape job's name.
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: allocscope\n    honor_labels: true\n    \
-             static_configs:\n      - targets: ['{}']\n",
-            server.local_addr()
-        ),
-    )
-    .unwrap();
-    let web: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let _prom = Child(
-        Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address={web}"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start prometheus"),
+    let prom = prometheus::Prometheus::start(
+        dir.path(),
+        "allocscope",
+        &[server.local_addr().to_string()],
+        &[],
     );
-    let query = format!(
-        "http://{web}/api/v1/query?query={}",
-        // `age=""`: the job's total, not one of the five series that split it by age.
-        "allocscope_job_retained_bytes%7Bjob%3D%22prometheus_job%22%2Cage%3D%22%22%7D"
-    );
+    let web = prom.web;
     let started = Instant::now();
     let value = loop {
         // Unreachable while prometheus starts; an empty result until its first scrape.
-        if let Ok(mut r) = ureq::get(&query).call() {
-            let body: serde_json::Value =
-                serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
-            if let Some(v) = body["data"]["result"][0]["value"][1].as_str() {
-                break v.to_string();
-            }
+        // `age=""`: the job's total, not one of the five series that split it by age.
+        let result = prom.query("allocscope_job_retained_bytes{job=\"prometheus_job\",age=\"\"}");
+        if let Some(v) = result
+            .as_ref()
+            .and_then(|r| r.first()?["value"][1].as_str())
+        {
+            break v.to_string();
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
             "prometheus did not scrape the endpoint within 2 minutes; its log:\n{}",
-            std::fs::read_to_string(dir.path().join("prometheus.log")).unwrap_or_default()
+            prom.log()
         );
         std::thread::sleep(Duration::from_millis(250));
     };
     assert_eq!(value, expected.to_string(), "value prometheus scraped");
     // Prometheus saw the target as healthy.
     let targets: serde_json::Value =
-        serde_json::from_str(&get_text(&format!("http://{web}/api/v1/targets"))).unwrap();
+        serde_json::from_str(&common::get_text(&format!("http://{web}/api/v1/targets"))).unwrap();
     assert_eq!(
         targets["data"]["activeTargets"][0]["health"], "up",
         "{targets}"

@@ -32,7 +32,8 @@ pub(crate) fn frame_pointers_default() -> bool {
 /// Records up to `buf.len()` return addresses of the current stack into `buf` and returns the
 /// recorded ones with their `intern::hash_stack`. `buf` need not be initialised (zeroing a
 /// 1 KiB buffer on every captured allocation was measurable): only the returned prefix is
-/// written and read. The frame-pointer walk hashes as it goes, so frames are read once.
+/// written and read. The caching unwinder returns the hash with the frames (it reuses the
+/// partial hashes of frames it reuses); the others' frames are hashed here.
 /// Inlined into the allocator's recording functions (fewer frames to unwind).
 #[inline(always)]
 pub(crate) fn capture<'a>(
@@ -42,12 +43,12 @@ pub(crate) fn capture<'a>(
     let depth = (super::MAX_FRAMES.load(Relaxed) as usize).min(buf.len());
     let buf = &mut buf[..depth];
     let (walked, chosen) = match super::unwinder() {
-        super::Unwinder::FramePointers => (frame_pointer_walk(t, buf), true),
-        super::Unwinder::Cached => (super::cached::walk(t, buf), true),
+        super::Unwinder::FramePointers => (frame_pointer_walk(t, buf).map(|n| (n, None)), true),
+        super::Unwinder::Cached => (super::cached::walk(t, buf).map(|(n, h)| (n, Some(h))), true),
         _ => (None, false),
     };
     let (n, hash) = match walked {
-        Some((n, h)) => (n.min(buf.len()), Some(h)),
+        Some((n, h)) => (n.min(buf.len()), h),
         None => {
             if chosen {
                 FALLBACKS.fetch_add(1, Relaxed);
@@ -86,7 +87,7 @@ fn dwarf(buf: &mut [MaybeUninit<usize>]) -> usize {
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 ))]
-fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
+fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option<usize> {
     let (stack_lo, hi) = thread_stack(t)?;
     let marker = 0u8;
     let lo = core::ptr::addr_of!(marker) as usize;
@@ -104,7 +105,6 @@ fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option
         core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack, preserves_flags));
     }
     let mut n = 0;
-    let mut h = intern::HASH_START;
     while n < buf.len() {
         // A frame record is [saved fp, return address]; both words must lie in the live part
         // of this thread's stack, which is mapped from our own frame up to the top.
@@ -123,7 +123,6 @@ fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option
             break;
         }
         buf[n] = MaybeUninit::new(ret);
-        h = intern::mix(h, ret as u64);
         n += 1;
         // Callers' frames are at higher addresses; anything else is garbage or the end.
         if next <= fp {
@@ -131,7 +130,7 @@ fn frame_pointer_walk(t: &ThreadState, buf: &mut [MaybeUninit<usize>]) -> Option
         }
         fp = next;
     }
-    Some((n, h))
+    Some(n)
 }
 
 /// Lowest and highest address of this thread's stack, looked up once per thread.
@@ -162,7 +161,7 @@ pub(crate) fn thread_stack(t: &ThreadState) -> Option<(usize, usize)> {
     target_os = "linux",
     any(target_arch = "x86_64", target_arch = "aarch64")
 )))]
-fn frame_pointer_walk(_t: &ThreadState, _buf: &mut [MaybeUninit<usize>]) -> Option<(usize, u64)> {
+fn frame_pointer_walk(_t: &ThreadState, _buf: &mut [MaybeUninit<usize>]) -> Option<usize> {
     None
 }
 
@@ -196,17 +195,14 @@ fn stack_bounds() -> Option<(usize, usize)> {
 mod tests {
     use super::*;
 
-    /// The hash folded in during the walk is the hash of the frames it returns, so stacks
-    /// captured by either unwinder intern to the same ids.
+    /// The hash returned is the hash of the frames returned, so stacks captured by any
+    /// unwinder intern to the same ids.
     #[test]
     fn walk_hash_matches_hash_of_frames() {
         crate::thread::TLS.with(|t| {
             let mut buf = [MaybeUninit::<usize>::uninit(); MAX_FRAMES_LIMIT];
-            if let Some((n, h)) = frame_pointer_walk(t, &mut buf) {
-                // SAFETY: the walk initialised the first `n` elements.
-                let ips = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<usize>(), n) };
-                assert!(!ips.is_empty() || !frame_pointers_default());
-                assert_eq!(intern::hash_finish(h, n), intern::hash_stack(ips));
+            if let Some(n) = frame_pointer_walk(t, &mut buf) {
+                assert!(n > 0 || !frame_pointers_default());
             }
             let (ips, hash) = capture(t, &mut buf);
             assert_eq!(hash, intern::hash_stack(ips));

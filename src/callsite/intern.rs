@@ -87,8 +87,9 @@ static SITE_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Samples whose stack could not be stored because a table was full.
 pub(crate) static DROPPED: AtomicU64 = AtomicU64::new(0);
 
-/// One step of the stack hash: `capture` folds each instruction pointer in as it walks, so
-/// the frames are not read a second time.
+/// One step of the stack hash. Frames are folded in from the outermost one (`main`'s side)
+/// inwards, so stacks that share their bottom share the hash of it: the caching unwinder keeps
+/// that partial hash with each frame it records and reuses it with the frames.
 #[inline(always)]
 pub(crate) fn mix(h: u64, v: u64) -> u64 {
     (h.rotate_left(5) ^ v).wrapping_mul(0x51_7C_C1_B7_27_22_0A_95)
@@ -110,11 +111,11 @@ pub(crate) fn hash_finish(h: u64, len: usize) -> u64 {
     finish(mix(h, len as u64))
 }
 
-/// Hash of a stack (never 0): the same value `capture` computes while walking.
+/// Hash of a stack (never 0), given innermost frame first: the same value `capture` returns.
 #[inline]
 pub(crate) fn hash_stack(ips: &[usize]) -> u64 {
     let mut h = HASH_START;
-    for &ip in ips {
+    for &ip in ips.iter().rev() {
         h = mix(h, ip as u64);
     }
     hash_finish(h, ips.len())

@@ -269,7 +269,7 @@ fn build_with(snap: &Snapshot, full: bool) -> Report {
             )
         };
         let (retained_by_run, retained_older, trend) =
-            retained_by_origin(j as u32, runs.finished, inc.retained(), trend);
+            retained_by_origin(snap, j as u32, runs.finished, inc.retained(), trend);
         jobs.push(JobReport {
             name: entry.name.to_string(),
             runs: runs.finished,
@@ -458,7 +458,7 @@ impl<'a> SiteAges<'a> {
                 .jobs
                 .get(job as usize)
                 .map_or(0, |j| j.started.load(Acquire));
-            let numbers = registry::job_holdings(job, finished)
+            let numbers = registry::job_holdings(job, finished, &snap.ledger_pending)
                 .iter()
                 .map(|h| (h.seq, h.run))
                 .collect();
@@ -529,12 +529,13 @@ impl JobRuns {
 /// rest (`retained` less the runs listed) as older, and the trend with the ledger's verdict
 /// where it can tell (`series::ledger_verdict`).
 fn retained_by_origin(
+    snap: &Snapshot,
     job: u32,
     finished: u64,
     retained: Usage,
     mut trend: Trend,
 ) -> (Vec<RunRetained>, Usage, Trend) {
-    let holdings = registry::job_holdings(job, finished);
+    let holdings = registry::job_holdings(job, finished, &snap.ledger_pending);
     let mut by_run = Vec::new();
     let mut held = Vec::with_capacity(holdings.len());
     let (mut objects, mut bytes) = (0u64, 0u64);

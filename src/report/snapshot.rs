@@ -64,6 +64,10 @@ pub(crate) struct Snapshot {
     pub(crate) chains: Vec<Vec<u32>>,
     /// The roll-up of `paths`.
     pub(crate) rollup: Rollup,
+    /// Frees in threads' foreign-free batches (counted in `paths`) not yet charged to the
+    /// finished runs' ledger entries: `registry::job_holdings` counts them as freed, so
+    /// `retained_by_run` agrees with `paths`.
+    pub(crate) ledger_pending: Vec<registry::PendingLedgerFree>,
 }
 
 /// Path figures summed per job and per process.
@@ -131,7 +135,7 @@ impl Snapshot {
             .collect();
         // 2. Paths: shared + pending, re-checked.
         let count = registry::PATH_COUNT.load(Acquire) as usize;
-        let paths = path_counters(count);
+        let (paths, ledger_pending) = path_counters(count);
         // 3. Roll-up.
         let mut chain = Vec::new();
         let chains: Vec<Vec<u32>> = (0..count as u32)
@@ -147,6 +151,7 @@ impl Snapshot {
             paths,
             chains,
             rollup,
+            ledger_pending,
         }
     }
 
@@ -177,7 +182,10 @@ impl Snapshot {
 /// Every path's counters: the shared ones plus what threads have not flushed yet. Read
 /// optimistically a few times; when a thread flushed during every attempt (its figures could
 /// be in both places), read once more holding the slots' locks.
-fn path_counters(count: usize) -> Vec<Counters> {
+///
+/// Also returns the ledger charges of the foreign-free batches read (see
+/// `Snapshot::ledger_pending`).
+fn path_counters(count: usize) -> (Vec<Counters>, Vec<registry::PendingLedgerFree>) {
     let mut pending = Vec::new();
     let mut figs = Vec::with_capacity(count);
     let mut consistent = false;
@@ -200,8 +208,23 @@ fn path_counters(count: usize) -> Vec<Counters> {
         if let Some(f) = figs.get_mut(p.path as usize) {
             f.add(p.counters);
         }
+        // A thread's batch of frees of another context's blocks: charged to that context's
+        // path (`thread::count_free`).
+        if let Some(b) = p.foreign {
+            if let Some(f) = figs.get_mut(b.path as usize) {
+                f.add(Counters {
+                    free_objects: b.objects,
+                    free_bytes: b.bytes,
+                    ..Counters::default()
+                });
+            }
+        }
     }
-    figs
+    let mut ledger = Vec::new();
+    for b in pending.iter().filter_map(|p| p.foreign) {
+        registry::pending_ledger_frees(b.run, b.stop, b.objects, b.bytes, &mut ledger);
+    }
+    (figs, ledger)
 }
 
 /// The shared counters of paths `0..count` into `figs` (no allocation when it has the room).
@@ -240,7 +263,7 @@ pub(crate) fn read_window(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::thread::{count_alloc, switch_context, Context, TLS};
+    use crate::thread::{count_alloc, count_free, switch_context, Context, TLS};
     use std::cell::RefCell;
     use std::sync::mpsc;
 
@@ -304,5 +327,76 @@ mod tests {
             after.alloc_objects,
             flushes.get()
         );
+    }
+
+    /// Frees of an earlier, finished run's blocks wait in the freeing thread's batch: a
+    /// snapshot counts them once (path figures and, through `ledger_pending`, the run's ledger
+    /// entry), and the flush at the next context switch changes none of the figures. The
+    /// enclosing run, still active, is charged at each free when the freeing thread is outside
+    /// it, at the flush when it is inside (it leaves, flushing, before the run can end).
+    #[test]
+    fn a_foreign_free_batch_is_counted_once_and_in_its_runs_ledger() {
+        let job = registry::job_id("snapshot_foreign_batch_test");
+        let path = registry::path_id(None, job);
+        let outer = registry::run_begin(0, 1);
+        let inner = registry::run_begin(outer, 1);
+        assert!(outer != 0 && inner != 0);
+        switch_context(Context { path, run: inner });
+        TLS.with(|t| (0..10).for_each(|_| count_alloc(t, 8)));
+        switch_context(Context { path, run: outer });
+        let inner_totals = registry::run_end(inner, job, 1).unwrap();
+        assert_eq!(inner_totals.counters.alloc_objects, 10);
+        let free = |n: u64| TLS.with(|t| (0..n).for_each(|_| count_free(t, path, inner, 8)));
+        let retained = |pending: &[registry::PendingLedgerFree]| {
+            registry::job_holdings(job, 2, pending)
+                .iter()
+                .map(|h| (h.run, h.retained.retained().objects))
+                .collect::<Vec<_>>()
+        };
+        // Outside the outer run: two frees batched, the outer run charged at once.
+        switch_context(Context {
+            path: PATH_UNSCOPED,
+            run: 0,
+        });
+        free(2);
+        let snap = Snapshot::take();
+        assert_eq!(snap.paths[path as usize].free_objects, 2);
+        assert_eq!(snap.paths[path as usize].free_bytes, 16);
+        assert_eq!(
+            retained(&[]),
+            vec![(1, 10)],
+            "not charged to the ledger yet"
+        );
+        assert_eq!(retained(&snap.ledger_pending), vec![(1, 8)]);
+        // Inside the outer run (the switch flushed the first batch): two more, all deferred.
+        switch_context(Context { path, run: outer });
+        assert_eq!(retained(&[]), vec![(1, 8)], "flushed by the context switch");
+        free(2);
+        let snap = Snapshot::take();
+        assert_eq!(
+            snap.paths[path as usize].free_objects, 4,
+            "not counted twice"
+        );
+        assert_eq!(retained(&snap.ledger_pending), vec![(1, 6)]);
+        // Leaving the outer run flushes; its figures then include all four frees.
+        switch_context(Context {
+            path: PATH_UNSCOPED,
+            run: 0,
+        });
+        let outer_totals = registry::run_end(outer, job, 2).unwrap();
+        assert_eq!(outer_totals.counters.free_objects, 4);
+        assert_eq!(outer_totals.counters.free_bytes, 32);
+        let after = Snapshot::take();
+        assert_eq!(
+            after.paths[path as usize].free_objects, 4,
+            "not counted twice"
+        );
+        assert!(
+            after.ledger_pending.iter().all(|p| p.job != job),
+            "{:?}",
+            after.ledger_pending
+        );
+        // The inner run's entry got the four frees; the outer one finished with them counted.
+        assert_eq!(retained(&[]), vec![(1, 6), (2, 6)]);
     }
 }

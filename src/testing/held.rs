@@ -183,7 +183,9 @@ pub(super) fn held_by_runs_older_than(name: &str, age: u64, first: u64) -> Usage
     let finished = crate::registry::job(id)
         .runs
         .load(core::sync::atomic::Ordering::Acquire);
-    crate::registry::job_holdings(id, finished)
+    // Frees still in threads' foreign-free batches count as freed, as in reports.
+    let pending = crate::report::snapshot::Snapshot::take().ledger_pending;
+    crate::registry::job_holdings(id, finished, &pending)
         .iter()
         .filter(|h| h.run >= first && finished - h.run >= age)
         .fold(Usage::default(), |a, h| {

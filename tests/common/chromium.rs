@@ -192,6 +192,21 @@ impl Chromium {
         ))
     }
 
+    /// Opens a new page (`about:blank`) and attaches to it; returns its session id, for
+    /// [`call`](Self::call) and [`wait_event`](Self::wait_event).
+    pub fn new_page(&mut self) -> String {
+        let target = self.call(None, "Target.createTarget", json!({ "url": "about:blank" }));
+        let attached = self.call(
+            None,
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        attached["sessionId"]
+            .as_str()
+            .expect("Target.attachToTarget returns a sessionId")
+            .to_string()
+    }
+
     /// Sends `method` (to the page attached as `session`, or to the browser with `None`) and
     /// returns its `result`; events that arrive meanwhile go to [`Chromium::events`].
     pub fn call(&mut self, session: Option<&str>, method: &str, params: Value) -> Value {

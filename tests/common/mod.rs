@@ -1,9 +1,10 @@
 //! Helpers shared by the integration tests, in one folder. `mod common;` in a test file gives
 //! this file: exact stacks ([`every`]), test data paths and fixtures, golden-file comparison,
-//! and the rule for tests that need an external tool ([`require_tool`], [`missing_tool`]).
+//! an HTTP GET ([`get_text`]), free loopback ports, and the rule for tests that need an external tool ([`require_tool`], [`missing_tool`]).
 //! The larger helpers beside it are included by the tests that need them, each with
 //! `#[path = "common/<file>.rs"] mod <file>;`:
 //! * `chromium.rs` — headless Chromium over the DevTools pipe;
+//! * `prometheus.rs` — a real prometheus scraping targets, queried over its API;
 //! * `pprof.rs` — reading pprof profiles back (the crate's own prost messages);
 //! * `distinct_stacks.rs` — many distinct stacks on demand;
 //! * `reliability.rs` — the reliability tests' watchdog, RNG, RSS and mixed workload.
@@ -125,6 +126,21 @@ pub fn require_tool_in(ci: bool, cmd: &str, args: &[&str], package: &str) -> boo
             false
         }
     }
+}
+
+/// The body of `GET url` as text (60 s timeout); panics naming the URL on an error status.
+pub fn get_text(url: &str) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .unwrap()
 }
 
 /// A loopback TCP port that was free a moment ago (for tools that need a port number).

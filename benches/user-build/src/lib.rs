@@ -46,6 +46,8 @@ pub fn find(name: &str) -> Option<fn(workloads::Spawner) -> u64> {
         "serde_values_small" => |_| m::serde_values(6),
         "serde_pretty_small" => |_| m::serde_pretty(1),
         "serde_typed_small" => |_| m::serde_typed(1),
+        "serde_docs" => |_| m::serde_docs(4, 10_000),
+        "serde_docs_small" => |_| m::serde_docs(2, 2_000),
         "objects16" => |_| m::live_objects::<2>(m::LIVE_OBJECTS),
         "objects24" => |_| m::live_objects::<3>(m::LIVE_OBJECTS),
         "objects32" => |_| m::live_objects::<4>(m::LIVE_OBJECTS),

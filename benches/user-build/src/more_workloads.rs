@@ -166,3 +166,41 @@ pub fn serde_typed(rounds: usize) -> u64 {
     }
     black_box(text.len() as u64)
 }
+
+/// Closest to the held-out serde_json program of the performance issue: `docs` documents of
+/// `records` records, each document one run (one long scope with hundreds of thousands of
+/// allocations): generate typed records, print them, parse the text into a `Value`,
+/// `to_string_pretty` it (one buffer grown by realloc), parse the pretty text back into typed
+/// records (`Vec<String>` fields), modify and print them again. The typed records of a
+/// document are kept until the next document's run drops them (frees of an earlier run's
+/// blocks). Returns a checksum.
+pub fn serde_docs(docs: usize, records: usize) -> u64 {
+    let mut rng = Rng::new(19);
+    let mut sum = 0u64;
+    let mut previous: Vec<Record> = Vec::new();
+    for d in 0..docs as u64 {
+        crate::unit(|| {
+            let base = d * records as u64;
+            let doc: Vec<Record> = (0..records as u64)
+                .map(|i| record(&mut rng, base + i))
+                .collect();
+            let text = serde_json::to_string(&doc).unwrap_or_default();
+            drop(doc);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            drop(text);
+            let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
+            drop(value);
+            let mut typed: Vec<Record> = serde_json::from_str(&pretty).unwrap_or_default();
+            drop(pretty);
+            for rec in &mut typed {
+                rec.tags.push(format!("doc{d}"));
+                rec.name.push_str(" (seen)");
+            }
+            let again = serde_json::to_string(&typed).unwrap_or_default();
+            sum = sum.wrapping_add(again.len() as u64);
+            previous = typed;
+            black_box(&previous);
+        });
+    }
+    black_box(sum.wrapping_add(previous.len() as u64))
+}

@@ -23,9 +23,9 @@
 //! * **Rule caches are per thread slot** (`thread::slot_index`): a slot has one owner thread at
 //!   a time and capture runs with the thread marked busy, so a cache is never used by two
 //!   unwinds at once (a signal handler's allocation during a capture is the tracker's own and
-//!   records no stack). A slot's caches are allocated on its first capture (about 60 KiB,
-//!   tracker overhead) and reused by the slot's later owners. A thread without a slot uses
-//!   libgcc instead.
+//!   records no stack). A slot's tables are mapped on its first capture (about 48 KiB of
+//!   anonymous memory, outside the program's heap so that they do not move its allocator's
+//!   top chunk) and reused by the slot's later owners.
 //! * **Our own rule table in front of framehop's** (`rules`). framehop's cache is
 //!   direct-mapped on `address % 509`, so two return addresses of a hot stack that collide
 //!   there evict each other on every capture, and each miss re-evaluates the CFI; running its
@@ -36,14 +36,25 @@
 //!   `CFA - 8`, bp unchanged or at `CFA + offset`), and executed inline. The rule is learnt once
 //!   per address by letting framehop unwind that frame on a synthetic stack (`probe`), checked
 //!   by a second probe; a frame whose rule does not fit that form (a DWARF expression) is
-//!   unwound by framehop every time. Evaluation on a miss may allocate (gimli's heap storage):
+//!   unwound by framehop every time. The walk's own first frame is looked up the same way
+//!   (keyed by its program counter). Evaluation on a miss may allocate (gimli's heap storage):
 //!   the thread is busy, so that is tracker overhead. What these choices cost and save is
 //!   measured in BENCHMARKS.md.
+//! * **The walk memo** (`rules::Memo`): each slot keeps its previous walk — per frame, the
+//!   state before it (lookup address, sp, bp), the stack words its rule read and their
+//!   values, its return address and the stack hash from it to the end. Unwinding is a
+//!   deterministic function of the state, the rules and those words, so a walk that reaches
+//!   a state the previous one passed through takes the previous frames for as long as their
+//!   words still hold the same values (a load and a compare per word instead of a rule
+//!   lookup and its execution), then unwinds on from where a word differs. Consecutive
+//!   allocations share the bottom of their stacks, so only the frames above the allocating
+//!   function are unwound; the stack hash is folded from the outermost frame in
+//!   (`intern::mix`), so the shared bottom's hash is reused too.
 //! * **Modules** (`modules`): each snapshot holds every loaded module's code range and copied
 //!   unwind sections; the header's pointer to `.eh_frame` is decoded by gimli
 //!   (`EhFrameHdr::parse`), as is the check that a frame has a frame description entry.
 //! * **Never a crash**: the only memory read during an unwind outside our own copies is the
-//!   stack, through `read_stack`, which accepts only 8-aligned addresses between the current
+//!   stack, through `rules::Bounds`, which accepts only 8-aligned addresses between the current
 //!   frame and the top of this thread's stack. A frame with no unwind information (a module
 //!   without `.eh_frame_hdr`, or a function without a frame description entry in a module that
 //!   has one), an unknown module, or a failed read ends the stack. When running on another

@@ -23,7 +23,7 @@ struct Caches {
     /// The code range of the module of the last frame unwound (of this generation):
     /// consecutive frames are usually in the same module, so most skip the search.
     known: (u64, u64),
-    fast: Box<[Fast; FAST_ENTRIES]>,
+    fast: &'static mut [Fast; FAST_ENTRIES],
     framehop: Cache,
     memo: Memo,
 }
@@ -74,7 +74,9 @@ struct State {
 }
 
 /// One unwound frame of a recorded walk: the state before it, the (at most two) stack words
-/// its unwinding read, and the return address it gave. `a1 == 0`: one read only.
+/// its unwinding read (a rule that reads one word records it twice), the return address it
+/// gave, and the stack hash of the walk from this frame to its end (`intern::mix` folded from
+/// the outermost frame in). 64 bytes.
 #[derive(Clone, Copy)]
 struct Step {
     before: State,
@@ -83,6 +85,7 @@ struct Step {
     a1: u64,
     v1: u64,
     ret: u64,
+    tail_hash: u64,
 }
 
 const STEP_NONE: Step = Step {
@@ -96,6 +99,7 @@ const STEP_NONE: Step = Step {
     a1: 0,
     v1: 0,
     ret: 0,
+    tail_hash: 0,
 };
 
 /// Why a recorded walk stopped.
@@ -126,30 +130,54 @@ const MEMO_STEPS: usize = crate::callsite::capture::MAX_FRAMES_LIMIT;
 /// the frames a new walk shares with it stay where they are: the new walk writes only the
 /// frames it unwound (into `top`) and puts them just before the shared ones.
 struct Memo {
-    steps: Box<[Step; MEMO_STEPS]>,
+    steps: &'static mut [Step; MEMO_STEPS],
     /// First recorded step; `MEMO_STEPS`: nothing recorded.
     start: usize,
     /// The state after the last recorded step, and why the walk stopped there.
     last: State,
     end: End,
     /// The steps of the walk in progress that are not (yet) placed in `steps`.
-    top: Box<[Step; MEMO_STEPS]>,
+    top: &'static mut [Step; MEMO_STEPS],
 }
 
 fn new_memo() -> Option<Memo> {
+    // SAFETY: `Step` is plain integers: all zeros is a valid value.
+    let (steps, top) = unsafe { (mapped_array()?, mapped_array()?) };
     Some(Memo {
-        steps: boxed_array(STEP_NONE)?,
+        steps,
         start: MEMO_STEPS,
         last: STEP_NONE.before,
         end: End::Resume,
-        top: boxed_array(STEP_NONE)?,
+        top,
     })
 }
 
-/// A boxed array built on the heap (these are KiBs: not through the allocating thread's
-/// stack). Always `Some` (the vector has exactly `N` elements).
-fn boxed_array<T: Copy, const N: usize>(value: T) -> Option<Box<[T; N]>> {
-    vec![value; N].into_boxed_slice().try_into().ok()
+/// A zeroed array in its own anonymous mapping, never unmapped. The rule tables and memos
+/// (about 48 KiB per thread slot) are kept out of the program's heap: allocated from it on a
+/// thread's first capture, they moved glibc's top chunk and made it consolidate its fast
+/// bins on many later frees (measured in the program's own `malloc`/`free`).
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+unsafe fn mapped_array<T, const N: usize>() -> Option<&'static mut [T; N]> {
+    let size = core::mem::size_of::<[T; N]>();
+    // SAFETY: an anonymous private mapping of `size` bytes, no file, no fixed address.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED || p.is_null() {
+        return None;
+    }
+    // SAFETY: the mapping is page-aligned (enough for `T`), `size` bytes, zero-filled (a
+    // valid `[T; N]` by the caller's guarantee), never unmapped, and referenced only here.
+    Some(unsafe { &mut *p.cast::<[T; N]>() })
 }
 
 #[inline]
@@ -243,10 +271,14 @@ struct Bounds {
 }
 
 impl Bounds {
-    /// Whether the word at `a` is readable and holds `v`.
+    /// Whether the word at `a`, an 8-aligned address read before, is readable and holds `v`.
     #[inline(always)]
     fn holds(self, a: u64, v: u64) -> bool {
-        self.read(a) == Some(v)
+        if a.wrapping_sub(self.lo) > self.span {
+            return false;
+        }
+        // SAFETY: as in `read`; `a` is 8-aligned (a recorded read, which checked it).
+        unsafe { core::ptr::read_volatile(a as *const u64) == v }
     }
 
     #[inline(always)]
@@ -322,15 +354,20 @@ fn walk_with(
         memo,
     } = caches;
     // The recorded walk is `memo.steps[j..]`; `j` is the next step the walk may meet (the
-    // sps of both walks only grow).
+    // sps of both walks only grow), `jsp` its sp (`u64::MAX`: none left).
     let mut j = if memo_on { memo.start } else { MEMO_STEPS };
+    let sp_at = |steps: &[Step; MEMO_STEPS], j: usize| match steps.get(j) {
+        Some(s) => s.before.sp,
+        None => u64::MAX,
+    };
+    let mut jsp = sp_at(memo.steps, j);
     let mut st = State { key: pc, sp, bp };
     let mut n = 0;
-    let mut h = intern::HASH_START;
-    // Where this walk's record stands: its first `top_len` steps are in `memo.top`; `placed`
-    // once the rest of it is the recorded walk's tail (the record is then complete).
+    // This walk's steps not taken from the recorded walk's tail: `memo.top[..top_len]`.
     let mut top_len = 0;
-    let mut placed = false;
+    // The recorded walk's tail this walk ends with, from `memo.steps[tail..]` (the walk
+    // ended as the recorded one did).
+    let mut tail: Option<usize> = None;
     // Set when a step could not be recorded: the record stops before it.
     let mut cut: Option<(usize, State)> = None;
     // Whether this walk may be the next one's memo (not across a snapshot change).
@@ -339,31 +376,29 @@ fn walk_with(
         if n >= buf.len() {
             break End::Resume;
         }
-        while j < MEMO_STEPS && memo.steps[j % MEMO_STEPS].before.sp < st.sp {
+        while jsp < st.sp {
             j += 1;
+            jsp = sp_at(memo.steps, j);
         }
-        if j < MEMO_STEPS && memo.steps[j % MEMO_STEPS].before == st {
+        if jsp == st.sp && memo.steps[j % MEMO_STEPS].before == st {
             // The recorded walk passed through this state: take its frames while the words
             // they were read from are unchanged.
             let mut m = j;
-            while m < MEMO_STEPS && n < buf.len() {
+            let limit = MEMO_STEPS.min(j + (buf.len() - n));
+            while m < limit {
                 let s = &memo.steps[m % MEMO_STEPS];
-                if !(stack.holds(s.a0, s.v0) && (s.a1 == 0 || stack.holds(s.a1, s.v1))) {
+                if !(stack.holds(s.a0, s.v0) & stack.holds(s.a1, s.v1)) {
                     break;
                 }
-                buf[n] = MaybeUninit::new(s.ret as usize);
-                h = intern::mix(h, s.ret);
+                if let Some(b) = buf.get_mut(n) {
+                    *b = MaybeUninit::new(s.ret as usize);
+                }
                 n += 1;
                 m += 1;
             }
             if m == MEMO_STEPS && memo.end == End::Done && top_len <= j {
-                // All of it holds: the walk ends as the recorded one did. Its record is
-                // this walk's new top frames followed by the recorded tail, in place (they
-                // fit: `top_len + MEMO_STEPS - j = n <= MEMO_STEPS`).
-                let at = j - top_len;
-                memo.steps[at..j].copy_from_slice(&memo.top[..top_len]);
-                memo.start = at;
-                placed = true;
+                // All of it holds: the walk ends as the recorded one did.
+                tail = Some(j);
                 break End::Done;
             }
             // Part of it: copy the steps taken into this walk's record and unwind on from
@@ -380,6 +415,7 @@ fn walk_with(
                 memo.steps[m % MEMO_STEPS].before
             };
             j = m + 1;
+            jsp = sp_at(memo.steps, j);
             continue;
         }
         // A frame past the first must be in a known module (a library loaded since the
@@ -396,7 +432,7 @@ fn walk_with(
                             *gen = s.gen;
                             fast.fill(FAST_NONE);
                             keep = false;
-                            j = MEMO_STEPS;
+                            jsp = u64::MAX;
                         }
                         None => break End::Resume,
                     },
@@ -441,6 +477,7 @@ fn walk_with(
                 };
                 step.v0 = ret;
                 step.ret = ret;
+                (step.a1, step.v1) = (step.a0, ret);
                 if e.bp_saved {
                     step.a1 = cfa.wrapping_add(i64::from(e.bp_off) as u64);
                     let Some(v) = stack.read(step.a1) else {
@@ -475,7 +512,7 @@ fn walk_with(
                     cut = Some((top_len, st));
                 }
                 (step.a0, step.v0) = reads[0];
-                (step.a1, step.v1) = reads[1];
+                (step.a1, step.v1) = if count >= 2 { reads[1] } else { reads[0] };
                 step.ret = ret;
                 st.sp = regs.sp();
                 st.bp = regs.bp();
@@ -485,7 +522,6 @@ fn walk_with(
             break End::Done;
         }
         buf[n] = MaybeUninit::new(step.ret as usize);
-        h = intern::mix(h, step.ret);
         if let Some(t) = memo.top.get_mut(top_len) {
             *t = step;
             top_len += 1;
@@ -493,17 +529,48 @@ fn walk_with(
         n += 1;
         st.key = step.ret.wrapping_sub(1);
     };
+    let mut h = intern::HASH_START;
+    match tail {
+        // The record is this walk's own steps followed by the recorded tail, which stays in
+        // place (they fit: `top_len + MEMO_STEPS - at = n <= MEMO_STEPS`): the stack's hash
+        // is the tail's, then the own steps folded in, each keeping its partial hash.
+        Some(at) if memo_on && keep && cut.is_none() => {
+            h = memo.steps[at % MEMO_STEPS].tail_hash;
+            for i in (0..top_len).rev() {
+                let mut s = memo.top[i % MEMO_STEPS];
+                h = intern::mix(h, s.ret);
+                s.tail_hash = h;
+                memo.steps[(at - top_len + i) % MEMO_STEPS] = s;
+            }
+            memo.start = at - top_len;
+            return Some((n, h));
+        }
+        Some(at) => h = memo.steps[at % MEMO_STEPS].tail_hash,
+        None => {}
+    }
+    // SAFETY: the first `n` elements of `buf` were written above.
+    let frames = unsafe { core::slice::from_raw_parts(buf.as_ptr().cast::<u64>(), n) };
+    let own = if tail.is_some() { top_len.min(n) } else { n };
+    for &ret in frames[..own].iter().rev() {
+        h = intern::mix(h, ret);
+    }
     if !keep {
         memo.start = MEMO_STEPS;
-    } else if memo_on && (!placed || cut.is_some()) {
+    } else if memo_on {
         // The record is `top[..len]`, then the state after it: move it to the end of
-        // `steps`.
+        // `steps`, with the partial hashes (used only by a walk that reaches its end).
         let (len, last, end) = match cut {
             Some((len, at)) => (len, at, End::Resume),
             None => (top_len, st, end),
         };
-        let len = len.min(MEMO_STEPS);
-        memo.steps[MEMO_STEPS - len..].copy_from_slice(&memo.top[..len]);
+        let len = len.min(MEMO_STEPS).min(n);
+        let mut th = intern::HASH_START;
+        for i in (0..len).rev() {
+            let mut s = memo.top[i % MEMO_STEPS];
+            th = intern::mix(th, s.ret);
+            s.tail_hash = th;
+            memo.steps[(MEMO_STEPS - len + i) % MEMO_STEPS] = s;
+        }
         memo.start = MEMO_STEPS - len;
         memo.last = last;
         memo.end = end;
@@ -539,7 +606,9 @@ fn new_caches() -> Option<Caches> {
     Some(Caches {
         gen: 0,
         known: (0, 0),
-        fast: boxed_array(FAST_NONE)?,
+        // SAFETY: `Fast` is integers and a `bool`: all zeros is a valid value (the table
+        // is filled with `FAST_NONE` by `reset` before first use: `gen` 0 is no snapshot's).
+        fast: unsafe { mapped_array()? },
         framehop: Cache::new(),
         memo: new_memo()?,
     })
@@ -590,11 +659,11 @@ mod tests {
         let (plain, memo) = (frames(&a, n), frames(&b, m));
         assert_eq!(n, m, "depth {depth}");
         assert_eq!(plain[1..], memo[1..], "depth {depth}");
-        let mut h2 = intern::HASH_START;
-        for &ip in &memo {
-            h2 = intern::mix(h2, ip as u64);
-        }
-        assert_eq!(h, h2);
+        assert_eq!(
+            intern::hash_finish(h, m),
+            intern::hash_stack(&memo),
+            "depth {depth}"
+        );
         n
     }
 

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! ub_run --nofp DIR --fp DIR [--rounds N]
-//!        [--workloads churn,job,threads,serde,serde_values,serde_pretty,serde_typed]
+//!        [--workloads churn,job,threads,serde,serde_values,serde_pretty,serde_typed,serde_docs]
 //!        [--no-heaptrack] [--mem] [--raw FILE]
 //! ```
 //!
@@ -132,7 +132,7 @@ fn main() {
     let mut nofp = PathBuf::from("target/user-build/nofp/release");
     let mut fp: Option<PathBuf> = None;
     let mut rounds = 5usize;
-    let mut workloads = "churn,job,threads,serde,serde_values,serde_pretty,serde_typed".to_string();
+    let mut workloads = "churn,job,threads,serde,serde_values,serde_pretty,serde_typed,serde_docs".to_string();
     let mut heaptrack = true;
     let mut mem = false;
     let mut raw: Option<PathBuf> = None;
@@ -402,6 +402,15 @@ fn main() {
         }
         println!();
         for g in &groups {
+            // Groups with nothing measured but System (the 1/10-size ones when only the
+            // full-size configurations run) make no row.
+            let measured = labels.iter().any(|(l, ..)| {
+                !l.starts_with("system")
+                    && (0..rounds).any(|r| results.contains_key(&(r, g.clone(), l.clone())))
+            });
+            if !measured {
+                continue;
+            }
             let base_val: Vec<f64> = (0..rounds)
                 .filter_map(|r| results.get(&(r, g.clone(), "system".into())))
                 .map(|s| match pick {
