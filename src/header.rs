@@ -167,10 +167,11 @@ pub(crate) unsafe fn read_word(user: *mut u8) -> u64 {
 /// instruction.
 #[inline(always)]
 pub(crate) fn launder<T>(mut user: *mut T) -> *mut T {
-    // SAFETY: an empty asm block (a comment); it touches no memory, no stack and no flags, and
-    // leaves the register holding `user` unchanged.
+    // SAFETY: an empty asm block (a comment): it writes no memory, no stack and no flags, and
+    // leaves the register holding `user` unchanged. Declared `readonly` (not `nomem`) because
+    // a pointer passed to it may be read through; it reads nothing.
     unsafe {
-        core::arch::asm!("/* {0} */", inout(reg) user, options(pure, nomem, nostack, preserves_flags));
+        core::arch::asm!("/* {0} */", inout(reg) user, options(pure, readonly, nostack, preserves_flags));
     }
     user
 }

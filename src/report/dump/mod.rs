@@ -23,7 +23,9 @@ use crate::config::{DEFAULT_DUMP_THRESHOLD, DEFAULT_MAX_DUMPS, MAX_DUMPS_LIMIT};
 
 mod files;
 
-pub(crate) use files::{dumps_written, write_set, DumpReason};
+#[cfg(feature = "http")]
+pub(crate) use files::dumps_written;
+pub(crate) use files::{write_set, DumpReason};
 
 /// Settings for automatic dumps: where, from which size on, and how many files to keep.
 ///
