@@ -268,14 +268,7 @@ pub(crate) fn leave_if_asked(t: &ThreadState) {
         path: (to >> 32) as u32,
         run: to as u32,
     };
-    let prev = t.context();
-    let seq = s.seq.load(Relaxed);
-    flush_slot(s, prev);
-    s.seq.store(seq.wrapping_add(3), Relaxed);
-    core::sync::atomic::fence(Release);
-    s.path.store(to.path, Relaxed);
-    s.run.store(to.run, Relaxed);
-    s.seq.store(seq.wrapping_add(4), Release);
+    switch_locked(t, s, to);
     s.leave.store(0, Relaxed);
     unlock_slot(s);
     t.path.set(to.path);
@@ -632,6 +625,22 @@ fn flush_slot(s: &ThreadSlot, ctx: Context) {
     s.seq.store(seq.wrapping_add(2), Release);
 }
 
+/// The one context switch of a slot, its lock held by the owner `t`: flushes the foreign-free
+/// batch and the previous context's figures, and publishes `to` in the slot atomically with the
+/// flush (the caller then sets `t`'s own cells and unlocks).
+fn switch_locked(t: &ThreadState, slot: &ThreadSlot, to: Context) {
+    flush_foreign(slot);
+    t.foreign_word.set(NO_WORD);
+    let seq = slot.seq.load(Relaxed);
+    flush_slot(slot, t.context());
+    // Re-open the sequence to publish the new context atomically with the flush.
+    slot.seq.store(seq.wrapping_add(3), Relaxed);
+    core::sync::atomic::fence(Release);
+    slot.path.store(to.path, Relaxed);
+    slot.run.store(to.run, Relaxed);
+    slot.seq.store(seq.wrapping_add(4), Release);
+}
+
 /// Switches the current thread to context `to`, flushing what the previous context
 /// accumulated. Returns the previous context.
 pub(crate) fn switch_context(to: Context) -> Context {
@@ -642,16 +651,7 @@ pub(crate) fn switch_context(to: Context) -> Context {
             let slot = &SLOTS[s as usize - 1];
             register_at_fork();
             lock_slot(slot);
-            flush_foreign(slot);
-            t.foreign_word.set(NO_WORD);
-            let seq = slot.seq.load(Relaxed);
-            flush_slot(slot, prev);
-            // Re-open the sequence to publish the new context atomically with the flush.
-            slot.seq.store(seq.wrapping_add(3), Relaxed);
-            core::sync::atomic::fence(Release);
-            slot.path.store(to.path, Relaxed);
-            slot.run.store(to.run, Relaxed);
-            slot.seq.store(seq.wrapping_add(4), Release);
+            switch_locked(t, slot, to);
             unlock_slot(slot);
         }
         t.path.set(to.path);
